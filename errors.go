@@ -1,0 +1,144 @@
+package ledger
+
+import (
+	"errors"
+	"fmt"
+	"strings"
+	"time"
+
+	"github.com/tomdist/ledger/internal/store"
+)
+
+var (
+	// ErrInvalidID is returned when an operation, participant or call id does
+	// not have the allowed form; the error is an *IDError.
+	ErrInvalidID = store.ErrInvalidID
+
+	// ErrOperationNotFound is returned for an operation id that names no
+	// operation in the ledger, live or archived.
+	ErrOperationNotFound = store.ErrNotFound
+
+	// ErrCorruptLedger is returned when a ledger file does not parse; the
+	// error is a *CorruptError naming the file, which is left untouched.
+	ErrCorruptLedger = store.ErrCorrupt
+
+	// ErrLockTimeout is returned when the ledger file lock could not be had
+	// before the context ended.
+	ErrLockTimeout = store.ErrLockTimeout
+
+	// ErrOperationCompleted is returned when an operation has completed.
+	ErrOperationCompleted = errors.New("ledger: operation completed")
+
+	// ErrOperationFailed is returned, and is the cause of cancelled call
+	// contexts, when an operation has failed; the error is usually an
+	// *OperationFailedError.
+	ErrOperationFailed = errors.New("ledger: operation failed")
+
+	// ErrAborted is the cause of call contexts cancelled by the abort flag.
+	ErrAborted = errors.New("ledger: operation aborted")
+
+	// ErrNotInitiator is returned by Complete from a participant that did not
+	// create the operation.
+	ErrNotInitiator = errors.New("ledger: only the initiator can complete the operation")
+
+	// ErrCallNotFound is returned when a call id names no frame in the
+	// ledger.
+	ErrCallNotFound = errors.New("ledger: call not found")
+
+	// ErrCallCompleted is returned by a second End or Fail of a call.
+	ErrCallCompleted = errors.New("ledger: call already completed")
+
+	// ErrSessionLeft is returned when a session is used after Leave.
+	ErrSessionLeft = errors.New("ledger: session has left the operation")
+
+	// ErrClosed is returned when a ledger is used after Close, and is the
+	// cause of the contexts Close cancels.
+	ErrClosed = errors.New("ledger: ledger closed")
+
+	// ErrPendingCalls is returned by Leave while the session has spawned
+	// calls still running; the error is a *PendingCallsError.
+	ErrPendingCalls = errors.New("ledger: session has pending calls")
+
+	// ErrNoServer is returned when discovery finds no ledger server.
+	ErrNoServer = errors.New("ledger: no ledger server found")
+
+	// ErrCancelled is the cause of a spawned call's context after Cancel.
+	ErrCancelled = errors.New("ledger: call cancelled")
+)
+
+// IDError reports an id that does not have the allowed form. It matches
+// ErrInvalidID.
+type IDError = store.IDError
+
+// CorruptError reports a ledger file that does not parse. It matches
+// ErrCorruptLedger.
+type CorruptError = store.CorruptError
+
+// OperationFailedInfo describes why an operation failed.
+type OperationFailedInfo struct {
+	OperationID    string
+	FailedAt       time.Time
+	Reason         string
+	ParticipantID  string   // the participant whose call failed or crashed
+	CrashedCallIDs []string // the calls whose failure failed the operation
+}
+
+// OperationFailedError is returned, and is the cause of cancelled call
+// contexts, when an operation has failed. It matches ErrOperationFailed.
+type OperationFailedError struct {
+	Info OperationFailedInfo
+}
+
+func (e *OperationFailedError) Error() string {
+	msg := "ledger: operation " + e.Info.OperationID + " failed"
+	if e.Info.Reason != "" {
+		msg += ": " + e.Info.Reason
+	}
+	return msg
+}
+
+// Is reports whether target is ErrOperationFailed.
+func (e *OperationFailedError) Is(target error) bool { return target == ErrOperationFailed }
+
+// PendingCallsError lists the spawned calls that keep a session from
+// leaving. It matches ErrPendingCalls.
+type PendingCallsError struct {
+	CallIDs []string
+}
+
+func (e *PendingCallsError) Error() string {
+	return fmt.Sprintf("ledger: session has %d pending calls: %s", len(e.CallIDs), strings.Join(e.CallIDs, ", "))
+}
+
+// Is reports whether target is ErrPendingCalls.
+func (e *PendingCallsError) Is(target error) bool { return target == ErrPendingCalls }
+
+// CallFailedError is the error of a call whose work failed or panicked.
+type CallFailedError struct {
+	CallID string
+	Err    error // the work's error, or a *PanicError
+}
+
+func (e *CallFailedError) Error() string {
+	return fmt.Sprintf("ledger: call %s failed: %v", e.CallID, e.Err)
+}
+
+// Unwrap returns the work's error.
+func (e *CallFailedError) Unwrap() error { return e.Err }
+
+// PanicError is the error of a work function that panicked. The process
+// does not crash: the call fails with this error.
+type PanicError struct {
+	Value any    // the value passed to panic
+	Stack []byte // the stack of the panicking goroutine
+}
+
+func (e *PanicError) Error() string {
+	return fmt.Sprintf("ledger: work panicked: %v\n\n%s", e.Value, e.Stack)
+}
+
+// Unwrap returns the panic value if it is an error.
+func (e *PanicError) Unwrap() error {
+	err, _ := e.Value.(error)
+	return err
+}

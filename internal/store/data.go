@@ -1,0 +1,214 @@
+package store
+
+import (
+	"bytes"
+	"fmt"
+	"strings"
+	"time"
+)
+
+// Operation states, as the Dart ledger spells them.
+const (
+	StateRunning   = "running"
+	StateCleanup   = "cleanup"
+	StateFailed    = "failed"
+	StateCompleted = "completed"
+)
+
+// Call frame states.
+const (
+	FrameActive     = "active"
+	FrameCrashed    = "crashed"
+	FrameCleaningUp = "cleaningUp"
+	FrameCleanedUp  = "cleanedUp"
+)
+
+// Participant states.
+const (
+	ParticipantActive  = "active"
+	ParticipantLeft    = "left"
+	ParticipantCrashed = "crashed"
+)
+
+// Data is the content of one {id}.operation.json file. Its JSON keys are
+// those of the Dart ledger, plus description, participants, failure and the
+// participantId/host of temp resources.
+//
+// A *Data handed out by the Store is shared and must not be modified; use
+// Clone to get a copy that may be.
+type Data struct {
+	OperationID        string         `json:"operationId"`
+	InitiatorID        string         `json:"initiatorId"`
+	Description        string         `json:"description,omitempty"`
+	StartTime          Time           `json:"startTime"`
+	OperationState     string         `json:"operationState"`
+	Aborted            bool           `json:"aborted"`
+	LastHeartbeat      Time           `json:"lastHeartbeat"`
+	CallFrames         []CallFrame    `json:"callFrames"`
+	TempResources      []TempResource `json:"tempResources"`
+	Participants       []Participant  `json:"participants"`
+	DetectionTimestamp *Time          `json:"detectionTimestamp,omitempty"`
+	RemovalTimestamp   *Time          `json:"removalTimestamp,omitempty"`
+	Failure            *Failure       `json:"failure,omitempty"`
+}
+
+// CallFrame is one tracked call while it runs.
+type CallFrame struct {
+	ParticipantID string   `json:"participantId"`
+	CallID        string   `json:"callId"`
+	PID           int      `json:"pid"`
+	Host          string   `json:"host,omitempty"`
+	StartTime     Time     `json:"startTime"`
+	LastHeartbeat Time     `json:"lastHeartbeat"`
+	State         string   `json:"state"`
+	Description   string   `json:"description,omitempty"`
+	Resources     []string `json:"resources,omitempty"`
+	FailOnCrash   bool     `json:"failOnCrash"`
+}
+
+// TempResource is a path registered for deletion when its owner is gone.
+type TempResource struct {
+	Path          string `json:"path"`
+	Owner         int    `json:"owner"`
+	RegisteredAt  Time   `json:"registeredAt"`
+	ParticipantID string `json:"participantId,omitempty"`
+	Host          string `json:"host,omitempty"`
+}
+
+// Participant is one process taking part in the operation.
+type Participant struct {
+	ParticipantID string `json:"participantId"`
+	PID           int    `json:"pid"`
+	Host          string `json:"host"`
+	Sessions      int    `json:"sessions"`
+	JoinedAt      Time   `json:"joinedAt"`
+	LastHeartbeat Time   `json:"lastHeartbeat"`
+	State         string `json:"state"`
+}
+
+// Failure records why an operation failed.
+type Failure struct {
+	FailedAt       Time     `json:"failedAt"`
+	Reason         string   `json:"reason"`
+	ParticipantID  string   `json:"participantId,omitempty"`
+	CrashedCallIDs []string `json:"crashedCallIds"`
+}
+
+// Clone returns a copy of d that shares nothing mutable with it.
+func (d *Data) Clone() *Data {
+	if d == nil {
+		return nil
+	}
+	c := *d
+	c.CallFrames = cloneFrames(d.CallFrames)
+	c.TempResources = append([]TempResource(nil), d.TempResources...)
+	c.Participants = append([]Participant(nil), d.Participants...)
+	if d.DetectionTimestamp != nil {
+		t := *d.DetectionTimestamp
+		c.DetectionTimestamp = &t
+	}
+	if d.RemovalTimestamp != nil {
+		t := *d.RemovalTimestamp
+		c.RemovalTimestamp = &t
+	}
+	if d.Failure != nil {
+		f := *d.Failure
+		f.CrashedCallIDs = append([]string(nil), d.Failure.CrashedCallIDs...)
+		c.Failure = &f
+	}
+	return &c
+}
+
+func cloneFrames(fs []CallFrame) []CallFrame {
+	if fs == nil {
+		return nil
+	}
+	out := make([]CallFrame, len(fs))
+	copy(out, fs)
+	for i := range out {
+		if out[i].Resources != nil {
+			out[i].Resources = append([]string(nil), out[i].Resources...)
+		}
+	}
+	return out
+}
+
+// Frame returns the index of the frame with the given call id, or -1.
+func (d *Data) Frame(callID string) int {
+	for i := range d.CallFrames {
+		if d.CallFrames[i].CallID == callID {
+			return i
+		}
+	}
+	return -1
+}
+
+// Participant returns the index of the participant record of the given
+// process, or -1.
+func (d *Data) Participant(id, host string, pid int) int {
+	for i, p := range d.Participants {
+		if p.ParticipantID == id && p.Host == host && p.PID == pid {
+			return i
+		}
+	}
+	return -1
+}
+
+// Finished reports whether the operation reached a terminal state.
+func (d *Data) Finished() bool {
+	return d.OperationState == StateCompleted || d.OperationState == StateFailed
+}
+
+// Time is a time.Time that is written as RFC 3339 in UTC with millisecond
+// precision and read from RFC 3339 or from the offset-less form the Dart
+// ledger writes (DateTime.toIso8601String of a local time, read as UTC).
+type Time struct{ time.Time }
+
+// Now returns the current time as a Time, truncated to what is written.
+func Now() Time { return Time{time.Now().UTC().Truncate(time.Millisecond)} }
+
+const timeLayout = "2006-01-02T15:04:05.000Z07:00"
+
+// AppendText appends the written form of t to b.
+func (t Time) appendJSON(b []byte) []byte {
+	b = append(b, '"')
+	b = t.UTC().AppendFormat(b, timeLayout)
+	return append(b, '"')
+}
+
+// MarshalJSON implements json.Marshaler.
+func (t Time) MarshalJSON() ([]byte, error) { return t.appendJSON(nil), nil }
+
+// UnmarshalJSON implements json.Unmarshaler.
+func (t *Time) UnmarshalJSON(b []byte) error {
+	if bytes.Equal(b, []byte("null")) {
+		*t = Time{}
+		return nil
+	}
+	if len(b) < 2 || b[0] != '"' || b[len(b)-1] != '"' {
+		return fmt.Errorf("timestamp %s is not a string", b)
+	}
+	v, err := ParseTime(string(b[1 : len(b)-1]))
+	if err != nil {
+		return err
+	}
+	*t = v
+	return nil
+}
+
+// ParseTime reads a timestamp in RFC 3339 or in the Dart offset-less form.
+func ParseTime(s string) (Time, error) {
+	if v, err := time.Parse(time.RFC3339Nano, s); err == nil {
+		return Time{v.UTC()}, nil
+	}
+	// Dart: 2024-01-15T10:30:00.123456 (no offset); also accept a space.
+	layout := "2006-01-02T15:04:05.999999999"
+	if strings.Contains(s, " ") {
+		layout = "2006-01-02 15:04:05.999999999"
+	}
+	v, err := time.Parse(layout, s)
+	if err != nil {
+		return Time{}, fmt.Errorf("timestamp %q is neither RFC 3339 nor the Dart form", s)
+	}
+	return Time{v}, nil
+}

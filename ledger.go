@@ -1,0 +1,356 @@
+package ledger
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/tomdist/ledger/internal/store"
+)
+
+// Defaults of Options.
+const (
+	DefaultHeartbeatInterval = 5 * time.Second
+	DefaultStaleThreshold    = 15 * time.Second
+	DefaultMaxBackups        = 20
+	DefaultMaxTrail          = 100
+	DefaultLivenessPoll      = 200 * time.Millisecond
+	DefaultPort              = 19880
+)
+
+// Options configure a ledger. The zero value is valid: it finds a ledger
+// server on this host (see Discovery) and names the participant after the
+// host and process.
+type Options struct {
+	// ParticipantID names this participant in the ledger. It must match
+	// ^[A-Za-z0-9_.-]{1,64}$. Zero means "{host}-{pid}".
+	ParticipantID string
+
+	// ParticipantPID is the pid written into the ledger. Zero means
+	// os.Getpid().
+	ParticipantPID int
+
+	// BasePath is the ledger directory of the local backend. When set, the
+	// ledger is a *LocalLedger over this directory.
+	BasePath string
+
+	// ServerURL is the base URL of a ledger server (remote backend). Zero,
+	// with BasePath empty, means discovery. Setting both is an error.
+	ServerURL string
+
+	// Callback receives ledger-wide events.
+	Callback LedgerCallback
+
+	// HeartbeatInterval is the time between heartbeats. Zero means 5s.
+	HeartbeatInterval time.Duration
+
+	// StaleThreshold is how long a participant may go without a heartbeat
+	// before it is declared crashed. It must exceed HeartbeatInterval.
+	// Zero means 15s.
+	StaleThreshold time.Duration
+
+	// LivenessPoll is the interval of the same-host liveness check of the
+	// local backend. Zero means 200ms.
+	LivenessPoll time.Duration
+
+	// MaxBackups is how many archived operations are kept. Zero means 20;
+	// negative keeps all.
+	MaxBackups int
+
+	// MaxTrail is how many trail snapshots are kept per operation. Zero
+	// means 100; negative keeps none.
+	MaxTrail int
+
+	// Durable makes every write fsync the file and its directory, so a
+	// change survives a power cut. Zero means off: a change survives the
+	// crash of any process, not of the machine.
+	Durable bool
+
+	// NoSignalHandler keeps the ledger from handling SIGINT and SIGTERM
+	// while operations are open. Programs that handle signals themselves
+	// should set it and call Cleanup().Run.
+	NoSignalHandler bool
+
+	// LockTimeout bounds the wait for a ledger file lock when the caller's
+	// context has no deadline. Zero means 30s.
+	LockTimeout time.Duration
+}
+
+// LedgerCallback receives ledger-wide events. Every field may be nil.
+// Callbacks run on the goroutine that caused the event and must not block
+// for long.
+type LedgerCallback struct {
+	// OnBackupCreated is called with the directory of an archived operation.
+	OnBackupCreated func(operationID, dir string)
+	// OnLogLine is called with every line this process writes to a log.
+	OnLogLine func(operationID, line string)
+	// OnGlobalHeartbeatError is called with every heartbeat error of every
+	// operation of this ledger.
+	OnGlobalHeartbeatError func(operationID string, err *HeartbeatError)
+}
+
+// withDefaults validates o and fills in the defaults.
+func (o Options) withDefaults() (Options, error) {
+	if o.BasePath != "" && o.ServerURL != "" {
+		return o, errors.New("ledger: Options.BasePath and Options.ServerURL are both set; choose one backend")
+	}
+	if o.ParticipantID == "" {
+		o.ParticipantID = defaultParticipantID()
+	}
+	if err := store.CheckParticipantID(o.ParticipantID); err != nil {
+		return o, fmt.Errorf("ledger: Options.ParticipantID: %w", err)
+	}
+	if o.ParticipantPID < 0 {
+		return o, fmt.Errorf("ledger: Options.ParticipantPID (%d) must not be negative", o.ParticipantPID)
+	}
+	if o.ParticipantPID == 0 {
+		o.ParticipantPID = os.Getpid()
+	}
+	for _, d := range []struct {
+		name string
+		v    time.Duration
+	}{
+		{"HeartbeatInterval", o.HeartbeatInterval},
+		{"StaleThreshold", o.StaleThreshold},
+		{"LivenessPoll", o.LivenessPoll},
+		{"LockTimeout", o.LockTimeout},
+	} {
+		if d.v < 0 {
+			return o, fmt.Errorf("ledger: Options.%s (%v) must not be negative", d.name, d.v)
+		}
+	}
+	if o.HeartbeatInterval == 0 {
+		o.HeartbeatInterval = DefaultHeartbeatInterval
+	}
+	if o.StaleThreshold == 0 {
+		o.StaleThreshold = max(DefaultStaleThreshold, 3*o.HeartbeatInterval)
+	}
+	if o.StaleThreshold <= o.HeartbeatInterval {
+		return o, fmt.Errorf("ledger: Options.StaleThreshold (%v) must exceed HeartbeatInterval (%v)", o.StaleThreshold, o.HeartbeatInterval)
+	}
+	if o.LivenessPoll == 0 {
+		o.LivenessPoll = DefaultLivenessPoll
+	}
+	if o.LockTimeout == 0 {
+		o.LockTimeout = 30 * time.Second
+	}
+	switch {
+	case o.MaxBackups == 0:
+		o.MaxBackups = DefaultMaxBackups
+	case o.MaxBackups < 0:
+		o.MaxBackups = 0
+	}
+	switch {
+	case o.MaxTrail == 0:
+		o.MaxTrail = DefaultMaxTrail
+	case o.MaxTrail < 0:
+		o.MaxTrail = 0
+	}
+	return o, nil
+}
+
+func defaultParticipantID() string {
+	host, _ := os.Hostname()
+	host = strings.Map(func(r rune) rune {
+		if r >= 'a' && r <= 'z' || r >= 'A' && r <= 'Z' || r >= '0' && r <= '9' || r == '_' || r == '-' {
+			return r
+		}
+		return '_'
+	}, host)
+	host = strings.Trim(host, "_")
+	if len(host) > 40 {
+		host = host[:40]
+	}
+	if host == "" {
+		host = "p"
+	}
+	return fmt.Sprintf("%s-%d", host, os.Getpid())
+}
+
+// Ledger is a connection to a ledger, local or remote. It is safe for
+// concurrent use.
+type Ledger interface {
+	// CreateOperation starts an operation with this participant as its
+	// initiator.
+	CreateOperation(ctx context.Context, opts CreateOptions) (*Operation, error)
+	// JoinOperation joins an existing operation; each join is a session.
+	JoinOperation(ctx context.Context, operationID string, opts JoinOptions) (*Operation, error)
+	// ParticipantID returns the id this ledger acts under.
+	ParticipantID() string
+	// Close stops every goroutine the ledger started, cancels its spawned
+	// calls and waits for them. Open sessions are left.
+	Close() error
+}
+
+// CreateOptions configure CreateOperation. The zero value is valid.
+type CreateOptions struct {
+	Description string            // free text written into the state
+	Callback    OperationCallback // events of this session
+}
+
+// JoinOptions configure JoinOperation. The zero value is valid.
+type JoinOptions struct {
+	Callback OperationCallback // events of this session
+}
+
+// Connect returns a ledger: a *LocalLedger when o.BasePath is set, else a
+// *RemoteClient for o.ServerURL, or for the server discovery finds.
+func Connect(ctx context.Context, o Options) (Ledger, error) {
+	if o.BasePath != "" && o.ServerURL != "" {
+		_, err := o.withDefaults()
+		return nil, err
+	}
+	if o.BasePath != "" {
+		return NewLocalLedger(o)
+	}
+	return nil, errors.New("ledger: the remote backend (Options.ServerURL or discovery) is not available yet; set Options.BasePath")
+}
+
+// participant names one process taking part.
+type participant struct {
+	ID   string
+	PID  int
+	Host string
+}
+
+var hostname = sync.OnceValue(func() string {
+	h, err := os.Hostname()
+	if err != nil || h == "" {
+		return "localhost"
+	}
+	return h
+})
+
+// backend is how the client core reaches a ledger: a local directory
+// (LocalLedger) or a ledger server (RemoteClient). Every method names the
+// participant it acts for, so that a server can serve many participants
+// without remembering any of them, and returns what the caller needs.
+type backend interface {
+	// create writes a new operation with who as its initiator.
+	create(ctx context.Context, id string, who participant, description string) (*store.Data, error)
+	// join adds a session of who to the operation.
+	join(ctx context.Context, id string, who participant) (*store.Data, error)
+	// leave ends a session of who; the last one marks the participant left.
+	leave(ctx context.Context, id string, who participant) error
+	// complete marks the operation completed and archives it.
+	complete(ctx context.Context, id string, who participant) (*store.Data, error)
+	// state reads the operation, live or archived.
+	state(ctx context.Context, id string) (*store.Data, error)
+	// log appends a line to the operation log.
+	log(ctx context.Context, id string, who participant, level LogLevel, msg string) error
+	// setAbort sets or clears the abort flag.
+	setAbort(ctx context.Context, id string, who participant, aborted bool) (*store.Data, error)
+	// addFrame adds a call frame.
+	addFrame(ctx context.Context, id string, who participant, f frameSpec) error
+	// removeFrame removes a call frame that ended well.
+	removeFrame(ctx context.Context, id string, who participant, callID string, kind frameKind) error
+	// failFrame removes the frame of a failed call and, when it fails on
+	// crash, records the failure of the operation. stack goes to the debug
+	// log.
+	failFrame(ctx context.Context, id string, who participant, callID, reason, stack string) (*store.Data, error)
+	// registerTemp and unregisterTemp record a temp resource of who.
+	registerTemp(ctx context.Context, id string, who participant, path string) error
+	unregisterTemp(ctx context.Context, id string, who participant, path string) error
+	// close releases what the backend holds.
+	close() error
+}
+
+// frameKind says how a frame came and went, which decides the log events.
+type frameKind int
+
+const (
+	frameCall    frameKind = iota // StartCall: CALL_STARTED, CALL_ENDED
+	frameSpawned                  // SpawnCall: CALL_SPAWNED, CALL_COMPLETED
+	frameRaw                      // CreateCallFrame/DeleteCallFrame: no events
+)
+
+// frameSpec describes a new call frame.
+type frameSpec struct {
+	CallID      string
+	Description string
+	FailOnCrash bool
+	Kind        frameKind
+}
+
+// client is the core that LocalLedger and RemoteClient share: sessions,
+// calls, heartbeats and failure handling, over a backend.
+type client struct {
+	opts Options
+	b    backend
+	who  participant
+
+	// life is cancelled by Close with ErrClosed; every context the client
+	// hands to work derives from it.
+	life   context.Context
+	cancel context.CancelCauseFunc
+	wg     sync.WaitGroup // every goroutine the client and its operations start
+
+	mu     sync.Mutex // guards ops, closed
+	ops    map[string]*opState
+	closed bool
+}
+
+func newClient(o Options, b backend) *client {
+	life, cancel := context.WithCancelCause(context.Background())
+	return &client{
+		opts:   o,
+		b:      b,
+		who:    participant{ID: o.ParticipantID, PID: o.ParticipantPID, Host: hostname()},
+		life:   life,
+		cancel: cancel,
+		ops:    make(map[string]*opState),
+	}
+}
+
+// ParticipantID returns the id this ledger acts under.
+func (c *client) ParticipantID() string { return c.who.ID }
+
+// Close stops every goroutine the ledger started, cancels its spawned calls
+// (their contexts end with ErrClosed) and waits for them. Sessions still
+// open are left in the ledger. Close is idempotent.
+func (c *client) Close() error {
+	c.mu.Lock()
+	if c.closed {
+		c.mu.Unlock()
+		return nil
+	}
+	c.closed = true
+	ops := make([]*opState, 0, len(c.ops))
+	for _, st := range c.ops {
+		ops = append(ops, st)
+	}
+	c.mu.Unlock()
+
+	c.cancel(ErrClosed)
+	ctx, cancel := context.WithTimeout(context.Background(), c.opts.LockTimeout)
+	defer cancel()
+	var errs []error
+	for _, st := range ops {
+		errs = append(errs, st.closeAll(ctx))
+	}
+	c.wg.Wait()
+	errs = append(errs, c.b.close())
+	return errors.Join(errs...)
+}
+
+// go runs f in a goroutine that Close waits for.
+func (c *client) goTracked(f func()) {
+	c.wg.Add(1)
+	go func() {
+		defer c.wg.Done()
+		f()
+	}()
+}
+
+// ctx bounds a call with the lock timeout when the caller's context has no
+// deadline.
+func (c *client) bound(ctx context.Context) (context.Context, context.CancelFunc) {
+	if _, ok := ctx.Deadline(); ok {
+		return ctx, func() {}
+	}
+	return context.WithTimeout(ctx, c.opts.LockTimeout)
+}

@@ -1,0 +1,611 @@
+package ledger
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"maps"
+	"os"
+	"slices"
+	"sync"
+	"time"
+
+	"github.com/tomdist/ledger/internal/store"
+)
+
+// Data is a snapshot of an operation's state as written in the ledger.
+// Values handed out by this package are copies that the caller may keep.
+type Data = store.Data
+
+// CallFrame is one running call in Data.
+type CallFrame = store.CallFrame
+
+// Participant is one process taking part in an operation, in Data.
+type Participant = store.Participant
+
+// TempResource is a registered temporary path, in Data.
+type TempResource = store.TempResource
+
+// LogLevel is the level of a line in the operation log.
+type LogLevel int
+
+// Log levels. Debug lines go to {id}.operation.debug.log, the others to
+// {id}.operation.log.
+const (
+	LogDebug LogLevel = iota
+	LogInfo
+	LogWarning
+	LogError
+)
+
+// String returns the level as written in the log: DEBUG, INFO, WARNING or
+// ERROR.
+func (l LogLevel) String() string {
+	switch l {
+	case LogDebug:
+		return "DEBUG"
+	case LogInfo:
+		return "INFO"
+	case LogWarning:
+		return "WARNING"
+	case LogError:
+		return "ERROR"
+	}
+	return fmt.Sprintf("LEVEL%d", int(l))
+}
+
+// OperationCallback receives the events of one session. Every field may be
+// nil. Callbacks run on library goroutines, never under a file lock.
+type OperationCallback struct {
+	// OnHeartbeatSuccess is called after every heartbeat that succeeded.
+	OnHeartbeatSuccess func(op *Operation, r HeartbeatResult)
+	// OnHeartbeatError is called for every heartbeat problem.
+	OnHeartbeatError func(op *Operation, err *HeartbeatError)
+	// OnAbort is called once when the operation is aborted.
+	OnAbort func(op *Operation)
+	// OnFailure is called once when the operation fails.
+	OnFailure func(op *Operation, info OperationFailedInfo)
+}
+
+// trackedCall is the view of Call[T] and SpawnedCall[T] that sessions keep.
+type trackedCall interface {
+	ID() string
+	Description() string
+	// operationFailed runs the call's OnOperationFailed and OnCleanup.
+	operationFailed(info OperationFailedInfo)
+}
+
+// opState is what a process knows of one operation: shared by all of its
+// sessions on it.
+type opState struct {
+	c         *client
+	id        string
+	initiator bool
+	start     time.Time
+
+	// ctx is the parent of every call context of the operation in this
+	// process; it is cancelled with the cause that ended the operation.
+	ctx    context.Context
+	cancel context.CancelCauseFunc
+
+	aborted   chan struct{}
+	abortOnce sync.Once
+	failed    chan struct{}
+	failOnce  sync.Once
+	release   func() // drops the liveness lock; nil for remote
+
+	mu          sync.Mutex // guards the fields below
+	sessions    map[int]*Operation
+	lastSession int
+	data        *store.Data // last state seen; shared, never modified
+	failure     *OperationFailedInfo
+	ended       error // ErrOperationCompleted, ErrClosed or a failure: no more use
+	calls       map[string]trackedCall
+	temps       map[string]struct{}
+	callSeq     int64
+}
+
+// Operation is one session of this process on an operation: what
+// CreateOperation and JoinOperation return. The abort and failure state is
+// shared by all sessions of the process on the same operation; calls are
+// tracked per session. An Operation is safe for concurrent use.
+type Operation struct {
+	st      *opState
+	session int
+	cb      OperationCallback
+
+	mu    sync.Mutex // guards calls, left
+	calls map[string]trackedCall
+	left  bool
+}
+
+// CreateOperation starts an operation with this participant as initiator.
+func (c *client) CreateOperation(ctx context.Context, opts CreateOptions) (*Operation, error) {
+	id := store.NewOperationID(c.who.ID, time.Now())
+	return c.open(ctx, id, opts.Callback, func(ctx context.Context) (*store.Data, error) {
+		return c.b.create(ctx, id, c.who, opts.Description)
+	})
+}
+
+// JoinOperation joins the operation id. An unknown id is
+// ErrOperationNotFound; a completed one ErrOperationCompleted; a failed one
+// an *OperationFailedError.
+func (c *client) JoinOperation(ctx context.Context, id string, opts JoinOptions) (*Operation, error) {
+	if err := store.CheckOperationID(id); err != nil {
+		return nil, err
+	}
+	return c.open(ctx, id, opts.Callback, func(ctx context.Context) (*store.Data, error) {
+		return c.b.join(ctx, id, c.who)
+	})
+}
+
+// livenessBackend is implemented by backends that can prove a process alive
+// to the others on the same host.
+type livenessBackend interface {
+	holdLiveness(id string, who participant) (release func(), err error)
+}
+
+// open adds a session to operation id, creating the process's state of it
+// on the first session.
+func (c *client) open(ctx context.Context, id string, cb OperationCallback, write func(context.Context) (*store.Data, error)) (*Operation, error) {
+	ctx, cancel := c.bound(ctx)
+	defer cancel()
+	c.mu.Lock()
+	if c.closed {
+		c.mu.Unlock()
+		return nil, ErrClosed
+	}
+	st := c.ops[id]
+	first := st == nil
+	if first {
+		st = c.newOpState(id)
+		c.ops[id] = st
+	}
+	c.mu.Unlock()
+
+	if first {
+		if lb, ok := c.b.(livenessBackend); ok {
+			release, err := lb.holdLiveness(id, c.who)
+			if err != nil {
+				c.forget(st)
+				return nil, err
+			}
+			st.release = release
+		}
+	}
+	d, err := write(ctx)
+	if err != nil {
+		if first {
+			st.end(err)
+			c.forget(st)
+		}
+		return nil, err
+	}
+	st.mu.Lock()
+	if first {
+		st.initiator = d.InitiatorID == c.who.ID
+		st.start = d.StartTime.Time
+	}
+	st.see(d)
+	st.lastSession++
+	op := &Operation{st: st, session: st.lastSession, cb: cb, calls: make(map[string]trackedCall)}
+	st.sessions[op.session] = op
+	st.mu.Unlock()
+	if first {
+		st.startBackground()
+	}
+	return op, nil
+}
+
+func (c *client) newOpState(id string) *opState {
+	ctx, cancel := context.WithCancelCause(c.life)
+	return &opState{
+		c: c, id: id, ctx: ctx, cancel: cancel,
+		aborted:  make(chan struct{}),
+		failed:   make(chan struct{}),
+		sessions: make(map[int]*Operation),
+		calls:    make(map[string]trackedCall),
+		temps:    make(map[string]struct{}),
+	}
+}
+
+// forget removes st from the client once no session uses it.
+func (c *client) forget(st *opState) {
+	c.mu.Lock()
+	if c.ops[st.id] == st {
+		delete(c.ops, st.id)
+	}
+	c.mu.Unlock()
+}
+
+// see records d as the latest known state. st.mu is held.
+func (st *opState) see(d *store.Data) {
+	if d != nil {
+		st.data = d
+	}
+}
+
+// end makes every handle of st unusable with err, cancels the call
+// contexts with err and drops the liveness lock. It returns false if st had
+// already ended.
+func (st *opState) end(err error) bool {
+	st.mu.Lock()
+	if st.ended != nil {
+		st.mu.Unlock()
+		return false
+	}
+	st.ended = err
+	st.mu.Unlock()
+	st.cancel(err)
+	if st.release != nil {
+		st.release()
+	}
+	return true
+}
+
+// closeAll ends st for Close: its sessions stay in the ledger.
+func (st *opState) closeAll(ctx context.Context) error {
+	st.end(ErrClosed)
+	return nil
+}
+
+// usable returns the error that keeps op from being used, if any.
+func (op *Operation) usable() error {
+	op.mu.Lock()
+	left := op.left
+	op.mu.Unlock()
+	if left {
+		return ErrSessionLeft
+	}
+	st := op.st
+	st.mu.Lock()
+	defer st.mu.Unlock()
+	return st.ended
+}
+
+// ID returns the operation id.
+func (op *Operation) ID() string { return op.st.id }
+
+// ParticipantID returns the id of this participant.
+func (op *Operation) ParticipantID() string { return op.st.c.who.ID }
+
+// IsInitiator reports whether this participant created the operation.
+func (op *Operation) IsInitiator() bool { return op.st.initiator }
+
+// SessionID returns the number of this session among the sessions of this
+// process on the operation, counting from 1.
+func (op *Operation) SessionID() int { return op.session }
+
+// StartTime returns when the operation was created.
+func (op *Operation) StartTime() time.Time { return op.st.start }
+
+// Elapsed returns the time since the operation was created.
+func (op *Operation) Elapsed() time.Duration { return time.Since(op.st.start) }
+
+// Aborted returns a channel that is closed when the operation is aborted.
+func (op *Operation) Aborted() <-chan struct{} { return op.st.aborted }
+
+// IsAborted reports whether the operation has been aborted.
+func (op *Operation) IsAborted() bool {
+	select {
+	case <-op.st.aborted:
+		return true
+	default:
+		return false
+	}
+}
+
+// Failed returns a channel that is closed when the operation fails.
+func (op *Operation) Failed() <-chan struct{} { return op.st.failed }
+
+// Failure returns why the operation failed, once it has.
+func (op *Operation) Failure() (OperationFailedInfo, bool) {
+	op.st.mu.Lock()
+	defer op.st.mu.Unlock()
+	if op.st.failure == nil {
+		return OperationFailedInfo{}, false
+	}
+	return *op.st.failure, true
+}
+
+// Context returns a context that is cancelled when the operation ends for
+// this process: with cause ErrAborted, an *OperationFailedError,
+// ErrOperationCompleted or ErrClosed.
+func (op *Operation) Context() context.Context { return op.st.ctx }
+
+// State reads the operation's state from the ledger.
+func (op *Operation) State(ctx context.Context) (*Data, error) {
+	if err := op.usable(); err != nil {
+		return nil, err
+	}
+	ctx, cancel := op.st.c.bound(ctx)
+	defer cancel()
+	d, err := op.st.c.b.state(ctx, op.st.id)
+	if err != nil {
+		return nil, err
+	}
+	op.st.observe(d)
+	return d.Clone(), nil
+}
+
+// CachedData returns the state as last seen by this process (on join, a
+// heartbeat or State), without I/O.
+func (op *Operation) CachedData() *Data {
+	op.st.mu.Lock()
+	defer op.st.mu.Unlock()
+	return op.st.data.Clone()
+}
+
+// observe takes in a state read from the ledger: it reacts to abort,
+// failure and completion recorded by others.
+func (st *opState) observe(d *store.Data) {
+	st.mu.Lock()
+	st.see(d)
+	st.mu.Unlock()
+	if d.Aborted {
+		st.abort()
+	}
+	switch d.OperationState {
+	case store.StateCleanup, store.StateFailed:
+		st.fail(failureInfo(d))
+	case store.StateCompleted:
+		st.end(fmt.Errorf("%w: %s", ErrOperationCompleted, st.id))
+	}
+}
+
+// Log appends msg to the operation log at the given level.
+func (op *Operation) Log(ctx context.Context, level LogLevel, msg string) error {
+	if err := op.usable(); err != nil {
+		return err
+	}
+	ctx, cancel := op.st.c.bound(ctx)
+	defer cancel()
+	return op.st.c.b.log(ctx, op.st.id, op.st.c.who, level, msg)
+}
+
+// SetAbortFlag sets (or clears) the abort flag in the ledger. Setting it
+// aborts the operation in this process at once and in the others at their
+// next heartbeat or liveness poll. Clearing it does not undo an abort that
+// a process has already seen.
+func (op *Operation) SetAbortFlag(ctx context.Context, aborted bool) error {
+	if err := op.usable(); err != nil {
+		return err
+	}
+	ctx, cancel := op.st.c.bound(ctx)
+	defer cancel()
+	d, err := op.st.c.b.setAbort(ctx, op.st.id, op.st.c.who, aborted)
+	if err != nil {
+		return err
+	}
+	op.st.observe(d)
+	return nil
+}
+
+// CheckAbort reads the abort flag from the ledger, and aborts the operation
+// in this process if it is set.
+func (op *Operation) CheckAbort(ctx context.Context) (bool, error) {
+	d, err := op.State(ctx)
+	if err != nil {
+		return false, err
+	}
+	return d.Aborted, nil
+}
+
+// TriggerAbort aborts the operation in this process only, without writing
+// the ledger: Aborted closes, OnAbort runs and call contexts are cancelled
+// with ErrAborted. Use SetAbortFlag to abort every participant.
+func (op *Operation) TriggerAbort() { op.st.abort() }
+
+// abort closes Aborted, cancels the call contexts with ErrAborted and runs
+// OnAbort of every session, once.
+func (st *opState) abort() {
+	st.abortOnce.Do(func() {
+		close(st.aborted)
+		st.cancel(ErrAborted)
+		for _, op := range st.sessionList() {
+			if op.cb.OnAbort != nil {
+				op.cb.OnAbort(op)
+			}
+		}
+	})
+}
+
+// fail makes the operation failed in this process, once: Failed closes, call
+// contexts are cancelled with an *OperationFailedError, every active call
+// runs OnOperationFailed and OnCleanup, this process's temp resources are
+// deleted and every session's OnFailure runs.
+func (st *opState) fail(info OperationFailedInfo) {
+	st.failOnce.Do(func() {
+		err := &OperationFailedError{Info: info}
+		st.mu.Lock()
+		st.failure = &info
+		calls := slices.Collect(maps.Values(st.calls))
+		temps := slices.Collect(maps.Keys(st.temps))
+		st.mu.Unlock()
+		close(st.failed)
+		st.cancel(err)
+		for _, call := range calls {
+			call.operationFailed(info)
+		}
+		for _, path := range temps {
+			os.RemoveAll(path)
+		}
+		for _, op := range st.sessionList() {
+			if op.cb.OnFailure != nil {
+				op.cb.OnFailure(op, info)
+			}
+		}
+	})
+}
+
+func (st *opState) sessionList() []*Operation {
+	st.mu.Lock()
+	defer st.mu.Unlock()
+	ops := slices.Collect(maps.Values(st.sessions))
+	slices.SortFunc(ops, func(a, b *Operation) int { return a.session - b.session })
+	return ops
+}
+
+// track records a started call in the session and the process.
+func (op *Operation) track(call trackedCall) {
+	op.mu.Lock()
+	op.calls[call.ID()] = call
+	op.mu.Unlock()
+	op.st.mu.Lock()
+	op.st.calls[call.ID()] = call
+	op.st.mu.Unlock()
+}
+
+// untrack forgets a call that ended.
+func (op *Operation) untrack(id string) {
+	op.mu.Lock()
+	delete(op.calls, id)
+	op.mu.Unlock()
+	op.st.mu.Lock()
+	delete(op.st.calls, id)
+	op.st.mu.Unlock()
+}
+
+// nextCallID returns a new call id of this participant.
+func (st *opState) nextCallID() string {
+	st.mu.Lock()
+	st.callSeq++
+	n := st.callSeq
+	st.mu.Unlock()
+	return store.NewCallID(st.c.who.ID, n)
+}
+
+// CreateCallFrame adds a raw call frame to the ledger, without a tracked
+// call: no log event and no callbacks. DeleteCallFrame removes it.
+func (op *Operation) CreateCallFrame(ctx context.Context, callID string) error {
+	if err := store.CheckCallID(callID); err != nil {
+		return err
+	}
+	if err := op.usable(); err != nil {
+		return err
+	}
+	ctx, cancel := op.st.c.bound(ctx)
+	defer cancel()
+	return op.st.c.b.addFrame(ctx, op.st.id, op.st.c.who, frameSpec{CallID: callID, Kind: frameRaw})
+}
+
+// DeleteCallFrame removes a call frame from the ledger.
+func (op *Operation) DeleteCallFrame(ctx context.Context, callID string) error {
+	if err := store.CheckCallID(callID); err != nil {
+		return err
+	}
+	if err := op.usable(); err != nil {
+		return err
+	}
+	ctx, cancel := op.st.c.bound(ctx)
+	defer cancel()
+	return op.st.c.b.removeFrame(ctx, op.st.id, op.st.c.who, callID, frameRaw)
+}
+
+// RegisterTempResource records path as a temporary file or directory of
+// this process: it is deleted when the operation fails, when this process
+// is cleaned up after a signal, and by a survivor on this host when this
+// process crashes.
+func (op *Operation) RegisterTempResource(ctx context.Context, path string) error {
+	if path == "" {
+		return errors.New("ledger: RegisterTempResource: empty path")
+	}
+	if err := op.usable(); err != nil {
+		return err
+	}
+	ctx, cancel := op.st.c.bound(ctx)
+	defer cancel()
+	if err := op.st.c.b.registerTemp(ctx, op.st.id, op.st.c.who, path); err != nil {
+		return err
+	}
+	op.st.mu.Lock()
+	op.st.temps[path] = struct{}{}
+	op.st.mu.Unlock()
+	return nil
+}
+
+// UnregisterTempResource forgets a registered path without deleting it.
+func (op *Operation) UnregisterTempResource(ctx context.Context, path string) error {
+	if err := op.usable(); err != nil {
+		return err
+	}
+	ctx, cancel := op.st.c.bound(ctx)
+	defer cancel()
+	if err := op.st.c.b.unregisterTemp(ctx, op.st.id, op.st.c.who, path); err != nil {
+		return err
+	}
+	op.st.mu.Lock()
+	delete(op.st.temps, path)
+	op.st.mu.Unlock()
+	return nil
+}
+
+// LeaveOptions configure Leave. The zero value is valid.
+type LeaveOptions struct {
+	// CancelPendingCalls cancels the session's calls that are still
+	// running instead of refusing to leave with ErrPendingCalls.
+	CancelPendingCalls bool
+}
+
+// Leave ends this session. While calls of the session are still running it
+// returns a *PendingCallsError (ErrPendingCalls), unless
+// opts.CancelPendingCalls is set. When the last session of the process
+// leaves, the participant is marked left in the ledger.
+func (op *Operation) Leave(ctx context.Context, opts LeaveOptions) error {
+	if err := op.usable(); err != nil {
+		return err
+	}
+	op.mu.Lock()
+	pending := slices.Sorted(maps.Keys(op.calls))
+	if len(pending) > 0 && !opts.CancelPendingCalls {
+		op.mu.Unlock()
+		return &PendingCallsError{CallIDs: pending}
+	}
+	op.left = true
+	calls := slices.Collect(maps.Values(op.calls))
+	op.mu.Unlock()
+	for _, call := range calls {
+		if cc, ok := call.(interface{ cancelForLeave() }); ok {
+			cc.cancelForLeave()
+		}
+	}
+
+	st := op.st
+	st.mu.Lock()
+	delete(st.sessions, op.session)
+	last := len(st.sessions) == 0
+	st.mu.Unlock()
+	ctx, cancel := st.c.bound(ctx)
+	defer cancel()
+	err := st.c.b.leave(ctx, st.id, st.c.who)
+	if last {
+		st.end(ErrSessionLeft)
+		st.c.forget(st)
+	}
+	return err
+}
+
+// Complete marks the operation completed and archives it. Only the
+// initiator may complete (else ErrNotInitiator). Afterwards every handle
+// of the operation returns ErrOperationCompleted.
+func (op *Operation) Complete(ctx context.Context) error {
+	if err := op.usable(); err != nil {
+		return err
+	}
+	st := op.st
+	if !st.initiator {
+		return fmt.Errorf("%w: %s", ErrNotInitiator, st.c.who.ID)
+	}
+	ctx, cancel := st.c.bound(ctx)
+	defer cancel()
+	d, err := st.c.b.complete(ctx, st.id, st.c.who)
+	if err != nil {
+		return err
+	}
+	st.mu.Lock()
+	st.see(d)
+	st.mu.Unlock()
+	st.end(fmt.Errorf("%w: %s", ErrOperationCompleted, st.id))
+	st.c.forget(st)
+	return nil
+}
