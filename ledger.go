@@ -217,6 +217,8 @@ type participant struct {
 	Host string
 }
 
+func (p participant) key() string { return store.Key(p.ID, p.PID, p.Host) }
+
 var hostname = sync.OnceValue(func() string {
 	h, err := os.Hostname()
 	if err != nil || h == "" {
@@ -255,6 +257,17 @@ type backend interface {
 	// registerTemp and unregisterTemp record a temp resource of who.
 	registerTemp(ctx context.Context, id string, who participant, path string) error
 	unregisterTemp(ctx context.Context, id string, who participant, path string) error
+	// heartbeat refreshes the participant record and frames of who.
+	heartbeat(ctx context.Context, id string, who participant) (*store.Data, error)
+	// reportCrash declares victim crashed, unless its heartbeat changed
+	// since seen (zero seen: unconditionally, for a proof such as a free
+	// liveness lock or a process reporting itself after a signal).
+	reportCrash(ctx context.Context, id string, who, victim participant, seen store.Time) (crashReport, error)
+	// cleanedUp marks the active frames of who cleaned up.
+	cleanedUp(ctx context.Context, id string, who participant) (*store.Data, error)
+	// finishCleanup ends the cleanup phase: frames removed, state failed,
+	// archived.
+	finishCleanup(ctx context.Context, id string, who participant) (*store.Data, error)
 	// close releases what the backend holds.
 	close() error
 }

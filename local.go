@@ -241,26 +241,31 @@ func (b *localBackend) failFrame(ctx context.Context, id string, who participant
 			tx.Log("DEBUG", who.ID, "CALL_FAILED "+callID+" stack: "+stack)
 		}
 		if failOnCrash && d.OperationState == store.StateRunning {
-			recordFailure(tx, who.ID, reason, []string{callID})
+			recordFailure(tx, who, who.ID, reason, []string{callID})
 		}
 		return nil
 	})
 }
 
-// recordFailure marks a running operation as failed by who. When frames of
-// other calls are still active, their participants must clean up first: the
-// operation goes to cleanup and the coordinator finishes it. Otherwise it
-// fails at once (and is archived).
-func recordFailure(tx *store.Tx, who, reason string, callIDs []string) {
+// recordFailure marks a running operation as failed: the calls callIDs of
+// participant culprit failed or crashed, and coordinator (a participant
+// Key) takes charge of the cleanup. When frames of other calls are still
+// active, their participants must clean up first: the operation goes to
+// cleanup and the coordinator finishes it later. Otherwise it fails at once
+// (and is archived).
+func recordFailure(tx *store.Tx, coordinator participant, culprit, reason string, callIDs []string) {
 	d, now := tx.Data, store.Now()
-	d.Failure = &store.Failure{FailedAt: now, Reason: reason, ParticipantID: who, CrashedCallIDs: callIDs}
+	d.Failure = &store.Failure{
+		FailedAt: now, Reason: reason, ParticipantID: culprit, CrashedCallIDs: callIDs,
+		Coordinator: coordinator.key(),
+	}
 	d.DetectionTimestamp = &now
 	if slices.ContainsFunc(d.CallFrames, func(f store.CallFrame) bool { return f.State == store.FrameActive }) {
 		d.OperationState = store.StateCleanup
-		tx.Log("WARNING", who, "CLEANUP_STARTED "+strings.Join(callIDs, ","))
+		tx.Log("WARNING", coordinator.ID, "CLEANUP_STARTED "+strings.Join(callIDs, ","))
 		return
 	}
-	finishFailure(tx, who)
+	finishFailure(tx, coordinator.ID)
 }
 
 // finishFailure removes the remaining frames and fails the operation.
@@ -323,4 +328,118 @@ func (b *localBackend) holdLiveness(id string, who participant) (func(), error) 
 		return nil, err
 	}
 	return l.Release, nil
+}
+
+func (b *localBackend) heartbeat(ctx context.Context, id string, who participant) (*store.Data, error) {
+	return b.update(ctx, id, func(tx *store.Tx) error {
+		d, now := tx.Data, store.Now()
+		d.LastHeartbeat = now
+		if i := d.Participant(who.ID, who.Host, who.PID); i >= 0 {
+			d.Participants[i].LastHeartbeat = now
+		}
+		for i := range d.CallFrames {
+			if f := &d.CallFrames[i]; f.ParticipantID == who.ID && f.PID == who.PID && f.Host == who.Host {
+				f.LastHeartbeat = now
+			}
+		}
+		return nil
+	})
+}
+
+// crashReport is the outcome of reportCrash.
+type crashReport struct {
+	Data *store.Data
+	// Crashed is true when this report declared the victim crashed (and
+	// the reporter became the coordinator of what follows).
+	Crashed bool
+	// Temps are the victim's temp resources on the reporter's host, now
+	// removed from the ledger: the reporter deletes them.
+	Temps []string
+}
+
+func (b *localBackend) reportCrash(ctx context.Context, id string, who, victim participant, seen store.Time) (crashReport, error) {
+	var rep crashReport
+	d, err := b.update(ctx, id, func(tx *store.Tx) error {
+		i := tx.Data.Participant(victim.ID, victim.Host, victim.PID)
+		if i < 0 || tx.Data.Participants[i].State != store.ParticipantActive {
+			return store.ErrNoChange // already handled, or gone
+		}
+		if !seen.IsZero() && !tx.Data.Participants[i].LastHeartbeat.Equal(seen.Time) {
+			return store.ErrNoChange // it beat since the reporter looked
+		}
+		rep.Temps = markCrashed(tx, who, victim)
+		rep.Crashed = true
+		return nil
+	})
+	rep.Data = d
+	return rep, err
+}
+
+// markCrashed records that the victim process is gone, as seen by who:
+// its participant record and frames are marked crashed (CRASH_DETECTED);
+// its contained frames are removed; if a frame fails on crash, the
+// operation fails with who as coordinator. It returns the victim's temp
+// resources on who's host, which it removes from the ledger for who to
+// delete.
+func markCrashed(tx *store.Tx, who, victim participant) []string {
+	d := tx.Data
+	d.Participants[d.Participant(victim.ID, victim.Host, victim.PID)].State = store.ParticipantCrashed
+	var failing, contained []string
+	for i := range d.CallFrames {
+		f := &d.CallFrames[i]
+		if f.ParticipantID != victim.ID || f.PID != victim.PID || f.Host != victim.Host || f.State != store.FrameActive {
+			continue
+		}
+		f.State = store.FrameCrashed
+		if f.FailOnCrash {
+			failing = append(failing, f.CallID)
+		} else {
+			contained = append(contained, f.CallID)
+		}
+	}
+	tx.Log("ERROR", who.ID, fmt.Sprintf("CRASH_DETECTED %s calls=%s", victim.key(), strings.Join(append(slices.Clone(failing), contained...), ",")))
+	d.CallFrames = slices.DeleteFunc(d.CallFrames, func(f store.CallFrame) bool {
+		return f.State == store.FrameCrashed && !f.FailOnCrash
+	})
+	var temps []string
+	d.TempResources = slices.DeleteFunc(d.TempResources, func(r store.TempResource) bool {
+		mine := r.ParticipantID == victim.ID && r.Owner == victim.PID && r.Host == who.Host
+		if mine {
+			temps = append(temps, r.Path)
+		}
+		return mine
+	})
+	if len(failing) > 0 && d.OperationState == store.StateRunning {
+		reason := fmt.Sprintf("participant %s crashed", victim.key())
+		recordFailure(tx, who, victim.ID, reason, failing)
+	}
+	return temps
+}
+
+func (b *localBackend) cleanedUp(ctx context.Context, id string, who participant) (*store.Data, error) {
+	return b.update(ctx, id, func(tx *store.Tx) error {
+		changed := false
+		for i := range tx.Data.CallFrames {
+			f := &tx.Data.CallFrames[i]
+			if f.ParticipantID == who.ID && f.PID == who.PID && f.Host == who.Host && f.State == store.FrameActive {
+				f.State = store.FrameCleanedUp
+				changed = true
+			}
+		}
+		if !changed {
+			return store.ErrNoChange
+		}
+		tx.Log("INFO", who.ID, "CLEANUP_DONE "+who.key())
+		return nil
+	})
+}
+
+func (b *localBackend) finishCleanup(ctx context.Context, id string, who participant) (*store.Data, error) {
+	return b.update(ctx, id, func(tx *store.Tx) error {
+		if tx.Data.OperationState != store.StateCleanup {
+			return store.ErrNoChange
+		}
+		finishFailure(tx, who.ID)
+		return nil
+	})
 }

@@ -3,6 +3,7 @@ package store
 import (
 	"bytes"
 	"fmt"
+	"strconv"
 	"strings"
 	"time"
 )
@@ -92,7 +93,21 @@ type Failure struct {
 	Reason         string   `json:"reason"`
 	ParticipantID  string   `json:"participantId,omitempty"`
 	CrashedCallIDs []string `json:"crashedCallIds"`
+	// Coordinator is the Key of the participant process that detected the
+	// failure and finishes the cleanup.
+	Coordinator string `json:"coordinator,omitempty"`
 }
+
+// Key names a participant process: "{participantId}/{pid}@{host}".
+func Key(id string, pid int, host string) string {
+	return id + "/" + strconv.Itoa(pid) + "@" + host
+}
+
+// Key returns the Key of the participant process.
+func (p *Participant) Key() string { return Key(p.ParticipantID, p.PID, p.Host) }
+
+// Key returns the Key of the participant process that runs the call.
+func (f *CallFrame) Key() string { return Key(f.ParticipantID, f.PID, f.Host) }
 
 // Clone returns a copy of d that shares nothing mutable with it.
 func (d *Data) Clone() *Data {
