@@ -93,6 +93,7 @@ type opState struct {
 	failed    chan struct{}
 	failOnce  sync.Once
 	release   func() // drops the liveness lock; nil for remote
+	mon       *monitor
 
 	mu          sync.Mutex // guards the fields below
 	sessions    map[int]*Operation
@@ -143,6 +144,8 @@ func (c *client) JoinOperation(ctx context.Context, id string, opts JoinOptions)
 // to the others on the same host.
 type livenessBackend interface {
 	holdLiveness(id string, who participant) (release func(), err error)
+	// dead reports whether p's liveness lock proves it gone.
+	dead(id string, p participant) bool
 }
 
 // open adds a session to operation id, creating the process's state of it
@@ -236,6 +239,9 @@ func (st *opState) end(err error) bool {
 	}
 	st.ended = err
 	st.mu.Unlock()
+	if st.mon != nil {
+		st.mon.halt()
+	}
 	st.cancel(err)
 	if st.release != nil {
 		st.release()
@@ -430,6 +436,11 @@ func (st *opState) fail(info OperationFailedInfo) {
 		for _, path := range temps {
 			os.RemoveAll(path)
 		}
+		// Tell the coordinator this process is done cleaning up; the
+		// operation may already be archived, which is fine.
+		ctx, cancel := context.WithTimeout(st.c.life, st.c.opts.LockTimeout)
+		st.c.b.cleanedUp(ctx, st.id, st.c.who)
+		cancel()
 		for _, op := range st.sessionList() {
 			if op.cb.OnFailure != nil {
 				op.cb.OnFailure(op, info)
@@ -578,6 +589,9 @@ func (op *Operation) Leave(ctx context.Context, opts LeaveOptions) error {
 	ctx, cancel := st.c.bound(ctx)
 	defer cancel()
 	err := st.c.b.leave(ctx, st.id, st.c.who)
+	if errors.Is(err, ErrOperationFailed) || errors.Is(err, ErrOperationCompleted) {
+		err = nil // nothing left to leave
+	}
 	if last {
 		st.end(ErrSessionLeft)
 		st.c.forget(st)
