@@ -80,6 +80,7 @@ func runParticipant() {
 		panic(err)
 	}
 	var ready readyLine
+	var calls []*ledger.Call[int]
 	ready.PID = os.Getpid()
 	for i := range envInt("CALLS") + envInt("CONTAINED") {
 		c, err := ledger.StartCall[int](ctx, op, ledger.CallOptions[int]{
@@ -89,6 +90,7 @@ func runParticipant() {
 			panic(err)
 		}
 		ready.Calls = append(ready.Calls, c.ID())
+		calls = append(calls, c)
 	}
 	for i := range envInt("TEMPS") {
 		p := filepath.Join(os.Getenv("TEMP_DIR"), fmt.Sprintf("%s-%d.tmp", os.Getenv("PARTICIPANT"), i))
@@ -106,6 +108,14 @@ func runParticipant() {
 	b, _ := json.Marshal(ready)
 	fmt.Printf("%s\n", b)
 	in := bufio.NewReader(os.Stdin)
+	if os.Getenv("FAIL") != "" {
+		if _, err := in.ReadString('\n'); err == nil {
+			if err := calls[0].Fail(ctx, errors.New("child work broke")); err != nil {
+				panic(err)
+			}
+			fmt.Println("failed")
+		}
+	}
 	if os.Getenv("ABORT") != "" {
 		if _, err := in.ReadString('\n'); err == nil {
 			if err := op.SetAbortFlag(ctx, true); err != nil {
