@@ -445,6 +445,8 @@ func (n *notifier) run(st *opState, stop <-chan struct{}) {
 		select {
 		case <-stop:
 			return
+		case <-st.c.life.Done():
+			return
 		case <-n.wake:
 		}
 		n.mu.Lock()

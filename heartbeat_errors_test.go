@@ -285,3 +285,44 @@ func TestLastLeaveStopsHeartbeat(t *testing.T) {
 		}
 	})
 }
+
+func TestCloseSettlesOpenSessions(t *testing.T) {
+	ctx := context.Background()
+	forEachBackend(t, func(t *testing.T, e *env) {
+		o := ledger.Options{StaleThreshold: 30 * time.Second} // no verdict by staleness
+		a := e.Open("watcher", o)
+		op, err := a.CreateOperation(ctx, ledger.CreateOptions{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		idle := e.Open("idle", o)
+		if _, err := idle.JoinOperation(ctx, op.ID(), ledger.JoinOptions{}); err != nil {
+			t.Fatal(err)
+		}
+		busy := e.Open("busy", o)
+		b, err := busy.JoinOperation(ctx, op.ID(), ledger.JoinOptions{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := ledger.StartCall[int](ctx, b, ledger.CallOptions[int]{}); err != nil {
+			t.Fatal(err)
+		}
+
+		if err := idle.Close(); err != nil {
+			t.Fatal(err)
+		}
+		d, err := op.State(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if d.Participants[1].State != "left" || d.OperationState != "running" {
+			t.Fatalf("after Close of an idle participant: %s, operation %s", d.Participants[1].State, d.OperationState)
+		}
+
+		// Closing with a call never ended abandons it: a crash, seen at once.
+		if err := busy.Close(); err != nil {
+			t.Fatal(err)
+		}
+		waitClosed(t, op.Failed(), 10*time.Second, "Failed() after Close abandoned a call")
+	})
+}

@@ -302,6 +302,8 @@ type client struct {
 	cancel context.CancelCauseFunc
 	wg     sync.WaitGroup // every goroutine the client and its operations start
 
+	openMu sync.Mutex // serialises the opening of sessions
+
 	mu     sync.Mutex // guards ops, closed
 	ops    map[string]*opState
 	closed bool
@@ -323,8 +325,11 @@ func newClient(o Options, b backend) *client {
 func (c *client) ParticipantID() string { return c.who.ID }
 
 // Close stops every goroutine the ledger started, cancels its spawned calls
-// (their contexts end with ErrClosed) and waits for them. Sessions still
-// open are left in the ledger. Close is idempotent.
+// (their contexts end with ErrClosed) and waits for them. Then each open
+// operation is settled: with no call of this process still running, its
+// sessions leave; with a call still running (a Call that was never ended),
+// the process reports itself crashed, so that the others react at once as
+// they would to a kill. Close is idempotent.
 func (c *client) Close() error {
 	c.mu.Lock()
 	if c.closed {
@@ -338,14 +343,16 @@ func (c *client) Close() error {
 	}
 	c.mu.Unlock()
 
+	// Stop everything first: monitors exit, spawned calls see ErrClosed and
+	// end. Then what is left of each operation is settled in the ledger.
 	c.cancel(ErrClosed)
+	c.wg.Wait()
 	ctx, cancel := context.WithTimeout(context.Background(), c.opts.LockTimeout)
 	defer cancel()
 	var errs []error
 	for _, st := range ops {
 		errs = append(errs, st.closeAll(ctx))
 	}
-	c.wg.Wait()
 	errs = append(errs, c.b.close())
 	return errors.Join(errs...)
 }

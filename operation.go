@@ -153,6 +153,10 @@ type livenessBackend interface {
 func (c *client) open(ctx context.Context, id string, cb OperationCallback, write func(context.Context) (*store.Data, error)) (*Operation, error) {
 	ctx, cancel := c.bound(ctx)
 	defer cancel()
+	// One open at a time, so that a second session never sees the state
+	// of an operation whose first session is still being opened.
+	c.openMu.Lock()
+	defer c.openMu.Unlock()
 	c.mu.Lock()
 	if c.closed {
 		c.mu.Unlock()
@@ -249,10 +253,31 @@ func (st *opState) end(err error) bool {
 	return true
 }
 
-// closeAll ends st for Close: its sessions stay in the ledger.
+// closeAll settles st for Close, once every goroutine has stopped: the
+// sessions leave, or, with calls still running, the process reports itself
+// crashed. An operation that already finished needs nothing.
 func (st *opState) closeAll(ctx context.Context) error {
+	st.mu.Lock()
+	ended, running, sessions := st.ended, len(st.calls) > 0, len(st.sessions)
+	st.mu.Unlock()
+	if ended != nil {
+		return nil
+	}
+	var err error
+	if running {
+		_, err = st.c.b.reportCrash(ctx, st.id, st.c.who, st.c.who, store.Time{})
+	} else {
+		for range sessions {
+			if err = st.c.b.leave(ctx, st.id, st.c.who); err != nil {
+				break
+			}
+		}
+	}
 	st.end(ErrClosed)
-	return nil
+	if errors.Is(err, ErrOperationFailed) || errors.Is(err, ErrOperationCompleted) {
+		err = nil
+	}
+	return err
 }
 
 // usable returns the error that keeps op from being used, if any.
