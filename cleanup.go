@@ -132,7 +132,7 @@ func (h *CleanupHandler) runCallbacks(ctx context.Context) error {
 	var errs []error
 	for _, id := range slices.Backward(slices.Sorted(maps.Keys(fns))) {
 		if err := callCleanup(ctx, fns[id]); err != nil {
-			errs = append(errs, fmt.Errorf("ledger: cleanup callback %d: %w", id, err))
+			errs = append(errs, fmt.Errorf("ledger: cleanup callback: %w", err))
 		}
 	}
 	return errors.Join(errs...)
@@ -262,13 +262,32 @@ func (h *CleanupHandler) watchLoop(w *signalWatch) {
 	case sig := <-w.ch:
 		h.handleSignal(w, sig)
 	case <-w.stop:
+		select {
+		case sig := <-w.ch:
+			passOn(sig)
+		default:
+		}
+	}
+}
+
+// passOn sends sig to the process again, once the handler no longer takes
+// it: a signal that arrived while the last operation was ending gets the
+// program's own treatment instead of being lost.
+func passOn(sig os.Signal) {
+	if s, ok := sig.(syscall.Signal); ok {
+		syscall.Kill(os.Getpid(), s)
 	}
 }
 
 // handleSignal cleans up after sig and ends the process with it; a second
-// signal on w ends it at once. It does not return.
+// signal on w ends it at once. It returns only if w was stopped before
+// the signal could be handled.
 func (h *CleanupHandler) handleSignal(w *signalWatch, sig os.Signal) {
-	ops, grace := h.beginDying()
+	ops, grace, ok := h.beginDying(w)
+	if !ok {
+		passOn(sig)
+		return
+	}
 	done := make(chan struct{})
 	go func() {
 		defer close(done)
@@ -287,12 +306,15 @@ func (h *CleanupHandler) handleSignal(w *signalWatch, sig os.Signal) {
 
 // beginDying marks the handler dying and returns the open operations and
 // the grace for the callbacks: the longest Options.SignalGrace of the
-// ledgers that let the handler take signals.
-func (h *CleanupHandler) beginDying() ([]*opState, time.Duration) {
+// ledgers that let the handler take signals. It returns ok == false if w
+// has been stopped: the last operation ended as the signal came.
+func (h *CleanupHandler) beginDying(w *signalWatch) (ops []*opState, grace time.Duration, ok bool) {
 	h.mu.Lock()
 	defer h.mu.Unlock()
+	if h.watch != w {
+		return nil, 0, false
+	}
 	h.dying = true
-	var grace time.Duration
 	for st, signals := range h.ops {
 		if signals {
 			grace = max(grace, st.c.opts.SignalGrace)
@@ -301,8 +323,8 @@ func (h *CleanupHandler) beginDying() ([]*opState, time.Duration) {
 	if grace == 0 {
 		grace = DefaultSignalGrace
 	}
-	ops := slices.SortedFunc(maps.Keys(h.ops), func(a, b *opState) int { return cmp.Compare(a.id, b.id) })
-	return ops, grace
+	ops = slices.SortedFunc(maps.Keys(h.ops), func(a, b *opState) int { return cmp.Compare(a.id, b.id) })
+	return ops, grace, true
 }
 
 // shutdown runs the callbacks for at most grace, deletes the temp
