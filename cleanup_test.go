@@ -9,6 +9,7 @@ import (
 	"io/fs"
 	"os"
 	"os/exec"
+	"os/signal"
 	"path/filepath"
 	"strings"
 	"syscall"
@@ -273,6 +274,7 @@ const (
 	modeStuck     = "stuck"     // a callback that never returns; SignalGrace 100ms
 	modeNoHandler = "nohandler" // Options.NoSignalHandler
 	modeLeft      = "left"      // leaves the operation before "ready"
+	modeIgnoreInt = "ignoreint" // ignores SIGINT before joining
 )
 
 func init() { roles[signalChildRun] = signalChild }
@@ -307,9 +309,15 @@ func runSignalChild() error {
 	if err != nil {
 		return err
 	}
+	if mode == modeIgnoreInt {
+		signal.Ignore(syscall.SIGINT)
+	}
 	op, err := l.JoinOperation(ctx, os.Getenv("OP_ID"), ledger.JoinOptions{})
 	if err != nil {
 		return err
+	}
+	if mode == modeIgnoreInt {
+		fmt.Printf("SIGINT ignored: %t\n", signal.Ignored(syscall.SIGINT))
 	}
 	if mode != modeLeft {
 		if _, err := ledger.StartCall[int](ctx, op, ledger.CallOptions[int]{
@@ -360,9 +368,10 @@ func runSignalChild() error {
 
 // childProc is a running signal child.
 type childProc struct {
-	cmd   *exec.Cmd
-	lines chan string // its stdout, line by line; closed when it ends
-	state *os.ProcessState
+	cmd     *exec.Cmd
+	lines   chan string // its stdout, line by line; closed when it ends
+	started []string    // what it printed before "ready"
+	state   *os.ProcessState
 }
 
 // startSignalChild runs the signal child in mode on operation opID of the
@@ -399,12 +408,13 @@ func startSignalChild(t *testing.T, mode, ledgerDir, opID, work string) *childPr
 			cmd.Wait()
 		}
 	})
-	p.expect(t, "ready")
+	p.started = p.expect(t, "ready")
 	return p
 }
 
-// expect waits for the child to print want.
-func (p *childProc) expect(t *testing.T, want string) {
+// expect waits for the child to print want, and returns the lines it
+// printed before.
+func (p *childProc) expect(t *testing.T, want string) (before []string) {
 	t.Helper()
 	deadline := time.After(childWait)
 	for {
@@ -414,9 +424,9 @@ func (p *childProc) expect(t *testing.T, want string) {
 				t.Fatalf("child ended before printing %q", want)
 			}
 			if line == want {
-				return
+				return before
 			}
-			t.Logf("child: %s", line)
+			before = append(before, line)
 		case <-deadline:
 			t.Fatalf("child did not print %q within %v", want, childWait)
 		}
@@ -620,6 +630,22 @@ func TestSignalGraceBoundsCleanup(t *testing.T) {
 		}
 		return participantState(d, "child") == "crashed"
 	})
+}
+
+func TestIgnoredSignalStaysIgnored(t *testing.T) {
+	dir, op := survivor(t)
+	work := t.TempDir()
+	p := startSignalChild(t, modeIgnoreInt, dir, op.ID(), work)
+	// Taking SIGINT would have made it no longer ignored.
+	if got, want := strings.Join(p.started, "\n"), "SIGINT ignored: true"; got != want {
+		t.Fatalf("child printed %q, want %q", got, want)
+	}
+
+	p.signal(t, syscall.SIGTERM)
+	p.diesFrom(t, syscall.SIGTERM)
+	if !exists(filepath.Join(work, "marker")) {
+		t.Error("SIGTERM did not run the cleanup")
+	}
 }
 
 func TestNoSignalHandlerLeavesSignalsAlone(t *testing.T) {
