@@ -75,6 +75,11 @@ type Options struct {
 	// should set it and call Cleanup().Run.
 	NoSignalHandler bool
 
+	// SignalGrace bounds how long the cleanup callbacks may run after
+	// SIGINT or SIGTERM before the process dies anyway (see
+	// CleanupHandler). Zero means 5s.
+	SignalGrace time.Duration
+
 	// LockTimeout bounds the wait for a ledger file lock when the caller's
 	// context has no deadline. Zero means 30s.
 	LockTimeout time.Duration
@@ -118,6 +123,7 @@ func (o Options) withDefaults() (Options, error) {
 		{"StaleThreshold", o.StaleThreshold},
 		{"LivenessPoll", o.LivenessPoll},
 		{"LockTimeout", o.LockTimeout},
+		{"SignalGrace", o.SignalGrace},
 	} {
 		if d.v < 0 {
 			return o, fmt.Errorf("ledger: Options.%s (%v) must not be negative", d.name, d.v)
@@ -137,6 +143,9 @@ func (o Options) withDefaults() (Options, error) {
 	}
 	if o.LockTimeout == 0 {
 		o.LockTimeout = 30 * time.Second
+	}
+	if o.SignalGrace == 0 {
+		o.SignalGrace = DefaultSignalGrace
 	}
 	switch {
 	case o.MaxBackups == 0:

@@ -192,6 +192,9 @@ func (c *client) open(ctx context.Context, id string, cb OperationCallback, writ
 	if first {
 		st.initiator = d.InitiatorID == c.who.ID
 		st.start = d.StartTime.Time
+		if st.ended == nil {
+			Cleanup().addOp(st) // open in the process until st.end
+		}
 	}
 	st.see(d)
 	st.lastSession++
@@ -242,6 +245,7 @@ func (st *opState) end(err error) bool {
 		return false
 	}
 	st.ended = err
+	temps := slices.Collect(maps.Keys(st.temps))
 	st.mu.Unlock()
 	if st.mon != nil {
 		st.mon.halt()
@@ -250,6 +254,7 @@ func (st *opState) end(err error) bool {
 	if st.release != nil {
 		st.release()
 	}
+	Cleanup().removeOp(st, temps)
 	return true
 }
 
@@ -555,6 +560,9 @@ func (op *Operation) RegisterTempResource(ctx context.Context, path string) erro
 		return err
 	}
 	op.st.mu.Lock()
+	if _, ok := op.st.temps[path]; !ok && op.st.ended == nil {
+		Cleanup().addTemp(path)
+	}
 	op.st.temps[path] = struct{}{}
 	op.st.mu.Unlock()
 	return nil
@@ -571,6 +579,9 @@ func (op *Operation) UnregisterTempResource(ctx context.Context, path string) er
 		return err
 	}
 	op.st.mu.Lock()
+	if _, ok := op.st.temps[path]; ok && op.st.ended == nil {
+		Cleanup().dropTemp(path)
+	}
 	delete(op.st.temps, path)
 	op.st.mu.Unlock()
 	return nil
