@@ -464,9 +464,9 @@ func (p *childProc) diesFrom(t *testing.T, sig syscall.Signal) {
 	}
 }
 
-// survivor creates the operation the child joins, as a participant whose
+// signalSurvivor creates the operation the child joins, as a participant whose
 // stale threshold is far longer than the tests wait.
-func survivor(t *testing.T) (dir string, op *ledger.Operation) {
+func signalSurvivor(t *testing.T) (dir string, op *ledger.Operation) {
 	t.Helper()
 	dir = t.TempDir()
 	l, err := ledger.NewLocalLedger(ledger.Options{
@@ -534,7 +534,7 @@ func TestSignalRunsCleanupAndReportsParticipantGone(t *testing.T) {
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			ctx := context.Background()
-			dir, op := survivor(t)
+			dir, op := signalSurvivor(t)
 			work := t.TempDir()
 			p := startSignalChild(t, tc.mode, dir, op.ID(), work)
 
@@ -586,7 +586,7 @@ func TestSignalRunsCleanupAndReportsParticipantGone(t *testing.T) {
 }
 
 func TestSecondSignalEndsProcessAtOnce(t *testing.T) {
-	dir, op := survivor(t)
+	dir, op := signalSurvivor(t)
 	work := t.TempDir()
 	p := startSignalChild(t, modeSlow, dir, op.ID(), work)
 
@@ -607,7 +607,7 @@ func TestSecondSignalEndsProcessAtOnce(t *testing.T) {
 }
 
 func TestSignalGraceBoundsCleanup(t *testing.T) {
-	dir, op := survivor(t)
+	dir, op := signalSurvivor(t)
 	work := t.TempDir()
 	p := startSignalChild(t, modeStuck, dir, op.ID(), work)
 
@@ -633,7 +633,7 @@ func TestSignalGraceBoundsCleanup(t *testing.T) {
 }
 
 func TestIgnoredSignalStaysIgnored(t *testing.T) {
-	dir, op := survivor(t)
+	dir, op := signalSurvivor(t)
 	work := t.TempDir()
 	p := startSignalChild(t, modeIgnoreInt, dir, op.ID(), work)
 	// Taking SIGINT would have made it no longer ignored.
@@ -649,7 +649,7 @@ func TestIgnoredSignalStaysIgnored(t *testing.T) {
 }
 
 func TestNoSignalHandlerLeavesSignalsAlone(t *testing.T) {
-	dir, op := survivor(t)
+	dir, op := signalSurvivor(t)
 	work := t.TempDir()
 	p := startSignalChild(t, modeNoHandler, dir, op.ID(), work)
 
@@ -667,7 +667,7 @@ func TestNoSignalHandlerLeavesSignalsAlone(t *testing.T) {
 }
 
 func TestSignalAfterLastOperationEnds(t *testing.T) {
-	dir, op := survivor(t)
+	dir, op := signalSurvivor(t)
 	work := t.TempDir()
 	p := startSignalChild(t, modeLeft, dir, op.ID(), work)
 
