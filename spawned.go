@@ -85,9 +85,10 @@ type SpawnedCall[T any] struct {
 }
 
 // SpawnCall starts a tracked call whose work runs in a goroutine owned by
-// the ledger, and returns at once with the call's id available. The frame
-// is in the ledger (CALL_SPAWNED) before the work starts; writing it is
-// bounded by Options.LockTimeout.
+// the ledger. It writes the call's frame (CALL_SPAWNED; bounded by
+// Options.LockTimeout), starts the work and returns without waiting for
+// it, with the call's id available: the frame is in the ledger before the
+// work starts.
 //
 // SpawnCall never fails: when the call cannot start (a nil argument, a
 // session that left, a closed ledger, an operation that failed or
@@ -105,7 +106,9 @@ type SpawnedCall[T any] struct {
 //
 //   - Success: the work returned a nil error. The frame is removed
 //     (CALL_COMPLETED), then OnCompletion runs, then Done closes; so an
-//     operation may be completed right after Wait returns.
+//     operation may be completed right after Wait returns. (If the frame
+//     cannot be removed, the call fails with that error, alone; if the
+//     operation ended meanwhile, it counts as cancelled.)
 //   - Failure: the work returned an error while its context was live, or
 //     panicked (even after cancellation), or called runtime.Goexit.
 //     OnCallCrashed, if set, may turn the failure into success with a
@@ -117,8 +120,9 @@ type SpawnedCall[T any] struct {
 //     wrapping the work's error or a *PanicError (value and stack). A panic
 //     never crashes the process.
 //   - Cancellation: the work returned an error after its context was
-//     cancelled. The frame is removed (CALL_CANCELLED), OnCleanup runs,
-//     Done closes; the operation does not fail. Err is a
+//     cancelled. The frame is removed (CALL_CANCELLED), OnCleanup runs
+//     (after OnOperationFailed if the operation's failure was the cause),
+//     Done closes; the call does not fail the operation. Err is a
 //     *CallCancelledError (ErrCancelled) unwrapping to the cause.
 //
 // OnCleanup runs at most once per call. Callbacks run on the call's
@@ -145,27 +149,28 @@ func SpawnCall[T any](op *Operation, work func(ctx context.Context, call *Spawne
 	// from then on.
 	workCtx, cancelWork := context.WithCancelCause(st.ctx)
 	c.cancel = cancelWork
-	if err := op.trackUnlessLeft(c); err != nil {
+	ctx, cancel := st.c.bound(context.Background())
+	defer cancel()
+	spec := frameSpec{CallID: c.id, Description: opts.Description, FailOnCrash: !opts.Contained, Kind: frameSpawned}
+	if err := st.c.b.addFrame(ctx, st.id, st.c.who, spec); err != nil {
 		return c.abandon(err)
 	}
-	ctx, cancel := st.c.bound(context.Background())
-	spec := frameSpec{CallID: c.id, Description: opts.Description, FailOnCrash: !opts.Contained, Kind: frameSpawned}
-	err := st.c.b.addFrame(ctx, st.id, st.c.who, spec)
-	cancel()
-	if err != nil {
-		op.untrack(c.id)
+	// Tracked only once the frame exists, so that no callback runs for a
+	// call that never started. A failure in between cancels workCtx, and
+	// the call then hears of it on its own goroutine.
+	if err := op.trackUnlessLeft(c); err != nil {
+		_ = st.c.b.removeFrame(ctx, st.id, st.c.who, c.id, frameRaw) // best effort: the work never ran
 		return c.abandon(err)
 	}
 	go c.run(workCtx, work)
 	return c
 }
 
-// abandon ends a call whose goroutine was held but will not start.
+// abandon ends a call whose goroutine was held but will not start. The
+// call is not shared yet.
 func (c *SpawnedCall[T]) abandon(err error) *SpawnedCall[T] {
 	c.cancel(nil)
 	c.op.st.c.wg.Done()
-	c.mu.Lock()
-	defer c.mu.Unlock()
 	return c.failToStart(err)
 }
 
@@ -197,8 +202,8 @@ func (op *Operation) trackUnlessLeft(call trackedCall) error {
 	return nil
 }
 
-// failToStart ends a call that never started with err. c.mu is held, or c
-// is not shared yet.
+// failToStart ends a call that never started with err. The call is not
+// shared yet.
 func (c *SpawnedCall[T]) failToStart(err error) *SpawnedCall[T] {
 	c.state, c.err = callFailed, err
 	close(c.done)

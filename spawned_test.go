@@ -226,6 +226,32 @@ func TestSpawnCallErrorFailsOperation(t *testing.T) {
 	})
 }
 
+func TestSpawnCallFrameGone(t *testing.T) {
+	forEachBackend(t, func(t *testing.T, e *env) {
+		ctx := context.Background()
+		_, op := newOp(t, e)
+		release := make(chan struct{})
+		call := ledger.SpawnCall(op, func(context.Context, *ledger.SpawnedCall[int]) (int, error) {
+			<-release
+			return 1, nil
+		}, ledger.CallOptions[int]{Callback: ledger.CallCallback[int]{
+			OnCompletion: func(int) { t.Error("OnCompletion ran without a frame removed") },
+		}})
+		// Someone removed the frame under the call: its result cannot be
+		// recorded, so the call fails, alone.
+		if err := op.DeleteCallFrame(ctx, call.ID()); err != nil {
+			t.Fatal(err)
+		}
+		close(release)
+		if _, err := call.Wait(ctx); !errors.Is(err, ledger.ErrCallNotFound) || !call.IsFailed() {
+			t.Fatalf("Wait error %v, want ErrCallNotFound", err)
+		}
+		if isClosed(op.Failed()) {
+			t.Fatal("the operation failed")
+		}
+	})
+}
+
 func TestSpawnCallPanic(t *testing.T) {
 	forEachBackend(t, func(t *testing.T, e *env) {
 		ctx := context.Background()
