@@ -27,8 +27,12 @@ func TestSpawnedCallKill(t *testing.T) {
 	}
 	gate, attached := make(chan struct{}), make(chan struct{})
 	call := SpawnCall(op, func(ctx context.Context, c *SpawnedCall[int]) (int, error) {
-		<-gate
-		cmd := exec.Command(sleep, "30")
+		select {
+		case <-gate:
+		case <-ctx.Done(): // the test failed early and closes the ledger
+			return 0, ctx.Err()
+		}
+		cmd := exec.CommandContext(ctx, sleep, "30") // killed by Close should the test fail
 		if err := cmd.Start(); err != nil {
 			return 0, err
 		}

@@ -101,7 +101,11 @@ func TestSpawnCallSuccess(t *testing.T) {
 		var doneBeforeCompletion, frameAtCompletion atomic.Bool
 		ready := make(chan struct{})
 		call = ledger.SpawnCall(op, func(ctx context.Context, c *ledger.SpawnedCall[int]) (int, error) {
-			<-ready
+			select {
+			case <-ready:
+			case <-ctx.Done(): // the test failed early and closes the ledger
+				return 0, ctx.Err()
+			}
 			frameFirst.Store(hasFrame(t, op, c.ID()))
 			spawnedLogged.Store(slices.Contains(callEvents(t, e, op.ID(), c.ID()), "CALL_SPAWNED"))
 			return 42, nil
@@ -231,8 +235,12 @@ func TestSpawnCallFrameGone(t *testing.T) {
 		ctx := context.Background()
 		_, op := newOp(t, e)
 		release := make(chan struct{})
-		call := ledger.SpawnCall(op, func(context.Context, *ledger.SpawnedCall[int]) (int, error) {
-			<-release
+		call := ledger.SpawnCall(op, func(ctx context.Context, _ *ledger.SpawnedCall[int]) (int, error) {
+			select {
+			case <-release:
+			case <-ctx.Done(): // the test failed early and closes the ledger
+				return 0, ctx.Err()
+			}
 			return 1, nil
 		}, ledger.CallOptions[int]{Callback: ledger.CallCallback[int]{
 			OnCompletion: func(int) { t.Error("OnCompletion ran without a frame removed") },
@@ -570,11 +578,23 @@ func TestSyncOperationFailsWhileManyRun(t *testing.T) {
 		const n = 50
 		started := make(chan struct{}, n)
 		var opFailed atomic.Int32
+		opts := ledger.CallOptions[int]{
+			Callback: ledger.CallCallback[int]{OnOperationFailed: func(ledger.OperationFailedInfo) { opFailed.Add(1) }},
+		}
 		calls := make([]ledger.Spawned, 0, n+1)
-		for range n {
-			calls = append(calls, ledger.SpawnCall(op, blockUntilCancelled[int](started), ledger.CallOptions[int]{
-				Callback: ledger.CallCallback[int]{OnOperationFailed: func(ledger.OperationFailedInfo) { opFailed.Add(1) }},
-			}))
+		// One call ignores its context until Sync has returned: Sync must
+		// not wait for the running calls once the operation has failed.
+		stubborn := make(chan struct{})
+		releaseStubborn := sync.OnceFunc(func() { close(stubborn) })
+		t.Cleanup(releaseStubborn) // before Close, should the test fail early
+		calls = append(calls, ledger.SpawnCall(op, func(ctx context.Context, _ *ledger.SpawnedCall[int]) (int, error) {
+			started <- struct{}{}
+			<-stubborn
+			<-ctx.Done()
+			return 0, context.Cause(ctx)
+		}, opts))
+		for range n - 1 {
+			calls = append(calls, ledger.SpawnCall(op, blockUntilCancelled[int](started), opts))
 		}
 		for range n {
 			<-started
@@ -611,6 +631,10 @@ func TestSyncOperationFailsWhileManyRun(t *testing.T) {
 		if got.err != nil {
 			t.Fatal(got.err)
 		}
+		if calls[0].IsCompleted() {
+			t.Fatal("the stubborn call ended before Sync returned")
+		}
+		releaseStubborn()
 		if !r.OperationFailed || len(r.Failed) != 1 || r.Failed[0] != ledger.Spawned(bad) || len(r.Unknown) != n || len(r.Successful) != 0 {
 			t.Fatalf("SyncResult: failed %d, unknown %d, successful %d, operation failed %t", len(r.Failed), len(r.Unknown), len(r.Successful), r.OperationFailed)
 		}
