@@ -608,8 +608,9 @@ type LeaveOptions struct {
 // Leave ends this session. While calls of the session are still running it
 // returns a *PendingCallsError (ErrPendingCalls) naming them, unless
 // opts.CancelPendingCalls is set: then the session's spawned calls are
-// cancelled and Leave waits, as long as ctx allows, until they have ended
-// (calls of StartCall cannot be cancelled; they stay until End or Fail).
+// cancelled and Leave waits until they have ended; if ctx ends first, Leave
+// returns its cause and the session stays. Calls of StartCall cannot be
+// cancelled; they stay until End or Fail.
 // When the last session of the process leaves, the participant is marked
 // left in the ledger.
 func (op *Operation) Leave(ctx context.Context, opts LeaveOptions) error {

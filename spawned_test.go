@@ -987,6 +987,43 @@ func TestLeaveWithPendingCalls(t *testing.T) {
 	})
 }
 
+func TestLeaveWaitsForCancelledCalls(t *testing.T) {
+	forEachBackend(t, func(t *testing.T, e *env) {
+		_, op := newOp(t, e)
+		started := make(chan struct{})
+		finish := make(chan struct{})
+		releaseWork := sync.OnceFunc(func() { close(finish) })
+		t.Cleanup(releaseWork) // before Close, should the test fail early
+		call := ledger.SpawnCall(op, func(ctx context.Context, _ *ledger.SpawnedCall[int]) (int, error) {
+			close(started)
+			<-ctx.Done()
+			<-finish // slow to wind down
+			return 0, context.Cause(ctx)
+		}, ledger.CallOptions[int]{})
+		<-started
+		ctx, cancel := context.WithTimeout(context.Background(), 20*time.Millisecond)
+		defer cancel()
+		err := op.Leave(ctx, ledger.LeaveOptions{CancelPendingCalls: true})
+		if !errors.Is(err, context.DeadlineExceeded) {
+			t.Fatalf("Leave while the cancelled call winds down: %v, want the deadline", err)
+		}
+		// The session stays, with its (cancelled) call.
+		if op.PendingCallCount() != 1 || call.IsCompleted() {
+			t.Fatalf("after a timed-out Leave: %d pending, completed %t", op.PendingCallCount(), call.IsCompleted())
+		}
+		releaseWork()
+		if err := op.Leave(context.Background(), ledger.LeaveOptions{CancelPendingCalls: true}); err != nil {
+			t.Fatal(err)
+		}
+		if !call.IsCancelled() || !errors.Is(call.Err(), ledger.ErrCancelled) {
+			t.Fatalf("call after Leave: %v", call.Err())
+		}
+		if _, err := op.State(context.Background()); !errors.Is(err, ledger.ErrSessionLeft) {
+			t.Fatalf("session used after Leave: %v", err)
+		}
+	})
+}
+
 func sameIDs(a, b []string) bool {
 	a, b = slices.Clone(a), slices.Clone(b)
 	slices.Sort(a)
