@@ -610,9 +610,8 @@ type LeaveOptions struct {
 // opts.CancelPendingCalls is set: then the session's spawned calls are
 // cancelled and Leave waits until they have ended; if ctx ends first, Leave
 // returns its cause and the session stays. Calls of StartCall cannot be
-// cancelled; they stay until End or Fail.
-// When the last session of the process leaves, the participant is marked
-// left in the ledger.
+// cancelled; they stay until End or Fail. When the last session of the
+// process leaves, the participant is marked left in the ledger.
 func (op *Operation) Leave(ctx context.Context, opts LeaveOptions) error {
 	if err := op.usable(); err != nil {
 		return err
