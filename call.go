@@ -13,8 +13,9 @@ import (
 type CallCallback[T any] struct {
 	// OnCompletion runs after the call ended well, with its result.
 	OnCompletion func(result T)
-	// OnCleanup runs after the call failed, and when the operation fails
-	// while the call runs.
+	// OnCleanup runs after the call failed (or, for a spawned call, was
+	// cancelled), and when the operation fails while the call runs; at
+	// most once for a spawned call.
 	OnCleanup func()
 	// OnCallCrashed runs when the work of a spawned call fails or panics;
 	// returning ok == true turns the failure into success with fallback.

@@ -62,8 +62,14 @@ var (
 	// ErrNoServer is returned when discovery finds no ledger server.
 	ErrNoServer = errors.New("ledger: no ledger server found")
 
-	// ErrCancelled is the cause of a spawned call's context after Cancel.
+	// ErrCancelled is the cause of a spawned call's context after Cancel,
+	// and matches the error of every spawned call whose work was cancelled
+	// (see CallCancelledError).
 	ErrCancelled = errors.New("ledger: call cancelled")
+
+	// ErrInvalidArgument is returned for a nil or zero-value argument, such
+	// as a nil work function or a nil call given to Sync.
+	ErrInvalidArgument = errors.New("ledger: invalid argument")
 )
 
 // IDError reports an id that does not have the allowed form. It matches
@@ -125,6 +131,29 @@ func (e *CallFailedError) Error() string {
 
 // Unwrap returns the work's error.
 func (e *CallFailedError) Unwrap() error { return e.Err }
+
+// CallCancelledError is the error of a spawned call whose work was
+// cancelled before it finished well: by Cancel, by Leave with
+// CancelPendingCalls, by abort, by the failure or completion of the
+// operation, or by Close. It matches ErrCancelled and unwraps to the cause,
+// so errors.Is(err, ErrAborted) tells an abort from a Cancel.
+type CallCancelledError struct {
+	CallID string
+	Cause  error // context.Cause of the call's context
+}
+
+func (e *CallCancelledError) Error() string {
+	if e.Cause == nil || e.Cause == ErrCancelled {
+		return "ledger: call " + e.CallID + " cancelled"
+	}
+	return fmt.Sprintf("ledger: call %s cancelled: %v", e.CallID, e.Cause)
+}
+
+// Is reports whether target is ErrCancelled.
+func (e *CallCancelledError) Is(target error) bool { return target == ErrCancelled }
+
+// Unwrap returns the cause.
+func (e *CallCancelledError) Unwrap() error { return e.Cause }
 
 // PanicError is the error of a work function that panicked. The process
 // does not crash: the call fails with this error.

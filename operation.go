@@ -7,6 +7,7 @@ import (
 	"maps"
 	"os"
 	"slices"
+	"strings"
 	"sync"
 	"time"
 
@@ -71,6 +72,7 @@ type OperationCallback struct {
 type trackedCall interface {
 	ID() string
 	Description() string
+	StartedAt() time.Time
 	// operationFailed runs the call's OnOperationFailed and OnCleanup.
 	operationFailed(info OperationFailedInfo)
 }
@@ -507,6 +509,62 @@ func (op *Operation) untrack(id string) {
 	op.st.mu.Unlock()
 }
 
+// CallInfo describes a running call of a session.
+type CallInfo struct {
+	ID          string
+	Description string
+	StartedAt   time.Time
+	Spawned     bool // started by SpawnCall (or a worker) rather than StartCall
+}
+
+// pending returns the calls of the session, oldest first.
+func (op *Operation) pending() []trackedCall {
+	op.mu.Lock()
+	calls := slices.Collect(maps.Values(op.calls))
+	op.mu.Unlock()
+	slices.SortFunc(calls, func(a, b trackedCall) int {
+		if c := a.StartedAt().Compare(b.StartedAt()); c != 0 {
+			return c
+		}
+		return strings.Compare(a.ID(), b.ID())
+	})
+	return calls
+}
+
+// PendingCalls returns the calls of this session that are still running,
+// started by StartCall or SpawnCall, oldest first.
+func (op *Operation) PendingCalls() []CallInfo {
+	var infos []CallInfo
+	for _, c := range op.pending() {
+		_, spawned := c.(Spawned)
+		infos = append(infos, CallInfo{ID: c.ID(), Description: c.Description(), StartedAt: c.StartedAt(), Spawned: spawned})
+	}
+	return infos
+}
+
+// PendingSpawnedCalls returns the spawned calls of this session that are
+// still running, oldest first.
+func (op *Operation) PendingSpawnedCalls() []Spawned {
+	var calls []Spawned
+	for _, c := range op.pending() {
+		if s, ok := c.(Spawned); ok {
+			calls = append(calls, s)
+		}
+	}
+	return calls
+}
+
+// HasPendingCalls reports whether calls of this session are still running.
+func (op *Operation) HasPendingCalls() bool { return op.PendingCallCount() > 0 }
+
+// PendingCallCount returns how many calls of this session are still
+// running.
+func (op *Operation) PendingCallCount() int {
+	op.mu.Lock()
+	defer op.mu.Unlock()
+	return len(op.calls)
+}
+
 // nextCallID returns a new call id of this participant.
 func (st *opState) nextCallID() string {
 	st.mu.Lock()
@@ -595,35 +653,27 @@ type LeaveOptions struct {
 }
 
 // Leave ends this session. While calls of the session are still running it
-// returns a *PendingCallsError (ErrPendingCalls), unless
-// opts.CancelPendingCalls is set. When the last session of the process
-// leaves, the participant is marked left in the ledger.
+// returns a *PendingCallsError (ErrPendingCalls) naming them, unless
+// opts.CancelPendingCalls is set: then the session's spawned calls are
+// cancelled and Leave waits until they have ended; if ctx ends first, Leave
+// returns its cause and the session stays. Calls of StartCall cannot be
+// cancelled; they stay until End or Fail. When the last session of the
+// process leaves, the participant is marked left in the ledger.
 func (op *Operation) Leave(ctx context.Context, opts LeaveOptions) error {
 	if err := op.usable(); err != nil {
 		return err
 	}
-	op.mu.Lock()
-	pending := slices.Sorted(maps.Keys(op.calls))
-	if len(pending) > 0 && !opts.CancelPendingCalls {
-		op.mu.Unlock()
-		return &PendingCallsError{CallIDs: pending}
-	}
-	op.left = true
-	calls := slices.Collect(maps.Values(op.calls))
-	op.mu.Unlock()
-	for _, call := range calls {
-		if cc, ok := call.(interface{ cancelForLeave() }); ok {
-			cc.cancelForLeave()
-		}
+	st := op.st
+	ctx, cancel := st.c.bound(ctx)
+	defer cancel()
+	if err := op.settleCalls(ctx, opts); err != nil {
+		return err
 	}
 
-	st := op.st
 	st.mu.Lock()
 	delete(st.sessions, op.session)
 	last := len(st.sessions) == 0
 	st.mu.Unlock()
-	ctx, cancel := st.c.bound(ctx)
-	defer cancel()
 	err := st.c.b.leave(ctx, st.id, st.c.who)
 	if errors.Is(err, ErrOperationFailed) || errors.Is(err, ErrOperationCompleted) {
 		err = nil // nothing left to leave
@@ -633,6 +683,52 @@ func (op *Operation) Leave(ctx context.Context, opts LeaveOptions) error {
 		st.c.forget(st)
 	}
 	return err
+}
+
+// leavingCall is a call that Leave can cancel and wait for.
+type leavingCall interface {
+	cancelForLeave()
+	Done() <-chan struct{}
+}
+
+// settleCalls marks the session left once none of its calls keeps it: with
+// opts.CancelPendingCalls, the cancellable calls are cancelled and waited
+// for; without, any running call is a *PendingCallsError.
+func (op *Operation) settleCalls(ctx context.Context, opts LeaveOptions) error {
+	for {
+		op.mu.Lock()
+		if op.left {
+			op.mu.Unlock()
+			return ErrSessionLeft
+		}
+		if len(op.calls) > 0 && !opts.CancelPendingCalls {
+			pending := slices.Sorted(maps.Keys(op.calls))
+			op.mu.Unlock()
+			return &PendingCallsError{CallIDs: pending}
+		}
+		var running []leavingCall
+		for _, c := range op.calls {
+			if lc, ok := c.(leavingCall); ok {
+				running = append(running, lc)
+			}
+		}
+		if len(running) == 0 {
+			op.left = true
+			op.mu.Unlock()
+			return nil
+		}
+		op.mu.Unlock()
+		for _, c := range running {
+			c.cancelForLeave()
+		}
+		for _, c := range running {
+			select {
+			case <-c.Done():
+			case <-ctx.Done():
+				return fmt.Errorf("ledger: Leave: waiting for cancelled calls: %w", context.Cause(ctx))
+			}
+		}
+	}
 }
 
 // Complete marks the operation completed and archives it. Only the
