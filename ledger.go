@@ -366,13 +366,30 @@ func (c *client) Close() error {
 	return errors.Join(errs...)
 }
 
-// go runs f in a goroutine that Close waits for.
-func (c *client) goTracked(f func()) {
-	c.wg.Add(1)
+// goTracked runs f in a goroutine that Close waits for, unless the client
+// is closed; it reports whether f was started.
+func (c *client) goTracked(f func()) bool {
+	if !c.hold() {
+		return false
+	}
 	go func() {
 		defer c.wg.Done()
 		f()
 	}()
+	return true
+}
+
+// hold counts a goroutine that Close will wait for, unless the client is
+// closed: a count added while Close waits would race with it. The caller
+// starts the goroutine, or calls c.wg.Done.
+func (c *client) hold() bool {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.closed {
+		return false
+	}
+	c.wg.Add(1)
+	return true
 }
 
 // ctx bounds a call with the lock timeout when the caller's context has no

@@ -460,8 +460,9 @@ func (st *opState) fail(info OperationFailedInfo) {
 		calls := slices.Collect(maps.Values(st.calls))
 		temps := slices.Collect(maps.Keys(st.temps))
 		st.mu.Unlock()
-		close(st.failed)
+		// Cancel first: whoever wakes on Failed finds the contexts done.
 		st.cancel(err)
+		close(st.failed)
 		for _, call := range calls {
 			call.operationFailed(info)
 		}

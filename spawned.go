@@ -174,18 +174,6 @@ func (c *SpawnedCall[T]) abandon(err error) *SpawnedCall[T] {
 	return c.failToStart(err)
 }
 
-// hold counts a goroutine that Close will wait for, unless the client is
-// closed. The caller starts the goroutine, or calls c.wg.Done.
-func (c *client) hold() bool {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	if c.closed {
-		return false
-	}
-	c.wg.Add(1)
-	return true
-}
-
 // trackUnlessLeft records call in the session and the process, unless the
 // session has left.
 func (op *Operation) trackUnlessLeft(call trackedCall) error {
