@@ -472,6 +472,10 @@ func TestAbortReachesOtherProcesses(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	work := ledger.SpawnCall(op, func(ctx context.Context, _ *ledger.SpawnedCall[error]) (error, error) {
+		<-ctx.Done()
+		return context.Cause(ctx), nil
+	}, ledger.CallOptions[error]{})
 	p := startParticipant(t, e.dir, op.ID(), "aborter", "ABORT=1")
 	io.WriteString(p.stdin, "go\n")
 	if line := p.readLine(t); line != "aborted" {
@@ -481,6 +485,12 @@ func TestAbortReachesOtherProcesses(t *testing.T) {
 	waitFor(t, 5*time.Second, "OnAbort", func() bool { return onAbort.Load() == 1 })
 	if !errors.Is(context.Cause(op.Context()), ledger.ErrAborted) {
 		t.Fatalf("context cause %v", context.Cause(op.Context()))
+	}
+	waitClosed(t, work.Done(), 5*time.Second, "the spawned call to end")
+	if cause, ok := work.Result(); ok && !errors.Is(cause, ledger.ErrAborted) {
+		t.Fatalf("spawned call saw cause %v", cause)
+	} else if !ok && !errors.Is(work.Err(), ledger.ErrAborted) {
+		t.Fatalf("spawned call ended with %v", work.Err())
 	}
 	waitFor(t, 5*time.Second, "the abortFlagSet heartbeat error", func() bool {
 		_, ok := hbErrs.Load(ledger.HeartbeatAbortFlagSet)
