@@ -188,7 +188,8 @@ func startBinaryServer(t testing.TB, dir string, args ...string) (string, *binar
 	return "", nil
 }
 
-// stop sends SIGTERM and waits for the process, then SIGKILL after 10s.
+// stop sends SIGTERM and waits for the process to shut down gracefully
+// (exit status 0), then SIGKILL after 10s.
 func (bs *binaryServer) stop(t testing.TB) {
 	select {
 	case <-bs.done:
@@ -198,6 +199,9 @@ func (bs *binaryServer) stop(t testing.TB) {
 	bs.cmd.Process.Signal(syscall.SIGTERM)
 	select {
 	case <-bs.done:
+		if bs.err != nil {
+			t.Errorf("ledger serve after SIGTERM: %v (want a graceful exit 0); stderr:\n%s", bs.err, bs.stderr)
+		}
 	case <-time.After(10 * time.Second):
 		bs.cmd.Process.Kill()
 		<-bs.done
