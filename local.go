@@ -4,8 +4,10 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"os"
 	"slices"
 	"strings"
+	"time"
 
 	"github.com/tomdist/ledger/internal/store"
 )
@@ -32,7 +34,9 @@ func NewLocalLedger(o Options) (*LocalLedger, error) {
 		return nil, fmt.Errorf("ledger: open %s: %w", o.BasePath, err)
 	}
 	l := &LocalLedger{store: st}
-	l.client = newClient(o, &localBackend{st: st})
+	b := &localBackend{st: st}
+	l.client = newClient(o, b)
+	l.goTracked(func() { b.sweepLoop(l.life, l.who, o.StaleThreshold) })
 	return l, nil
 }
 
@@ -442,4 +446,124 @@ func (b *localBackend) finishCleanup(ctx context.Context, id string, who partici
 		finishFailure(tx, who.ID)
 		return nil
 	})
+}
+
+func (b *localBackend) dead(id string, p participant) bool {
+	return b.st.Dead(id, p.ID, p.PID)
+}
+
+// sweepLoop sweeps the directory for orphans when the ledger opens and then
+// every stale threshold, until ctx ends.
+func (b *localBackend) sweepLoop(ctx context.Context, who participant, threshold time.Duration) {
+	t := time.NewTicker(threshold)
+	defer t.Stop()
+	for {
+		b.sweep(ctx, who, threshold)
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+	}
+}
+
+// sweep fails and archives every live operation whose participants are all
+// gone while at least one of them died: nobody is left to coordinate its
+// cleanup. Operations whose participants all left cleanly are kept; someone
+// may join them again.
+func (b *localBackend) sweep(ctx context.Context, who participant, threshold time.Duration) {
+	ids, err := b.st.List()
+	if err != nil {
+		return
+	}
+	for _, id := range ids {
+		if ctx.Err() != nil {
+			return
+		}
+		d, err := b.st.Read(id)
+		if err != nil || d.Finished() || !b.orphaned(d, who, threshold) {
+			continue
+		}
+		var temps []string
+		_, err = b.update(ctx, id, func(tx *store.Tx) error {
+			if !b.orphaned(tx.Data, who, threshold) {
+				return store.ErrNoChange
+			}
+			temps = orphanTemps(tx.Data, who)
+			sweepOrphan(tx, who)
+			return nil
+		})
+		if err == nil {
+			for _, p := range temps {
+				os.RemoveAll(p)
+			}
+		}
+	}
+}
+
+// orphaned reports whether no participant of d is alive and one died.
+func (b *localBackend) orphaned(d *store.Data, who participant, threshold time.Duration) bool {
+	died := false
+	for _, p := range d.Participants {
+		switch p.State {
+		case store.ParticipantCrashed:
+			died = true
+		case store.ParticipantActive:
+			if !b.gone(d.OperationID, p, who, threshold) {
+				return false
+			}
+			died = true
+		}
+	}
+	return died
+}
+
+// gone reports whether an active participant is certainly dead: on this
+// host its liveness lock is free; without a liveness file (a remote client
+// on this host) or on another host, its heartbeat is older than three stale
+// thresholds by the wall clock, plus a minute of allowance for clock skew
+// between hosts. (Live monitors judge staleness on their own monotonic
+// clocks; the sweep has no history to do so.)
+func (b *localBackend) gone(id string, p store.Participant, who participant, threshold time.Duration) bool {
+	if p.Host == who.Host && b.st.Dead(id, p.ParticipantID, p.PID) {
+		return true
+	}
+	limit := 3 * threshold
+	if p.Host != who.Host {
+		limit += time.Minute
+	}
+	return time.Since(p.LastHeartbeat.Time) > limit && !b.st.HasLiveness(id, p.ParticipantID, p.PID)
+}
+
+// orphanTemps returns the temp resources of d on who's host.
+func orphanTemps(d *store.Data, who participant) []string {
+	var paths []string
+	for _, r := range d.TempResources {
+		if r.Host == who.Host {
+			paths = append(paths, r.Path)
+		}
+	}
+	return paths
+}
+
+// sweepOrphan fails an orphaned operation and removes everything of it.
+func sweepOrphan(tx *store.Tx, who participant) {
+	d := tx.Data
+	var calls []string
+	for i := range d.CallFrames {
+		calls = append(calls, d.CallFrames[i].CallID)
+	}
+	for i := range d.Participants {
+		if d.Participants[i].State == store.ParticipantActive {
+			d.Participants[i].State = store.ParticipantCrashed
+		}
+	}
+	d.TempResources = slices.DeleteFunc(d.TempResources, func(r store.TempResource) bool { return r.Host == who.Host })
+	tx.Log("ERROR", who.ID, "CRASH_DETECTED all participants are gone (orphan sweep)")
+	if d.OperationState == store.StateRunning {
+		now := store.Now()
+		d.Failure = &store.Failure{FailedAt: now, Reason: "all participants are gone", CrashedCallIDs: calls, Coordinator: who.key()}
+		d.DetectionTimestamp = &now
+	}
+	finishFailure(tx, who.ID)
 }

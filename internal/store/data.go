@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"strconv"
 	"strings"
+	"sync/atomic"
 	"time"
 )
 
@@ -179,8 +180,18 @@ func (d *Data) Finished() bool {
 // ledger writes (DateTime.toIso8601String of a local time, read as UTC).
 type Time struct{ time.Time }
 
-// Now returns the current time as a Time, truncated to what is written.
-func Now() Time { return Time{time.Now().UTC().Truncate(time.Millisecond)} }
+// Now returns the current wall-clock time as a Time, truncated to what is
+// written, shifted by the clock skew set for tests.
+func Now() Time {
+	return Time{time.Now().Add(time.Duration(skew.Load())).UTC().Truncate(time.Millisecond)}
+}
+
+// skew shifts Now, so that tests can give a process a wrong wall clock.
+var skew atomic.Int64
+
+// SetClockSkew shifts the wall clock this process writes by d. It is a test
+// seam: nothing in the ledger may depend on wall clocks agreeing.
+func SetClockSkew(d time.Duration) { skew.Store(int64(d)) }
 
 const timeLayout = "2006-01-02T15:04:05.000Z07:00"
 
