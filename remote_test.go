@@ -10,6 +10,7 @@ import (
 	"crypto/tls"
 	"crypto/x509"
 	"crypto/x509/pkix"
+	"encoding/json"
 	"encoding/pem"
 	"errors"
 	"fmt"
@@ -22,6 +23,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -681,5 +683,199 @@ func TestRemoteOptionsRejected(t *testing.T) {
 				t.Fatalf("Connect returned a ledger with its error")
 			}
 		})
+	}
+}
+
+// A remote participant child process: connects to $SERVER_URL as
+// $PARTICIPANT, joins $LEDGER_OP, starts $CALLS fail-on-crash calls,
+// registers $TEMPS temp files in $TEMP_DIR, prints a readyLine as JSON and
+// waits until its stdin closes, or it is killed or signalled (the signal
+// handler is on).
+func init() { roles["remote-participant"] = runRemoteParticipant }
+
+func runRemoteParticipant() {
+	ctx := context.Background()
+	l, err := ledger.NewRemoteClient(ctx, ledger.Options{
+		ServerURL:         os.Getenv("SERVER_URL"),
+		ParticipantID:     os.Getenv("PARTICIPANT"),
+		HeartbeatInterval: envDuration("HB", 50*time.Millisecond),
+		StaleThreshold:    envDuration("STALE", 400*time.Millisecond),
+	})
+	if err != nil {
+		panic(err)
+	}
+	defer l.Close()
+	op, err := l.JoinOperation(ctx, os.Getenv("LEDGER_OP"), ledger.JoinOptions{})
+	if err != nil {
+		panic(err)
+	}
+	ready := readyLine{PID: os.Getpid()}
+	for range envInt("CALLS") {
+		c, err := ledger.StartCall[int](ctx, op, ledger.CallOptions[int]{Description: "remote child call"})
+		if err != nil {
+			panic(err)
+		}
+		ready.Calls = append(ready.Calls, c.ID())
+	}
+	for i := range envInt("TEMPS") {
+		p := filepath.Join(os.Getenv("TEMP_DIR"), fmt.Sprintf("remote-%d.tmp", i))
+		if err := os.WriteFile(p, []byte("x"), 0o644); err != nil {
+			panic(err)
+		}
+		if err := op.RegisterTempResource(ctx, p); err != nil {
+			panic(err)
+		}
+		ready.Temps = append(ready.Temps, p)
+	}
+	b, _ := json.Marshal(ready)
+	fmt.Printf("%s\n", b)
+	io.Copy(io.Discard, os.Stdin)
+}
+
+// startRemoteParticipant starts a remote participant child against url and
+// waits for its ready line.
+func startRemoteParticipant(t *testing.T, url, opID, name string, env ...string) *proc {
+	t.Helper()
+	cmd := child(t, "remote-participant", append([]string{
+		"SERVER_URL=" + url, "LEDGER_OP=" + opID, "PARTICIPANT=" + name, "TEMP_DIR=" + t.TempDir(),
+	}, env...)...)
+	stdin, err := cmd.StdinPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	stdout, err := cmd.StdoutPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	p := &proc{cmd: cmd, stdin: stdin, out: bufio.NewReader(stdout)}
+	t.Cleanup(func() {
+		p.cmd.Process.Kill()
+		p.cmd.Wait()
+	})
+	if err := json.Unmarshal([]byte(p.readLine(t)), &p.ready); err != nil {
+		t.Fatalf("child ready line: %v", err)
+	}
+	return p
+}
+
+// remoteServers are the two kinds of server the multi-process tests run
+// against; each returns the URL and the directory.
+var remoteServers = []struct {
+	name  string
+	start func(t *testing.T) (url, dir string)
+}{
+	{"httptest", func(t *testing.T) (string, string) {
+		dir := t.TempDir()
+		return startHTTPTestServer(t, ledger.ServerOptions{BasePath: dir}), dir
+	}},
+	{"binary", func(t *testing.T) (string, string) {
+		dir := t.TempDir()
+		url, _ := startBinaryServer(t, dir)
+		return url, dir
+	}},
+}
+
+// TestRemoteKill9DetectedByHeartbeat kills a remote participant process
+// with SIGKILL: with no liveness lock to go by, the remote survivors see
+// its heartbeat go stale, fail the operation, run their cleanup, delete
+// its temp resources (on their host) and archive the operation.
+func TestRemoteKill9DetectedByHeartbeat(t *testing.T) {
+	for _, srv := range remoteServers {
+		t.Run(srv.name, func(t *testing.T) {
+			ctx := context.Background()
+			url, dir := srv.start(t)
+			e := &env{t: t, dir: dir, open: remoteOpener(url, "")}
+			init := e.Open("init", ledger.Options{})
+			op, err := init.CreateOperation(ctx, ledger.CreateOptions{Description: "remote kill -9"})
+			if err != nil {
+				t.Fatal(err)
+			}
+			var survivors []*survivor
+			for i := range 2 {
+				survivors = append(survivors, newSurvivor(t, e, fmt.Sprintf("s%d", i), op.ID(), ledger.Options{}))
+			}
+			victim := startRemoteParticipant(t, url, op.ID(), "victim", "CALLS=2", "TEMPS=2")
+			if _, err := os.Stat(filepath.Join(dir, op.ID()+".live", fmt.Sprintf("victim.%d.lock", victim.ready.PID))); !errors.Is(err, os.ErrNotExist) {
+				t.Fatalf("a remote participant has a liveness file (%v): the verdict would not be by heartbeat", err)
+			}
+			victim.kill9(t)
+
+			for i, s := range survivors {
+				waitClosed(t, s.op.Failed(), 10*time.Second, fmt.Sprintf("survivor %d Failed()", i))
+			}
+			waitClosed(t, op.Failed(), 10*time.Second, "initiator Failed()")
+			d := archived(t, dir, op.ID())
+			if d.OperationState != "failed" || d.DetectionTimestamp == nil || d.RemovalTimestamp == nil {
+				t.Fatalf("archived: state %s, detection %v, removal %v", d.OperationState, d.DetectionTimestamp, d.RemovalTimestamp)
+			}
+			if d.Failure == nil || !slices.Equal(sorted(d.Failure.CrashedCallIDs), sorted(victim.ready.Calls)) ||
+				d.Failure.ParticipantID != "victim" {
+				t.Fatalf("failure %+v, want the victim's calls %v", d.Failure, victim.ready.Calls)
+			}
+			for _, p := range victim.ready.Temps {
+				if _, err := os.Stat(p); !errors.Is(err, os.ErrNotExist) {
+					t.Fatalf("temp file %s still there (%v)", p, err)
+				}
+			}
+			for i, s := range survivors {
+				waitFor(t, 5*time.Second, "survivor callbacks", func() bool { return s.onFailure.Load() == 1 })
+				if s.opFailed.Load() != 1 || s.cleanups.Load() != 1 {
+					t.Fatalf("survivor %d: OnOperationFailed %d, OnCleanup %d; want 1 each", i, s.opFailed.Load(), s.cleanups.Load())
+				}
+				if info, _ := s.op.Failure(); !strings.Contains(info.Reason, "victim") {
+					t.Fatalf("survivor %d failure %+v", i, info)
+				}
+			}
+			log := archivedLog(t, dir, op.ID())
+			evs := count(logEvents(log))
+			for _, ev := range []string{"CRASH_DETECTED", "CLEANUP_STARTED", "OPERATION_FAILED"} {
+				if evs[ev] != 1 {
+					t.Fatalf("log has %d %s, want 1:\n%s", evs[ev], ev, log)
+				}
+			}
+			if strings.Contains(log, "victim CRASH_DETECTED") {
+				t.Fatalf("the killed victim cannot have reported itself:\n%s", log)
+			}
+		})
+	}
+}
+
+// TestRemoteSigtermSeenAtOnce sends SIGTERM to a remote participant
+// process: its signal handler reports it gone through the server, so the
+// survivor, whose stale threshold is far away, sees the failure at once.
+func TestRemoteSigtermSeenAtOnce(t *testing.T) {
+	ctx := context.Background()
+	url, dir := remoteServers[0].start(t)
+	e := &env{t: t, dir: dir, open: remoteOpener(url, "")}
+	init := e.Open("init", ledger.Options{HeartbeatInterval: time.Second, StaleThreshold: time.Minute})
+	op, err := init.CreateOperation(ctx, ledger.CreateOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	p := startRemoteParticipant(t, url, op.ID(), "child", "CALLS=1", "TEMPS=1", "HB=1s", "STALE=1m")
+	if err := p.cmd.Process.Signal(syscall.SIGTERM); err != nil {
+		t.Fatal(err)
+	}
+	err = p.cmd.Wait()
+	var ee *exec.ExitError
+	if !errors.As(err, &ee) || ee.Sys().(syscall.WaitStatus).Signal() != syscall.SIGTERM {
+		t.Fatalf("child ended with %v, want death by SIGTERM", err)
+	}
+	for _, path := range p.ready.Temps {
+		if _, err := os.Stat(path); !errors.Is(err, os.ErrNotExist) {
+			t.Errorf("temp file %s survived the signal (%v)", path, err)
+		}
+	}
+	// Well below the one-minute threshold: only the child's report explains it.
+	waitClosed(t, op.Failed(), 10*time.Second, "the operation to fail")
+	if info, _ := op.Failure(); info.ParticipantID != "child" || len(info.CrashedCallIDs) != 1 || info.CrashedCallIDs[0] != p.ready.Calls[0] {
+		t.Fatalf("failure %+v, want the child's call %v", info, p.ready.Calls)
+	}
+	log := archivedLog(t, dir, op.ID())
+	if !strings.Contains(log, "child CRASH_DETECTED child/") {
+		t.Fatalf("the child did not report itself:\n%s", log)
 	}
 }
