@@ -2,6 +2,7 @@ package ledger
 
 import (
 	"bytes"
+	"cmp"
 	"context"
 	"crypto/sha256"
 	"crypto/subtle"
@@ -14,6 +15,7 @@ import (
 	"net"
 	"net/http"
 	"net/netip"
+	"os"
 	"path/filepath"
 	"strconv"
 	"strings"
@@ -63,6 +65,10 @@ type ServerOptions struct {
 	// operation. Zero means 5s.
 	TrailInterval time.Duration
 
+	// StaleThreshold is the stale threshold the server's orphan sweep
+	// assumes of the participants (see Server). Zero means 15s.
+	StaleThreshold time.Duration
+
 	// Logger receives one line per request at debug level (failures of the
 	// server itself at error level). Zero means no request log.
 	Logger *slog.Logger
@@ -97,6 +103,14 @@ func isLoopbackHost(host string) bool {
 // the directory through the same code as a LocalLedger, so the server
 // keeps nothing about its clients in memory and may be restarted at any
 // time. It is an http.Handler; Serve runs it with safe timeouts.
+//
+// Like a LocalLedger, the server sweeps the directory for orphans when it
+// starts and then every StaleThreshold: a live operation whose
+// participants are all gone (none left to coordinate) is marked failed
+// and archived. It judges a participant gone by a heartbeat older than
+// three stale thresholds plus a minute (clocks of other hosts may be off).
+// The server never deletes files outside its directory: temp resources
+// are deleted by the participants, which name them.
 type Server struct {
 	opts  ServerOptions
 	b     *localBackend // nil when err is set
@@ -104,6 +118,9 @@ type Server struct {
 	dir   string        // absolute BasePath, hidden from error messages
 	token [sha256.Size]byte
 	log   *slog.Logger // nil: no request log
+
+	stopSweep context.CancelFunc // ends the orphan sweep
+	swept     chan struct{}      // closed when the sweep has ended
 
 	closed atomic.Bool
 }
@@ -132,7 +149,22 @@ func NewServer(o ServerOptions) *Server {
 		return s
 	}
 	s.b = &localBackend{st: st}
+	ctx, cancel := context.WithCancel(context.Background())
+	s.stopSweep, s.swept = cancel, make(chan struct{})
+	threshold := cmp.Or(o.StaleThreshold, DefaultStaleThreshold)
+	go func() {
+		defer close(s.swept)
+		s.b.sweepLoop(ctx, sweeper(), threshold)
+	}()
 	return s
+}
+
+// sweeper is the participant the server sweeps orphans as. Its host is
+// empty, which no participant's is: the sweep then never takes a
+// participant for one on its own host (whose liveness lock it could
+// check), and never deletes the temp resources that clients named.
+func sweeper() participant {
+	return participant{ID: "ledger-server", PID: os.Getpid(), Host: ""}
 }
 
 func (o ServerOptions) check() error {
@@ -141,6 +173,9 @@ func (o ServerOptions) check() error {
 	}
 	if o.LockTimeout < 0 {
 		return fmt.Errorf("ledger: ServerOptions.LockTimeout (%v) must not be negative", o.LockTimeout)
+	}
+	if o.StaleThreshold < 0 {
+		return fmt.Errorf("ledger: ServerOptions.StaleThreshold (%v) must not be negative", o.StaleThreshold)
 	}
 	if o.TrailInterval < 0 {
 		return fmt.Errorf("ledger: ServerOptions.TrailInterval (%v) must not be negative", o.TrailInterval)
@@ -172,12 +207,15 @@ func (o ServerOptions) storeOptions() store.Options {
 // that cannot be opened), or nil.
 func (s *Server) Err() error { return s.err }
 
-// Close releases the ledger files the server holds open. Call it after the
-// HTTP server has stopped; later requests answer 503.
+// Close stops the orphan sweep and releases the ledger files the server
+// holds open. Call it after the HTTP server has stopped; later requests
+// answer 503.
 func (s *Server) Close() error {
 	if s.closed.Swap(true) || s.b == nil {
 		return nil
 	}
+	s.stopSweep()
+	<-s.swept
 	return s.b.close()
 }
 

@@ -16,6 +16,7 @@ import (
 	"path/filepath"
 	"runtime/debug"
 	"slices"
+	"strconv"
 	"strings"
 	"sync"
 	"syscall"
@@ -637,5 +638,47 @@ func TestServerConcurrentClients(t *testing.T) {
 	}
 	if err := op.Complete(ctx); err != nil {
 		t.Fatal(err)
+	}
+}
+
+// TestServerSweepsOrphans checks that the server, like a local ledger,
+// fails and archives an operation whose participants are all gone, and
+// that it leaves the temp resources they named alone. The participant's
+// heartbeat is made ten minutes old through the clock-skew test seam.
+func TestServerSweepsOrphans(t *testing.T) {
+	dir := t.TempDir()
+	base := startHTTPTestServer(t, ledger.ServerOptions{BasePath: dir, StaleThreshold: 20 * time.Millisecond})
+	host, _ := os.Hostname()
+	temp := filepath.Join(t.TempDir(), "keep-me")
+	if err := os.WriteFile(temp, nil, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	ghost := fmt.Sprintf(`"participantId":"ghost","participantPid":1,"host":%q,"operationId":%q`, host, badOp)
+	for _, q := range []rawRequest{
+		{path: "/operation/create", body: `{` + ghost + `}`},
+		{path: "/call/start", body: `{` + ghost + `,"callId":"call_ghost_1_0000"}`},
+		{path: "/temp/register", body: `{` + ghost + `,"path":` + strconv.Quote(temp) + `}`},
+	} {
+		if r := q.do(t, base); r.status != 200 {
+			t.Fatalf("%s: %d %s", q.path, r.status, r.body)
+		}
+	}
+	// The ghost's last heartbeat, ten minutes ago.
+	ledger.SetClockSkew(-10 * time.Minute)
+	t.Cleanup(func() { ledger.SetClockSkew(0) })
+	if r := (rawRequest{path: "/operation/heartbeat", body: `{` + ghost + `}`}).do(t, base); r.status != 200 {
+		t.Fatalf("heartbeat: %d %s", r.status, r.body)
+	}
+	ledger.SetClockSkew(0)
+
+	d := archived(t, dir, badOp)
+	if d.OperationState != "failed" || d.Failure == nil || len(d.Failure.CrashedCallIDs) != 1 {
+		t.Fatalf("swept: state %s, failure %+v", d.OperationState, d.Failure)
+	}
+	if log := archivedLog(t, dir, badOp); !strings.Contains(log, "ledger-server CRASH_DETECTED all participants are gone") {
+		t.Fatalf("no sweep in the log:\n%s", log)
+	}
+	if _, err := os.Stat(temp); err != nil {
+		t.Fatalf("the server deleted a path a client named: %v", err)
 	}
 }
