@@ -100,6 +100,7 @@ func (o DiscoveryOptions) withDefaults() (DiscoveryOptions, error) {
 func discover(ctx context.Context, o DiscoveryOptions, tc *tls.Config) (string, error) {
 	tr := newTransport(tc, 0)
 	tr.DisableKeepAlives = true
+	tr.Proxy = nil // probe the candidates themselves, never through $HTTP_PROXY
 	defer tr.CloseIdleConnections()
 	p := &prober{hc: &http.Client{Transport: tr, CheckRedirect: noRedirects}, timeout: o.Timeout}
 

@@ -98,6 +98,10 @@ func (o Options) remoteOptions() (Options, error) {
 //
 // Errors of the server come back as the same sentinels as on a local
 // ledger (see RemoteError); connection errors are returned wrapped.
+// Options.Callback.OnLogLine and OnBackupCreated are not called: the server
+// writes the logs and archives. Options fields of the directory (BasePath,
+// Durable, MaxBackups, MaxTrail, LivenessPoll) are the server's business
+// and ignored here.
 type RemoteClient struct {
 	*client
 	rb *remoteBackend

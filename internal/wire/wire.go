@@ -301,7 +301,8 @@ type CallStartRequest struct {
 	OperationID string `json:"operationId"`
 	CallID      string `json:"callId"`
 	Description string `json:"description,omitempty"`
-	// FailOnCrash is absent-means-true, as in Dart.
+	// FailOnCrash, when absent, is true on PathCallStart (as in Dart) and
+	// false on PathCallFrameCreate (as Operation.CreateCallFrame writes).
 	FailOnCrash *bool `json:"failOnCrash,omitempty"`
 	// Spawned marks a spawned call (CALL_SPAWNED rather than CALL_STARTED).
 	Spawned bool `json:"spawned,omitempty"`
