@@ -20,10 +20,10 @@ import (
 
 // Defaults of the remote options.
 const (
-	DefaultRequestTimeout = 10 * time.Second
-	DefaultRetryAttempts  = 4
-	DefaultRetryBackoff   = 50 * time.Millisecond
-	DefaultRetryMaxPause  = time.Second
+	DefaultRequestTimeout  = 10 * time.Second
+	DefaultRetryAttempts   = 4
+	DefaultRetryBackoff    = 50 * time.Millisecond
+	DefaultRetryMaxBackoff = time.Second
 )
 
 // TokenEnv is the environment variable that holds the bearer token of a
@@ -75,7 +75,7 @@ func (o Options) remoteOptions() (Options, error) {
 		r.Backoff = DefaultRetryBackoff
 	}
 	if r.MaxBackoff == 0 {
-		r.MaxBackoff = DefaultRetryMaxPause
+		r.MaxBackoff = DefaultRetryMaxBackoff
 	}
 	if o.Token == "" {
 		o.Token = os.Getenv(TokenEnv)
