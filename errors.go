@@ -171,3 +171,24 @@ func (e *PanicError) Unwrap() error {
 	err, _ := e.Value.(error)
 	return err
 }
+
+// RemoteError is an error answered by a ledger server. When its Code has a
+// counterpart among the sentinels of this package (operation_not_found is
+// ErrOperationNotFound, lock_timeout is ErrLockTimeout, ...), errors.Is
+// matches it, so code checks the same errors on both backends; an
+// operation failure comes back as an *OperationFailedError instead.
+type RemoteError struct {
+	StatusCode int    // the HTTP status, such as 404
+	Code       string // the stable error code, such as "operation_not_found"
+	Message    string // the server's message
+}
+
+func (e *RemoteError) Error() string {
+	return fmt.Sprintf("ledger: server: %s (%d %s)", strings.TrimPrefix(e.Message, "ledger: "), e.StatusCode, e.Code)
+}
+
+// Is reports whether target is the sentinel of e.Code.
+func (e *RemoteError) Is(target error) bool {
+	s, ok := remoteSentinels[e.Code]
+	return ok && s == target
+}

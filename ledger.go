@@ -2,6 +2,7 @@ package ledger
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"os"
@@ -83,6 +84,30 @@ type Options struct {
 	// LockTimeout bounds the wait for a ledger file lock when the caller's
 	// context has no deadline. Zero means 30s.
 	LockTimeout time.Duration
+
+	// Token is the bearer token a RemoteClient sends to the ledger server.
+	// Zero means the environment variable LEDGER_TOKEN; if that is empty
+	// too, no token is sent.
+	Token string
+
+	// TLSConfig configures https connections to a ledger server, for
+	// example RootCAs for a private certificate. Zero means the system's
+	// roots.
+	TLSConfig *tls.Config
+
+	// RequestTimeout bounds one HTTP request (one attempt) of a
+	// RemoteClient. Zero means 10s.
+	RequestTimeout time.Duration
+
+	// Retry says which requests of a RemoteClient are retried after a
+	// connection error, and how often. The zero value retries idempotent
+	// requests up to 3 times; see RetryPolicy.
+	Retry RetryPolicy
+
+	// Discovery configures how a ledger server is found when ServerURL and
+	// BasePath are empty. The zero value probes 127.0.0.1 and localhost on
+	// port 19880, after LEDGER_SERVER_URL; see DiscoveryOptions.
+	Discovery DiscoveryOptions
 }
 
 // LedgerCallback receives ledger-wide events. Every field may be nil.
@@ -213,10 +238,19 @@ func Connect(ctx context.Context, o Options) (Ledger, error) {
 		_, err := o.withDefaults()
 		return nil, err
 	}
+	// Return a nil interface, not a nil pointer in one, on error.
 	if o.BasePath != "" {
-		return NewLocalLedger(o)
+		l, err := NewLocalLedger(o)
+		if err != nil {
+			return nil, err
+		}
+		return l, nil
 	}
-	return nil, errors.New("ledger: the remote backend (Options.ServerURL or discovery) is not available yet; set Options.BasePath")
+	l, err := NewRemoteClient(ctx, o)
+	if err != nil {
+		return nil, err
+	}
+	return l, nil
 }
 
 // participant names one process taking part.

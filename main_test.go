@@ -31,7 +31,10 @@ func TestMain(m *testing.M) {
 		f()
 		os.Exit(0)
 	}
-	goleak.VerifyTestMain(m)
+	goleak.VerifyTestMain(m, goleak.Cleanup(func(code int) {
+		removeBuilds() // remote_test.go: the ledger binary built for this run
+		os.Exit(code)
+	}))
 }
 
 // child returns a command that runs the test binary in the given role with
@@ -61,6 +64,8 @@ type testBackend struct {
 // backends is the table the behavioural tests run over.
 var backends = []testBackend{
 	{name: "local", setup: setupLocal},
+	{name: "remote-httptest", setup: setupRemoteHTTPTest}, // remote_test.go
+	{name: "remote-binary", setup: setupRemoteBinary},     // remote_test.go
 }
 
 func setupLocal(t testing.TB) (func(testing.TB, ledger.Options) ledger.Ledger, string) {

@@ -1,0 +1,209 @@
+package ledger_test
+
+import (
+	"context"
+	"errors"
+	"net"
+	"net/http"
+	"net/http/httptest"
+	"net/netip"
+	"strconv"
+	"testing"
+	"time"
+
+	"github.com/tomdist/ledger"
+)
+
+// Discovery tests only ever name hosts in 127.0.0.0/8: every probe stays
+// on this machine.
+
+// serveAt serves h on host (a 127.0.0.x address) at a free port and
+// returns the port.
+func serveAt(t testing.TB, host string, h http.Handler) int {
+	t.Helper()
+	ln, err := net.Listen("tcp", net.JoinHostPort(host, "0"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	ts := httptest.NewUnstartedServer(h)
+	ts.Listener.Close()
+	ts.Listener = ln
+	ts.Start()
+	t.Cleanup(ts.Close)
+	return ln.Addr().(*net.TCPAddr).Port
+}
+
+// ledgerAt serves a fresh ledger directory on host and returns the port.
+func ledgerAt(t testing.TB, host string) int {
+	t.Helper()
+	srv := ledger.NewServer(ledger.ServerOptions{BasePath: t.TempDir()})
+	t.Cleanup(func() { srv.Close() })
+	return serveAt(t, host, srv)
+}
+
+// freePort returns a port on host that nothing listens on.
+func freePort(t testing.TB, host string) int {
+	t.Helper()
+	ln, err := net.Listen("tcp", net.JoinHostPort(host, "0"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	port := ln.Addr().(*net.TCPAddr).Port
+	ln.Close()
+	return port
+}
+
+func discoveryOptions(d ledger.DiscoveryOptions) ledger.Options {
+	if d.Timeout == 0 {
+		d.Timeout = 300 * time.Millisecond
+	}
+	return ledger.Options{ParticipantID: "finder", Discovery: d}
+}
+
+func connectURL(t *testing.T, o ledger.Options) (string, error) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	l, err := ledger.Connect(ctx, o)
+	if err != nil {
+		if ctx.Err() != nil {
+			t.Fatalf("discovery outlived its context: %v", err)
+		}
+		return "", err
+	}
+	defer l.Close()
+	rc, ok := l.(*ledger.RemoteClient)
+	if !ok {
+		t.Fatalf("Connect returned %T, want *RemoteClient", l)
+	}
+	return rc.ServerURL(), nil
+}
+
+func baseURL(host string, port int) string {
+	return "http://" + net.JoinHostPort(host, strconv.Itoa(port))
+}
+
+// TestDiscoveryFindsInjectedHost finds a server on a candidate host, and
+// prefers the earlier candidate when two answer.
+func TestDiscoveryFindsInjectedHost(t *testing.T) {
+	t.Setenv(ledger.ServerURLEnv, "")
+	port := ledgerAt(t, "127.0.0.3")
+	got, err := connectURL(t, discoveryOptions(ledger.DiscoveryOptions{Hosts: []string{"127.0.0.2", "127.0.0.3"}, Ports: []int{port}}))
+	if err != nil || got != baseURL("127.0.0.3", port) {
+		t.Fatalf("discovered %q, %v; want %s", got, err, baseURL("127.0.0.3", port))
+	}
+
+	// Two servers on two ports: the order of Hosts, then Ports, decides.
+	other := ledgerAt(t, "127.0.0.2")
+	got, err = connectURL(t, discoveryOptions(ledger.DiscoveryOptions{Hosts: []string{"127.0.0.2", "127.0.0.3"}, Ports: []int{port, other}}))
+	if err != nil || got != baseURL("127.0.0.2", other) {
+		t.Fatalf("discovered %q, %v; want the first candidate %s", got, err, baseURL("127.0.0.2", other))
+	}
+
+	// And the client works against what it found.
+	l, err := ledger.Connect(context.Background(), discoveryOptions(ledger.DiscoveryOptions{Hosts: []string{"127.0.0.3"}, Ports: []int{port}}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	op, err := l.CreateOperation(context.Background(), ledger.CreateOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := op.Complete(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// TestDiscoveryEnvFirst prefers LEDGER_SERVER_URL to the candidate hosts,
+// and goes on to them when it does not answer.
+func TestDiscoveryEnvFirst(t *testing.T) {
+	envPort := ledgerAt(t, "127.0.0.4")
+	hostPort := ledgerAt(t, "127.0.0.5")
+	o := discoveryOptions(ledger.DiscoveryOptions{Hosts: []string{"127.0.0.5"}, Ports: []int{hostPort}})
+
+	t.Setenv(ledger.ServerURLEnv, baseURL("127.0.0.4", envPort)+"/")
+	if got, err := connectURL(t, o); err != nil || got != baseURL("127.0.0.4", envPort) {
+		t.Fatalf("with %s set: %q, %v", ledger.ServerURLEnv, got, err)
+	}
+	t.Setenv(ledger.ServerURLEnv, baseURL("127.0.0.4", freePort(t, "127.0.0.4")))
+	if got, err := connectURL(t, o); err != nil || got != baseURL("127.0.0.5", hostPort) {
+		t.Fatalf("with a dead %s: %q, %v", ledger.ServerURLEnv, got, err)
+	}
+}
+
+// TestDiscoveryNoServer returns ErrNoServer when nothing answers: closed
+// ports, and a server that accepts but never replies (the probe timeout
+// ends it, not the caller's context).
+func TestDiscoveryNoServer(t *testing.T) {
+	t.Setenv(ledger.ServerURLEnv, "")
+	hang := make(chan struct{})
+	hung := serveAt(t, "127.0.0.6", http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		select {
+		case <-hang:
+		case <-r.Context().Done():
+		}
+	}))
+	defer close(hang)
+	o := discoveryOptions(ledger.DiscoveryOptions{
+		Hosts:   []string{"127.0.0.6", "127.0.0.7"},
+		Ports:   []int{hung, freePort(t, "127.0.0.7")},
+		Timeout: 100 * time.Millisecond,
+	})
+	if got, err := connectURL(t, o); !errors.Is(err, ledger.ErrNoServer) {
+		t.Fatalf("discovered %q, %v; want ErrNoServer", got, err)
+	}
+}
+
+// TestDiscoveryIgnoresOtherService accepts only a /status that names the
+// ledger service.
+func TestDiscoveryIgnoresOtherService(t *testing.T) {
+	t.Setenv(ledger.ServerURLEnv, "")
+	impostor := func(body string, status int) http.Handler {
+		return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			w.Header().Set("Content-Type", "application/json")
+			w.WriteHeader(status)
+			w.Write([]byte(body))
+		})
+	}
+	ports := []int{
+		serveAt(t, "127.0.0.8", impostor(`{"service":"something_else","version":"1"}`, 200)),
+		serveAt(t, "127.0.0.8", impostor(`{"service":"tom_dist_ledger"}`, 500)),
+		serveAt(t, "127.0.0.8", impostor(`<html>tom_dist_ledger</html>`, 200)),
+		serveAt(t, "127.0.0.8", http.NotFoundHandler()),
+	}
+	o := discoveryOptions(ledger.DiscoveryOptions{Hosts: []string{"127.0.0.8"}, Ports: ports})
+	if got, err := connectURL(t, o); !errors.Is(err, ledger.ErrNoServer) {
+		t.Fatalf("only impostors: discovered %q, %v; want ErrNoServer", got, err)
+	}
+	genuine := ledgerAt(t, "127.0.0.8")
+	o.Discovery.Ports = append(ports, genuine)
+	if got, err := connectURL(t, o); err != nil || got != baseURL("127.0.0.8", genuine) {
+		t.Fatalf("impostors and a ledger: %q, %v", got, err)
+	}
+
+	// An explicit ServerURL that is not a ledger server is no server either.
+	_, err := ledger.NewRemoteClient(context.Background(), ledger.Options{ServerURL: baseURL("127.0.0.8", ports[0])})
+	if !errors.Is(err, ledger.ErrNoServer) {
+		t.Fatalf("ServerURL of an impostor: %v, want ErrNoServer", err)
+	}
+}
+
+// TestDiscoverySubnetScan finds a server only by scanning, with the subnet
+// injected as 127.0.0.0/24.
+func TestDiscoverySubnetScan(t *testing.T) {
+	t.Setenv(ledger.ServerURLEnv, "")
+	port := ledgerAt(t, "127.0.0.77")
+	d := ledger.DiscoveryOptions{
+		Hosts:   []string{"127.0.0.1"},
+		Ports:   []int{port},
+		Subnets: []netip.Prefix{netip.MustParsePrefix("127.0.0.0/24")},
+	}
+	if got, err := connectURL(t, discoveryOptions(d)); !errors.Is(err, ledger.ErrNoServer) {
+		t.Fatalf("without ScanSubnet: %q, %v; want ErrNoServer", got, err)
+	}
+	d.ScanSubnet = true
+	if got, err := connectURL(t, discoveryOptions(d)); err != nil || got != baseURL("127.0.0.77", port) {
+		t.Fatalf("with ScanSubnet: %q, %v; want %s", got, err, baseURL("127.0.0.77", port))
+	}
+}

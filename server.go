@@ -1,0 +1,686 @@
+package ledger
+
+import (
+	"bytes"
+	"cmp"
+	"context"
+	"crypto/sha256"
+	"crypto/subtle"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"mime"
+	"net"
+	"net/http"
+	"net/netip"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"sync/atomic"
+	"time"
+
+	"github.com/tomdist/ledger/internal/store"
+	"github.com/tomdist/ledger/internal/wire"
+)
+
+// ServerOptions configure NewServer. BasePath is required; the zero value
+// of every other field is valid.
+type ServerOptions struct {
+	// BasePath is the ledger directory the server serves. It is created if
+	// needed. Local ledgers may share it with the server.
+	BasePath string
+
+	// Token is the bearer token every request but GET /health and GET
+	// /status must carry (Authorization: Bearer <token>). Zero means no
+	// token: then the server may only listen on loopback (see
+	// CheckListenAddr), and requests must name the server by IP address or
+	// "localhost" in their Host header, which keeps web pages from reaching
+	// it through DNS rebinding.
+	Token string
+
+	// Insecure allows Serve to listen on a non-loopback address without a
+	// Token. Zero means such a listener is refused.
+	Insecure bool
+
+	// LockTimeout bounds the wait of one request for a ledger file lock.
+	// Zero means 30s.
+	LockTimeout time.Duration
+
+	// Durable makes every write fsync the file and its directory. Zero
+	// means off, as Options.Durable.
+	Durable bool
+
+	// MaxBackups is how many archived operations are kept. Zero means 20;
+	// negative keeps all.
+	MaxBackups int
+
+	// MaxTrail is how many trail snapshots are kept per operation. Zero
+	// means 100; negative keeps none.
+	MaxTrail int
+
+	// TrailInterval is the least time between two trail snapshots of an
+	// operation. Zero means 5s.
+	TrailInterval time.Duration
+
+	// StaleThreshold is the stale threshold the server's orphan sweep
+	// assumes of the participants (see Server). Zero means 15s.
+	StaleThreshold time.Duration
+
+	// Logger receives one line per request at debug level (failures of the
+	// server itself at error level). Zero means no request log.
+	Logger *slog.Logger
+}
+
+// CheckListenAddr returns an error if a server with these options may not
+// listen on addr ("host:port"): an address that is not loopback (127.0.0.0/8,
+// ::1 or "localhost"; an empty host means every interface) needs a Token
+// unless Insecure is set.
+func (o ServerOptions) CheckListenAddr(addr string) error {
+	host, _, err := net.SplitHostPort(addr)
+	if err != nil {
+		return fmt.Errorf("ledger: listen address %q: %w", addr, err)
+	}
+	if o.Token != "" || o.Insecure || isLoopbackHost(host) {
+		return nil
+	}
+	return fmt.Errorf("ledger: refusing to listen on %s without a token: it is not a loopback address (set ServerOptions.Token, or Insecure to serve without one)", addr)
+}
+
+// isLoopbackHost reports whether host is "localhost" or a loopback IP.
+func isLoopbackHost(host string) bool {
+	if strings.EqualFold(host, "localhost") {
+		return true
+	}
+	ip, err := netip.ParseAddr(host)
+	return err == nil && ip.Unmap().IsLoopback()
+}
+
+// Server is the ledger server: a stateless HTTP face of a ledger directory
+// (DESIGN §6). Every request names its participant and is carried out on
+// the directory through the same code as a LocalLedger, so the server
+// keeps nothing about its clients in memory and may be restarted at any
+// time. It is an http.Handler; Serve runs it with safe timeouts.
+//
+// Like a LocalLedger, the server sweeps the directory for orphans when it
+// starts and then every StaleThreshold: a live operation whose
+// participants are all gone (none left to coordinate) is marked failed
+// and archived. It judges a participant gone by a heartbeat older than
+// three stale thresholds plus a minute (clocks of other hosts may be off).
+// The server never deletes files outside its directory: temp resources
+// are deleted by the participants, which name them.
+type Server struct {
+	opts  ServerOptions
+	b     *localBackend // nil when err is set
+	err   error         // why the server cannot serve; set once by NewServer
+	dir   string        // absolute BasePath, hidden from error messages
+	token [sha256.Size]byte
+	log   *slog.Logger // nil: no request log
+
+	stopSweep context.CancelFunc // ends the orphan sweep
+	swept     chan struct{}      // closed when the sweep has ended
+
+	closed atomic.Bool
+}
+
+// NewServer returns a server over the ledger directory o.BasePath. It
+// never fails: if the directory cannot be opened or the options are bad,
+// Err says why and every request but /health and /status answers 503.
+func NewServer(o ServerOptions) *Server {
+	s := &Server{opts: o, log: o.Logger}
+	s.token = sha256.Sum256([]byte(o.Token))
+	if s.err = o.check(); s.err != nil {
+		return s
+	}
+	if o.LockTimeout == 0 {
+		s.opts.LockTimeout = 30 * time.Second
+	}
+	dir, err := filepath.Abs(o.BasePath)
+	if err != nil {
+		s.err = fmt.Errorf("ledger: ServerOptions.BasePath: %w", err)
+		return s
+	}
+	s.dir = dir
+	st, err := store.Open(dir, o.storeOptions())
+	if err != nil {
+		s.err = fmt.Errorf("ledger: open %s: %w", dir, err)
+		return s
+	}
+	s.b = &localBackend{st: st}
+	ctx, cancel := context.WithCancel(context.Background())
+	s.stopSweep, s.swept = cancel, make(chan struct{})
+	threshold := cmp.Or(o.StaleThreshold, DefaultStaleThreshold)
+	go func() {
+		defer close(s.swept)
+		s.b.sweepLoop(ctx, sweeper(), threshold)
+	}()
+	return s
+}
+
+// sweeper is the participant the server sweeps orphans as. Its host is
+// empty, which no participant's is: the sweep then never takes a
+// participant for one on its own host (whose liveness lock it could
+// check), and never deletes the temp resources that clients named.
+func sweeper() participant {
+	return participant{ID: "ledger-server", PID: os.Getpid(), Host: ""}
+}
+
+func (o ServerOptions) check() error {
+	if o.BasePath == "" {
+		return errors.New("ledger: ServerOptions.BasePath is empty")
+	}
+	if o.LockTimeout < 0 {
+		return fmt.Errorf("ledger: ServerOptions.LockTimeout (%v) must not be negative", o.LockTimeout)
+	}
+	if o.StaleThreshold < 0 {
+		return fmt.Errorf("ledger: ServerOptions.StaleThreshold (%v) must not be negative", o.StaleThreshold)
+	}
+	if o.TrailInterval < 0 {
+		return fmt.Errorf("ledger: ServerOptions.TrailInterval (%v) must not be negative", o.TrailInterval)
+	}
+	return nil
+}
+
+func (o ServerOptions) storeOptions() store.Options {
+	so := store.Options{Durable: o.Durable, MaxBackups: o.MaxBackups, MaxTrail: o.MaxTrail, TrailInterval: o.TrailInterval}
+	switch {
+	case so.MaxBackups == 0:
+		so.MaxBackups = DefaultMaxBackups
+	case so.MaxBackups < 0:
+		so.MaxBackups = 0
+	}
+	switch {
+	case so.MaxTrail == 0:
+		so.MaxTrail = DefaultMaxTrail
+	case so.MaxTrail < 0:
+		so.MaxTrail = 0
+	}
+	if so.TrailInterval == 0 {
+		so.TrailInterval = DefaultHeartbeatInterval
+	}
+	return so
+}
+
+// Err returns why the server cannot serve (bad options, or a directory
+// that cannot be opened), or nil.
+func (s *Server) Err() error { return s.err }
+
+// Close stops the orphan sweep and releases the ledger files the server
+// holds open. Call it after the HTTP server has stopped; later requests
+// answer 503.
+func (s *Server) Close() error {
+	if s.closed.Swap(true) || s.b == nil {
+		return nil
+	}
+	s.stopSweep()
+	<-s.swept
+	return s.b.close()
+}
+
+// Timeouts of the http.Server that Serve runs.
+const (
+	serverReadHeaderTimeout = 10 * time.Second
+	serverReadTimeout       = 30 * time.Second
+	serverIdleTimeout       = 2 * time.Minute
+	serverShutdownGrace     = 10 * time.Second
+)
+
+// Serve serves the ledger on ln until ctx ends, then shuts down
+// gracefully: it stops accepting, waits up to 10s for requests in flight
+// and returns nil. It refuses a listener that CheckListenAddr refuses, and
+// a server whose Err is set. The http.Server it runs has read-header, read,
+// write and idle timeouts. Serve does not close s.
+func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
+	if s.err != nil {
+		return s.err
+	}
+	if err := s.opts.CheckListenAddr(ln.Addr().String()); err != nil {
+		return err
+	}
+	hs := &http.Server{
+		Handler:           s,
+		ReadHeaderTimeout: serverReadHeaderTimeout,
+		ReadTimeout:       serverReadTimeout,
+		WriteTimeout:      s.opts.LockTimeout + serverReadTimeout,
+		IdleTimeout:       serverIdleTimeout,
+		MaxHeaderBytes:    64 << 10,
+	}
+	if s.log != nil {
+		hs.ErrorLog = slog.NewLogLogger(s.log.Handler(), slog.LevelWarn)
+	}
+	errc := make(chan error, 1)
+	go func() { errc <- hs.Serve(ln) }()
+	select {
+	case err := <-errc:
+		return err
+	case <-ctx.Done():
+	}
+	sctx, cancel := context.WithTimeout(context.Background(), serverShutdownGrace)
+	defer cancel()
+	err := hs.Shutdown(sctx)
+	if err != nil {
+		hs.Close()
+	}
+	<-errc // http.ErrServerClosed
+	return err
+}
+
+// route is one endpoint.
+type route struct {
+	get    bool // GET (and HEAD) rather than POST
+	public bool // no token needed
+	serve  func(s *Server, ctx context.Context, r *http.Request) (reply, error)
+}
+
+// reply is a response body: a value for encoding/json, or rawJSON.
+type reply any
+
+// rawJSON is a response body that is already JSON.
+type rawJSON []byte
+
+var routes map[string]route
+
+func init() {
+	routes = map[string]route{
+		wire.PathHealth: {get: true, public: true, serve: (*Server).health},
+		wire.PathStatus: {get: true, public: true, serve: (*Server).status},
+
+		wire.PathCreate: {serve: endpoint(func(s *Server, ctx context.Context, q *wire.CreateRequest) (reply, error) {
+			return data(s.b.create(ctx, q.OperationID, who(q.Participant), q.Description))
+		})},
+		wire.PathJoin: {serve: endpoint(func(s *Server, ctx context.Context, q *wire.OperationRequest) (reply, error) {
+			return data(s.b.join(ctx, q.OperationID, who(q.Participant)))
+		})},
+		wire.PathLeave: {serve: endpoint(func(s *Server, ctx context.Context, q *wire.OperationRequest) (reply, error) {
+			return ok(s.b.leave(ctx, q.OperationID, who(q.Participant)))
+		})},
+		wire.PathComplete: {serve: endpoint(func(s *Server, ctx context.Context, q *wire.OperationRequest) (reply, error) {
+			return data(s.b.complete(ctx, q.OperationID, who(q.Participant)))
+		})},
+		wire.PathHeartbeat: {serve: endpoint(func(s *Server, ctx context.Context, q *wire.OperationRequest) (reply, error) {
+			return data(s.b.heartbeat(ctx, q.OperationID, who(q.Participant)))
+		})},
+		wire.PathState: {serve: endpoint(func(s *Server, ctx context.Context, q *wire.OperationRequest) (reply, error) {
+			return data(s.b.state(ctx, q.OperationID))
+		})},
+		wire.PathAbort: {serve: endpoint(func(s *Server, ctx context.Context, q *wire.AbortRequest) (reply, error) {
+			return data(s.b.setAbort(ctx, q.OperationID, who(q.Participant), q.Value == nil || *q.Value))
+		})},
+		wire.PathLog: {serve: endpoint(func(s *Server, ctx context.Context, q *wire.LogRequest) (reply, error) {
+			level, _ := wire.ParseLevel(q.Level)
+			return ok(s.b.log(ctx, q.OperationID, who(q.Participant), LogLevel(level), q.Message))
+		})},
+		wire.PathCrash: {serve: endpoint((*Server).crash)},
+		wire.PathCleanedUp: {serve: endpoint(func(s *Server, ctx context.Context, q *wire.OperationRequest) (reply, error) {
+			return data(s.b.cleanedUp(ctx, q.OperationID, who(q.Participant)))
+		})},
+		wire.PathFinish: {serve: endpoint(func(s *Server, ctx context.Context, q *wire.OperationRequest) (reply, error) {
+			return data(s.b.finishCleanup(ctx, q.OperationID, who(q.Participant)))
+		})},
+
+		wire.PathCallStart:       {serve: endpoint(startFrame(frameCall))},
+		wire.PathCallFrameCreate: {serve: endpoint(startFrame(frameRaw))},
+		wire.PathCallEnd:         {serve: endpoint(endFrame(frameCall))},
+		wire.PathCallFrameDelete: {serve: endpoint(endFrame(frameRaw))},
+		wire.PathCallFail: {serve: endpoint(func(s *Server, ctx context.Context, q *wire.CallFailRequest) (reply, error) {
+			return data(s.b.failFrame(ctx, q.OperationID, who(q.Participant), q.CallID, q.Error, q.Stack))
+		})},
+
+		wire.PathTempRegister: {serve: endpoint(func(s *Server, ctx context.Context, q *wire.TempRequest) (reply, error) {
+			return ok(s.b.registerTemp(ctx, q.OperationID, who(q.Participant), q.Path))
+		})},
+		wire.PathTempUnregister: {serve: endpoint(func(s *Server, ctx context.Context, q *wire.TempRequest) (reply, error) {
+			return ok(s.b.unregisterTemp(ctx, q.OperationID, who(q.Participant), q.Path))
+		})},
+	}
+}
+
+// startFrame serves /call/start (kind frameCall, or frameSpawned when the
+// request says so) and /callframe/create (frameRaw). An absent failOnCrash
+// is true for a call, as in Dart, and false for a raw frame, as
+// Operation.CreateCallFrame writes it.
+func startFrame(kind frameKind) func(*Server, context.Context, *wire.CallStartRequest) (reply, error) {
+	return func(s *Server, ctx context.Context, q *wire.CallStartRequest) (reply, error) {
+		f := frameSpec{CallID: q.CallID, Description: q.Description, FailOnCrash: kind != frameRaw, Kind: kind}
+		if q.FailOnCrash != nil {
+			f.FailOnCrash = *q.FailOnCrash
+		}
+		if kind == frameCall && q.Spawned {
+			f.Kind = frameSpawned
+		}
+		return ok(s.b.addFrame(ctx, q.OperationID, who(q.Participant), f))
+	}
+}
+
+// endFrame serves /call/end and /callframe/delete.
+func endFrame(kind frameKind) func(*Server, context.Context, *wire.CallEndRequest) (reply, error) {
+	return func(s *Server, ctx context.Context, q *wire.CallEndRequest) (reply, error) {
+		k := kind
+		if kind == frameCall && q.Spawned {
+			k = frameSpawned
+		}
+		return ok(s.b.removeFrame(ctx, q.OperationID, who(q.Participant), q.CallID, k))
+	}
+}
+
+func (s *Server) crash(ctx context.Context, q *wire.CrashRequest) (reply, error) {
+	var seen store.Time
+	if q.Seen != nil {
+		seen = *q.Seen
+	}
+	rep, err := s.b.reportCrash(ctx, q.OperationID, who(q.Participant), who(q.Victim), seen)
+	if err != nil {
+		return nil, err
+	}
+	return wire.CrashReply{Success: true, Data: store.Encode(rep.Data), Crashed: rep.Crashed, Temps: rep.Temps}, nil
+}
+
+func who(p wire.Participant) participant {
+	return participant{ID: p.ParticipantID, PID: p.ParticipantPID, Host: p.Host}
+}
+
+// data turns a backend result into a DataReply.
+func data(d *store.Data, err error) (reply, error) {
+	if err != nil {
+		return nil, err
+	}
+	b := make([]byte, 0, 40)
+	b = append(b, `{"success":true,"data":`...)
+	b = append(b, store.Encode(d)...)
+	return rawJSON(append(b, '}')), nil
+}
+
+func ok(err error) (reply, error) {
+	if err != nil {
+		return nil, err
+	}
+	return wire.OK{Success: true}, nil
+}
+
+func (s *Server) health(ctx context.Context, r *http.Request) (reply, error) {
+	if err := s.ready(); err != nil {
+		return nil, err
+	}
+	return wire.Health{Status: "ok"}, nil
+}
+
+func (s *Server) status(ctx context.Context, r *http.Request) (reply, error) {
+	st := wire.Status{Service: wire.Service, Version: wire.Version}
+	if a, ok := r.Context().Value(http.LocalAddrContextKey).(net.Addr); ok {
+		if ap, err := netip.ParseAddrPort(a.String()); err == nil {
+			st.Port = int(ap.Port())
+		}
+	}
+	return st, nil
+}
+
+// ready returns why the server cannot carry out requests, or nil.
+func (s *Server) ready() error {
+	switch {
+	case s.err != nil:
+		return &httpError{http.StatusServiceUnavailable, wire.CodeUnavailable, s.err.Error()}
+	case s.closed.Load():
+		return &httpError{http.StatusServiceUnavailable, wire.CodeUnavailable, "ledger: server closed"}
+	}
+	return nil
+}
+
+// endpoint decodes and validates a request of type T, then runs fn.
+func endpoint[T any, P interface {
+	*T
+	wire.Request
+}](fn func(s *Server, ctx context.Context, q P) (reply, error)) func(*Server, context.Context, *http.Request) (reply, error) {
+	return func(s *Server, ctx context.Context, r *http.Request) (reply, error) {
+		q := P(new(T))
+		if err := decode(r, q); err != nil {
+			return nil, err
+		}
+		if err := q.Validate(); err != nil {
+			return nil, err
+		}
+		if err := s.ready(); err != nil {
+			return nil, err
+		}
+		return fn(s, ctx, q)
+	}
+}
+
+// httpError is a failure that is not the backend's: bad input, auth,
+// method, size.
+type httpError struct {
+	status int
+	code   string
+	msg    string
+}
+
+func (e *httpError) Error() string { return e.msg }
+
+func badRequest(format string, args ...any) error {
+	return &httpError{http.StatusBadRequest, wire.CodeBadRequest, "ledger: " + fmt.Sprintf(format, args...)}
+}
+
+// decode reads the body of r, a single JSON object of at most wire.MaxBody
+// bytes, into v. Unknown fields are ignored, so that older servers accept
+// newer clients.
+func decode(r *http.Request, v any) error {
+	if r.ContentLength > wire.MaxBody {
+		return tooLarge()
+	}
+	ct, _, err := mime.ParseMediaType(r.Header.Get("Content-Type"))
+	if err != nil || ct != "application/json" {
+		return &httpError{http.StatusUnsupportedMediaType, wire.CodeUnsupportedMedia, "ledger: Content-Type must be application/json"}
+	}
+	dec := json.NewDecoder(r.Body)
+	if err := dec.Decode(v); err != nil {
+		return decodeError(err)
+	}
+	if _, err := dec.Token(); err != io.EOF {
+		if err != nil {
+			return decodeError(err)
+		}
+		return badRequest("body holds more than one JSON value")
+	}
+	return nil
+}
+
+func tooLarge() error {
+	return &httpError{http.StatusRequestEntityTooLarge, wire.CodeTooLarge, fmt.Sprintf("ledger: request body exceeds %d bytes", wire.MaxBody)}
+}
+
+func decodeError(err error) error {
+	var mbe *http.MaxBytesError
+	var ute *json.UnmarshalTypeError
+	var se *json.SyntaxError
+	switch {
+	case errors.As(err, &mbe):
+		return tooLarge()
+	case errors.As(err, &ute):
+		field := ute.Field
+		if field == "" {
+			return badRequest("body must be a JSON object, not %s", ute.Value)
+		}
+		return badRequest("field %s: want %s, got %s", field, ute.Type, ute.Value)
+	case errors.As(err, &se), errors.Is(err, io.ErrUnexpectedEOF), errors.Is(err, io.EOF):
+		return badRequest("malformed JSON body: %v", err)
+	}
+	return badRequest("cannot read body: %v", err)
+}
+
+// ServeHTTP serves one request of the protocol.
+func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	start := time.Now()
+	rw := &respWriter{w: w}
+	s.serve(rw, r)
+	if s.log == nil {
+		return
+	}
+	level := slog.LevelDebug
+	if rw.status >= 500 {
+		level = slog.LevelError
+	}
+	if !s.log.Enabled(r.Context(), level) {
+		return
+	}
+	attrs := []slog.Attr{
+		slog.String("method", r.Method), slog.String("path", r.URL.Path),
+		slog.Int("status", rw.status), slog.Duration("dur", time.Since(start)),
+		slog.String("remote", r.RemoteAddr),
+	}
+	if rw.code != "" {
+		attrs = append(attrs, slog.String("code", rw.code), slog.String("error", rw.err))
+	}
+	s.log.LogAttrs(r.Context(), level, "request", attrs...)
+}
+
+func (s *Server) serve(w *respWriter, r *http.Request) {
+	rt, found := routes[r.URL.Path]
+	if !found {
+		w.fail(s.mapError(&httpError{http.StatusNotFound, wire.CodeNotFound, "ledger: no such path: " + r.URL.Path}))
+		return
+	}
+	method := http.MethodPost
+	if rt.get {
+		method = http.MethodGet
+	}
+	if r.Method != method && !(rt.get && r.Method == http.MethodHead) {
+		w.w.Header().Set("Allow", method)
+		w.fail(s.mapError(&httpError{http.StatusMethodNotAllowed, wire.CodeMethodNotAllowed, "ledger: " + r.URL.Path + " takes " + method}))
+		return
+	}
+	if !rt.public {
+		if err := s.authorize(r); err != nil {
+			if s.opts.Token != "" {
+				w.w.Header().Set("WWW-Authenticate", `Bearer realm="ledger"`)
+			}
+			w.fail(s.mapError(err))
+			return
+		}
+	}
+	r.Body = http.MaxBytesReader(w.w, r.Body, wire.MaxBody)
+	ctx, cancel := context.WithTimeout(r.Context(), s.opts.LockTimeout)
+	defer cancel()
+	rep, err := rt.serve(s, ctx, r)
+	if err != nil {
+		w.fail(s.mapError(err))
+		return
+	}
+	w.reply(http.StatusOK, rep)
+}
+
+// authorize checks the bearer token in constant time; without a token it
+// checks that the Host header names the server by IP or as localhost.
+func (s *Server) authorize(r *http.Request) error {
+	if s.opts.Token == "" {
+		host := r.Host
+		if h, _, err := net.SplitHostPort(host); err == nil {
+			host = h
+		}
+		host = strings.TrimSuffix(strings.TrimPrefix(host, "["), "]")
+		if _, err := netip.ParseAddr(host); err == nil || strings.EqualFold(host, "localhost") {
+			return nil
+		}
+		return &httpError{http.StatusForbidden, wire.CodeForbiddenHost, "ledger: without a token the server answers only requests to an IP address or localhost, not " + strconv.Quote(r.Host)}
+	}
+	const prefix = "Bearer "
+	auth := r.Header.Get("Authorization")
+	got, found := strings.CutPrefix(auth, prefix)
+	sum := sha256.Sum256([]byte(got))
+	if !found || subtle.ConstantTimeCompare(sum[:], s.token[:]) != 1 {
+		return &httpError{http.StatusUnauthorized, wire.CodeUnauthorized, "ledger: missing or wrong bearer token"}
+	}
+	return nil
+}
+
+// errorBody is what mapError makes of an error.
+type errorBody struct {
+	status int
+	body   wire.Error
+}
+
+// mapError turns an error into its status and stable code; the client
+// maps the code back (see remoteError). Messages never show the directory.
+func (s *Server) mapError(err error) errorBody {
+	msg := err.Error()
+	if s.dir != "" {
+		msg = strings.ReplaceAll(msg, s.dir, "$LEDGER")
+	}
+	e := func(status int, code string) errorBody {
+		return errorBody{status, wire.Error{Error: msg, Code: code}}
+	}
+	var he *httpError
+	var fe *wire.FieldError
+	var ofe *OperationFailedError
+	switch {
+	case errors.As(err, &he):
+		return e(he.status, he.code)
+	case errors.As(err, &ofe):
+		b := e(http.StatusConflict, wire.CodeOperationFailed)
+		info := ofe.Info
+		b.body.Failure = &wire.Failure{
+			OperationID: info.OperationID, FailedAt: store.Time{Time: info.FailedAt},
+			Reason: info.Reason, ParticipantID: info.ParticipantID, CrashedCallIDs: info.CrashedCallIDs,
+		}
+		return b
+	case errors.Is(err, ErrInvalidID):
+		return e(http.StatusBadRequest, wire.CodeInvalidID)
+	case errors.As(err, &fe):
+		return e(http.StatusBadRequest, wire.CodeBadRequest)
+	case errors.Is(err, ErrOperationNotFound):
+		return e(http.StatusNotFound, wire.CodeOperationNotFound)
+	case errors.Is(err, ErrCallNotFound):
+		return e(http.StatusNotFound, wire.CodeCallNotFound)
+	case errors.Is(err, ErrOperationCompleted):
+		return e(http.StatusConflict, wire.CodeOperationCompleted)
+	case errors.Is(err, store.ErrExists):
+		return e(http.StatusConflict, wire.CodeOperationExists)
+	case errors.Is(err, ErrNotInitiator):
+		return e(http.StatusConflict, wire.CodeNotInitiator)
+	case errors.Is(err, ErrOperationFailed):
+		return e(http.StatusConflict, wire.CodeOperationFailed)
+	case errors.Is(err, ErrLockTimeout):
+		return e(http.StatusInternalServerError, wire.CodeLockTimeout)
+	case errors.Is(err, ErrCorruptLedger):
+		return e(http.StatusInternalServerError, wire.CodeCorruptLedger)
+	}
+	return e(http.StatusInternalServerError, wire.CodeInternal)
+}
+
+// respWriter writes JSON replies and remembers the status for the log.
+type respWriter struct {
+	w      http.ResponseWriter
+	status int
+	code   string // error code, if the request failed
+	err    string // error message, if the request failed
+}
+
+func (w *respWriter) fail(b errorBody) {
+	w.code, w.err = b.body.Code, b.body.Error
+	w.reply(b.status, b.body)
+}
+
+func (w *respWriter) reply(status int, v any) {
+	var body []byte
+	if raw, ok := v.(rawJSON); ok {
+		body = raw
+	} else {
+		var buf bytes.Buffer
+		enc := json.NewEncoder(&buf)
+		enc.SetEscapeHTML(false)
+		if err := enc.Encode(v); err != nil {
+			status = http.StatusInternalServerError
+			body = []byte(`{"error":"ledger: cannot encode the reply","code":"internal"}`)
+		} else {
+			body = bytes.TrimSuffix(buf.Bytes(), []byte("\n"))
+		}
+	}
+	h := w.w.Header()
+	h.Set("Content-Type", "application/json")
+	h.Set("Content-Length", strconv.Itoa(len(body)))
+	h.Set("Cache-Control", "no-store")
+	h.Set("X-Content-Type-Options", "nosniff")
+	w.status = status
+	w.w.WriteHeader(status)
+	w.w.Write(body)
+}
