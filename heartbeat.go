@@ -73,7 +73,6 @@ func (e *HeartbeatError) Error() string {
 // Unwrap returns the cause.
 func (e *HeartbeatError) Unwrap() error { return e.Cause }
 
-
 // monitor keeps one operation alive in one process and watches the others:
 // a heartbeat every HeartbeatInterval (with jitter) and, on the local
 // backend, a liveness poll every LivenessPoll. Each read of the state
