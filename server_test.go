@@ -9,12 +9,12 @@ import (
 	"io"
 	"io/fs"
 	"log/slog"
+	"maps"
 	"net"
 	"net/http"
 	"net/http/httptest"
 	"os"
 	"path/filepath"
-	"runtime/debug"
 	"slices"
 	"strconv"
 	"strings"
@@ -248,7 +248,7 @@ func TestServerBadInput(t *testing.T) {
 			if tc.wantStatus == 401 && !strings.HasPrefix(r.header.Get("WWW-Authenticate"), "Bearer") {
 				t.Error("401 without WWW-Authenticate: Bearer")
 			}
-			if after := listing(t, dir); !mapsEqual(before, after) {
+			if after := listing(t, dir); !maps.Equal(before, after) {
 				t.Errorf("directory changed:\nbefore %v\nafter  %v", before, after)
 				before = after
 			}
@@ -257,32 +257,6 @@ func TestServerBadInput(t *testing.T) {
 	if _, err := os.Stat(filepath.Join(dir, unknownOp+".operation.json.lock")); !errors.Is(err, fs.ErrNotExist) {
 		t.Errorf("a lock file was made for an unknown operation: %v", err)
 	}
-}
-
-// raceDetector reports whether the test binary was built with -race.
-func raceDetector() bool {
-	bi, ok := debug.ReadBuildInfo()
-	if !ok {
-		return false
-	}
-	for _, s := range bi.Settings {
-		if s.Key == "-race" {
-			return s.Value == "true"
-		}
-	}
-	return false
-}
-
-func mapsEqual(a, b map[string]string) bool {
-	if len(a) != len(b) {
-		return false
-	}
-	for k, v := range a {
-		if w, ok := b[k]; !ok || v != w {
-			return false
-		}
-	}
-	return true
 }
 
 // TestServerPublicEndpoints checks /health and /status: no token needed,
@@ -544,9 +518,6 @@ func TestServerOperationsDoNotBlockEachOther(t *testing.T) {
 // the server several times, each client makes 20.
 func TestServerConcurrentClients(t *testing.T) {
 	clients, calls := 50, 200
-	if raceDetector() {
-		calls = 20
-	}
 	dir := t.TempDir()
 	open := remoteOpener(startHTTPTestServer(t, ledger.ServerOptions{BasePath: dir}), "")
 	ctx := context.Background()
