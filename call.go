@@ -151,9 +151,13 @@ func (c *Call[T]) Fail(ctx context.Context, cause error) error {
 	return nil
 }
 
-// retryable reports whether a failed ledger write may be tried again.
+// retryable reports whether a failed ledger write may be tried again: the
+// lock could not be had, the caller gave up, or the request to a ledger
+// server failed on the way.
 func retryable(err error) bool {
-	return errors.Is(err, ErrLockTimeout) || errors.Is(err, context.DeadlineExceeded) || errors.Is(err, context.Canceled)
+	var ce *connError
+	return errors.Is(err, ErrLockTimeout) || errors.Is(err, context.DeadlineExceeded) ||
+		errors.Is(err, context.Canceled) || errors.As(err, &ce)
 }
 
 // operationFailed implements trackedCall.

@@ -41,6 +41,10 @@ var (
 	// create the operation.
 	ErrNotInitiator = errors.New("ledger: only the initiator can complete the operation")
 
+	// ErrCallExists is returned when a call frame is created with the id of
+	// a frame the operation already has.
+	ErrCallExists = errors.New("ledger: call frame already exists")
+
 	// ErrCallNotFound is returned when a call id names no frame in the
 	// ledger.
 	ErrCallNotFound = errors.New("ledger: call not found")

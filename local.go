@@ -193,7 +193,7 @@ func (b *localBackend) addFrame(ctx context.Context, id string, who participant,
 			return &OperationFailedError{Info: failureInfo(d)}
 		}
 		if d.Frame(f.CallID) >= 0 {
-			return fmt.Errorf("ledger: call frame %s already exists", f.CallID)
+			return fmt.Errorf("%w: %s", ErrCallExists, f.CallID)
 		}
 		now := store.Now()
 		d.CallFrames = append(d.CallFrames, store.CallFrame{

@@ -305,6 +305,7 @@ var remoteSentinels = map[string]error{
 	wire.CodeOperationFailed:    ErrOperationFailed,
 	wire.CodeNotInitiator:       ErrNotInitiator,
 	wire.CodeCallNotFound:       ErrCallNotFound,
+	wire.CodeCallExists:         ErrCallExists,
 	wire.CodeLockTimeout:        ErrLockTimeout,
 	wire.CodeCorruptLedger:      ErrCorruptLedger,
 	wire.CodeOperationExists:    store.ErrExists,

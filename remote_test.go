@@ -233,6 +233,15 @@ func TestRemoteErrorsMatchLocal(t *testing.T) {
 		if err := op.DeleteCallFrame(ctx, "call_nobody_1_0000"); !errors.Is(err, ledger.ErrCallNotFound) {
 			t.Fatalf("delete unknown frame: %v, want ErrCallNotFound", err)
 		}
+		if err := op.CreateCallFrame(ctx, "raw_1"); err != nil {
+			t.Fatal(err)
+		}
+		if err := op.CreateCallFrame(ctx, "raw_1"); !errors.Is(err, ledger.ErrCallExists) {
+			t.Fatalf("create a frame twice: %v, want ErrCallExists", err)
+		}
+		if err := op.DeleteCallFrame(ctx, "raw_1"); err != nil {
+			t.Fatal(err)
+		}
 		call, err := ledger.StartCall[int](ctx, op, ledger.CallOptions[int]{Description: "doomed"})
 		if err != nil {
 			t.Fatal(err)

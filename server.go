@@ -629,6 +629,8 @@ func (s *Server) mapError(err error) errorBody {
 		return e(http.StatusBadRequest, wire.CodeBadRequest)
 	case errors.Is(err, ErrOperationNotFound):
 		return e(http.StatusNotFound, wire.CodeOperationNotFound)
+	case errors.Is(err, ErrCallExists):
+		return e(http.StatusConflict, wire.CodeCallExists)
 	case errors.Is(err, ErrCallNotFound):
 		return e(http.StatusNotFound, wire.CodeCallNotFound)
 	case errors.Is(err, ErrOperationCompleted):

@@ -63,6 +63,7 @@ const (
 	CodeNotFound           = "not_found"           // 404: no such path
 	CodeOperationNotFound  = "operation_not_found" // 404
 	CodeCallNotFound       = "call_not_found"      // 404
+	CodeCallExists         = "call_exists"         // 409
 	CodeMethodNotAllowed   = "method_not_allowed"  // 405
 	CodeOperationCompleted = "operation_completed" // 409
 	CodeOperationFailed    = "operation_failed"    // 409, with Failure
