@@ -65,9 +65,9 @@ func BenchmarkCallRoundTrip(b *testing.B) {
 
 // BenchmarkStoreFloor measures the least any atomic ledger change costs,
 // with plain system calls and no store code: flock, read the state file,
-// write a temp file of the same size, rename it over the state, unlock. The
-// file is a real state with the given number of active frames (one more
-// than the smallest state a round trip of BenchmarkCallRoundTrip writes).
+// write a new temp file of the same size, rename it over the state,
+// unlock. The file is a real state with the given number of active frames
+// plus one (what a round trip of BenchmarkCallRoundTrip writes at most).
 func BenchmarkStoreFloor(b *testing.B) {
 	for _, n := range benchFrames {
 		b.Run(fmt.Sprintf("frames=%d", n), func(b *testing.B) {
@@ -78,18 +78,17 @@ func BenchmarkStoreFloor(b *testing.B) {
 			}
 			dir := b.TempDir()
 			path := filepath.Join(dir, "floor.operation.json")
-			tmp := path + ".tmp"
 			if err := os.WriteFile(path, content, 0o644); err != nil {
 				b.Fatal(err)
 			}
-			lock, err := os.OpenFile(path+".lock", os.O_RDWR|os.O_CREATE, 0o644)
+			lock, err := syscall.Open(path+".lock", syscall.O_RDWR|syscall.O_CREAT|syscall.O_CLOEXEC, 0o644)
 			if err != nil {
 				b.Fatal(err)
 			}
-			defer lock.Close()
-			buf := make([]byte, len(content)+1)
+			defer syscall.Close(lock)
+			buf := make([]byte, len(content))
 			for b.Loop() {
-				if err := floorChange(int(lock.Fd()), path, tmp, buf, content); err != nil {
+				if err := floorChange(lock, path, path+".tmp", buf, content); err != nil {
 					b.Fatal(err)
 				}
 			}
@@ -100,30 +99,33 @@ func BenchmarkStoreFloor(b *testing.B) {
 
 // floorChange is one raw atomic change: flock, read path, write tmp,
 // rename tmp over path, unlock.
-func floorChange(lockFD int, path, tmp string, buf, content []byte) error {
-	if err := syscall.Flock(lockFD, syscall.LOCK_EX); err != nil {
+func floorChange(lock int, path, tmp string, buf, content []byte) error {
+	if err := syscall.Flock(lock, syscall.LOCK_EX); err != nil {
 		return err
 	}
-	defer syscall.Flock(lockFD, syscall.LOCK_UN)
-	f, err := os.Open(path)
+	defer syscall.Flock(lock, syscall.LOCK_UN)
+	fd, err := syscall.Open(path, syscall.O_RDONLY|syscall.O_CLOEXEC, 0)
 	if err != nil {
 		return err
 	}
-	n, err := f.Read(buf)
-	f.Close()
+	var st syscall.Stat_t
+	if err := syscall.Fstat(fd, &st); err != nil || st.Size != int64(len(buf)) {
+		syscall.Close(fd)
+		return fmt.Errorf("stat: size %d, %v", st.Size, err)
+	}
+	n, err := syscall.Read(fd, buf)
+	syscall.Close(fd)
+	if err != nil || n != len(buf) {
+		return fmt.Errorf("read %d of %d bytes: %v", n, len(buf), err)
+	}
+	fd, err = syscall.Open(tmp, syscall.O_WRONLY|syscall.O_CREAT|syscall.O_EXCL|syscall.O_CLOEXEC, 0o644)
+	if err != nil {
+		return err
+	}
+	n, err = syscall.Write(fd, content)
+	syscall.Close(fd)
 	if err != nil || n != len(content) {
-		return fmt.Errorf("read %d of %d bytes: %v", n, len(content), err)
+		return fmt.Errorf("wrote %d of %d bytes: %v", n, len(content), err)
 	}
-	w, err := os.OpenFile(tmp, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o644)
-	if err != nil {
-		return err
-	}
-	if _, err := w.Write(content); err != nil {
-		w.Close()
-		return err
-	}
-	if err := w.Close(); err != nil {
-		return err
-	}
-	return os.Rename(tmp, path)
+	return syscall.Rename(tmp, path)
 }

@@ -1,7 +1,10 @@
 package store
 
 import (
+	"bytes"
+	"slices"
 	"strconv"
+	"time"
 	"unicode/utf8"
 )
 
@@ -9,8 +12,71 @@ import (
 // json.MarshalIndent(d, "", "  ") writes, at a fraction of its cost: a
 // state with 1,000 frames is encoded on every change, so this is on the hot
 // path. TestEncodeMatchesEncodingJSON keeps the two in step.
-func Encode(d *Data) []byte {
-	e := encoder{b: make([]byte, 0, 512+300*len(d.CallFrames))}
+func Encode(d *Data) []byte { return encode(d, nil, 0) }
+
+// frameCache remembers the encoding of the call frames of one operation
+// between writes: most frames do not change from one change to the next,
+// and a frame is most of the file. A cached encoding is used only for a
+// frame equal to the one it was made from. The zero value is empty and
+// ready; it is not safe for concurrent use.
+type frameCache struct {
+	gen uint64
+	m   map[string]*frameEnc // by call id
+}
+
+type frameEnc struct {
+	f   CallFrame // a copy that shares nothing with the state
+	b   []byte    // its encoding, from '{' to '}', at the depth of frames
+	gen uint64    // the last encode that used it
+}
+
+// encode writes the state d of the operation whose frames fc caches. It
+// reuses fc's encodings of unchanged frames. sizeHint is the size of the
+// last encoding, if known.
+func (fc *frameCache) encode(d *Data, sizeHint int) []byte {
+	fc.gen++
+	if fc.m == nil {
+		fc.m = make(map[string]*frameEnc, len(d.CallFrames))
+	}
+	b := encode(d, fc, sizeHint)
+	// Forget frames that are gone, once they are a good part of the cache.
+	if len(fc.m) > 2*len(d.CallFrames)+16 {
+		for id, c := range fc.m {
+			if c.gen != fc.gen {
+				delete(fc.m, id)
+			}
+		}
+	}
+	return b
+}
+
+// frame writes f, from its cached encoding when f has not changed.
+func (fc *frameCache) frame(e *encoder, f *CallFrame) {
+	if c := fc.m[f.CallID]; c != nil && c.f.equal(f) {
+		e.b = append(e.b, c.b...)
+		e.first = false
+		c.gen = fc.gen
+		return
+	}
+	start := len(e.b)
+	e.frameBody(f)
+	c := &frameEnc{f: *f, b: bytes.Clone(e.b[start:]), gen: fc.gen}
+	c.f.Resources = slices.Clone(f.Resources)
+	fc.m[f.CallID] = c
+}
+
+// equal reports whether f and g are written alike. Every field of
+// CallFrame must be compared here (TestFrameEqualSeesEveryField).
+func (f *CallFrame) equal(g *CallFrame) bool {
+	return f.ParticipantID == g.ParticipantID && f.CallID == g.CallID &&
+		f.PID == g.PID && f.Host == g.Host &&
+		f.StartTime.Equal(g.StartTime.Time) && f.LastHeartbeat.Equal(g.LastHeartbeat.Time) &&
+		f.State == g.State && f.Description == g.Description &&
+		slices.Equal(f.Resources, g.Resources) && f.FailOnCrash == g.FailOnCrash
+}
+
+func encode(d *Data, fc *frameCache, sizeHint int) []byte {
+	e := encoder{b: make([]byte, 0, max(sizeHint+1024, 512+300*len(d.CallFrames)))}
 	e.open('{')
 	e.str("operationId", d.OperationID)
 	e.str("initiatorId", d.InitiatorID)
@@ -28,7 +94,12 @@ func Encode(d *Data) []byte {
 	} else {
 		e.open('[')
 		for i := range d.CallFrames {
-			e.frame(&d.CallFrames[i])
+			e.item()
+			if fc != nil {
+				fc.frame(&e, &d.CallFrames[i])
+			} else {
+				e.frameBody(&d.CallFrames[i])
+			}
 		}
 		e.close(']')
 	}
@@ -94,8 +165,8 @@ func Encode(d *Data) []byte {
 	return e.b
 }
 
-func (e *encoder) frame(f *CallFrame) {
-	e.item()
+// frameBody writes f from '{' to '}'.
+func (e *encoder) frameBody(f *CallFrame) {
 	e.open('{')
 	e.str("participantId", f.ParticipantID)
 	e.str("callId", f.CallID)
@@ -157,10 +228,13 @@ func (e *encoder) item() {
 	e.newline()
 }
 
+// key starts a member; k is one of the constant keys of Data, which need
+// no escaping.
 func (e *encoder) key(k string) {
 	e.item()
-	e.b = appendString(e.b, k)
-	e.b = append(e.b, ':', ' ')
+	e.b = append(e.b, '"')
+	e.b = append(e.b, k...)
+	e.b = append(e.b, '"', ':', ' ')
 }
 
 func (e *encoder) null() { e.b = append(e.b, "null"...) }
@@ -182,7 +256,28 @@ func (e *encoder) bool(k string, v bool) {
 
 func (e *encoder) time(k string, v Time) {
 	e.key(k)
-	e.b = v.appendJSON(e.b)
+	e.b = appendTime(e.b, v.Time)
+}
+
+// appendTime appends t as Time.MarshalJSON writes it, quoted:
+// 2006-01-02T15:04:05.000Z. The fixed layout is written digit by digit,
+// several times faster than time.AppendFormat.
+func appendTime(b []byte, t time.Time) []byte {
+	t = t.UTC()
+	year, month, day := t.Date()
+	if year < 0 || year > 9999 {
+		return Time{t}.appendJSON(b)
+	}
+	hour, min, sec := t.Clock()
+	ms := t.Nanosecond() / 1e6
+	return append(b, '"',
+		byte('0'+year/1000), byte('0'+year/100%10), byte('0'+year/10%10), byte('0'+year%10), '-',
+		byte('0'+month/10), byte('0'+month%10), '-',
+		byte('0'+day/10), byte('0'+day%10), 'T',
+		byte('0'+hour/10), byte('0'+hour%10), ':',
+		byte('0'+min/10), byte('0'+min%10), ':',
+		byte('0'+sec/10), byte('0'+sec%10), '.',
+		byte('0'+ms/100), byte('0'+ms/10%10), byte('0'+ms%10), 'Z', '"')
 }
 
 func (e *encoder) strings(vs []string) {
