@@ -198,6 +198,13 @@ func (s *Store) livePath(id, participant string, pid int) string {
 	return filepath.Join(s.liveDir(id), fmt.Sprintf("%s.%d.lock", participant, pid))
 }
 
+func checkLiveness(id, participant string) error {
+	if err := CheckOperationID(id); err != nil {
+		return err
+	}
+	return CheckParticipantID(participant)
+}
+
 // Liveness is a held liveness lock: proof to other processes on this host
 // that the participant process is alive.
 type Liveness struct {
@@ -208,6 +215,9 @@ type Liveness struct {
 // HoldLiveness creates and locks the liveness file of a participant
 // process. The lock lasts until Release or the death of the process.
 func (s *Store) HoldLiveness(id, participant string, pid int) (*Liveness, error) {
+	if err := checkLiveness(id, participant); err != nil {
+		return nil, err
+	}
 	// Lock a temp file, then rename it into place: an observer never sees
 	// the file unlocked while its process lives.
 	path := s.livePath(id, participant, pid)
@@ -257,6 +267,9 @@ func (l *Liveness) Release() {
 // proves nothing (the participant may use a remote backend), so it is not
 // dead.
 func (s *Store) Dead(id, participant string, pid int) bool {
+	if checkLiveness(id, participant) != nil {
+		return false
+	}
 	f, err := os.Open(s.livePath(id, participant, pid))
 	if err != nil {
 		return false
@@ -271,5 +284,8 @@ func (s *Store) Dead(id, participant string, pid int) bool {
 
 // RemoveLiveness deletes the liveness file of a participant found dead.
 func (s *Store) RemoveLiveness(id, participant string, pid int) {
+	if checkLiveness(id, participant) != nil {
+		return // ids read from a state file: never follow a bad one
+	}
 	os.Remove(s.livePath(id, participant, pid))
 }
