@@ -56,7 +56,7 @@ func fullData() *Data {
 			{Path: "/tmp/x", Owner: 42, RegisteredAt: t0, ParticipantID: "alice", Host: "h1"},
 			{Path: "/tmp/y", Owner: 7, RegisteredAt: t0},
 		},
-		Participants: []Participant{{ParticipantID: "alice", PID: 42, Host: "h1", Sessions: 2, JoinedAt: t0, LastHeartbeat: t0, State: ParticipantActive}},
+		Participants:       []Participant{{ParticipantID: "alice", PID: 42, Host: "h1", Sessions: 2, JoinedAt: t0, LastHeartbeat: t0, State: ParticipantActive}},
 		DetectionTimestamp: &det, RemovalTimestamp: &det,
 		Failure: &Failure{FailedAt: det, Reason: "boom", ParticipantID: "bob", CrashedCallIDs: []string{"call_bob_1_cd34"}},
 	}
