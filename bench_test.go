@@ -7,6 +7,7 @@ import (
 	"path/filepath"
 	"syscall"
 	"testing"
+	"time"
 
 	"github.com/tomdist/ledger"
 )
@@ -128,4 +129,59 @@ func floorChange(lock int, path, tmp string, buf, content []byte) error {
 		return fmt.Errorf("wrote %d of %d bytes: %v", n, len(content), err)
 	}
 	return syscall.Rename(tmp, path)
+}
+
+// BenchmarkRoundTripOverFloor alternates one floor change (as in
+// BenchmarkStoreFloor) and one call round trip (as in
+// BenchmarkCallRoundTrip) on the same state size, so that both meet the
+// same load on a shared machine, and reports their ratio.
+func BenchmarkRoundTripOverFloor(b *testing.B) {
+	for _, n := range benchFrames {
+		b.Run(fmt.Sprintf("frames=%d", n), func(b *testing.B) {
+			op, src := benchOperation(b, n)
+			ctx := context.Background()
+			opts := ledger.CallOptions[int]{Description: "background work"}
+			call, err := ledger.StartCall[int](ctx, op, opts)
+			if err != nil {
+				b.Fatal(err)
+			}
+			content, err := os.ReadFile(src) // the largest state a round trip writes
+			if err != nil {
+				b.Fatal(err)
+			}
+			if err := call.End(ctx, 0); err != nil {
+				b.Fatal(err)
+			}
+			path := filepath.Join(b.TempDir(), "floor.operation.json")
+			if err := os.WriteFile(path, content, 0o644); err != nil {
+				b.Fatal(err)
+			}
+			lock, err := syscall.Open(path+".lock", syscall.O_RDWR|syscall.O_CREAT|syscall.O_CLOEXEC, 0o644)
+			if err != nil {
+				b.Fatal(err)
+			}
+			defer syscall.Close(lock)
+			buf := make([]byte, len(content))
+			var floor, trip time.Duration
+			for b.Loop() {
+				t0 := time.Now()
+				if err := floorChange(lock, path, path+".tmp", buf, content); err != nil {
+					b.Fatal(err)
+				}
+				t1 := time.Now()
+				call, err := ledger.StartCall[int](ctx, op, opts)
+				if err != nil {
+					b.Fatal(err)
+				}
+				if err := call.End(ctx, 1); err != nil {
+					b.Fatal(err)
+				}
+				floor += t1.Sub(t0)
+				trip += time.Since(t1)
+			}
+			b.ReportMetric(float64(floor.Microseconds())/float64(b.N), "floor-µs")
+			b.ReportMetric(float64(trip.Microseconds())/float64(b.N), "roundtrip-µs")
+			b.ReportMetric(float64(trip)/float64(floor), "x-floor")
+		})
+	}
 }

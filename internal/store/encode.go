@@ -1,7 +1,6 @@
 package store
 
 import (
-	"bytes"
 	"slices"
 	"strconv"
 	"time"
@@ -12,57 +11,100 @@ import (
 // json.MarshalIndent(d, "", "  ") writes, at a fraction of its cost: a
 // state with 1,000 frames is encoded on every change, so this is on the hot
 // path. TestEncodeMatchesEncodingJSON keeps the two in step.
-func Encode(d *Data) []byte { return encode(d, nil, 0) }
+func Encode(d *Data) []byte {
+	e := encoder{b: make([]byte, 0, 512+350*len(d.CallFrames))}
+	e.encode(d)
+	return e.b
+}
 
-// frameCache remembers the encoding of the call frames of one operation
-// between writes: most frames do not change from one change to the next,
-// and a frame is most of the file. A cached encoding is used only for a
-// frame equal to the one it was made from. The zero value is empty and
-// ready; it is not safe for concurrent use.
+// frameCache remembers the last encoding of the state of one operation and
+// where each call frame is in it. Frames are most of a state file, and
+// from one change to the next nearly all stay as they were: a run of
+// frames equal to a run of the last encoding is copied from it in one
+// piece. The frames remembered belong to a state that the Store shares and
+// never modifies. The zero value is empty and ready; a frameCache is not
+// safe for concurrent use.
 type frameCache struct {
-	gen uint64
-	m   map[string]*frameEnc // by call id
+	prev  []CallFrame    // the frames of the last encoding
+	raw   []byte         // the last encoding; never modified
+	spans []span         // where each of prev is in raw, '{' to '}'
+	byID  map[string]int // index in prev by call id, built when needed
 }
 
-type frameEnc struct {
-	f   CallFrame // a copy that shares nothing with the state
-	b   []byte    // its encoding, from '{' to '}', at the depth of frames
-	gen uint64    // the last encode that used it
-}
+type span struct{ start, end int }
 
-// encode writes the state d of the operation whose frames fc caches. It
-// reuses fc's encodings of unchanged frames. sizeHint is the size of the
-// last encoding, if known.
+// encode writes the state d, reusing the encodings of unchanged frames.
+// sizeHint is the size of the last encoding, if known.
 func (fc *frameCache) encode(d *Data, sizeHint int) []byte {
-	fc.gen++
-	if fc.m == nil {
-		fc.m = make(map[string]*frameEnc, len(d.CallFrames))
-	}
-	b := encode(d, fc, sizeHint)
-	// Forget frames that are gone, once they are a good part of the cache.
-	if len(fc.m) > 2*len(d.CallFrames)+16 {
-		for id, c := range fc.m {
-			if c.gen != fc.gen {
-				delete(fc.m, id)
-			}
+	e := encoder{b: make([]byte, 0, max(sizeHint+1024, 512+350*len(d.CallFrames))), fc: fc}
+	e.encode(d)
+	fc.prev, fc.raw, fc.spans, fc.byID = d.CallFrames, e.b, e.spans, nil
+	return e.b
+}
+
+// frames writes the elements of the frames array.
+func (fc *frameCache) frames(e *encoder, frames []CallFrame) {
+	e.spans = make([]span, len(frames))
+	run := span{-1, -1}  // a run of reused frames not yet copied, in fc.raw
+	runAt, last := 0, -1 // where the run goes in e.b; its last frame in prev
+	flush := func() {
+		if run.start >= 0 {
+			e.b = append(e.b, fc.raw[run.start:run.end]...)
+			run.start = -1
 		}
 	}
-	return b
+	next := 0 // where in prev the next frame probably is
+	for i := range frames {
+		f := &frames[i]
+		k, seen := fc.find(f, next)
+		if k < 0 {
+			flush()
+			e.item()
+			start := len(e.b)
+			e.frameBody(f)
+			e.spans[i] = span{start, len(e.b)}
+			next = max(next, seen)
+			continue
+		}
+		if run.start < 0 || k != last+1 {
+			flush()
+			e.item()
+			run, runAt = fc.spans[k], len(e.b)
+			e.first = false
+		}
+		run.end = fc.spans[k].end
+		e.spans[i] = span{runAt + fc.spans[k].start - run.start, runAt + fc.spans[k].end - run.start}
+		last, next = k, k+1
+	}
+	flush()
 }
 
-// frame writes f, from its cached encoding when f has not changed.
-func (fc *frameCache) frame(e *encoder, f *CallFrame) {
-	if c := fc.m[f.CallID]; c != nil && c.f.equal(f) {
-		e.b = append(e.b, c.b...)
-		e.first = false
-		c.gen = fc.gen
-		return
+// find returns the index in prev of a frame equal to f, or -1 and the
+// index after the changed frame with f's call id, if any. It looks at next
+// and a few frames after it first: frames keep their order, and a change
+// adds one at the end or removes one.
+func (fc *frameCache) find(f *CallFrame, next int) (k, seen int) {
+	for k := next; k < min(next+4, len(fc.prev)); k++ {
+		if fc.prev[k].CallID == f.CallID {
+			if fc.prev[k].equal(f) {
+				return k, k + 1
+			}
+			return -1, k + 1
+		}
 	}
-	start := len(e.b)
-	e.frameBody(f)
-	c := &frameEnc{f: *f, b: bytes.Clone(e.b[start:]), gen: fc.gen}
-	c.f.Resources = slices.Clone(f.Resources)
-	fc.m[f.CallID] = c
+	if next >= len(fc.prev) {
+		return -1, next // a new frame at the end
+	}
+	if fc.byID == nil {
+		fc.byID = make(map[string]int, len(fc.prev))
+		for k := range fc.prev {
+			fc.byID[fc.prev[k].CallID] = k
+		}
+	}
+	if k, ok := fc.byID[f.CallID]; ok && fc.prev[k].equal(f) {
+		return k, k + 1
+	}
+	return -1, next
 }
 
 // equal reports whether f and g are written alike. Every field of
@@ -75,8 +117,7 @@ func (f *CallFrame) equal(g *CallFrame) bool {
 		slices.Equal(f.Resources, g.Resources) && f.FailOnCrash == g.FailOnCrash
 }
 
-func encode(d *Data, fc *frameCache, sizeHint int) []byte {
-	e := encoder{b: make([]byte, 0, max(sizeHint+1024, 512+300*len(d.CallFrames)))}
+func (e *encoder) encode(d *Data) {
 	e.open('{')
 	e.str("operationId", d.OperationID)
 	e.str("initiatorId", d.InitiatorID)
@@ -93,11 +134,11 @@ func encode(d *Data, fc *frameCache, sizeHint int) []byte {
 		e.null()
 	} else {
 		e.open('[')
-		for i := range d.CallFrames {
-			e.item()
-			if fc != nil {
-				fc.frame(&e, &d.CallFrames[i])
-			} else {
+		if e.fc != nil {
+			e.fc.frames(e, d.CallFrames)
+		} else {
+			for i := range d.CallFrames {
+				e.item()
 				e.frameBody(&d.CallFrames[i])
 			}
 		}
@@ -162,7 +203,6 @@ func encode(d *Data, fc *frameCache, sizeHint int) []byte {
 		e.close('}')
 	}
 	e.close('}')
-	return e.b
 }
 
 // frameBody writes f from '{' to '}'.
@@ -195,6 +235,9 @@ type encoder struct {
 	b     []byte
 	depth int
 	first bool
+
+	fc    *frameCache // reuses unchanged frames; nil to encode all
+	spans []span      // where each frame went in b, when fc is set
 }
 
 func (e *encoder) newline() {

@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"math/rand/v2"
 	"reflect"
+	"slices"
 	"testing"
 	"time"
 )
@@ -128,44 +129,68 @@ func TestEncodeMatchesEncodingJSON(t *testing.T) {
 	}
 }
 
-// TestFrameCacheFollowsChanges changes, removes and re-adds frames between
-// encodes through one cache: every output must still be exact.
+// TestFrameCacheFollowsChanges changes, removes, reorders and re-adds
+// frames between encodes through one cache: every output must still be
+// exact. As in the Store, each change is made to a copy: an encoded state
+// is never modified.
 func TestFrameCacheFollowsChanges(t *testing.T) {
 	fc := &frameCache{}
-	d := fullData()
+	d := benchData(12)
+	d.CallFrames[3].Resources = []string{"/tmp/a", "/tmp/b"}
 	checkEncode(t, fc, d)
-	steps := []func(){
-		func() { d.CallFrames[0].State = FrameCleanedUp },
-		func() { d.CallFrames[1].LastHeartbeat = Time{d.CallFrames[1].LastHeartbeat.Add(time.Millisecond)} },
-		func() { d.CallFrames[0].Resources[1] = "/tmp/changed" },
-		func() { d.CallFrames[0].Resources = nil },
-		func() { d.CallFrames = d.CallFrames[1:] },
-		func() {
-			d.CallFrames = append(d.CallFrames, CallFrame{CallID: "call_alice_1_ab12", Description: "same id, new frame"})
+	steps := []func(d *Data){
+		func(d *Data) { d.CallFrames[0].State = FrameCleanedUp },
+		func(d *Data) {
+			d.CallFrames[1].LastHeartbeat = Time{d.CallFrames[1].LastHeartbeat.Add(time.Millisecond)}
 		},
-		func() { d.CallFrames[0].FailOnCrash = !d.CallFrames[0].FailOnCrash },
-		func() { d.CallFrames[1].PID++ },
-		func() { d.CallFrames = nil },
-		func() { d.CallFrames = []CallFrame{} },
+		func(d *Data) { d.CallFrames[3].Resources[1] = "/tmp/changed" },
+		func(d *Data) { d.CallFrames[3].Resources = nil },
+		func(d *Data) { d.CallFrames = d.CallFrames[1:] },
+		func(d *Data) { d.CallFrames = slices.Delete(d.CallFrames, 4, 5) },
+		func(d *Data) { d.CallFrames = slices.Delete(d.CallFrames, 2, 7) },
+		func(d *Data) {
+			d.CallFrames = append(d.CallFrames, CallFrame{CallID: d.CallFrames[0].CallID, Description: "same id, new frame"})
+		},
+		func(d *Data) { d.CallFrames = append(d.CallFrames, benchData(3).CallFrames...) },
+		func(d *Data) { slices.Reverse(d.CallFrames) },
+		func(d *Data) { d.CallFrames[2], d.CallFrames[5] = d.CallFrames[5], d.CallFrames[2] },
+		func(d *Data) {
+			d.CallFrames = slices.Insert(d.CallFrames, 3, CallFrame{CallID: "inserted"}, CallFrame{CallID: "inserted too"})
+		},
+		func(d *Data) {
+			d.CallFrames[len(d.CallFrames)-1].FailOnCrash = !d.CallFrames[len(d.CallFrames)-1].FailOnCrash
+		},
+		func(d *Data) { d.CallFrames[1].PID++ },
+		func(d *Data) { d.Description = "longer description shifts every frame" },
+		func(d *Data) { d.CallFrames = nil },
+		func(d *Data) { d.CallFrames = []CallFrame{} },
+		func(d *Data) { d.CallFrames = benchData(5).CallFrames },
 	}
 	for i, step := range steps {
-		step()
+		d = d.Clone()
+		step(d)
 		checkEncode(t, fc, d)
 		if t.Failed() {
 			t.Fatalf("after step %d", i)
 		}
 	}
-	// Many frames coming and going: the cache stays bounded.
-	for i := range 500 {
-		d.CallFrames = append(d.CallFrames, CallFrame{CallID: NewCallID("p", int64(i)), State: FrameActive})
-		if len(d.CallFrames) > 10 {
-			d.CallFrames = d.CallFrames[1:]
+	// Random changes, checked against encoding/json.
+	r := rand.New(rand.NewPCG(3, 4))
+	for i := range 300 {
+		d = d.Clone()
+		switch n := len(d.CallFrames); {
+		case n > 0 && r.IntN(3) == 0:
+			k := r.IntN(n)
+			d.CallFrames = slices.Delete(d.CallFrames, k, k+1+r.IntN(min(3, n-k)))
+		case n > 0 && r.IntN(3) == 0:
+			d.CallFrames[r.IntN(n)].State = []string{FrameActive, FrameCrashed, FrameCleanedUp}[r.IntN(3)]
+		default:
+			d.CallFrames = append(d.CallFrames, CallFrame{CallID: NewCallID("r", int64(i)), PID: i})
 		}
-		fc.encode(d, 0)
-	}
-	checkEncode(t, fc, d)
-	if len(fc.m) > 2*len(d.CallFrames)+16 {
-		t.Fatalf("frame cache holds %d encodings for %d frames", len(fc.m), len(d.CallFrames))
+		checkEncode(t, fc, d)
+		if t.Failed() {
+			t.Fatalf("after random change %d", i)
+		}
 	}
 }
 
@@ -240,5 +265,48 @@ func FuzzEncode(f *testing.F) {
 			data.CallFrames = append(data.CallFrames, CallFrame{CallID: a, Description: b})
 		}
 		checkEncode(t, &frameCache{}, data)
+	})
+}
+
+// benchData returns a state with n active frames, as a ledger writes them.
+func benchData(n int) *Data {
+	d := fullData()
+	d.CallFrames = nil
+	for i := range n {
+		d.CallFrames = append(d.CallFrames, CallFrame{
+			ParticipantID: "bench", CallID: NewCallID("bench", int64(i)), PID: 4242, Host: "build-host",
+			StartTime: Now(), LastHeartbeat: Now(), State: FrameActive, Description: "background work", FailOnCrash: true,
+		})
+	}
+	return d
+}
+
+// BenchmarkEncode measures the encoding of a 1,000-frame state: from
+// scratch, and through a frame cache after one frame was added and one
+// removed (what a call round trip does).
+func BenchmarkEncode(b *testing.B) {
+	d := benchData(1000)
+	b.Run("scratch", func(b *testing.B) {
+		for b.Loop() {
+			Encode(d)
+		}
+	})
+	b.Run("cached", func(b *testing.B) {
+		fc := &frameCache{}
+		fc.encode(d, 0)
+		extra := CallFrame{ParticipantID: "bench", CallID: "call_bench_x_0000", State: FrameActive}
+		grown := &Data{}
+		*grown = *d
+		grown.CallFrames = append(d.CallFrames[:len(d.CallFrames):len(d.CallFrames)], extra)
+		hint := len(Encode(grown))
+		for b.Loop() {
+			fc.encode(grown, hint)
+			fc.encode(d, hint)
+		}
+	})
+	b.Run("encoding/json", func(b *testing.B) {
+		for b.Loop() {
+			json.MarshalIndent(d, "", "  ")
+		}
 	})
 }
