@@ -447,9 +447,6 @@ func (e *CorruptError) Unwrap() error { return e.Err }
 // Is reports whether target is ErrCorrupt.
 func (e *CorruptError) Is(target error) bool { return target == ErrCorrupt }
 
-// syncFile is (*os.File).Sync; tests count the calls through it.
-var syncFile = (*os.File).Sync
-
 // writeFile replaces path with data through a new temp file in the same
 // directory. The file gets mode 0644 less the umask.
 func (s *Store) writeFile(path string, data []byte) error {
