@@ -26,25 +26,37 @@ func Encode(d *Data) []byte {
 // safe for concurrent use.
 type frameCache struct {
 	prev  []CallFrame    // the frames of the last encoding
-	raw   []byte         // the last encoding; never modified
+	raw   []byte         // the last encoding; not modified while here
 	spans []span         // where each of prev is in raw, '{' to '}'
 	byID  map[string]int // index in prev by call id, built when needed
 }
 
 type span struct{ start, end int }
 
-// encode writes the state d, reusing the encodings of unchanged frames.
-// sizeHint is the size of the last encoding, if known.
-func (fc *frameCache) encode(d *Data, sizeHint int) []byte {
-	e := encoder{b: make([]byte, 0, max(sizeHint+1024, 512+350*len(d.CallFrames))), fc: fc}
+// encode writes the state d into buf (whose contents do not matter; it
+// must not be fc's last encoding), reusing the encodings of unchanged
+// frames, and returns the encoding with the frames' spans, to hand to
+// accept once written.
+func (fc *frameCache) encode(d *Data, buf []byte, spans []span) ([]byte, []span) {
+	if n := max(len(fc.raw)+1024, 512+350*len(d.CallFrames)); cap(buf) < n {
+		buf = make([]byte, 0, n)
+	}
+	e := encoder{b: buf[:0], fc: fc, spans: spans[:0]}
 	e.encode(d)
-	fc.prev, fc.raw, fc.spans, fc.byID = d.CallFrames, e.b, e.spans, nil
-	return e.b
+	return e.b, e.spans
+}
+
+// accept makes the encoding b of frames, with their spans, the last one,
+// and returns the buffers of the one before for reuse.
+func (fc *frameCache) accept(frames []CallFrame, b []byte, spans []span) (oldRaw []byte, oldSpans []span) {
+	oldRaw, oldSpans = fc.raw, fc.spans
+	fc.prev, fc.raw, fc.spans, fc.byID = frames, b, spans, nil
+	return oldRaw, oldSpans
 }
 
 // frames writes the elements of the frames array.
 func (fc *frameCache) frames(e *encoder, frames []CallFrame) {
-	e.spans = make([]span, len(frames))
+	e.spans = slices.Grow(e.spans[:0], len(frames))[:len(frames)]
 	run := span{-1, -1}  // a run of reused frames not yet copied, in fc.raw
 	runAt, last := 0, -1 // where the run goes in e.b; its last frame in prev
 	flush := func() {

@@ -20,15 +20,29 @@ func marshalIndent(t testing.TB, d *Data) []byte {
 	return b
 }
 
+// cachingEncoder encodes through a frame cache and recycles buffers as
+// the Store does.
+type cachingEncoder struct {
+	fc    frameCache
+	spare []byte
+	spans []span
+}
+
+func (c *cachingEncoder) encode(d *Data) []byte {
+	b, spans := c.fc.encode(d, c.spare, c.spans)
+	c.spare, c.spans = c.fc.accept(d.CallFrames, b, spans)
+	return b
+}
+
 // checkEncode compares Encode, and an encode through a frame cache that has
 // seen other states, with encoding/json.
-func checkEncode(t testing.TB, fc *frameCache, d *Data) {
+func checkEncode(t testing.TB, fc *cachingEncoder, d *Data) {
 	t.Helper()
 	want := marshalIndent(t, d)
 	if got := Encode(d); !bytes.Equal(got, want) {
 		t.Fatalf("Encode differs from json.MarshalIndent\n got: %s\nwant: %s", got, want)
 	}
-	if got := fc.encode(d, 0); !bytes.Equal(got, want) {
+	if got := fc.encode(d); !bytes.Equal(got, want) {
 		t.Fatalf("cached encode differs from json.MarshalIndent\n got: %s\nwant: %s", got, want)
 	}
 }
@@ -119,7 +133,7 @@ func TestEncodeMatchesEncodingJSON(t *testing.T) {
 			d.Failure.CrashedCallIDs = []string{s}
 		}})
 	}
-	fc := &frameCache{}
+	fc := &cachingEncoder{}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
 			d := fullData()
@@ -134,7 +148,7 @@ func TestEncodeMatchesEncodingJSON(t *testing.T) {
 // exact. As in the Store, each change is made to a copy: an encoded state
 // is never modified.
 func TestFrameCacheFollowsChanges(t *testing.T) {
-	fc := &frameCache{}
+	fc := &cachingEncoder{}
 	d := benchData(12)
 	d.CallFrames[3].Resources = []string{"/tmp/a", "/tmp/b"}
 	checkEncode(t, fc, d)
@@ -264,7 +278,7 @@ func FuzzEncode(f *testing.F) {
 		if flag {
 			data.CallFrames = append(data.CallFrames, CallFrame{CallID: a, Description: b})
 		}
-		checkEncode(t, &frameCache{}, data)
+		checkEncode(t, &cachingEncoder{}, data)
 	})
 }
 
@@ -292,16 +306,15 @@ func BenchmarkEncode(b *testing.B) {
 		}
 	})
 	b.Run("cached", func(b *testing.B) {
-		fc := &frameCache{}
-		fc.encode(d, 0)
+		fc := &cachingEncoder{}
+		fc.encode(d)
 		extra := CallFrame{ParticipantID: "bench", CallID: "call_bench_x_0000", State: FrameActive}
 		grown := &Data{}
 		*grown = *d
 		grown.CallFrames = append(d.CallFrames[:len(d.CallFrames):len(d.CallFrames)], extra)
-		hint := len(Encode(grown))
 		for b.Loop() {
-			fc.encode(grown, hint)
-			fc.encode(d, hint)
+			fc.encode(grown)
+			fc.encode(d)
 		}
 	})
 	b.Run("encoding/json", func(b *testing.B) {

@@ -29,7 +29,6 @@ import (
 	"strconv"
 	"strings"
 	"sync"
-	"sync/atomic"
 	"time"
 
 	"golang.org/x/sys/unix"
@@ -60,16 +59,22 @@ type Store struct {
 }
 
 // entry is the per-operation state of one Store. The goroutine holding sem
-// owns the fields marked so; cache may be read and replaced by anyone.
+// owns the fields marked so.
 type entry struct {
 	sem    chan struct{} // one token: the holder owns the lock of the operation
 	lock   *os.File      // the open lock file, nil until needed (sem)
 	stale  bool          // the operation is no longer live: drop lock on unlock (sem)
 	rbuf   []byte        // read buffer for the next load under the lock (sem)
-	frames frameCache    // encodings of frames, reused while unchanged (sem)
+	frames frameCache    // the last encoding, reused while frames are unchanged (sem)
+	spare  []byte        // buffer for the next encoding, seen by no one else (sem)
+	spans  []span        // spans for the next encoding (sem)
 	trail  time.Time     // last trail snapshot of this process (sem)
 
-	cache atomic.Pointer[cached] // the last state file read or written
+	// mu guards cache. A reader holds it while it compares a file with
+	// cache.raw, so that the sem holder reuses an encoding's buffer only
+	// once no reader can be looking at it.
+	mu    sync.Mutex
+	cache *cached // the last state file read or written
 }
 
 // cached is one state file, byte for byte, and its decoding. The decoding
@@ -78,8 +83,24 @@ type entry struct {
 // times it cannot be fooled by a reused inode written in the same clock
 // tick.
 type cached struct {
-	raw  []byte // the whole file; never modified
+	raw  []byte // the whole file; not modified while cached
 	data *Data  // shared, never modified
+}
+
+// cachedData returns the cached decoding of raw, if raw is what is cached.
+func (e *entry) cachedData(raw []byte) *Data {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	if e.cache != nil && bytes.Equal(e.cache.raw, raw) {
+		return e.cache.data
+	}
+	return nil
+}
+
+func (e *entry) setCache(c *cached) {
+	e.mu.Lock()
+	e.cache = c
+	e.mu.Unlock()
 }
 
 // Open returns the Store for dir, creating the directory if needed, and
@@ -193,9 +214,9 @@ func (s *Store) openLock(id string, create bool) (*os.File, error) {
 func (s *Store) unlock(e *entry) {
 	if e.stale {
 		e.lock.Close() // releases the flock
-		e.lock, e.stale, e.rbuf = nil, false, nil
-		e.frames = frameCache{}
-		e.cache.Store(nil)
+		e.lock, e.stale = nil, false
+		e.rbuf, e.spare, e.spans, e.frames = nil, nil, nil, frameCache{}
+		e.setCache(nil)
 	} else {
 		_ = unix.Flock(int(e.lock.Fd()), unix.LOCK_UN)
 	}
@@ -358,15 +379,14 @@ func (s *Store) commit(e *entry, id string, tx *Tx, n *notes) error {
 	if tx.Data.OperationID != id {
 		return fmt.Errorf("ledger: a change may not rename operation %s to %q", id, tx.Data.OperationID)
 	}
-	hint := 0
-	if c := e.cache.Load(); c != nil {
-		hint = len(c.raw)
-	}
-	raw := e.frames.encode(tx.Data, hint)
+	raw, spans := e.frames.encode(tx.Data, e.spare, e.spans)
 	if err := s.writeFile(s.StatePath(id), raw); err != nil {
 		return err
 	}
-	e.cache.Store(&cached{raw: raw, data: tx.Data})
+	e.setCache(&cached{raw: raw, data: tx.Data})
+	// The encoding before is no longer cached (a reader comparing with it
+	// held mu, taken by setCache): its buffer is free.
+	e.spare, e.spans = e.frames.accept(tx.Data.CallFrames, raw, spans)
 	s.appendLogs(id, tx.logs, n)
 	if tx.Data.Finished() {
 		return s.archive(e, id, n)
@@ -406,11 +426,11 @@ func (s *Store) load(e *entry, id, path string, locked bool) (*Data, error) {
 		return nil, err
 	}
 	if e != nil {
-		if c := e.cache.Load(); c != nil && bytes.Equal(c.raw, buf) {
+		if d := e.cachedData(buf); d != nil {
 			if locked {
 				e.rbuf = buf
 			}
-			return c.data, nil
+			return d, nil
 		}
 	}
 	d := new(Data)
@@ -422,7 +442,7 @@ func (s *Store) load(e *entry, id, path string, locked bool) (*Data, error) {
 		return nil, &CorruptError{Path: path, Err: fmt.Errorf("operationId %q does not match the file name", d.OperationID)}
 	}
 	if e != nil {
-		e.cache.Store(&cached{raw: buf, data: d}) // buf belongs to the cache now
+		e.setCache(&cached{raw: buf, data: d}) // buf belongs to the cache now
 		if locked {
 			e.rbuf = nil
 		}
