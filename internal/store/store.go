@@ -397,7 +397,8 @@ func (s *Store) commit(e *entry, id string, tx *Tx, n *notes) error {
 
 // Read returns the state of id: the live file, or else the archived one
 // (whose state is completed or failed). The result is shared: do not modify.
-// Read takes no lock: files are replaced whole, never written in place.
+// Read takes no file lock and does not wait for changes in progress:
+// files are replaced whole, never written in place.
 func (s *Store) Read(id string) (*Data, error) {
 	if err := CheckOperationID(id); err != nil {
 		return nil, err
