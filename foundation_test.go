@@ -1228,7 +1228,7 @@ func TestLocalOptionsReachTheStore(t *testing.T) {
 	t.Run("no trail, durable", func(t *testing.T) {
 		dir := t.TempDir()
 		l, err := ledger.NewLocalLedger(ledger.Options{BasePath: dir, ParticipantID: "alice", MaxTrail: -1, MaxBackups: -1,
-			Durable: true, HeartbeatInterval: time.Millisecond, StaleThreshold: time.Second, NoSignalHandler: true})
+			Durable: true, NoSignalHandler: true})
 		if err != nil {
 			t.Fatal(err)
 		}
