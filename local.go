@@ -172,7 +172,16 @@ func (b *localBackend) state(ctx context.Context, id string) (*store.Data, error
 }
 
 func (b *localBackend) log(ctx context.Context, id string, who participant, level LogLevel, msg string) error {
-	return b.st.Log(ctx, id, level.String(), who.ID, msg)
+	err := b.st.Log(ctx, id, level.String(), who.ID, msg)
+	if errors.Is(err, store.ErrNotFound) {
+		// As in update: an archived operation says how it ended.
+		if old, rerr := b.st.Read(id); rerr == nil {
+			if ferr := finished(old); ferr != nil {
+				return ferr
+			}
+		}
+	}
+	return err
 }
 
 func (b *localBackend) setAbort(ctx context.Context, id string, who participant, aborted bool) (*store.Data, error) {

@@ -139,7 +139,7 @@ func cloneFrames(fs []CallFrame) []CallFrame {
 	if fs == nil {
 		return nil
 	}
-	out := make([]CallFrame, len(fs))
+	out := make([]CallFrame, len(fs), len(fs)+1) // room for the frame a change adds
 	copy(out, fs)
 	for i := range out {
 		if out[i].Resources != nil {

@@ -1,7 +1,9 @@
 package store
 
 import (
+	"slices"
 	"strconv"
+	"time"
 	"unicode/utf8"
 )
 
@@ -10,7 +12,124 @@ import (
 // state with 1,000 frames is encoded on every change, so this is on the hot
 // path. TestEncodeMatchesEncodingJSON keeps the two in step.
 func Encode(d *Data) []byte {
-	e := encoder{b: make([]byte, 0, 512+300*len(d.CallFrames))}
+	e := encoder{b: make([]byte, 0, 512+350*len(d.CallFrames))}
+	e.encode(d)
+	return e.b
+}
+
+// frameCache remembers the last encoding of the state of one operation and
+// where each call frame is in it. Frames are most of a state file, and
+// from one change to the next nearly all stay as they were: a run of
+// frames equal to a run of the last encoding is copied from it in one
+// piece. The frames remembered belong to a state that the Store shares and
+// never modifies. The zero value is empty and ready; a frameCache is not
+// safe for concurrent use.
+type frameCache struct {
+	prev  []CallFrame    // the frames of the last encoding
+	raw   []byte         // the last encoding; not modified while here
+	spans []span         // where each of prev is in raw, '{' to '}'
+	byID  map[string]int // index in prev by call id, built when needed
+}
+
+type span struct{ start, end int }
+
+// encode writes the state d into buf (whose contents do not matter; it
+// must not be fc's last encoding), reusing the encodings of unchanged
+// frames, and returns the encoding with the frames' spans, to hand to
+// accept once written.
+func (fc *frameCache) encode(d *Data, buf []byte, spans []span) ([]byte, []span) {
+	if n := max(len(fc.raw)+1024, 512+350*len(d.CallFrames)); cap(buf) < n {
+		buf = make([]byte, 0, n)
+	}
+	e := encoder{b: buf[:0], fc: fc, spans: spans[:0]}
+	e.encode(d)
+	return e.b, e.spans
+}
+
+// accept makes the encoding b of frames, with their spans, the last one,
+// and returns the buffers of the one before for reuse.
+func (fc *frameCache) accept(frames []CallFrame, b []byte, spans []span) (oldRaw []byte, oldSpans []span) {
+	oldRaw, oldSpans = fc.raw, fc.spans
+	fc.prev, fc.raw, fc.spans, fc.byID = frames, b, spans, nil
+	return oldRaw, oldSpans
+}
+
+// frames writes the elements of the frames array.
+func (fc *frameCache) frames(e *encoder, frames []CallFrame) {
+	e.spans = slices.Grow(e.spans[:0], len(frames))[:len(frames)]
+	run := span{-1, -1}  // a run of reused frames not yet copied, in fc.raw
+	runAt, last := 0, -1 // where the run goes in e.b; its last frame in prev
+	flush := func() {
+		if run.start >= 0 {
+			e.b = append(e.b, fc.raw[run.start:run.end]...)
+			run.start = -1
+		}
+	}
+	next := 0 // where in prev the next frame probably is
+	for i := range frames {
+		f := &frames[i]
+		k, seen := fc.find(f, next)
+		if k < 0 {
+			flush()
+			e.item()
+			start := len(e.b)
+			e.frameBody(f)
+			e.spans[i] = span{start, len(e.b)}
+			next = max(next, seen)
+			continue
+		}
+		if run.start < 0 || k != last+1 {
+			flush()
+			e.item()
+			run, runAt = fc.spans[k], len(e.b)
+			e.first = false
+		}
+		run.end = fc.spans[k].end
+		e.spans[i] = span{runAt + fc.spans[k].start - run.start, runAt + fc.spans[k].end - run.start}
+		last, next = k, k+1
+	}
+	flush()
+}
+
+// find returns the index in prev of a frame equal to f, or -1 and the
+// index after the changed frame with f's call id, if any. It looks at next
+// and a few frames after it first: frames keep their order, and a change
+// adds one at the end or removes one.
+func (fc *frameCache) find(f *CallFrame, next int) (k, seen int) {
+	for k := next; k < min(next+4, len(fc.prev)); k++ {
+		if fc.prev[k].CallID == f.CallID {
+			if fc.prev[k].equal(f) {
+				return k, k + 1
+			}
+			return -1, k + 1
+		}
+	}
+	if next >= len(fc.prev) {
+		return -1, next // a new frame at the end
+	}
+	if fc.byID == nil {
+		fc.byID = make(map[string]int, len(fc.prev))
+		for k := range fc.prev {
+			fc.byID[fc.prev[k].CallID] = k
+		}
+	}
+	if k, ok := fc.byID[f.CallID]; ok && fc.prev[k].equal(f) {
+		return k, k + 1
+	}
+	return -1, next
+}
+
+// equal reports whether f and g are written alike. Every field of
+// CallFrame must be compared here (TestFrameEqualSeesEveryField).
+func (f *CallFrame) equal(g *CallFrame) bool {
+	return f.ParticipantID == g.ParticipantID && f.CallID == g.CallID &&
+		f.PID == g.PID && f.Host == g.Host &&
+		f.StartTime.Equal(g.StartTime.Time) && f.LastHeartbeat.Equal(g.LastHeartbeat.Time) &&
+		f.State == g.State && f.Description == g.Description &&
+		slices.Equal(f.Resources, g.Resources) && f.FailOnCrash == g.FailOnCrash
+}
+
+func (e *encoder) encode(d *Data) {
 	e.open('{')
 	e.str("operationId", d.OperationID)
 	e.str("initiatorId", d.InitiatorID)
@@ -27,8 +146,13 @@ func Encode(d *Data) []byte {
 		e.null()
 	} else {
 		e.open('[')
-		for i := range d.CallFrames {
-			e.frame(&d.CallFrames[i])
+		if e.fc != nil {
+			e.fc.frames(e, d.CallFrames)
+		} else {
+			for i := range d.CallFrames {
+				e.item()
+				e.frameBody(&d.CallFrames[i])
+			}
 		}
 		e.close(']')
 	}
@@ -94,11 +218,10 @@ func Encode(d *Data) []byte {
 		e.close('}')
 	}
 	e.close('}')
-	return e.b
 }
 
-func (e *encoder) frame(f *CallFrame) {
-	e.item()
+// frameBody writes f from '{' to '}'.
+func (e *encoder) frameBody(f *CallFrame) {
 	e.open('{')
 	e.str("participantId", f.ParticipantID)
 	e.str("callId", f.CallID)
@@ -127,6 +250,9 @@ type encoder struct {
 	b     []byte
 	depth int
 	first bool
+
+	fc    *frameCache // reuses unchanged frames; nil to encode all
+	spans []span      // where each frame went in b, when fc is set
 }
 
 func (e *encoder) newline() {
@@ -160,10 +286,13 @@ func (e *encoder) item() {
 	e.newline()
 }
 
+// key starts a member; k is one of the constant keys of Data, which need
+// no escaping.
 func (e *encoder) key(k string) {
 	e.item()
-	e.b = appendString(e.b, k)
-	e.b = append(e.b, ':', ' ')
+	e.b = append(e.b, '"')
+	e.b = append(e.b, k...)
+	e.b = append(e.b, '"', ':', ' ')
 }
 
 func (e *encoder) null() { e.b = append(e.b, "null"...) }
@@ -185,7 +314,28 @@ func (e *encoder) bool(k string, v bool) {
 
 func (e *encoder) time(k string, v Time) {
 	e.key(k)
-	e.b = v.appendJSON(e.b)
+	e.b = appendTime(e.b, v.Time)
+}
+
+// appendTime appends t as Time.MarshalJSON writes it, quoted:
+// 2006-01-02T15:04:05.000Z. The fixed layout is written digit by digit,
+// several times faster than time.AppendFormat.
+func appendTime(b []byte, t time.Time) []byte {
+	t = t.UTC()
+	year, month, day := t.Date()
+	if year < 0 || year > 9999 {
+		return Time{t}.appendJSON(b)
+	}
+	hour, min, sec := t.Clock()
+	ms := t.Nanosecond() / 1e6
+	return append(b, '"',
+		byte('0'+year/1000), byte('0'+year/100%10), byte('0'+year/10%10), byte('0'+year%10), '-',
+		byte('0'+month/10), byte('0'+month%10), '-',
+		byte('0'+day/10), byte('0'+day%10), 'T',
+		byte('0'+hour/10), byte('0'+hour%10), ':',
+		byte('0'+min/10), byte('0'+min%10), ':',
+		byte('0'+sec/10), byte('0'+sec%10), '.',
+		byte('0'+ms/100), byte('0'+ms/10%10), byte('0'+ms%10), 'Z', '"')
 }
 
 func (e *encoder) strings(vs []string) {

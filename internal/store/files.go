@@ -20,29 +20,34 @@ func (s *Store) Log(ctx context.Context, id, level, participant, msg string) err
 	if err := CheckOperationID(id); err != nil {
 		return err
 	}
-	if _, err := os.Stat(s.StatePath(id)); errors.Is(err, fs.ErrNotExist) {
-		return fmt.Errorf("%w: %s", ErrNotFound, id)
-	}
-	_, unlock, err := s.lock(ctx, id)
+	var n notes
+	err := s.log(ctx, id, logLine{level, participant, msg}, &n)
+	s.notify(id, &n)
+	return err
+}
+
+func (s *Store) log(ctx context.Context, id string, line logLine, n *notes) error {
+	e, unlock, err := s.lock(ctx, id, false)
 	if err != nil {
 		return err
 	}
 	defer unlock()
 	if _, err := os.Stat(s.StatePath(id)); errors.Is(err, fs.ErrNotExist) {
-		return fmt.Errorf("%w: %s", ErrNotFound, id)
+		e.stale = true
+		return notFound(id)
 	}
-	return s.appendLogs(id, []logLine{{level, participant, msg}})
+	return s.appendLogs(id, []logLine{line}, n)
 }
 
 // appendLogs writes lines with one O_APPEND write per file, so lines from
-// several processes never interleave.
-func (s *Store) appendLogs(id string, lines []logLine) error {
+// several processes never interleave, and adds them to n. The caller holds
+// the lock.
+func (s *Store) appendLogs(id string, lines []logLine, n *notes) error {
 	if len(lines) == 0 {
 		return nil
 	}
 	now := time.Now().UTC().Format(timeLayout)
 	var info, debug []byte
-	var out []string
 	for _, l := range lines {
 		line := now + " [" + l.level + "] " + l.participant + " " + oneLine(l.msg)
 		if l.level == "DEBUG" {
@@ -50,19 +55,14 @@ func (s *Store) appendLogs(id string, lines []logLine) error {
 		} else {
 			info = append(append(info, line...), '\n')
 		}
-		out = append(out, line)
+		n.lines = append(n.lines, line)
 	}
 	var errs []error
 	if info != nil {
-		errs = append(errs, appendFile(s.logPath(id), info))
+		errs = append(errs, sysAppend(s.logPath(id), info))
 	}
 	if debug != nil {
-		errs = append(errs, appendFile(s.debugLogPath(id), debug))
-	}
-	if cb := s.opts.OnLogLine; cb != nil {
-		for _, line := range out {
-			cb(id, line)
-		}
+		errs = append(errs, sysAppend(s.debugLogPath(id), debug))
 	}
 	return errors.Join(errs...)
 }
@@ -73,18 +73,6 @@ func oneLine(msg string) string {
 		return msg
 	}
 	return strings.NewReplacer("\r", `\r`, "\n", `\n`).Replace(msg)
-}
-
-func appendFile(path string, b []byte) error {
-	f, err := os.OpenFile(path, os.O_WRONLY|os.O_APPEND|os.O_CREATE, 0o644)
-	if err != nil {
-		return err
-	}
-	_, err = f.Write(b)
-	if cerr := f.Close(); err == nil {
-		err = cerr
-	}
-	return err
 }
 
 // ReadLog returns the INFO log of id, live or archived.
@@ -104,7 +92,7 @@ func (s *Store) ReadLog(id string) ([]byte, error) {
 
 // archive moves the state, logs and trail of id to backup/{id}/ and prunes
 // old backups. The caller holds the lock; the lock file stays.
-func (s *Store) archive(e *entry, id string) error {
+func (s *Store) archive(e *entry, id string, n *notes) error {
 	dst := s.BackupDir(id)
 	if err := os.MkdirAll(dst, 0o755); err != nil {
 		return err
@@ -121,19 +109,22 @@ func (s *Store) archive(e *entry, id string) error {
 			return err
 		}
 	}
+	e.stale = true
 	os.RemoveAll(s.liveDir(id))
 	if s.opts.Durable {
-		if err := syncDir(s.dir); err != nil {
-			return err
+		for _, dir := range []string{dst, filepath.Dir(dst), s.dir} {
+			if err := syncDir(dir); err != nil {
+				return err
+			}
 		}
 	}
-	e.cache.Store(nil)
 	now := time.Now()
 	os.Chtimes(dst, now, now) // the backup's age is its archive time
-	if cb := s.opts.OnBackupCreated; cb != nil {
-		cb(id, dst)
-	}
-	return s.Prune()
+	n.backup = dst
+	// Pruning is housekeeping: the operation is archived whatever it
+	// meets, and the next archive tries again.
+	_ = s.Prune()
+	return nil
 }
 
 // Prune removes the oldest archived operations beyond MaxBackups.
@@ -155,19 +146,27 @@ func (s *Store) Prune() error {
 
 // snapshot links the state just written into the trail when one is due and
 // keeps at most MaxTrail snapshots. Snapshots are hard links: state files
-// are never changed after they are written. The caller holds the lock.
-func (s *Store) snapshot(e *entry, d *Data) {
+// are never changed after they are written. A snapshot is due when neither
+// this process nor any other took one within TrailInterval: the trail
+// directory's modification time is the time of the last snapshot of any
+// process. The caller holds the lock.
+func (s *Store) snapshot(e *entry, id string, d *Data) {
 	if s.opts.MaxTrail <= 0 || time.Since(e.trail) < s.opts.TrailInterval {
 		return
 	}
-	e.trail = time.Now()
-	dir := s.trailDir(d.OperationID)
-	if err := os.MkdirAll(dir, 0o755); err != nil {
+	dir := s.trailDir(id)
+	if fi, err := os.Stat(dir); err == nil {
+		if age := time.Since(fi.ModTime()); age >= 0 && age < s.opts.TrailInterval {
+			e.trail = fi.ModTime()
+			return
+		}
+	} else if err := os.Mkdir(dir, 0o755); err != nil {
 		return
 	}
+	e.trail = time.Now()
 	elapsed := time.Since(d.StartTime.Time).Milliseconds()
-	name := fmt.Sprintf("%012d_%s.json", max(elapsed, 0), d.OperationID)
-	if err := os.Link(s.StatePath(d.OperationID), filepath.Join(dir, name)); err != nil {
+	name := fmt.Sprintf("%012d_%s.json", max(elapsed, 0), id)
+	if err := os.Link(s.StatePath(id), filepath.Join(dir, name)); err != nil {
 		return
 	}
 	ents, err := os.ReadDir(dir)
@@ -199,6 +198,13 @@ func (s *Store) livePath(id, participant string, pid int) string {
 	return filepath.Join(s.liveDir(id), fmt.Sprintf("%s.%d.lock", participant, pid))
 }
 
+func checkLiveness(id, participant string) error {
+	if err := CheckOperationID(id); err != nil {
+		return err
+	}
+	return CheckParticipantID(participant)
+}
+
 // Liveness is a held liveness lock: proof to other processes on this host
 // that the participant process is alive.
 type Liveness struct {
@@ -209,13 +215,13 @@ type Liveness struct {
 // HoldLiveness creates and locks the liveness file of a participant
 // process. The lock lasts until Release or the death of the process.
 func (s *Store) HoldLiveness(id, participant string, pid int) (*Liveness, error) {
-	if err := os.MkdirAll(s.liveDir(id), 0o755); err != nil {
+	if err := checkLiveness(id, participant); err != nil {
 		return nil, err
 	}
 	// Lock a temp file, then rename it into place: an observer never sees
 	// the file unlocked while its process lives.
 	path := s.livePath(id, participant, pid)
-	f, err := os.CreateTemp(s.liveDir(id), ".tmp-*")
+	f, err := s.createLiveTemp(id)
 	if err != nil {
 		return nil, err
 	}
@@ -232,10 +238,28 @@ func (s *Store) HoldLiveness(id, participant string, pid int) (*Liveness, error)
 	return &Liveness{f: f, path: path}, nil
 }
 
-// Release drops the lock and deletes the file.
+// createLiveTemp creates a temp file in the liveness directory of id,
+// creating the directory. The last Release removes the directory, so it
+// may vanish between the two: then both are tried again.
+func (s *Store) createLiveTemp(id string) (f *os.File, err error) {
+	for range 10 {
+		if err = os.MkdirAll(s.liveDir(id), 0o755); err != nil {
+			return nil, err
+		}
+		f, err = os.CreateTemp(s.liveDir(id), ".tmp-*")
+		if !errors.Is(err, fs.ErrNotExist) {
+			return f, err
+		}
+	}
+	return nil, err
+}
+
+// Release drops the lock and deletes the file, and the liveness directory
+// once it is empty, so that nothing is left of a participant that is gone.
 func (l *Liveness) Release() {
 	os.Remove(l.path)
 	l.f.Close()
+	os.Remove(filepath.Dir(l.path)) // fails, as it should, while others live
 }
 
 // Dead reports whether the liveness file of a participant process exists and
@@ -243,6 +267,9 @@ func (l *Liveness) Release() {
 // proves nothing (the participant may use a remote backend), so it is not
 // dead.
 func (s *Store) Dead(id, participant string, pid int) bool {
+	if checkLiveness(id, participant) != nil {
+		return false
+	}
 	f, err := os.Open(s.livePath(id, participant, pid))
 	if err != nil {
 		return false
@@ -257,6 +284,9 @@ func (s *Store) Dead(id, participant string, pid int) bool {
 
 // RemoveLiveness deletes the liveness file of a participant found dead.
 func (s *Store) RemoveLiveness(id, participant string, pid int) {
+	if checkLiveness(id, participant) != nil {
+		return // ids read from a state file: never follow a bad one
+	}
 	os.Remove(s.livePath(id, participant, pid))
 }
 
