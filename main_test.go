@@ -84,9 +84,10 @@ func setupLocal(t testing.TB) (func(testing.TB, ledger.Options) ledger.Ledger, s
 
 // env is one test's ledger location on one backend.
 type env struct {
-	t    *testing.T
-	dir  string // the ledger directory (the server's, for remote backends)
-	open func(testing.TB, ledger.Options) ledger.Ledger
+	t      *testing.T
+	dir    string // the ledger directory (the server's, for remote backends)
+	remote bool   // the ledger is reached through a server
+	open   func(testing.TB, ledger.Options) ledger.Ledger
 }
 
 // Open connects a participant with fast test intervals unless o sets them.
@@ -110,7 +111,7 @@ func forEachBackend(t *testing.T, f func(t *testing.T, e *env)) {
 	for _, b := range backends {
 		t.Run(b.name, func(t *testing.T) {
 			open, dir := b.setup(t)
-			f(t, &env{t: t, dir: dir, open: open})
+			f(t, &env{t: t, dir: dir, remote: b.name != "local", open: open})
 		})
 	}
 }

@@ -11,6 +11,7 @@ import (
 	"net/http"
 	"net/url"
 	"os"
+	"strconv"
 	"strings"
 	"time"
 
@@ -272,6 +273,12 @@ func (b *remoteBackend) once(ctx context.Context, method, u string, body []byte,
 		req.Header.Set("Content-Type", "application/json")
 	}
 	req.Header.Set("Accept", "application/json")
+	if dl, ok := ctx.Deadline(); ok {
+		// Leave the server a tenth of the time (at most 100ms) to answer.
+		left := time.Until(dl)
+		left -= min(left/10, 100*time.Millisecond)
+		req.Header.Set(wire.HeaderTimeout, strconv.FormatInt(max(left.Milliseconds(), 1), 10))
+	}
 	if b.token != "" {
 		req.Header.Set("Authorization", "Bearer "+b.token)
 	}

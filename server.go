@@ -559,7 +559,7 @@ func (s *Server) serve(w *respWriter, r *http.Request) {
 		}
 	}
 	r.Body = http.MaxBytesReader(w.w, r.Body, wire.MaxBody)
-	ctx, cancel := context.WithTimeout(r.Context(), s.opts.LockTimeout)
+	ctx, cancel := context.WithTimeout(r.Context(), s.requestTimeout(r))
 	defer cancel()
 	rep, err := rt.serve(s, ctx, r)
 	if err != nil {
@@ -567,6 +567,16 @@ func (s *Server) serve(w *respWriter, r *http.Request) {
 		return
 	}
 	w.reply(http.StatusOK, rep)
+}
+
+// requestTimeout is how long a request may wait for a lock: the server's
+// LockTimeout, or less when the client said it will not wait that long.
+func (s *Server) requestTimeout(r *http.Request) time.Duration {
+	d := s.opts.LockTimeout
+	if ms, err := strconv.ParseInt(r.Header.Get(wire.HeaderTimeout), 10, 64); err == nil && ms > 0 {
+		d = min(d, time.Duration(ms)*time.Millisecond)
+	}
+	return d
 }
 
 // authorize checks the bearer token in constant time; without a token it

@@ -652,11 +652,13 @@ func WaitForCompletion[T any](ctx context.Context, op *Operation, work func(ctx 
 	}()
 	select {
 	case o := <-out:
+		// The failure came first if it ended the work's context, or if
+		// the work failed once the operation had.
+		if info, failed := op.Failure(); failed && (o.err != nil || errors.Is(context.Cause(workCtx), ErrOperationFailed)) {
+			return zero, failedFirst(info, opts.OnOperationFailed)
+		}
 		if o.err == nil {
 			return o.v, nil
-		}
-		if info, failed := op.Failure(); failed {
-			return zero, failedFirst(info, opts.OnOperationFailed)
 		}
 		if f := opts.OnError; f != nil {
 			if v, ok := f(o.err); ok {

@@ -27,6 +27,11 @@ const Version = "0.1.0"
 // MaxBody is the largest request body the server reads (1 MiB).
 const MaxBody = 1 << 20
 
+// HeaderTimeout carries, in milliseconds, how long the client will wait for
+// the answer: the server gives up its lock wait before then, so the client
+// hears lock_timeout instead of timing out itself.
+const HeaderTimeout = "Ledger-Timeout"
+
 // Paths of the protocol.
 const (
 	PathHealth = "/health"
