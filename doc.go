@@ -28,9 +28,12 @@
 //
 // With Options.BasePath set, Connect returns a *LocalLedger over that
 // directory: flock-guarded JSON files that any number of processes on the
-// machine may share. Setting both BasePath and ServerURL is an error. The
-// remote backend (a ledger server over HTTP) is not available yet: Connect
-// without BasePath returns an error.
+// machine may share. Otherwise it returns a *RemoteClient of a ledger
+// server (see Remote). Setting both BasePath and ServerURL is an error.
+// Both backends give the same behaviour and the same errors: everything
+// users see (sessions, calls, heartbeats, crash handling, cleanup) is
+// written once, over a small unexported interface that each backend
+// implements.
 //
 // # Operations and sessions
 //
@@ -87,6 +90,105 @@
 // Context is cancelled with ErrAborted. TriggerAbort aborts this process
 // only, without writing the ledger. Clearing the flag does not undo an
 // abort that a process has already seen.
+//
+// # Spawned calls
+//
+// SpawnCall runs work in a goroutine the ledger owns, as a tracked call: the
+// frame is written (CALL_SPAWNED) before the work starts, and the call ends
+// by itself. A nil error is a success (frame removed, then OnCompletion, then
+// Done). An error or a panic is a failure (a panic becomes a *PanicError and
+// never crashes the process); OnCallCrashed may turn it into a success with a
+// fallback; otherwise the call fails and, unless Contained, so does the
+// operation: every participant's Failed closes and every running call hears
+// OnOperationFailed. The work's context is cancelled with a cause
+// (context.Cause): ErrCancelled (Cancel, Leave), ErrAborted, an
+// *OperationFailedError, ErrOperationCompleted or ErrClosed; a work that
+// returns an error after that is cancelled, not failed, and does not fail
+// the operation.
+//
+// Sync (or SyncWith, for hooks) waits for calls of any result types through
+// the Spawned interface and returns a SyncResult; when the operation fails
+// first it returns at once, with the calls that did not finish in Unknown.
+// WaitForCompletion races a plain function against the operation's
+// failure. Leave refuses while calls run (ErrPendingCalls) unless asked to
+// cancel them; Close cancels every spawned call and waits for it.
+//
+// # Liveness and crash cleanup
+//
+// One monitor goroutine per operation and process heartbeats every
+// HeartbeatInterval (with ±10% jitter): it refreshes this process's
+// participant record and frames and reads everyone else. On the local
+// backend it also polls the state every LivenessPoll, so an abort or a
+// failure recorded by any participant is seen within one poll. Each
+// participant process holds a flock on its own file in {id}.live/ while it
+// takes part: an observer on the same host that can take that lock knows
+// the process is gone, at once. A participant whose heartbeat has not
+// changed for StaleThreshold, measured on the observer's monotonic clock
+// from when it last saw the value change, is declared crashed too; so wall
+// clocks that disagree never cause a verdict, and a process paused for less
+// than the threshold is never declared crashed.
+//
+// The first observer records the crash under the file lock (CRASH_DETECTED,
+// detectionTimestamp, the participant and its frames crashed) and becomes
+// the coordinator. A crashed frame of a Contained call is removed and the
+// operation goes on. Otherwise the operation fails (CLEANUP_STARTED, state
+// cleanup): every live participant runs OnOperationFailed and OnCleanup of
+// its running calls, cancels its spawned calls, deletes its temp resources,
+// marks its frames cleanedUp and runs OnFailure of its sessions. The
+// coordinator deletes the crashed participant's temp resources on its host,
+// and once every frame is cleaned up, or two heartbeat intervals have
+// passed, removes the frames, sets the state failed (removalTimestamp,
+// OPERATION_FAILED) and archives the operation. If the coordinator is gone,
+// any participant finishes after the window. An operation whose
+// participants all died is failed and archived by the next LocalLedger that
+// opens the directory (and every StaleThreshold while one is open) and by
+// the ledger server.
+//
+// Heartbeat does one beat by hand and returns a HeartbeatResult;
+// OnHeartbeatSuccess and OnHeartbeatError (a *HeartbeatError of type
+// ledgerNotFound, lockFailed, abortFlagSet (reported once), heartbeatStale
+// or ioError) run on a goroutine of their own, so a slow callback never
+// delays a beat; successes that pile up are coalesced to the latest.
+// StopHeartbeat pauses the beats (the others will declare this process
+// crashed after their threshold).
+//
+// Close settles each open operation: with no call of this process running
+// its sessions leave; with a Call never ended, the process reports itself
+// crashed, so the others react at once.
+//
+// # Signals and cleanup
+//
+// While an operation is open in the process, the ledger handles SIGINT and
+// SIGTERM: it runs the callbacks registered with Cleanup().Register (newest
+// first, for at most Options.SignalGrace, 5s by default), deletes the temp
+// resources registered with Operation.RegisterTempResource, marks this
+// participant and its call frames crashed in every open operation so the
+// other participants react at once (a call that fails on crash fails the
+// operation), and then dies from the same signal, so a shell sees exit
+// status 130 or 143. A second signal ends the process at once. When the
+// last operation is left, completed or closed, the program's own signal
+// behaviour is back; signals the program ignored stay ignored.
+//
+// A program that handles signals itself sets Options.NoSignalHandler and
+// calls Cleanup().Run(ctx) from its handler: Run runs each callback once,
+// newest first, deletes the temp resources and returns every error joined.
+//
+// # Remote
+//
+// NewServer serves a ledger directory over HTTP (the Dart server's paths
+// and field names; `ledger serve` runs it). The server keeps no state per
+// client: every request names its participant, which heartbeats for
+// itself, so restarting the server loses nothing. It listens on loopback
+// unless told otherwise, requires a bearer token beyond loopback, and
+// answers errors as {"error", "code"}; the RemoteClient maps the codes back
+// to the sentinels of this package, so errors.Is works the same on both
+// backends, and anything else is a *RemoteError. Without ServerURL or
+// BasePath, Connect discovers a server: $LEDGER_SERVER_URL, then 127.0.0.1
+// and localhost on Options.Discovery.Ports, then, only with
+// Discovery.ScanSubnet, the local /24; nothing found is ErrNoServer. A
+// remote participant has no liveness lock: the others judge it by its
+// heartbeat only (StaleThreshold plus one interval), unless it leaves or
+// reports itself after a signal.
 //
 // Errors are sentinels or typed errors to test with errors.Is and
 // errors.As, never by their text. An id from outside that does not have the
