@@ -139,9 +139,24 @@ type proc struct {
 // startParticipant starts a participant child and waits for its ready line.
 func startParticipant(t *testing.T, dir, opID, name string, env ...string) *proc {
 	t.Helper()
-	cmd := child(t, "participant", append([]string{
+	p := startProc(t, child(t, "participant", append([]string{
 		"LEDGER_DIR=" + dir, "LEDGER_OP=" + opID, "PARTICIPANT=" + name, "TEMP_DIR=" + t.TempDir(),
-	}, env...)...)
+	}, env...)...))
+	line := p.readLine(t)
+	if id, ok := strings.CutPrefix(line, "op "); ok {
+		p.opID = id
+		line = p.readLine(t)
+	}
+	if err := json.Unmarshal([]byte(line), &p.ready); err != nil {
+		t.Fatalf("child ready line %q: %v", line, err)
+	}
+	return p
+}
+
+// startProc starts cmd with pipes to its stdin and stdout; the test's
+// cleanup kills and reaps it.
+func startProc(t *testing.T, cmd *exec.Cmd) *proc {
+	t.Helper()
 	stdin, err := cmd.StdinPipe()
 	if err != nil {
 		t.Fatal(err)
@@ -158,14 +173,6 @@ func startParticipant(t *testing.T, dir, opID, name string, env ...string) *proc
 		p.cmd.Process.Kill()
 		p.cmd.Wait()
 	})
-	line := p.readLine(t)
-	if id, ok := strings.CutPrefix(line, "op "); ok {
-		p.opID = id
-		line = p.readLine(t)
-	}
-	if err := json.Unmarshal([]byte(line), &p.ready); err != nil {
-		t.Fatalf("child ready line %q: %v", line, err)
-	}
 	return p
 }
 

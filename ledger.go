@@ -172,19 +172,22 @@ func (o Options) withDefaults() (Options, error) {
 	if o.SignalGrace == 0 {
 		o.SignalGrace = DefaultSignalGrace
 	}
-	switch {
-	case o.MaxBackups == 0:
-		o.MaxBackups = DefaultMaxBackups
-	case o.MaxBackups < 0:
-		o.MaxBackups = 0
-	}
-	switch {
-	case o.MaxTrail == 0:
-		o.MaxTrail = DefaultMaxTrail
-	case o.MaxTrail < 0:
-		o.MaxTrail = 0
-	}
+	o.MaxBackups = keep(o.MaxBackups, DefaultMaxBackups)
+	o.MaxTrail = keep(o.MaxTrail, DefaultMaxTrail)
 	return o, nil
+}
+
+// keep turns a count option into the store's: zero means def, and a
+// negative count becomes 0, which the store reads as "no trail" for
+// MaxTrail and "never prune" for MaxBackups.
+func keep(n, def int) int {
+	switch {
+	case n == 0:
+		return def
+	case n < 0:
+		return 0
+	}
+	return n
 }
 
 func defaultParticipantID() string {

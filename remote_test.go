@@ -745,25 +745,9 @@ func runRemoteParticipant() {
 // waits for its ready line.
 func startRemoteParticipant(t *testing.T, url, opID, name string, env ...string) *proc {
 	t.Helper()
-	cmd := child(t, "remote-participant", append([]string{
+	p := startProc(t, child(t, "remote-participant", append([]string{
 		"SERVER_URL=" + url, "LEDGER_OP=" + opID, "PARTICIPANT=" + name, "TEMP_DIR=" + t.TempDir(),
-	}, env...)...)
-	stdin, err := cmd.StdinPipe()
-	if err != nil {
-		t.Fatal(err)
-	}
-	stdout, err := cmd.StdoutPipe()
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	p := &proc{cmd: cmd, stdin: stdin, out: bufio.NewReader(stdout)}
-	t.Cleanup(func() {
-		p.cmd.Process.Kill()
-		p.cmd.Wait()
-	})
+	}, env...)...))
 	if err := json.Unmarshal([]byte(p.readLine(t)), &p.ready); err != nil {
 		t.Fatalf("child ready line: %v", err)
 	}

@@ -184,18 +184,11 @@ func (o ServerOptions) check() error {
 }
 
 func (o ServerOptions) storeOptions() store.Options {
-	so := store.Options{Durable: o.Durable, MaxBackups: o.MaxBackups, MaxTrail: o.MaxTrail, TrailInterval: o.TrailInterval}
-	switch {
-	case so.MaxBackups == 0:
-		so.MaxBackups = DefaultMaxBackups
-	case so.MaxBackups < 0:
-		so.MaxBackups = 0
-	}
-	switch {
-	case so.MaxTrail == 0:
-		so.MaxTrail = DefaultMaxTrail
-	case so.MaxTrail < 0:
-		so.MaxTrail = 0
+	so := store.Options{
+		Durable:       o.Durable,
+		MaxBackups:    keep(o.MaxBackups, DefaultMaxBackups),
+		MaxTrail:      keep(o.MaxTrail, DefaultMaxTrail),
+		TrailInterval: o.TrailInterval,
 	}
 	if so.TrailInterval == 0 {
 		so.TrailInterval = DefaultHeartbeatInterval
