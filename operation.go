@@ -90,19 +90,18 @@ type opState struct {
 	ctx    context.Context
 	cancel context.CancelCauseFunc
 
-	aborted   chan struct{}
-	abortOnce sync.Once
-	failed    chan struct{}
-	failOnce  sync.Once
-	release   func() // drops the liveness lock; nil for remote
-	mon       *monitor
+	aborted chan struct{} // closed by abort
+	failed  chan struct{} // closed by fail
+	release func()        // drops the liveness lock; nil for remote
+	mon     *monitor
 
 	mu          sync.Mutex // guards the fields below
 	sessions    map[int]*Operation
 	lastSession int
-	data        *store.Data // last state seen; shared, never modified
-	failure     *OperationFailedInfo
-	ended       error // ErrOperationCompleted, ErrClosed or a failure: no more use
+	data        *store.Data          // last state seen; shared, never modified
+	failure     *OperationFailedInfo // set once by fail
+	abortSeen   bool                 // set once by abort
+	ended       error                // ErrOperationCompleted, ErrClosed or a failure: no more use
 	calls       map[string]trackedCall
 	temps       map[string]struct{}
 	callSeq     int64
@@ -434,52 +433,63 @@ func (op *Operation) CheckAbort(ctx context.Context) (bool, error) {
 // with ErrAborted. Use SetAbortFlag to abort every participant.
 func (op *Operation) TriggerAbort() { op.st.abort() }
 
-// abort closes Aborted, cancels the call contexts with ErrAborted and runs
-// OnAbort of every session, once.
+// abort aborts the operation in this process, once: the call contexts are
+// cancelled with ErrAborted, Aborted closes and every session's OnAbort
+// runs. Callbacks run with no lock held and may use the operation; a call
+// of abort from one of them returns at once.
 func (st *opState) abort() {
-	st.abortOnce.Do(func() {
-		close(st.aborted)
-		st.cancel(ErrAborted)
-		for _, op := range st.sessionList() {
-			if op.cb.OnAbort != nil {
-				op.cb.OnAbort(op)
-			}
+	st.mu.Lock()
+	seen := st.abortSeen
+	st.abortSeen = true
+	st.mu.Unlock()
+	if seen {
+		return
+	}
+	st.cancel(ErrAborted)
+	close(st.aborted)
+	for _, op := range st.sessionList() {
+		if op.cb.OnAbort != nil {
+			op.cb.OnAbort(op)
 		}
-	})
+	}
 }
 
-// fail makes the operation failed in this process, once: Failed closes, call
-// contexts are cancelled with an *OperationFailedError, every active call
-// runs OnOperationFailed and OnCleanup, this process's temp resources are
-// deleted and every session's OnFailure runs.
+// fail makes the operation failed in this process, once: call contexts are
+// cancelled with an *OperationFailedError, every active call runs
+// OnOperationFailed and OnCleanup, this process's temp resources are
+// deleted and its frames marked cleaned up; then Failed closes (so a
+// program that ends on Failed ends cleaned up) and every session's
+// OnFailure runs. Callbacks run with no lock held and may use the
+// operation; a call of fail from one of them returns at once.
 func (st *opState) fail(info OperationFailedInfo) {
-	st.failOnce.Do(func() {
-		err := &OperationFailedError{Info: info}
-		st.mu.Lock()
-		st.failure = &info
-		calls := slices.Collect(maps.Values(st.calls))
-		temps := slices.Collect(maps.Keys(st.temps))
+	st.mu.Lock()
+	if st.failure != nil {
 		st.mu.Unlock()
-		// Cancel first: whoever wakes on Failed finds the contexts done.
-		st.cancel(err)
-		close(st.failed)
-		for _, call := range calls {
-			call.operationFailed(info)
+		return
+	}
+	st.failure = &info
+	calls := slices.Collect(maps.Values(st.calls))
+	temps := slices.Collect(maps.Keys(st.temps))
+	st.mu.Unlock()
+
+	st.cancel(&OperationFailedError{Info: info})
+	for _, call := range calls {
+		call.operationFailed(info)
+	}
+	for _, path := range temps {
+		os.RemoveAll(path)
+	}
+	// Tell the coordinator this process is done cleaning up; the
+	// operation may already be archived, which is fine.
+	ctx, cancel := context.WithTimeout(context.Background(), st.c.opts.LockTimeout)
+	st.c.b.cleanedUp(ctx, st.id, st.c.who)
+	cancel()
+	close(st.failed)
+	for _, op := range st.sessionList() {
+		if op.cb.OnFailure != nil {
+			op.cb.OnFailure(op, info)
 		}
-		for _, path := range temps {
-			os.RemoveAll(path)
-		}
-		// Tell the coordinator this process is done cleaning up; the
-		// operation may already be archived, which is fine.
-		ctx, cancel := context.WithTimeout(st.c.life, st.c.opts.LockTimeout)
-		st.c.b.cleanedUp(ctx, st.id, st.c.who)
-		cancel()
-		for _, op := range st.sessionList() {
-			if op.cb.OnFailure != nil {
-				op.cb.OnFailure(op, info)
-			}
-		}
-	})
+	}
 }
 
 func (st *opState) sessionList() []*Operation {
