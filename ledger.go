@@ -75,6 +75,11 @@ type Options struct {
 	// should set it and call Cleanup().Run.
 	NoSignalHandler bool
 
+	// SignalGrace bounds how long the cleanup callbacks may run after
+	// SIGINT or SIGTERM before the process dies anyway (see
+	// CleanupHandler). Zero means 5s.
+	SignalGrace time.Duration
+
 	// LockTimeout bounds the wait for a ledger file lock when the caller's
 	// context has no deadline. Zero means 30s.
 	LockTimeout time.Duration
@@ -118,6 +123,7 @@ func (o Options) withDefaults() (Options, error) {
 		{"StaleThreshold", o.StaleThreshold},
 		{"LivenessPoll", o.LivenessPoll},
 		{"LockTimeout", o.LockTimeout},
+		{"SignalGrace", o.SignalGrace},
 	} {
 		if d.v < 0 {
 			return o, fmt.Errorf("ledger: Options.%s (%v) must not be negative", d.name, d.v)
@@ -137,6 +143,9 @@ func (o Options) withDefaults() (Options, error) {
 	}
 	if o.LockTimeout == 0 {
 		o.LockTimeout = 30 * time.Second
+	}
+	if o.SignalGrace == 0 {
+		o.SignalGrace = DefaultSignalGrace
 	}
 	switch {
 	case o.MaxBackups == 0:
@@ -217,6 +226,8 @@ type participant struct {
 	Host string
 }
 
+func (p participant) key() string { return store.Key(p.ID, p.PID, p.Host) }
+
 var hostname = sync.OnceValue(func() string {
 	h, err := os.Hostname()
 	if err != nil || h == "" {
@@ -255,6 +266,17 @@ type backend interface {
 	// registerTemp and unregisterTemp record a temp resource of who.
 	registerTemp(ctx context.Context, id string, who participant, path string) error
 	unregisterTemp(ctx context.Context, id string, who participant, path string) error
+	// heartbeat refreshes the participant record and frames of who.
+	heartbeat(ctx context.Context, id string, who participant) (*store.Data, error)
+	// reportCrash declares victim crashed, unless its heartbeat changed
+	// since seen (zero seen: unconditionally, for a proof such as a free
+	// liveness lock or a process reporting itself after a signal).
+	reportCrash(ctx context.Context, id string, who, victim participant, seen store.Time) (crashReport, error)
+	// cleanedUp marks the active frames of who cleaned up.
+	cleanedUp(ctx context.Context, id string, who participant) (*store.Data, error)
+	// finishCleanup ends the cleanup phase: frames removed, state failed,
+	// archived.
+	finishCleanup(ctx context.Context, id string, who participant) (*store.Data, error)
 	// close releases what the backend holds.
 	close() error
 }
@@ -289,6 +311,8 @@ type client struct {
 	cancel context.CancelCauseFunc
 	wg     sync.WaitGroup // every goroutine the client and its operations start
 
+	openMu sync.Mutex // serialises the opening of sessions
+
 	mu     sync.Mutex // guards ops, closed
 	ops    map[string]*opState
 	closed bool
@@ -310,8 +334,11 @@ func newClient(o Options, b backend) *client {
 func (c *client) ParticipantID() string { return c.who.ID }
 
 // Close stops every goroutine the ledger started, cancels its spawned calls
-// (their contexts end with ErrClosed) and waits for them. Sessions still
-// open are left in the ledger. Close is idempotent.
+// (their contexts end with ErrClosed) and waits for them. Then each open
+// operation is settled: with no call of this process still running, its
+// sessions leave; with a call still running (a Call that was never ended),
+// the process reports itself crashed, so that the others react at once as
+// they would to a kill. Close is idempotent.
 func (c *client) Close() error {
 	c.mu.Lock()
 	if c.closed {
@@ -325,14 +352,16 @@ func (c *client) Close() error {
 	}
 	c.mu.Unlock()
 
+	// Stop everything first: monitors exit, spawned calls see ErrClosed and
+	// end. Then what is left of each operation is settled in the ledger.
 	c.cancel(ErrClosed)
+	c.wg.Wait()
 	ctx, cancel := context.WithTimeout(context.Background(), c.opts.LockTimeout)
 	defer cancel()
 	var errs []error
 	for _, st := range ops {
 		errs = append(errs, st.closeAll(ctx))
 	}
-	c.wg.Wait()
 	errs = append(errs, c.b.close())
 	return errors.Join(errs...)
 }

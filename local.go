@@ -4,8 +4,10 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"os"
 	"slices"
 	"strings"
+	"time"
 
 	"github.com/tomdist/ledger/internal/store"
 )
@@ -32,7 +34,9 @@ func NewLocalLedger(o Options) (*LocalLedger, error) {
 		return nil, fmt.Errorf("ledger: open %s: %w", o.BasePath, err)
 	}
 	l := &LocalLedger{store: st}
-	l.client = newClient(o, &localBackend{st: st})
+	b := &localBackend{st: st}
+	l.client = newClient(o, b)
+	l.goTracked(func() { b.sweepLoop(l.life, l.who, o.StaleThreshold) })
 	return l, nil
 }
 
@@ -241,26 +245,31 @@ func (b *localBackend) failFrame(ctx context.Context, id string, who participant
 			tx.Log("DEBUG", who.ID, "CALL_FAILED "+callID+" stack: "+stack)
 		}
 		if failOnCrash && d.OperationState == store.StateRunning {
-			recordFailure(tx, who.ID, reason, []string{callID})
+			recordFailure(tx, who, who.ID, reason, []string{callID})
 		}
 		return nil
 	})
 }
 
-// recordFailure marks a running operation as failed by who. When frames of
-// other calls are still active, their participants must clean up first: the
-// operation goes to cleanup and the coordinator finishes it. Otherwise it
-// fails at once (and is archived).
-func recordFailure(tx *store.Tx, who, reason string, callIDs []string) {
+// recordFailure marks a running operation as failed: the calls callIDs of
+// participant culprit failed or crashed, and coordinator (a participant
+// Key) takes charge of the cleanup. When frames of other calls are still
+// active, their participants must clean up first: the operation goes to
+// cleanup and the coordinator finishes it later. Otherwise it fails at once
+// (and is archived).
+func recordFailure(tx *store.Tx, coordinator participant, culprit, reason string, callIDs []string) {
 	d, now := tx.Data, store.Now()
-	d.Failure = &store.Failure{FailedAt: now, Reason: reason, ParticipantID: who, CrashedCallIDs: callIDs}
+	d.Failure = &store.Failure{
+		FailedAt: now, Reason: reason, ParticipantID: culprit, CrashedCallIDs: callIDs,
+		Coordinator: coordinator.key(),
+	}
 	d.DetectionTimestamp = &now
 	if slices.ContainsFunc(d.CallFrames, func(f store.CallFrame) bool { return f.State == store.FrameActive }) {
 		d.OperationState = store.StateCleanup
-		tx.Log("WARNING", who, "CLEANUP_STARTED "+strings.Join(callIDs, ","))
+		tx.Log("WARNING", coordinator.ID, "CLEANUP_STARTED "+strings.Join(callIDs, ","))
 		return
 	}
-	finishFailure(tx, who)
+	finishFailure(tx, coordinator.ID)
 }
 
 // finishFailure removes the remaining frames and fails the operation.
@@ -323,4 +332,238 @@ func (b *localBackend) holdLiveness(id string, who participant) (func(), error) 
 		return nil, err
 	}
 	return l.Release, nil
+}
+
+func (b *localBackend) heartbeat(ctx context.Context, id string, who participant) (*store.Data, error) {
+	return b.update(ctx, id, func(tx *store.Tx) error {
+		d, now := tx.Data, store.Now()
+		d.LastHeartbeat = now
+		if i := d.Participant(who.ID, who.Host, who.PID); i >= 0 {
+			d.Participants[i].LastHeartbeat = now
+		}
+		for i := range d.CallFrames {
+			if f := &d.CallFrames[i]; f.ParticipantID == who.ID && f.PID == who.PID && f.Host == who.Host {
+				f.LastHeartbeat = now
+			}
+		}
+		return nil
+	})
+}
+
+// crashReport is the outcome of reportCrash.
+type crashReport struct {
+	Data *store.Data
+	// Crashed is true when this report declared the victim crashed (and
+	// the reporter became the coordinator of what follows).
+	Crashed bool
+	// Temps are the victim's temp resources on the reporter's host, now
+	// removed from the ledger: the reporter deletes them.
+	Temps []string
+}
+
+func (b *localBackend) reportCrash(ctx context.Context, id string, who, victim participant, seen store.Time) (crashReport, error) {
+	var rep crashReport
+	d, err := b.update(ctx, id, func(tx *store.Tx) error {
+		i := tx.Data.Participant(victim.ID, victim.Host, victim.PID)
+		if i < 0 || tx.Data.Participants[i].State != store.ParticipantActive {
+			return store.ErrNoChange // already handled, or gone
+		}
+		if !seen.IsZero() && !tx.Data.Participants[i].LastHeartbeat.Equal(seen.Time) {
+			return store.ErrNoChange // it beat since the reporter looked
+		}
+		rep.Temps = markCrashed(tx, who, victim)
+		rep.Crashed = true
+		return nil
+	})
+	rep.Data = d
+	return rep, err
+}
+
+// markCrashed records that the victim process is gone, as seen by who:
+// its participant record and frames are marked crashed (CRASH_DETECTED);
+// its contained frames are removed; if a frame fails on crash, the
+// operation fails with who as coordinator. It returns the victim's temp
+// resources on who's host, which it removes from the ledger for who to
+// delete.
+func markCrashed(tx *store.Tx, who, victim participant) []string {
+	d := tx.Data
+	d.Participants[d.Participant(victim.ID, victim.Host, victim.PID)].State = store.ParticipantCrashed
+	var failing, contained []string
+	for i := range d.CallFrames {
+		f := &d.CallFrames[i]
+		if f.ParticipantID != victim.ID || f.PID != victim.PID || f.Host != victim.Host || f.State != store.FrameActive {
+			continue
+		}
+		f.State = store.FrameCrashed
+		if f.FailOnCrash {
+			failing = append(failing, f.CallID)
+		} else {
+			contained = append(contained, f.CallID)
+		}
+	}
+	tx.Log("ERROR", who.ID, fmt.Sprintf("CRASH_DETECTED %s calls=%s", victim.key(), strings.Join(append(slices.Clone(failing), contained...), ",")))
+	d.CallFrames = slices.DeleteFunc(d.CallFrames, func(f store.CallFrame) bool {
+		return f.State == store.FrameCrashed && !f.FailOnCrash
+	})
+	var temps []string
+	d.TempResources = slices.DeleteFunc(d.TempResources, func(r store.TempResource) bool {
+		mine := r.ParticipantID == victim.ID && r.Owner == victim.PID && r.Host == who.Host
+		if mine {
+			temps = append(temps, r.Path)
+		}
+		return mine
+	})
+	if len(failing) > 0 && d.OperationState == store.StateRunning {
+		reason := fmt.Sprintf("participant %s crashed", victim.key())
+		recordFailure(tx, who, victim.ID, reason, failing)
+	}
+	return temps
+}
+
+func (b *localBackend) cleanedUp(ctx context.Context, id string, who participant) (*store.Data, error) {
+	return b.update(ctx, id, func(tx *store.Tx) error {
+		changed := false
+		for i := range tx.Data.CallFrames {
+			f := &tx.Data.CallFrames[i]
+			if f.ParticipantID == who.ID && f.PID == who.PID && f.Host == who.Host && f.State == store.FrameActive {
+				f.State = store.FrameCleanedUp
+				changed = true
+			}
+		}
+		if !changed {
+			return store.ErrNoChange
+		}
+		tx.Log("INFO", who.ID, "CLEANUP_DONE "+who.key())
+		return nil
+	})
+}
+
+func (b *localBackend) finishCleanup(ctx context.Context, id string, who participant) (*store.Data, error) {
+	return b.update(ctx, id, func(tx *store.Tx) error {
+		if tx.Data.OperationState != store.StateCleanup {
+			return store.ErrNoChange
+		}
+		finishFailure(tx, who.ID)
+		return nil
+	})
+}
+
+func (b *localBackend) dead(id string, p participant) bool {
+	return b.st.Dead(id, p.ID, p.PID)
+}
+
+// sweepLoop sweeps the directory for orphans when the ledger opens and then
+// every stale threshold, until ctx ends.
+func (b *localBackend) sweepLoop(ctx context.Context, who participant, threshold time.Duration) {
+	t := time.NewTicker(threshold)
+	defer t.Stop()
+	for {
+		b.sweep(ctx, who, threshold)
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+	}
+}
+
+// sweep fails and archives every live operation whose participants are all
+// gone while at least one of them died: nobody is left to coordinate its
+// cleanup. Operations whose participants all left cleanly are kept; someone
+// may join them again.
+func (b *localBackend) sweep(ctx context.Context, who participant, threshold time.Duration) {
+	ids, err := b.st.List()
+	if err != nil {
+		return
+	}
+	for _, id := range ids {
+		if ctx.Err() != nil {
+			return
+		}
+		d, err := b.st.Read(id)
+		if err != nil || d.Finished() || !b.orphaned(d, who, threshold) {
+			continue
+		}
+		var temps []string
+		_, err = b.update(ctx, id, func(tx *store.Tx) error {
+			if !b.orphaned(tx.Data, who, threshold) {
+				return store.ErrNoChange
+			}
+			temps = orphanTemps(tx.Data, who)
+			sweepOrphan(tx, who)
+			return nil
+		})
+		if err == nil {
+			for _, p := range temps {
+				os.RemoveAll(p)
+			}
+		}
+	}
+}
+
+// orphaned reports whether no participant of d is alive and one died.
+func (b *localBackend) orphaned(d *store.Data, who participant, threshold time.Duration) bool {
+	died := false
+	for _, p := range d.Participants {
+		switch p.State {
+		case store.ParticipantCrashed:
+			died = true
+		case store.ParticipantActive:
+			if !b.gone(d.OperationID, p, who, threshold) {
+				return false
+			}
+			died = true
+		}
+	}
+	return died
+}
+
+// gone reports whether an active participant is certainly dead: on this
+// host its liveness lock is free; without a liveness file (a remote client
+// on this host) or on another host, its heartbeat is older than three stale
+// thresholds by the wall clock, plus a minute of allowance for clock skew
+// between hosts. (Live monitors judge staleness on their own monotonic
+// clocks; the sweep has no history to do so.)
+func (b *localBackend) gone(id string, p store.Participant, who participant, threshold time.Duration) bool {
+	if p.Host == who.Host && b.st.Dead(id, p.ParticipantID, p.PID) {
+		return true
+	}
+	limit := 3 * threshold
+	if p.Host != who.Host {
+		limit += time.Minute
+	}
+	return time.Since(p.LastHeartbeat.Time) > limit && !b.st.HasLiveness(id, p.ParticipantID, p.PID)
+}
+
+// orphanTemps returns the temp resources of d on who's host.
+func orphanTemps(d *store.Data, who participant) []string {
+	var paths []string
+	for _, r := range d.TempResources {
+		if r.Host == who.Host {
+			paths = append(paths, r.Path)
+		}
+	}
+	return paths
+}
+
+// sweepOrphan fails an orphaned operation and removes everything of it.
+func sweepOrphan(tx *store.Tx, who participant) {
+	d := tx.Data
+	var calls []string
+	for i := range d.CallFrames {
+		calls = append(calls, d.CallFrames[i].CallID)
+	}
+	for i := range d.Participants {
+		if d.Participants[i].State == store.ParticipantActive {
+			d.Participants[i].State = store.ParticipantCrashed
+		}
+	}
+	d.TempResources = slices.DeleteFunc(d.TempResources, func(r store.TempResource) bool { return r.Host == who.Host })
+	tx.Log("ERROR", who.ID, "CRASH_DETECTED all participants are gone (orphan sweep)")
+	if d.OperationState == store.StateRunning {
+		now := store.Now()
+		d.Failure = &store.Failure{FailedAt: now, Reason: "all participants are gone", CrashedCallIDs: calls, Coordinator: who.key()}
+		d.DetectionTimestamp = &now
+	}
+	finishFailure(tx, who.ID)
 }

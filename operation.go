@@ -95,6 +95,7 @@ type opState struct {
 	failed    chan struct{}
 	failOnce  sync.Once
 	release   func() // drops the liveness lock; nil for remote
+	mon       *monitor
 
 	mu          sync.Mutex // guards the fields below
 	sessions    map[int]*Operation
@@ -145,6 +146,8 @@ func (c *client) JoinOperation(ctx context.Context, id string, opts JoinOptions)
 // to the others on the same host.
 type livenessBackend interface {
 	holdLiveness(id string, who participant) (release func(), err error)
+	// dead reports whether p's liveness lock proves it gone.
+	dead(id string, p participant) bool
 }
 
 // open adds a session to operation id, creating the process's state of it
@@ -152,6 +155,10 @@ type livenessBackend interface {
 func (c *client) open(ctx context.Context, id string, cb OperationCallback, write func(context.Context) (*store.Data, error)) (*Operation, error) {
 	ctx, cancel := c.bound(ctx)
 	defer cancel()
+	// One open at a time, so that a second session never sees the state
+	// of an operation whose first session is still being opened.
+	c.openMu.Lock()
+	defer c.openMu.Unlock()
 	c.mu.Lock()
 	if c.closed {
 		c.mu.Unlock()
@@ -187,6 +194,9 @@ func (c *client) open(ctx context.Context, id string, cb OperationCallback, writ
 	if first {
 		st.initiator = d.InitiatorID == c.who.ID
 		st.start = d.StartTime.Time
+		if st.ended == nil {
+			Cleanup().addOp(st) // open in the process until st.end
+		}
 	}
 	st.see(d)
 	st.lastSession++
@@ -237,18 +247,44 @@ func (st *opState) end(err error) bool {
 		return false
 	}
 	st.ended = err
+	temps := slices.Collect(maps.Keys(st.temps))
 	st.mu.Unlock()
+	if st.mon != nil {
+		st.mon.halt()
+	}
 	st.cancel(err)
 	if st.release != nil {
 		st.release()
 	}
+	Cleanup().removeOp(st, temps)
 	return true
 }
 
-// closeAll ends st for Close: its sessions stay in the ledger.
+// closeAll settles st for Close, once every goroutine has stopped: the
+// sessions leave, or, with calls still running, the process reports itself
+// crashed. An operation that already finished needs nothing.
 func (st *opState) closeAll(ctx context.Context) error {
+	st.mu.Lock()
+	ended, running, sessions := st.ended, len(st.calls) > 0, len(st.sessions)
+	st.mu.Unlock()
+	if ended != nil {
+		return nil
+	}
+	var err error
+	if running {
+		_, err = st.c.b.reportCrash(ctx, st.id, st.c.who, st.c.who, store.Time{})
+	} else {
+		for range sessions {
+			if err = st.c.b.leave(ctx, st.id, st.c.who); err != nil {
+				break
+			}
+		}
+	}
 	st.end(ErrClosed)
-	return nil
+	if errors.Is(err, ErrOperationFailed) || errors.Is(err, ErrOperationCompleted) {
+		err = nil
+	}
+	return err
 }
 
 // usable returns the error that keeps op from being used, if any.
@@ -432,6 +468,11 @@ func (st *opState) fail(info OperationFailedInfo) {
 		for _, path := range temps {
 			os.RemoveAll(path)
 		}
+		// Tell the coordinator this process is done cleaning up; the
+		// operation may already be archived, which is fine.
+		ctx, cancel := context.WithTimeout(st.c.life, st.c.opts.LockTimeout)
+		st.c.b.cleanedUp(ctx, st.id, st.c.who)
+		cancel()
 		for _, op := range st.sessionList() {
 			if op.cb.OnFailure != nil {
 				op.cb.OnFailure(op, info)
@@ -577,6 +618,9 @@ func (op *Operation) RegisterTempResource(ctx context.Context, path string) erro
 		return err
 	}
 	op.st.mu.Lock()
+	if _, ok := op.st.temps[path]; !ok && op.st.ended == nil {
+		Cleanup().addTemp(path)
+	}
 	op.st.temps[path] = struct{}{}
 	op.st.mu.Unlock()
 	return nil
@@ -593,6 +637,9 @@ func (op *Operation) UnregisterTempResource(ctx context.Context, path string) er
 		return err
 	}
 	op.st.mu.Lock()
+	if _, ok := op.st.temps[path]; ok && op.st.ended == nil {
+		Cleanup().dropTemp(path)
+	}
 	delete(op.st.temps, path)
 	op.st.mu.Unlock()
 	return nil
@@ -628,6 +675,9 @@ func (op *Operation) Leave(ctx context.Context, opts LeaveOptions) error {
 	last := len(st.sessions) == 0
 	st.mu.Unlock()
 	err := st.c.b.leave(ctx, st.id, st.c.who)
+	if errors.Is(err, ErrOperationFailed) || errors.Is(err, ErrOperationCompleted) {
+		err = nil // nothing left to leave
+	}
 	if last {
 		st.end(ErrSessionLeft)
 		st.c.forget(st)

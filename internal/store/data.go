@@ -3,7 +3,9 @@ package store
 import (
 	"bytes"
 	"fmt"
+	"strconv"
 	"strings"
+	"sync/atomic"
 	"time"
 )
 
@@ -92,7 +94,21 @@ type Failure struct {
 	Reason         string   `json:"reason"`
 	ParticipantID  string   `json:"participantId,omitempty"`
 	CrashedCallIDs []string `json:"crashedCallIds"`
+	// Coordinator is the Key of the participant process that detected the
+	// failure and finishes the cleanup.
+	Coordinator string `json:"coordinator,omitempty"`
 }
+
+// Key names a participant process: "{participantId}/{pid}@{host}".
+func Key(id string, pid int, host string) string {
+	return id + "/" + strconv.Itoa(pid) + "@" + host
+}
+
+// Key returns the Key of the participant process.
+func (p *Participant) Key() string { return Key(p.ParticipantID, p.PID, p.Host) }
+
+// Key returns the Key of the participant process that runs the call.
+func (f *CallFrame) Key() string { return Key(f.ParticipantID, f.PID, f.Host) }
 
 // Clone returns a copy of d that shares nothing mutable with it.
 func (d *Data) Clone() *Data {
@@ -164,8 +180,18 @@ func (d *Data) Finished() bool {
 // ledger writes (DateTime.toIso8601String of a local time, read as UTC).
 type Time struct{ time.Time }
 
-// Now returns the current time as a Time, truncated to what is written.
-func Now() Time { return Time{time.Now().UTC().Truncate(time.Millisecond)} }
+// Now returns the current wall-clock time as a Time, truncated to what is
+// written, shifted by the clock skew set for tests.
+func Now() Time {
+	return Time{time.Now().Add(time.Duration(skew.Load())).UTC().Truncate(time.Millisecond)}
+}
+
+// skew shifts Now, so that tests can give a process a wrong wall clock.
+var skew atomic.Int64
+
+// SetClockSkew shifts the wall clock this process writes by d. It is a test
+// seam: nothing in the ledger may depend on wall clocks agreeing.
+func SetClockSkew(d time.Duration) { skew.Store(int64(d)) }
 
 const timeLayout = "2006-01-02T15:04:05.000Z07:00"
 

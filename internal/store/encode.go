@@ -88,6 +88,9 @@ func Encode(d *Data) []byte {
 		}
 		e.key("crashedCallIds")
 		e.strings(f.CrashedCallIDs)
+		if f.Coordinator != "" {
+			e.str("coordinator", f.Coordinator)
+		}
 		e.close('}')
 	}
 	e.close('}')

@@ -259,3 +259,10 @@ func (s *Store) Dead(id, participant string, pid int) bool {
 func (s *Store) RemoveLiveness(id, participant string, pid int) {
 	os.Remove(s.livePath(id, participant, pid))
 }
+
+// HasLiveness reports whether a participant process has a liveness file
+// (held or not).
+func (s *Store) HasLiveness(id, participant string, pid int) bool {
+	_, err := os.Stat(s.livePath(id, participant, pid))
+	return err == nil
+}

@@ -1,0 +1,499 @@
+package ledger_test
+
+import (
+	"bufio"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"slices"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/tomdist/ledger"
+)
+
+// A participant child process: joins $LEDGER_OP in $LEDGER_DIR as
+// $PARTICIPANT, starts $CALLS fail-on-crash and $CONTAINED contained calls,
+// registers $TEMPS temp files, prints a readyLine as JSON and waits until
+// its stdin closes (or it is killed). With $SKEW its wall clock is shifted.
+// With $ABORT it sets the abort flag after reading a line from stdin.
+func init() {
+	roles["participant"] = runParticipant
+}
+
+type readyLine struct {
+	Calls []string `json:"calls"`
+	Temps []string `json:"temps"`
+	PID   int      `json:"pid"`
+}
+
+func envDuration(name string, def time.Duration) time.Duration {
+	if v := os.Getenv(name); v != "" {
+		d, err := time.ParseDuration(v)
+		if err != nil {
+			panic(err)
+		}
+		return d
+	}
+	return def
+}
+
+func envInt(name string) int {
+	n, _ := strconv.Atoi(os.Getenv(name))
+	return n
+}
+
+func runParticipant() {
+	ctx := context.Background()
+	if skew := envDuration("SKEW", 0); skew != 0 {
+		ledger.SetClockSkew(skew)
+	}
+	l, err := ledger.NewLocalLedger(ledger.Options{
+		BasePath:          os.Getenv("LEDGER_DIR"),
+		ParticipantID:     os.Getenv("PARTICIPANT"),
+		HeartbeatInterval: envDuration("HB", 50*time.Millisecond),
+		StaleThreshold:    envDuration("STALE", 400*time.Millisecond),
+		LivenessPoll:      20 * time.Millisecond,
+		NoSignalHandler:   true,
+	})
+	if err != nil {
+		panic(err)
+	}
+	defer l.Close()
+	var op *ledger.Operation
+	if id := os.Getenv("LEDGER_OP"); id != "" {
+		op, err = l.JoinOperation(ctx, id, ledger.JoinOptions{})
+	} else {
+		op, err = l.CreateOperation(ctx, ledger.CreateOptions{Description: "child-created"})
+	}
+	if err != nil {
+		panic(err)
+	}
+	var ready readyLine
+	var calls []*ledger.Call[int]
+	ready.PID = os.Getpid()
+	for i := range envInt("CALLS") + envInt("CONTAINED") {
+		c, err := ledger.StartCall[int](ctx, op, ledger.CallOptions[int]{
+			Description: "child call", Contained: i >= envInt("CALLS"),
+		})
+		if err != nil {
+			panic(err)
+		}
+		ready.Calls = append(ready.Calls, c.ID())
+		calls = append(calls, c)
+	}
+	for i := range envInt("TEMPS") {
+		p := filepath.Join(os.Getenv("TEMP_DIR"), fmt.Sprintf("%s-%d.tmp", os.Getenv("PARTICIPANT"), i))
+		if err := os.WriteFile(p, []byte("x"), 0o644); err != nil {
+			panic(err)
+		}
+		if err := op.RegisterTempResource(ctx, p); err != nil {
+			panic(err)
+		}
+		ready.Temps = append(ready.Temps, p)
+	}
+	if os.Getenv("LEDGER_OP") == "" {
+		fmt.Printf("op %s\n", op.ID())
+	}
+	b, _ := json.Marshal(ready)
+	fmt.Printf("%s\n", b)
+	in := bufio.NewReader(os.Stdin)
+	if os.Getenv("FAIL") != "" {
+		if _, err := in.ReadString('\n'); err == nil {
+			if err := calls[0].Fail(ctx, errors.New("child work broke")); err != nil {
+				panic(err)
+			}
+			fmt.Println("failed")
+		}
+	}
+	if os.Getenv("ABORT") != "" {
+		if _, err := in.ReadString('\n'); err == nil {
+			if err := op.SetAbortFlag(ctx, true); err != nil {
+				panic(err)
+			}
+			fmt.Println("aborted")
+		}
+	}
+	io.Copy(io.Discard, in)
+}
+
+// proc is a running participant child.
+type proc struct {
+	cmd   *exec.Cmd
+	stdin io.WriteCloser
+	out   *bufio.Reader
+	ready readyLine
+	opID  string // set when the child created the operation
+}
+
+// startParticipant starts a participant child and waits for its ready line.
+func startParticipant(t *testing.T, dir, opID, name string, env ...string) *proc {
+	t.Helper()
+	cmd := child(t, "participant", append([]string{
+		"LEDGER_DIR=" + dir, "LEDGER_OP=" + opID, "PARTICIPANT=" + name, "TEMP_DIR=" + t.TempDir(),
+	}, env...)...)
+	stdin, err := cmd.StdinPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	stdout, err := cmd.StdoutPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	p := &proc{cmd: cmd, stdin: stdin, out: bufio.NewReader(stdout)}
+	t.Cleanup(func() {
+		p.cmd.Process.Kill()
+		p.cmd.Wait()
+	})
+	line := p.readLine(t)
+	if id, ok := strings.CutPrefix(line, "op "); ok {
+		p.opID = id
+		line = p.readLine(t)
+	}
+	if err := json.Unmarshal([]byte(line), &p.ready); err != nil {
+		t.Fatalf("child ready line %q: %v", line, err)
+	}
+	return p
+}
+
+func (p *proc) readLine(t *testing.T) string {
+	t.Helper()
+	line, err := p.out.ReadString('\n')
+	if err != nil {
+		t.Fatalf("reading from child: %v", err)
+	}
+	return strings.TrimSpace(line)
+}
+
+func (p *proc) kill9(t *testing.T) {
+	t.Helper()
+	if err := p.cmd.Process.Signal(syscall.SIGKILL); err != nil {
+		t.Fatal(err)
+	}
+	p.cmd.Wait()
+}
+
+// survivor is an in-process participant with one fail-on-crash call whose
+// callbacks are counted.
+type survivor struct {
+	op                                  *ledger.Operation
+	call                                *ledger.Call[int]
+	opFailed, cleanups, onFailure, stop atomic.Int32
+}
+
+func newSurvivor(t *testing.T, e *env, name, opID string, o ledger.Options) *survivor {
+	t.Helper()
+	ctx := context.Background()
+	s := &survivor{}
+	l := e.Open(name, o)
+	op, err := l.JoinOperation(ctx, opID, ledger.JoinOptions{Callback: ledger.OperationCallback{
+		OnFailure: func(*ledger.Operation, ledger.OperationFailedInfo) { s.onFailure.Add(1) },
+	}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	s.op = op
+	s.call, err = ledger.StartCall[int](ctx, op, ledger.CallOptions[int]{
+		Description: name + " work",
+		Callback: ledger.CallCallback[int]{
+			OnOperationFailed: func(ledger.OperationFailedInfo) { s.opFailed.Add(1) },
+			OnCleanup:         func() { s.cleanups.Add(1) },
+		},
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return s
+}
+
+// archived waits for the operation to be archived and returns its state.
+func archived(t *testing.T, dir, id string) *ledger.Data {
+	t.Helper()
+	path := filepath.Join(dir, "backup", id, "operation.json")
+	waitFor(t, 15*time.Second, "the operation to be archived", func() bool {
+		_, err := os.Stat(path)
+		return err == nil
+	})
+	b, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var d ledger.Data
+	if err := json.Unmarshal(b, &d); err != nil {
+		t.Fatal(err)
+	}
+	return &d
+}
+
+func archivedLog(t *testing.T, dir, id string) string {
+	t.Helper()
+	b, err := os.ReadFile(filepath.Join(dir, "backup", id, "operation.log"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return string(b)
+}
+
+func TestKill9FailsOperationAndCleansUp(t *testing.T) {
+	ctx := context.Background()
+	e := &env{t: t}
+	e.open, e.dir = setupLocal(t)
+	// A long threshold: only the liveness lock can explain a fast verdict.
+	o := ledger.Options{StaleThreshold: 30 * time.Second}
+	init := e.Open("init", o)
+	op, err := init.CreateOperation(ctx, ledger.CreateOptions{Description: "kill -9"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var survivors []*survivor
+	for i := range 3 {
+		survivors = append(survivors, newSurvivor(t, e, fmt.Sprintf("s%d", i), op.ID(), o))
+	}
+	victim := startParticipant(t, e.dir, op.ID(), "victim", "CALLS=2", "TEMPS=3", "STALE=30s")
+	for _, p := range victim.ready.Temps {
+		if _, err := os.Stat(p); err != nil {
+			t.Fatal(err)
+		}
+	}
+	victim.kill9(t)
+
+	for i, s := range survivors {
+		waitClosed(t, s.op.Failed(), 10*time.Second, fmt.Sprintf("survivor %d Failed()", i))
+	}
+	d := archived(t, e.dir, op.ID())
+	if d.OperationState != "failed" {
+		t.Fatalf("archived state %q, want failed", d.OperationState)
+	}
+	if d.DetectionTimestamp == nil || d.RemovalTimestamp == nil {
+		t.Fatalf("timestamps: detection %v removal %v", d.DetectionTimestamp, d.RemovalTimestamp)
+	}
+	if d.Failure == nil || !slices.Equal(sorted(d.Failure.CrashedCallIDs), sorted(victim.ready.Calls)) {
+		t.Fatalf("failure %+v, want crashed calls %v", d.Failure, victim.ready.Calls)
+	}
+	for _, p := range victim.ready.Temps {
+		if _, err := os.Stat(p); !errors.Is(err, os.ErrNotExist) {
+			t.Fatalf("temp file %s still there (%v)", p, err)
+		}
+	}
+	for i, s := range survivors {
+		waitFor(t, 5*time.Second, "survivor callbacks", func() bool { return s.onFailure.Load() == 1 })
+		if s.opFailed.Load() != 1 || s.cleanups.Load() != 1 || s.onFailure.Load() != 1 {
+			t.Fatalf("survivor %d callbacks: OnOperationFailed %d, OnCleanup %d, OnFailure %d; want 1 each",
+				i, s.opFailed.Load(), s.cleanups.Load(), s.onFailure.Load())
+		}
+		info, ok := s.op.Failure()
+		if !ok || !strings.Contains(info.Reason, "victim") {
+			t.Fatalf("survivor %d failure info %+v", i, info)
+		}
+		if !errors.Is(context.Cause(s.op.Context()), ledger.ErrOperationFailed) {
+			t.Fatalf("survivor %d context cause %v", i, context.Cause(s.op.Context()))
+		}
+	}
+	evs := count(logEvents(archivedLog(t, e.dir, op.ID())))
+	for _, ev := range []string{"CRASH_DETECTED", "CLEANUP_STARTED", "OPERATION_FAILED"} {
+		if evs[ev] != 1 {
+			t.Fatalf("log has %d %s, want 1 (events %v)", evs[ev], ev, evs)
+		}
+	}
+}
+
+func sorted(xs []string) []string {
+	xs = slices.Clone(xs)
+	slices.Sort(xs)
+	return xs
+}
+
+func TestKill9OfContainedCallLetsOperationComplete(t *testing.T) {
+	ctx := context.Background()
+	e := &env{t: t}
+	e.open, e.dir = setupLocal(t)
+	o := ledger.Options{StaleThreshold: 30 * time.Second}
+	init := e.Open("init", o)
+	op, err := init.CreateOperation(ctx, ledger.CreateOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	victim := startParticipant(t, e.dir, op.ID(), "victim", "CONTAINED=1", "STALE=30s")
+	victim.kill9(t)
+	waitFor(t, 10*time.Second, "the contained frame to go", func() bool {
+		d, err := op.State(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return len(d.CallFrames) == 0 && d.Participants[1].State == "crashed"
+	})
+	select {
+	case <-op.Failed():
+		t.Fatal("operation failed after a contained crash")
+	default:
+	}
+	if err := op.Complete(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if d := archived(t, e.dir, op.ID()); d.OperationState != "completed" {
+		t.Fatalf("archived state %q, want completed", d.OperationState)
+	}
+}
+
+func TestPausedParticipant(t *testing.T) {
+	ctx := context.Background()
+	e := &env{t: t}
+	e.open, e.dir = setupLocal(t)
+	const stale = "1500ms"
+	o := ledger.Options{StaleThreshold: 1500 * time.Millisecond}
+	var beats atomic.Int32
+	init := e.Open("init", o)
+	op, err := init.CreateOperation(ctx, ledger.CreateOptions{Callback: ledger.OperationCallback{
+		OnHeartbeatSuccess: func(*ledger.Operation, ledger.HeartbeatResult) { beats.Add(1) },
+	}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	p := startParticipant(t, e.dir, op.ID(), "sleeper", "CALLS=1", "STALE="+stale)
+	waitBeats := func(n int32) {
+		start := beats.Load()
+		waitFor(t, 10*time.Second, "heartbeats", func() bool { return beats.Load() >= start+n })
+	}
+
+	// Below the threshold: a few of our beats (50ms each) pass while it
+	// is stopped; it must not be declared crashed.
+	syscall.Kill(p.cmd.Process.Pid, syscall.SIGSTOP)
+	waitBeats(5)
+	syscall.Kill(p.cmd.Process.Pid, syscall.SIGCONT)
+	beatOf := func() time.Time {
+		d, err := op.State(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, pp := range d.Participants {
+			if pp.ParticipantID == "sleeper" {
+				return pp.LastHeartbeat.Time
+			}
+		}
+		t.Fatal("no sleeper")
+		return time.Time{}
+	}
+	last := beatOf()
+	waitFor(t, 10*time.Second, "the sleeper to beat again", func() bool { return beatOf().After(last) })
+	d, err := op.State(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if d.OperationState != "running" || d.Participants[1].State != "active" {
+		t.Fatalf("after a short pause: state %s, sleeper %s", d.OperationState, d.Participants[1].State)
+	}
+
+	// Above the threshold: declared crashed, the operation fails.
+	syscall.Kill(p.cmd.Process.Pid, syscall.SIGSTOP)
+	defer syscall.Kill(p.cmd.Process.Pid, syscall.SIGCONT)
+	waitClosed(t, op.Failed(), 20*time.Second, "Failed() after a long pause")
+	info, _ := op.Failure()
+	if !strings.Contains(info.Reason, "sleeper") {
+		t.Fatalf("failure %+v", info)
+	}
+}
+
+func TestSkewedClocksCauseNoVerdict(t *testing.T) {
+	ctx := context.Background()
+	e := &env{t: t}
+	e.open, e.dir = setupLocal(t)
+	var beats atomic.Int32
+	init := e.Open("init", ledger.Options{})
+	op, err := init.CreateOperation(ctx, ledger.CreateOptions{Callback: ledger.OperationCallback{
+		OnHeartbeatSuccess: func(*ledger.Operation, ledger.HeartbeatResult) { beats.Add(1) },
+	}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	startParticipant(t, e.dir, op.ID(), "ahead", "CALLS=1", "SKEW=60s")
+	startParticipant(t, e.dir, op.ID(), "behind", "CALLS=1", "SKEW=-60s")
+	// Three stale thresholds (400ms) worth of our beats (50ms).
+	waitFor(t, 20*time.Second, "24 heartbeats", func() bool { return beats.Load() >= 24 })
+	d, err := op.State(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if d.OperationState != "running" {
+		t.Fatalf("state %s after skewed heartbeats", d.OperationState)
+	}
+	for _, p := range d.Participants {
+		if p.State != "active" {
+			t.Fatalf("participant %s is %s", p.ParticipantID, p.State)
+		}
+	}
+}
+
+func TestOrphanSweptByNextOpen(t *testing.T) {
+	e := &env{t: t}
+	e.open, e.dir = setupLocal(t)
+	a := startParticipant(t, e.dir, "", "a", "CALLS=1", "TEMPS=2")
+	b := startParticipant(t, e.dir, a.opID, "b", "CALLS=1")
+	a.kill9(t)
+	b.kill9(t)
+	e.Open("sweeper", ledger.Options{})
+	d := archived(t, e.dir, a.opID)
+	if d.OperationState != "failed" || d.Failure == nil {
+		t.Fatalf("swept state %s failure %+v", d.OperationState, d.Failure)
+	}
+	for _, p := range a.ready.Temps {
+		if _, err := os.Stat(p); !errors.Is(err, os.ErrNotExist) {
+			t.Fatalf("temp file %s still there", p)
+		}
+	}
+}
+
+func TestAbortReachesOtherProcesses(t *testing.T) {
+	ctx := context.Background()
+	e := &env{t: t}
+	e.open, e.dir = setupLocal(t)
+	var onAbort atomic.Int32
+	var hbErrs sync.Map
+	init := e.Open("init", ledger.Options{})
+	op, err := init.CreateOperation(ctx, ledger.CreateOptions{Callback: ledger.OperationCallback{
+		OnAbort: func(*ledger.Operation) { onAbort.Add(1) },
+		OnHeartbeatError: func(_ *ledger.Operation, err *ledger.HeartbeatError) {
+			n, _ := hbErrs.LoadOrStore(err.Type, new(atomic.Int32))
+			n.(*atomic.Int32).Add(1)
+		},
+	}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	p := startParticipant(t, e.dir, op.ID(), "aborter", "ABORT=1")
+	io.WriteString(p.stdin, "go\n")
+	if line := p.readLine(t); line != "aborted" {
+		t.Fatalf("child said %q", line)
+	}
+	waitClosed(t, op.Aborted(), 10*time.Second, "Aborted()")
+	waitFor(t, 5*time.Second, "OnAbort", func() bool { return onAbort.Load() == 1 })
+	if !errors.Is(context.Cause(op.Context()), ledger.ErrAborted) {
+		t.Fatalf("context cause %v", context.Cause(op.Context()))
+	}
+	waitFor(t, 5*time.Second, "the abortFlagSet heartbeat error", func() bool {
+		_, ok := hbErrs.Load(ledger.HeartbeatAbortFlagSet)
+		return ok
+	})
+	// Several more beats: abortFlagSet is reported once.
+	for range 3 {
+		if _, err := op.Heartbeat(ctx); err != nil {
+			t.Fatal(err)
+		}
+	}
+	n, _ := hbErrs.Load(ledger.HeartbeatAbortFlagSet)
+	if got := n.(*atomic.Int32).Load(); got != 1 {
+		t.Fatalf("abortFlagSet reported %d times", got)
+	}
+}
