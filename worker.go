@@ -128,8 +128,8 @@ type StdioWorker[T any] struct {
 	// they are set so that the worker can join with JoinFromEnv.
 	NoLedgerEnv bool
 
-	// Decode turns the worker's whole standard output into the result.
-	// Zero means encoding/json, except that a string result is the text
+	// Decode turns the worker's whole standard output, which is held in
+	// memory, into the result. Zero means encoding/json, except that a string result is the text
 	// itself without trailing line breaks, and a []byte result the bytes.
 	Decode func(data []byte) (T, error)
 
@@ -161,10 +161,11 @@ type StdioWorker[T any] struct {
 // at once.
 //
 // While the worker runs, the file is looked for every w.PollInterval. Once
-// it is there and decodes, the call has its result: the worker should exit
-// right after writing it (write a temporary file in the same directory and
-// rename it, so that the file never appears half-written), and one still
-// running w.KillGrace later is ended as below. When the worker exits first,
+// it is there, has not changed for one interval, and decodes, the call has
+// its result: the worker should exit right after writing it (write a
+// temporary file in the same directory and rename it, so that the file
+// never appears half-written), and one still running w.KillGrace later is
+// ended as below. When the worker exits first,
 // the file is read then; the exit status does not matter when the file is
 // there and decodes. A worker that exits without writing the file fails the
 // call at once with a *WorkerError giving its exit status and the tail of
@@ -192,6 +193,9 @@ func ExecFileResultWorker[T any](op *Operation, w FileWorker[T]) *SpawnedCall[T]
 	}
 	return SpawnCall(op, func(ctx context.Context, c *SpawnedCall[T]) (T, error) {
 		var zero T
+		if ctx.Err() != nil {
+			return zero, context.Cause(ctx) // no process for a call already cancelled
+		}
 		if err := os.Remove(rf.path); err != nil && !errors.Is(err, os.ErrNotExist) {
 			return zero, fmt.Errorf("ledger: worker %s: removing an old result file: %w", spec.path, err)
 		}
@@ -271,6 +275,9 @@ func ExecStdioWorker[T any](op *Operation, w StdioWorker[T]) *SpawnedCall[T] {
 	decode := decoder(w.Decode)
 	return SpawnCall(op, func(ctx context.Context, c *SpawnedCall[T]) (T, error) {
 		var zero T
+		if ctx.Err() != nil {
+			return zero, context.Cause(ctx) // no process for a call already cancelled
+		}
 		p, err := startWorker(spec, op, c, true)
 		if err != nil {
 			return zero, err
@@ -383,21 +390,31 @@ type resultFile[T any] struct {
 
 	taken bool // value holds the result, read while the worker ran
 	value T
-	seen  os.FileInfo // the file as last read without success
+	last  os.FileInfo // the file at the last poll, or nil
+	tried bool        // last was read, and did not decode
 }
 
-// poll reads the file if it is there and changed since the last try, and
-// reports whether it holds the result. A file that does not decode yet may
-// still be being written: poll tries again when it changes, and the final
-// read (after the worker exited) decides.
+// poll reports whether the file holds the result: it reads the file once
+// it is there and has not changed since the last poll, and it decodes. A
+// file that does not decode may still be being written: poll tries again
+// when it changes, and the final read, after the worker has exited,
+// decides.
 func (r *resultFile[T]) poll() bool {
 	fi, err := os.Stat(r.path)
-	if err != nil || (r.seen != nil && fi.Size() == r.seen.Size() && fi.ModTime().Equal(r.seen.ModTime())) {
+	if err != nil {
+		r.last = nil
 		return false
 	}
+	if r.last == nil || fi.Size() != r.last.Size() || !fi.ModTime().Equal(r.last.ModTime()) {
+		r.last, r.tried = fi, false
+		return false
+	}
+	if r.tried {
+		return false
+	}
+	r.tried = true
 	v, found, err := r.read()
 	if !found || err != nil {
-		r.seen = fi
 		return false
 	}
 	r.taken, r.value = true, v
