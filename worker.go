@@ -236,7 +236,8 @@ func ExecFileResultWorker[T any](op *Operation, w FileWorker[T]) *SpawnedCall[T]
 // Decode's. The program's standard input is empty.
 //
 // The worker runs in a process group of its own, and on Linux it is killed
-// (SIGKILL) should the orchestrator die first. Cancel, Leave with
+// (SIGKILL) should the orchestrator die first, even by SIGKILL (this
+// reaches the worker only, not processes it started). Cancel, Leave with
 // CancelPendingCalls, abort, the failure or completion of the operation,
 // Close and Timeout end the whole group: SIGTERM, then SIGKILL to what is
 // left after KillGrace. Members of the group still running when the worker
@@ -257,7 +258,8 @@ func ExecFileResultWorker[T any](op *Operation, w FileWorker[T]) *SpawnedCall[T]
 //
 // OnStdout and OnStderr run on goroutines of their own (each sees its lines
 // in order; the two may run at the same time) and must not block for long:
-// the worker blocks on a full pipe meanwhile. OnExit runs on the call's
+// the worker blocks on a full pipe meanwhile, and output still unread
+// KillGrace after the worker has exited is dropped. OnExit runs on the call's
 // goroutine, before the call ends. None of them may panic.
 //
 // An invalid w (no Executable, a negative duration) or a nil op gives a
@@ -522,7 +524,9 @@ const stderrTail = 4096
 // process is one worker process and its process group, whose id is the
 // process's pid. Three goroutines touch it: its owner (startWorker's
 // goroutine, locked to its thread), the call's goroutine (run), and anyone
-// who signals it (Kill, the CleanupHandler).
+// who signals it (Kill, the CleanupHandler). The worker is reaped only once
+// it has exited and its group has had its signals, so that the group id
+// (the worker's pid) cannot be reused by then.
 type process struct {
 	spec   workerSpec
 	cmd    *exec.Cmd
@@ -533,6 +537,7 @@ type process struct {
 	reap    chan struct{} // closed by run: the owner may reap the process
 	done    chan struct{} // closed by the owner once the process is reaped
 	waitErr error         // cmd.Wait's error; written before done closes
+	swept   chan struct{} // closed by run once the rest of the group is dealt with
 
 	mu     sync.Mutex // guards reaped
 	reaped bool       // no signal may be sent: the group id may be reused
@@ -548,6 +553,7 @@ func startWorker[T any](spec workerSpec, op *Operation, c *SpawnedCall[T], keepS
 		exited: make(chan struct{}),
 		reap:   make(chan struct{}),
 		done:   make(chan struct{}),
+		swept:  make(chan struct{}),
 	}
 	cmd := exec.Command(spec.path, spec.args...)
 	cmd.Dir = spec.dir
@@ -640,18 +646,19 @@ const (
 
 // run waits for the worker to end, ends its process group when the call's
 // context ends, Timeout passes or it lingers after poll saw its result,
-// ends what is left of the group after the worker exited, reaps the
-// worker and runs OnExit. poll, if not nil, is called every poll interval
-// until it returns true.
+// reaps the worker, ends what is left of its group and runs OnExit. poll,
+// if not nil, is called every poll interval until it returns true.
 func (p *process) run(ctx context.Context, poll func() bool) (runEnd, *os.ProcessState, error) {
 	id := Cleanup().Register(p.cleanup)
-	end := p.await(ctx, poll)
-	Cleanup().Unregister(id)
+	end, deadline := p.await(ctx, poll)
 	p.mu.Lock()
 	p.reaped = true
 	p.mu.Unlock()
 	close(p.reap)
 	<-p.done
+	p.sweep(deadline)
+	close(p.swept)
+	Cleanup().Unregister(id)
 	p.stdout.flush()
 	p.stderr.flush()
 	state := p.cmd.ProcessState
@@ -661,9 +668,10 @@ func (p *process) run(ctx context.Context, poll func() bool) (runEnd, *os.Proces
 	return end, state, p.waitErr
 }
 
-// await waits for the worker to exit, ending its group when it must, and
-// returns once every process of the group has ended or been sent SIGKILL.
-func (p *process) await(ctx context.Context, poll func() bool) runEnd {
+// await waits for the worker to exit, ending its group first when it must.
+// Once the worker has exited, the rest of its group has had SIGTERM, and
+// has until deadline.
+func (p *process) await(ctx context.Context, poll func() bool) (runEnd, time.Time) {
 	var timeout, lingered <-chan time.Time
 	if p.spec.timeout > 0 {
 		t := time.NewTimer(p.spec.timeout)
@@ -677,19 +685,19 @@ func (p *process) await(ctx context.Context, poll func() bool) runEnd {
 		tick = t.C
 	}
 	for {
+		var end runEnd
 		select {
 		case <-p.exited:
-			p.sweep(time.Now().Add(p.spec.grace))
-			return endExited
+			// Whatever the worker left behind in its group is ended too;
+			// usually the group holds only the unreaped worker.
+			_ = p.signal(syscall.SIGTERM)
+			return endExited, time.Now().Add(p.spec.grace)
 		case <-ctx.Done():
-			p.stop(time.Now().Add(p.spec.grace))
-			return endCancelled
+			end = endCancelled
 		case <-timeout:
-			p.stop(time.Now().Add(p.spec.grace))
-			return endTimedOut
+			end = endTimedOut
 		case <-lingered:
-			p.stop(time.Now().Add(p.spec.grace))
-			return endLingered
+			end = endLingered
 		case <-tick:
 			if poll() {
 				tick = nil
@@ -697,54 +705,65 @@ func (p *process) await(ctx context.Context, poll func() bool) runEnd {
 				defer t.Stop()
 				lingered = t.C
 			}
+			continue
 		}
+		deadline := time.Now().Add(p.spec.grace)
+		p.stop(deadline)
+		return end, deadline
 	}
 }
 
-// cleanup is the worker's CleanupHandler callback: the orchestrator is
-// about to die, so the worker's group is ended within the grace period and
-// the context's deadline.
-func (p *process) cleanup(ctx context.Context) error {
-	deadline := time.Now().Add(p.spec.grace)
-	if d, ok := ctx.Deadline(); ok && d.Before(deadline) {
-		deadline = d
-	}
-	p.stop(deadline)
-	return nil
-}
-
-// stop ends the process group: SIGTERM, then SIGKILL to whatever still runs
-// at deadline. It returns once the worker has exited (not reaped).
+// stop sends SIGTERM to the process group, and SIGKILL at deadline if the
+// worker still runs then. It returns once the worker has exited.
 func (p *process) stop(deadline time.Time) {
 	_ = p.signal(syscall.SIGTERM) // fails only once reaped
 	t := time.NewTimer(time.Until(deadline))
+	defer t.Stop()
 	select {
 	case <-p.exited:
-		t.Stop()
-		p.sweep(deadline)
 	case <-t.C:
 		_ = p.signal(syscall.SIGKILL)
 		<-p.exited
 	}
 }
 
+// cleanup is the worker's CleanupHandler callback: the orchestrator is
+// about to die, so the worker's group is ended, within KillGrace and the
+// context's deadline.
+func (p *process) cleanup(ctx context.Context) error {
+	deadline := time.Now().Add(p.spec.grace)
+	if d, ok := ctx.Deadline(); ok && d.Before(deadline) {
+		deadline = d
+	}
+	p.stop(deadline)
+	select {
+	case <-p.swept:
+	case <-ctx.Done():
+		// Out of time: what is left of the group dies now. The worker may
+		// be reaped by now, but while its group has members, the group id
+		// cannot be reused.
+		_ = syscall.Kill(-p.cmd.Process.Pid, syscall.SIGKILL)
+	}
+	return nil
+}
+
 // sweepPoll is how often sweep looks at what is left of a process group.
 const sweepPoll = 10 * time.Millisecond
 
-// sweep ends what is left of the process group once the worker has exited:
-// SIGTERM to the group if a process of it still runs, then SIGKILL if one
-// still runs at deadline.
+// sweep ends what is left of the worker's process group once the worker
+// has been reaped. The group has had SIGTERM; whatever of it still runs at
+// deadline gets SIGKILL. (While members are left the group id cannot be
+// reused, so signalling it after the worker was reaped is safe.)
 func (p *process) sweep(deadline time.Time) {
 	pgid := p.cmd.Process.Pid
-	if !groupRunning(pgid) {
-		return
+	if syscall.Kill(-pgid, 0) != nil {
+		return // the group is gone (or out of reach): the common case
 	}
-	_ = p.signal(syscall.SIGTERM)
 	t := time.NewTicker(sweepPoll)
 	defer t.Stop()
 	for groupRunning(pgid) {
 		if !time.Now().Before(deadline) {
-			_ = p.signal(syscall.SIGKILL)
+			_ = syscall.Kill(-pgid, syscall.SIGKILL)
 			return
 		}
 		<-t.C
@@ -752,9 +771,10 @@ func (p *process) sweep(deadline time.Time) {
 }
 
 // groupRunning reports whether a process of group pgid is alive (not a
-// zombie). The kernel has no call for it (kill(-pgid, 0) counts zombies,
-// such as the unreaped worker itself), so it reads /proc. When /proc cannot
-// be read it says yes, so that the group is killed after its grace.
+// zombie, as are members that have exited and wait for init to reap them).
+// The kernel has no call for it (kill(-pgid, 0) counts zombies), so it
+// reads /proc. When /proc cannot be read it says yes, so that the group is
+// killed after its grace.
 func groupRunning(pgid int) bool {
 	ents, err := os.ReadDir("/proc")
 	if err != nil {

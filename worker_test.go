@@ -29,14 +29,17 @@ const (
 	// set, else exits with status $W_EXIT.
 	roleEcho = "worker-echo"
 	// roleBlock prints "pid <pid>" (unless $W_QUIET) and blocks until a
-	// signal ends it; with $W_IGNORE_TERM it ignores SIGTERM, with
+	// signal ends it; with $W_TERM_FILE it writes that file on SIGTERM and
+	// exits, else with $W_IGNORE_TERM it ignores SIGTERM; with
 	// $W_MOVE it first moves to its parent's process group.
 	roleBlock = "worker-block"
 	// roleTree starts a roleBlock grandchild that ignores SIGTERM and shares
 	// its stdout, then prints "pid <pid>" and blocks. With $W_ESCAPE the
 	// grandchild runs in a session of its own (outside the worker's process
 	// group) and prints nothing, and the worker prints {"grandchild": pid}
-	// and exits 0.
+	// and exits 0. With $W_LEAVE the worker passes on the
+	// grandchild's pid line, prints its own and exits 0, leaving the
+	// grandchild behind.
 	roleTree = "worker-tree"
 	// roleJoin joins the operation with JoinFromEnv, runs a tracked call
 	// and prints a joinReport.
@@ -45,7 +48,8 @@ const (
 	roleEnvDump = "worker-env"
 	// roleOrchestrator opens the ledger $W_DIR, creates an operation and
 	// runs a roleBlock worker ($W_TREE: a roleTree worker) with KillGrace
-	// $W_GRACE, printing the worker's stdout lines, then blocks.
+	// $W_GRACE, printing the worker's stdout lines, then blocks. Its
+	// Options.SignalGrace is $W_SIGNAL_GRACE.
 	roleOrchestrator = "worker-orchestrator"
 )
 
@@ -97,7 +101,15 @@ func blockWorker() {
 			panic(err)
 		}
 	}
-	if os.Getenv("W_IGNORE_TERM") != "" {
+	if path := os.Getenv("W_TERM_FILE"); path != "" {
+		term := make(chan os.Signal, 1)
+		signal.Notify(term, syscall.SIGTERM)
+		go func() {
+			<-term
+			os.WriteFile(path, []byte("SIGTERM"), 0o644)
+			os.Exit(0)
+		}()
+	} else if os.Getenv("W_IGNORE_TERM") != "" {
 		signal.Ignore(syscall.SIGTERM)
 	}
 	if os.Getenv("W_QUIET") == "" {
@@ -110,6 +122,25 @@ func treeWorker() {
 	gc := exec.Command(os.Args[0], "-test.run=^$")
 	gc.Env = append(os.Environ(), roleEnv+"="+roleBlock, "W_IGNORE_TERM=1")
 	gc.Stdout, gc.Stderr = os.Stdout, os.Stderr
+	if os.Getenv("W_LEAVE") != "" {
+		// Pass on the grandchild's pid once it ignores SIGTERM, then leave
+		// it behind in the group.
+		gc.Stdout = nil
+		out, err := gc.StdoutPipe()
+		if err != nil {
+			panic(err)
+		}
+		if err := gc.Start(); err != nil {
+			panic(err)
+		}
+		line, err := bufio.NewReader(out).ReadString('\n')
+		if err != nil {
+			panic(err)
+		}
+		fmt.Print(line)
+		fmt.Printf("pid %d\n", os.Getpid())
+		os.Exit(0)
+	}
 	escape := os.Getenv("W_ESCAPE") != ""
 	if escape {
 		gc.Env = append(gc.Env, "W_QUIET=1")
@@ -180,7 +211,8 @@ func envWorker() {
 
 func orchestrator() {
 	ctx := context.Background()
-	l, err := ledger.Connect(ctx, ledger.Options{BasePath: os.Getenv("W_DIR"), ParticipantID: "orchestrator"})
+	signalGrace, _ := time.ParseDuration(os.Getenv("W_SIGNAL_GRACE"))
+	l, err := ledger.Connect(ctx, ledger.Options{BasePath: os.Getenv("W_DIR"), ParticipantID: "orchestrator", SignalGrace: signalGrace})
 	if err != nil {
 		panic(err)
 	}
@@ -563,6 +595,46 @@ func TestWorkerCancelEndsProcessTree(t *testing.T) {
 	})
 }
 
+// TestWorkerLeftoversEnded runs a worker that exits well but leaves a
+// process behind in its group: the call succeeds and the leftover is ended,
+// by SIGTERM if it heeds it, else by SIGKILL after KillGrace.
+func TestWorkerLeftoversEnded(t *testing.T) {
+	for _, tc := range []struct {
+		name  string
+		heeds bool
+		grace time.Duration
+	}{
+		{"heeds SIGTERM", true, workerWait},
+		{"ignores SIGTERM", false, 100 * time.Millisecond},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			forEachBackend(t, func(t *testing.T, e *env) {
+				ctx := context.Background()
+				_, op := workerOp(t, e)
+				pids := newPidLines()
+				mark := filepath.Join(t.TempDir(), "term")
+				kv := []string{"W_LEAVE=1"}
+				if tc.heeds {
+					kv = append(kv, "W_TERM_FILE="+mark)
+				}
+				exe, args, env := testWorker(roleTree, kv...)
+				call := ledger.ExecStdioWorker(op, ledger.StdioWorker[string]{
+					Executable: exe, Args: args, Env: env, OnStdout: pids.hook, KillGrace: tc.grace,
+				})
+				leftover, worker := pids.next(t), pids.next(t)
+				killAtEnd(t, leftover)
+				if _, err := call.Wait(ctx); err != nil {
+					t.Fatal(err)
+				}
+				waitGone(t, worker, leftover)
+				if _, err := os.Stat(mark); (err == nil) != tc.heeds {
+					t.Fatalf("SIGTERM mark: %v; want it written only by a leftover that heeds SIGTERM", err)
+				}
+			})
+		})
+	}
+}
+
 // TestWorkerLeavingItsGroup cancels a worker that moved to a process group
 // of its own: it must be ended all the same.
 func TestWorkerLeavingItsGroup(t *testing.T) {
@@ -735,23 +807,34 @@ func TestWorkerOrchestratorKilled(t *testing.T) {
 
 // TestWorkerOrchestratorSignalled sends SIGTERM to an orchestrator: its
 // signal handler ends the worker's whole process group before it dies, a
-// grandchild that ignores SIGTERM included.
+// grandchild that ignores SIGTERM included, even when KillGrace is longer
+// than the time the handler has (SignalGrace).
 func TestWorkerOrchestratorSignalled(t *testing.T) {
-	orch := child(t, roleOrchestrator, "W_DIR="+t.TempDir(), "W_TREE=1", "W_GRACE=200ms")
-	lines := startOrchestrator(t, orch)
-	tree := []int{nextPid(t, lines), nextPid(t, lines)}
-	for _, pid := range tree {
-		killAtEnd(t, pid)
+	for _, tc := range []struct {
+		name                   string
+		killGrace, signalGrace string
+	}{
+		{"kill grace first", "200ms", "10s"},
+		{"signal grace first", "1m", "300ms"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			orch := child(t, roleOrchestrator, "W_DIR="+t.TempDir(), "W_TREE=1", "W_GRACE="+tc.killGrace, "W_SIGNAL_GRACE="+tc.signalGrace)
+			lines := startOrchestrator(t, orch)
+			tree := []int{nextPid(t, lines), nextPid(t, lines)}
+			for _, pid := range tree {
+				killAtEnd(t, pid)
+			}
+			if err := orch.Process.Signal(syscall.SIGTERM); err != nil {
+				t.Fatal(err)
+			}
+			err := orch.Wait()
+			var ee *exec.ExitError
+			if !errors.As(err, &ee) || ee.Sys().(syscall.WaitStatus).Signal() != syscall.SIGTERM {
+				t.Fatalf("orchestrator ended with %v, want death by SIGTERM", err)
+			}
+			waitGone(t, tree...)
+		})
 	}
-	if err := orch.Process.Signal(syscall.SIGTERM); err != nil {
-		t.Fatal(err)
-	}
-	err := orch.Wait()
-	var ee *exec.ExitError
-	if !errors.As(err, &ee) || ee.Sys().(syscall.WaitStatus).Signal() != syscall.SIGTERM {
-		t.Fatalf("orchestrator ended with %v, want death by SIGTERM", err)
-	}
-	waitGone(t, tree...)
 }
 
 // startOrchestrator starts cmd and returns its stdout lines.
@@ -955,6 +1038,41 @@ func TestWorkerInvalid(t *testing.T) {
 		})
 		if _, err := call.Wait(ctx); !errors.Is(err, os.ErrNotExist) {
 			t.Fatalf("missing executable: %v, want a failure matching os.ErrNotExist", err)
+		}
+	})
+}
+
+// BenchmarkStdioWorker measures a worker round trip: ExecStdioWorker of a
+// program that prints a JSON number and exits, until Wait returns. The
+// "raw" case runs the same program with exec.Command(...).Output() and
+// json.Unmarshal in the same run: the difference is what the ledger adds
+// (two ledger writes, the process group, the /proc look for leftovers).
+func BenchmarkStdioWorker(b *testing.B) {
+	sh, err := exec.LookPath("sh")
+	if err != nil {
+		b.Fatalf("this benchmark needs sh: %v", err)
+	}
+	args := []string{"-c", "echo 42"}
+	b.Run("raw", func(b *testing.B) {
+		for b.Loop() {
+			out, err := exec.Command(sh, args...).Output()
+			var v int
+			if err == nil {
+				err = json.Unmarshal(out, &v)
+			}
+			if err != nil || v != 42 {
+				b.Fatal(v, err)
+			}
+		}
+	})
+	b.Run("worker", func(b *testing.B) {
+		op := benchOp(b)
+		ctx := context.Background()
+		for b.Loop() {
+			v, err := ledger.ExecStdioWorker(op, ledger.StdioWorker[int]{Executable: sh, Args: args}).Wait(ctx)
+			if err != nil || v != 42 {
+				b.Fatal(v, err)
+			}
 		}
 	})
 }
