@@ -73,9 +73,10 @@ type FileWorker[T any] struct {
 	// same file. A file already there when the worker starts is removed:
 	// a leftover must not pass for this run's result.
 	ResultFile string
-	// KeepResultFile leaves the result file in place once it has been read.
-	// Zero means it is deleted (Dart's deleteResultFile: true). A file that
-	// does not decode is always kept, for inspection.
+	// KeepResultFile leaves the result file in place. Zero means it is
+	// deleted once read, or when the call is cancelled or times out (Dart's
+	// deleteResultFile: true). A file that does not decode is always kept,
+	// for inspection.
 	KeepResultFile bool
 	// Decode turns the content of the result file into the result. Zero
 	// means encoding/json, except that a string result is the text itself
@@ -165,12 +166,12 @@ type StdioWorker[T any] struct {
 // its result: the worker should exit right after writing it (write a
 // temporary file in the same directory and rename it, so that the file
 // never appears half-written), and one still running w.KillGrace later is
-// ended as below. When the worker exits first,
-// the file is read then; the exit status does not matter when the file is
-// there and decodes. A worker that exits without writing the file fails the
-// call at once with a *WorkerError giving its exit status and the tail of
-// its standard error. A file that does not decode fails the call with an
-// error wrapping Decode's.
+// ended as ExecStdioWorker describes. When the worker exits first, the file
+// is read then; the exit status does not matter when the file is there and
+// decodes. A worker that exits without writing the file fails the call at
+// once with a *WorkerError giving its exit status and the tail of its
+// standard error. A file that does not decode fails the call with an error
+// wrapping Decode's.
 //
 // Everything else (the process group, ending, signals, the environment)
 // is as for ExecStdioWorker.
@@ -220,7 +221,7 @@ func ExecFileResultWorker[T any](op *Operation, w FileWorker[T]) *SpawnedCall[T]
 		case !found:
 			return zero, p.failure(state, werr, false, rf.path)
 		case err != nil:
-			return zero, fmt.Errorf("ledger: worker %s: decoding its result file %s: %w", spec.path, rf.path, err)
+			return zero, fmt.Errorf("ledger: worker %s: result file %s: %w", spec.path, rf.path, err)
 		}
 		rf.remove()
 		return v, nil
@@ -259,8 +260,8 @@ func ExecFileResultWorker[T any](op *Operation, w FileWorker[T]) *SpawnedCall[T]
 // OnStdout and OnStderr run on goroutines of their own (each sees its lines
 // in order; the two may run at the same time) and must not block for long:
 // the worker blocks on a full pipe meanwhile, and output still unread
-// KillGrace after the worker has exited is dropped. OnExit runs on the call's
-// goroutine, before the call ends. None of them may panic.
+// KillGrace after the worker has exited is dropped. OnExit runs on the
+// call's goroutine, before the call ends. None of them may panic.
 //
 // An invalid w (no Executable, a negative duration) or a nil op gives a
 // call that has already failed with ErrInvalidArgument, as SpawnCall does.
@@ -318,7 +319,7 @@ func JoinFromEnv(ctx context.Context, o Options, jo JoinOptions) (Ledger, *Opera
 	}
 	l, err := Connect(ctx, o)
 	if err != nil {
-		return nil, nil, fmt.Errorf("ledger: JoinFromEnv: %w", err)
+		return nil, nil, err
 	}
 	op, err := l.JoinOperation(ctx, id, jo)
 	if err != nil {
@@ -432,8 +433,10 @@ func (r *resultFile[T]) read() (v T, found bool, err error) {
 	if err != nil {
 		return v, true, err
 	}
-	v, err = r.decode(b)
-	return v, true, err
+	if v, err = r.decode(b); err != nil {
+		return v, true, fmt.Errorf("decoding: %w", err)
+	}
+	return v, true, nil
 }
 
 // remove deletes the file unless it is to be kept.

@@ -540,26 +540,38 @@ func TestFileWorkerExitsWithoutFile(t *testing.T) {
 
 func TestWorkerTimeout(t *testing.T) {
 	forEachBackend(t, func(t *testing.T, e *env) {
-		ctx := context.Background()
 		_, op := workerOp(t, e)
-		pids := newPidLines()
 		exe, args, env := testWorker(roleBlock, "W_IGNORE_TERM=1")
-		call := ledger.ExecStdioWorker(op, ledger.StdioWorker[string]{
-			Executable: exe, Args: args, Env: env, OnStdout: pids.hook,
-			Timeout: 300 * time.Millisecond, KillGrace: 50 * time.Millisecond,
-			CallOptions: ledger.CallOptions[string]{Contained: true},
-		})
-		pid := pids.next(t)
-		killAtEnd(t, pid)
-		_, err := call.Wait(ctx)
-		var we *ledger.WorkerError
-		if !errors.Is(err, ledger.ErrWorkerTimeout) || !errors.As(err, &we) || we.Signal != syscall.SIGKILL {
-			t.Fatalf("Wait: %v; want ErrWorkerTimeout, the worker killed by SIGKILL after ignoring SIGTERM", err)
+		resultFile := filepath.Join(t.TempDir(), "never.json")
+		for _, kind := range []string{"stdio", "file"} {
+			pids := newPidLines()
+			var call ledger.Spawned
+			if kind == "stdio" {
+				call = ledger.ExecStdioWorker(op, ledger.StdioWorker[string]{
+					Executable: exe, Args: args, Env: env, OnStdout: pids.hook,
+					Timeout: 300 * time.Millisecond, KillGrace: 50 * time.Millisecond,
+					CallOptions: ledger.CallOptions[string]{Contained: true},
+				})
+			} else {
+				call = ledger.ExecFileResultWorker(op, ledger.FileWorker[string]{
+					Executable: exe, Args: args, Env: env, OnStdout: pids.hook, ResultFile: resultFile,
+					Timeout: 300 * time.Millisecond, KillGrace: 50 * time.Millisecond,
+					CallOptions: ledger.CallOptions[string]{Contained: true},
+				})
+			}
+			pid := pids.next(t)
+			killAtEnd(t, pid)
+			waitClosed(t, call.Done(), workerWait, "the call to time out")
+			err := call.Err()
+			var we *ledger.WorkerError
+			if !errors.Is(err, ledger.ErrWorkerTimeout) || !errors.As(err, &we) || we.Signal != syscall.SIGKILL {
+				t.Fatalf("%s: %v; want ErrWorkerTimeout, the worker killed by SIGKILL after ignoring SIGTERM", kind, err)
+			}
+			if !call.IsFailed() {
+				t.Fatalf("%s: a timed-out call is not failed", kind)
+			}
+			waitGone(t, pid)
 		}
-		if !call.IsFailed() {
-			t.Fatal("a timed-out call is not failed")
-		}
-		waitGone(t, pid)
 	})
 }
 
