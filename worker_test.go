@@ -318,9 +318,16 @@ func waitGone(t *testing.T, pids ...int) {
 }
 
 // killAtEnd makes sure a process the test started indirectly is gone when
-// the test ends, whatever happened.
+// the test ends, whatever happened: if pid still runs the test binary, it
+// gets SIGKILL.
 func killAtEnd(t *testing.T, pid int) {
-	t.Cleanup(func() { syscall.Kill(pid, syscall.SIGKILL) })
+	t.Cleanup(func() {
+		self, err1 := os.Readlink("/proc/self/exe")
+		exe, err2 := os.Readlink(fmt.Sprintf("/proc/%d/exe", pid))
+		if err1 == nil && err2 == nil && exe == self {
+			syscall.Kill(pid, syscall.SIGKILL)
+		}
+	})
 }
 
 // myZombies returns the children of this process that are zombies.
