@@ -18,9 +18,6 @@ import (
 	"github.com/tomdist/ledger/internal/wire"
 )
 
-// ServerURLEnv is the environment variable that discovery tries first.
-const ServerURLEnv = "LEDGER_SERVER_URL"
-
 // DefaultDiscoveryTimeout bounds one discovery probe.
 const DefaultDiscoveryTimeout = 500 * time.Millisecond
 
@@ -105,10 +102,10 @@ func discover(ctx context.Context, o DiscoveryOptions, tc *tls.Config) (string, 
 	p := &prober{hc: &http.Client{Transport: tr, CheckRedirect: noRedirects}, timeout: o.Timeout}
 
 	var tried []string
-	if u := os.Getenv(ServerURLEnv); u != "" {
+	if u := os.Getenv(EnvServerURL); u != "" {
 		base, err := normalizeURL(u)
 		if err != nil {
-			return "", fmt.Errorf("ledger: %s: %w", ServerURLEnv, err)
+			return "", fmt.Errorf("ledger: %s: %w", EnvServerURL, err)
 		}
 		if p.probe(ctx, base) {
 			return base, nil

@@ -86,7 +86,7 @@ func baseURL(host string, port int) string {
 // TestDiscoveryFindsInjectedHost finds a server on a candidate host, and
 // prefers the earlier candidate when two answer.
 func TestDiscoveryFindsInjectedHost(t *testing.T) {
-	t.Setenv(ledger.ServerURLEnv, "")
+	t.Setenv(ledger.EnvServerURL, "")
 	port := ledgerAt(t, "127.0.0.3")
 	got, err := connectURL(t, discoveryOptions(ledger.DiscoveryOptions{Hosts: []string{"127.0.0.2", "127.0.0.3"}, Ports: []int{port}}))
 	if err != nil || got != baseURL("127.0.0.3", port) {
@@ -122,13 +122,13 @@ func TestDiscoveryEnvFirst(t *testing.T) {
 	hostPort := ledgerAt(t, "127.0.0.5")
 	o := discoveryOptions(ledger.DiscoveryOptions{Hosts: []string{"127.0.0.5"}, Ports: []int{hostPort}})
 
-	t.Setenv(ledger.ServerURLEnv, baseURL("127.0.0.4", envPort)+"/")
+	t.Setenv(ledger.EnvServerURL, baseURL("127.0.0.4", envPort)+"/")
 	if got, err := connectURL(t, o); err != nil || got != baseURL("127.0.0.4", envPort) {
-		t.Fatalf("with %s set: %q, %v", ledger.ServerURLEnv, got, err)
+		t.Fatalf("with %s set: %q, %v", ledger.EnvServerURL, got, err)
 	}
-	t.Setenv(ledger.ServerURLEnv, baseURL("127.0.0.4", freePort(t, "127.0.0.4")))
+	t.Setenv(ledger.EnvServerURL, baseURL("127.0.0.4", freePort(t, "127.0.0.4")))
 	if got, err := connectURL(t, o); err != nil || got != baseURL("127.0.0.5", hostPort) {
-		t.Fatalf("with a dead %s: %q, %v", ledger.ServerURLEnv, got, err)
+		t.Fatalf("with a dead %s: %q, %v", ledger.EnvServerURL, got, err)
 	}
 }
 
@@ -136,7 +136,7 @@ func TestDiscoveryEnvFirst(t *testing.T) {
 // ports, and a server that accepts but never replies (the probe timeout
 // ends it, not the caller's context).
 func TestDiscoveryNoServer(t *testing.T) {
-	t.Setenv(ledger.ServerURLEnv, "")
+	t.Setenv(ledger.EnvServerURL, "")
 	hang := make(chan struct{})
 	hung := serveAt(t, "127.0.0.6", http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		select {
@@ -158,7 +158,7 @@ func TestDiscoveryNoServer(t *testing.T) {
 // TestDiscoveryIgnoresOtherService accepts only a /status that names the
 // ledger service.
 func TestDiscoveryIgnoresOtherService(t *testing.T) {
-	t.Setenv(ledger.ServerURLEnv, "")
+	t.Setenv(ledger.EnvServerURL, "")
 	impostor := func(body string, status int) http.Handler {
 		return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 			w.Header().Set("Content-Type", "application/json")
@@ -192,7 +192,7 @@ func TestDiscoveryIgnoresOtherService(t *testing.T) {
 // TestDiscoverySubnetScan finds a server only by scanning, with the subnet
 // injected as 127.0.0.0/24.
 func TestDiscoverySubnetScan(t *testing.T) {
-	t.Setenv(ledger.ServerURLEnv, "")
+	t.Setenv(ledger.EnvServerURL, "")
 	port := ledgerAt(t, "127.0.0.77")
 	d := ledger.DiscoveryOptions{
 		Hosts:   []string{"127.0.0.1"},

@@ -3,6 +3,7 @@ package ledger
 import (
 	"errors"
 	"fmt"
+	"os"
 	"strings"
 	"time"
 
@@ -74,6 +75,14 @@ var (
 	// ErrInvalidArgument is returned for a nil or zero-value argument, such
 	// as a nil work function or a nil call given to Sync.
 	ErrInvalidArgument = errors.New("ledger: invalid argument")
+
+	// ErrWorkerTimeout matches the *WorkerError of a worker process that
+	// ran past its Timeout and was ended.
+	ErrWorkerTimeout = errors.New("ledger: worker timed out")
+
+	// ErrNoWorkerEnv is returned by JoinFromEnv in a process whose
+	// environment names no operation (EnvOperationID is not set).
+	ErrNoWorkerEnv = errors.New("ledger: no operation in the environment (" + EnvOperationID + " is not set)")
 )
 
 // IDError reports an id that does not have the allowed form. It matches
@@ -196,3 +205,44 @@ func (e *RemoteError) Is(target error) bool {
 	s, ok := remoteSentinels[e.Code]
 	return ok && s == target
 }
+
+// WorkerError is the error of a worker process (ExecFileResultWorker,
+// ExecStdioWorker) that ended without a result: it exited with a non-zero
+// status or from a signal, ran past its Timeout, or exited without writing
+// its result file. It matches ErrWorkerTimeout when it timed out, and
+// unwraps to the process's *exec.ExitError, if any.
+type WorkerError struct {
+	Executable        string    // the program, as given
+	ExitCode          int       // the exit status; -1 when a signal ended the process
+	Signal            os.Signal // the signal that ended the process, or nil
+	TimedOut          bool      // the worker ran past its Timeout and was ended
+	MissingResultFile string    // the result file the worker did not write, or ""
+	Stderr            string    // the tail of the worker's standard error (at most 4 KiB)
+	Err               error     // the *exec.ExitError of the process, or nil
+}
+
+func (e *WorkerError) Error() string {
+	var b strings.Builder
+	b.WriteString("ledger: worker " + e.Executable)
+	switch {
+	case e.TimedOut:
+		b.WriteString(" timed out and was ended")
+	case e.Signal != nil:
+		b.WriteString(" was killed by signal " + e.Signal.String())
+	default:
+		fmt.Fprintf(&b, " exited with status %d", e.ExitCode)
+	}
+	if e.MissingResultFile != "" {
+		b.WriteString(" without writing its result file " + e.MissingResultFile)
+	}
+	if e.Stderr != "" {
+		fmt.Fprintf(&b, "; stderr: %q", e.Stderr)
+	}
+	return b.String()
+}
+
+// Is reports whether target is ErrWorkerTimeout and the worker timed out.
+func (e *WorkerError) Is(target error) bool { return e.TimedOut && target == ErrWorkerTimeout }
+
+// Unwrap returns the process's *exec.ExitError, or nil.
+func (e *WorkerError) Unwrap() error { return e.Err }

@@ -97,7 +97,7 @@ func ExampleDiscoveryOptions() {
 	_, port, _ := net.SplitHostPort(ts.Listener.Addr().String())
 	p, _ := strconv.Atoi(port)
 
-	os.Unsetenv(ledger.ServerURLEnv) // so that only the candidates count
+	os.Unsetenv(ledger.EnvServerURL) // so that only the candidates count
 	l, err := ledger.Connect(context.Background(), ledger.Options{
 		ParticipantID: "finder",
 		Discovery:     ledger.DiscoveryOptions{Hosts: []string{"127.0.0.1"}, Ports: []int{p}, Timeout: time.Second},

@@ -454,3 +454,6 @@ func (b *remoteBackend) cleanedUp(ctx context.Context, id string, who participan
 func (b *remoteBackend) finishCleanup(ctx context.Context, id string, who participant) (*store.Data, error) {
 	return b.data(ctx, wire.PathFinish, false, b.op(id, who))
 }
+
+// ledgerLocation implements ledgerLocator: workers reach the same server.
+func (b *remoteBackend) ledgerLocation() (basePath, serverURL string) { return "", b.base }

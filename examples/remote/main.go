@@ -85,7 +85,7 @@ func orchestrate(ctx context.Context, w io.Writer, workers, calls int, discover 
 	for i := range workers {
 		cmd := exec.CommandContext(ctx, exe)
 		cmd.Env = append(os.Environ(),
-			ledger.ServerURLEnv+"="+url, envOperation+"="+op.ID(),
+			ledger.EnvServerURL+"="+url, envOperation+"="+op.ID(),
 			envWorker+"="+strconv.Itoa(i+1), envCalls+"="+strconv.Itoa(calls))
 		cmd.Stderr = os.Stderr
 		out, err := cmd.StdoutPipe()

@@ -1,0 +1,1097 @@
+package ledger_test
+
+import (
+	"bufio"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"os"
+	"os/exec"
+	"os/signal"
+	"path/filepath"
+	"slices"
+	"strconv"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/tomdist/ledger"
+)
+
+// The roles a worker process plays in these tests. Each is the test binary
+// re-executed (see TestMain); the W_ variables steer it.
+const (
+	// roleEcho writes $W_STDOUT and $W_STDERR, writes $W_FILE_CONTENT to
+	// $W_FILE (by rename) if $W_FILE is set, then blocks if $W_LINGER is
+	// set, else exits with status $W_EXIT.
+	roleEcho = "worker-echo"
+	// roleBlock prints "pid <pid>" (unless $W_QUIET) and blocks until a
+	// signal ends it; with $W_TERM_FILE it writes that file on SIGTERM and
+	// exits, else with $W_IGNORE_TERM it ignores SIGTERM; with
+	// $W_MOVE it first moves to its parent's process group.
+	roleBlock = "worker-block"
+	// roleTree starts a roleBlock grandchild that ignores SIGTERM and shares
+	// its stdout, then prints "pid <pid>" and blocks. With $W_ESCAPE the
+	// grandchild runs in a session of its own (outside the worker's process
+	// group) and prints nothing, and the worker prints {"grandchild": pid}
+	// and exits 0. With $W_LEAVE the worker passes on the
+	// grandchild's pid line, prints its own and exits 0, leaving the
+	// grandchild behind.
+	roleTree = "worker-tree"
+	// roleJoin joins the operation with JoinFromEnv, runs a tracked call
+	// and prints a joinReport.
+	roleJoin = "worker-join"
+	// roleEnvDump prints the ledger variables it got as a JSON object.
+	roleEnvDump = "worker-env"
+	// roleOrchestrator opens the ledger $W_DIR, creates an operation and
+	// runs a roleBlock worker ($W_TREE: a roleTree worker) with KillGrace
+	// $W_GRACE, printing the worker's stdout lines, then blocks. Its
+	// Options.SignalGrace is $W_SIGNAL_GRACE.
+	roleOrchestrator = "worker-orchestrator"
+)
+
+func init() {
+	roles[roleEcho] = echoWorker
+	roles[roleBlock] = blockWorker
+	roles[roleTree] = treeWorker
+	roles[roleJoin] = joinWorker
+	roles[roleEnvDump] = envWorker
+	roles[roleOrchestrator] = orchestrator
+}
+
+// block keeps a child process alive until a signal ends it, or exits with
+// status 3 after a minute should nobody end it.
+func block() {
+	time.Sleep(time.Minute)
+	os.Exit(3)
+}
+
+func echoWorker() {
+	os.Stdout.WriteString(os.Getenv("W_STDOUT"))
+	os.Stderr.WriteString(os.Getenv("W_STDERR"))
+	if path := os.Getenv("W_FILE"); path != "" {
+		tmp := path + ".tmp"
+		if err := os.WriteFile(tmp, []byte(os.Getenv("W_FILE_CONTENT")), 0o644); err != nil {
+			panic(err)
+		}
+		if err := os.Rename(tmp, path); err != nil {
+			panic(err)
+		}
+	}
+	if os.Getenv("W_LINGER") != "" {
+		fmt.Printf("pid %d\n", os.Getpid())
+		block()
+	}
+	code, _ := strconv.Atoi(os.Getenv("W_EXIT"))
+	os.Exit(code)
+}
+
+func blockWorker() {
+	if os.Getenv("W_MOVE") != "" {
+		// The worker leads its group and may not setsid; it may move to
+		// the group of its parent, in the same session.
+		pg, err := syscall.Getpgid(os.Getppid())
+		if err == nil {
+			err = syscall.Setpgid(0, pg)
+		}
+		if err != nil {
+			panic(err)
+		}
+	}
+	if path := os.Getenv("W_TERM_FILE"); path != "" {
+		term := make(chan os.Signal, 1)
+		signal.Notify(term, syscall.SIGTERM)
+		go func() {
+			<-term
+			os.WriteFile(path, []byte("SIGTERM"), 0o644)
+			os.Exit(0)
+		}()
+	} else if os.Getenv("W_IGNORE_TERM") != "" {
+		signal.Ignore(syscall.SIGTERM)
+	}
+	if os.Getenv("W_QUIET") == "" {
+		fmt.Printf("pid %d\n", os.Getpid())
+	}
+	block()
+}
+
+func treeWorker() {
+	gc := exec.Command(os.Args[0], "-test.run=^$")
+	gc.Env = append(os.Environ(), roleEnv+"="+roleBlock, "W_IGNORE_TERM=1")
+	gc.Stdout, gc.Stderr = os.Stdout, os.Stderr
+	if os.Getenv("W_LEAVE") != "" {
+		// Pass on the grandchild's pid once it ignores SIGTERM, then leave
+		// it behind in the group.
+		gc.Stdout = nil
+		out, err := gc.StdoutPipe()
+		if err != nil {
+			panic(err)
+		}
+		if err := gc.Start(); err != nil {
+			panic(err)
+		}
+		line, err := bufio.NewReader(out).ReadString('\n')
+		if err != nil {
+			panic(err)
+		}
+		fmt.Print(line)
+		fmt.Printf("pid %d\n", os.Getpid())
+		os.Exit(0)
+	}
+	escape := os.Getenv("W_ESCAPE") != ""
+	if escape {
+		gc.Env = append(gc.Env, "W_QUIET=1")
+	}
+	gc.SysProcAttr = &syscall.SysProcAttr{Setsid: escape}
+	if err := gc.Start(); err != nil {
+		panic(err)
+	}
+	if escape {
+		fmt.Printf("{\"grandchild\": %d}\n", gc.Process.Pid)
+		os.Exit(0)
+	}
+	fmt.Printf("pid %d\n", os.Getpid())
+	block()
+}
+
+// joinReport is what roleJoin prints.
+type joinReport struct {
+	Operation   string `json:"operation"`
+	Call        string `json:"call"`
+	Participant string `json:"participant"`
+	SawFrame    bool   `json:"sawFrame"`
+	Initiator   bool   `json:"initiator"`
+}
+
+func joinWorker() {
+	if err := runJoinWorker(); err != nil {
+		fmt.Fprintln(os.Stderr, "join worker:", err)
+		os.Exit(1)
+	}
+}
+
+func runJoinWorker() error {
+	ctx := context.Background()
+	l, op, err := ledger.JoinFromEnv(ctx, ledger.Options{ParticipantID: "joiner"}, ledger.JoinOptions{})
+	if err != nil {
+		return err
+	}
+	defer l.Close()
+	call, err := ledger.StartCall[int](ctx, op, ledger.CallOptions[int]{Description: "inside the worker"})
+	if err != nil {
+		return err
+	}
+	d, err := op.State(ctx)
+	if err != nil {
+		return err
+	}
+	r := joinReport{
+		Operation: op.ID(), Call: os.Getenv(ledger.EnvCallID), Participant: op.ParticipantID(), Initiator: op.IsInitiator(),
+		SawFrame: slices.ContainsFunc(d.CallFrames, func(f ledger.CallFrame) bool { return f.CallID == call.ID() }),
+	}
+	if err := call.End(ctx, 1); err != nil {
+		return err
+	}
+	if err := op.Leave(ctx, ledger.LeaveOptions{}); err != nil {
+		return err
+	}
+	return json.NewEncoder(os.Stdout).Encode(r)
+}
+
+func envWorker() {
+	m := map[string]string{}
+	for _, k := range []string{ledger.EnvOperationID, ledger.EnvCallID, ledger.EnvBasePath, ledger.EnvServerURL} {
+		m[k] = os.Getenv(k)
+	}
+	json.NewEncoder(os.Stdout).Encode(m)
+}
+
+func orchestrator() {
+	ctx := context.Background()
+	signalGrace, _ := time.ParseDuration(os.Getenv("W_SIGNAL_GRACE"))
+	l, err := ledger.Connect(ctx, ledger.Options{BasePath: os.Getenv("W_DIR"), ParticipantID: "orchestrator", SignalGrace: signalGrace})
+	if err != nil {
+		panic(err)
+	}
+	op, err := l.CreateOperation(ctx, ledger.CreateOptions{})
+	if err != nil {
+		panic(err)
+	}
+	role := roleBlock
+	if os.Getenv("W_TREE") != "" {
+		role = roleTree
+	}
+	grace, _ := time.ParseDuration(os.Getenv("W_GRACE"))
+	ledger.ExecStdioWorker(op, ledger.StdioWorker[string]{
+		Executable: os.Args[0], Args: []string{"-test.run=^$"}, Env: []string{"LEDGER_TEST_ROLE=" + role},
+		KillGrace: grace,
+		OnStdout:  func(line string) { fmt.Println(line) },
+	})
+	block()
+}
+
+// workerWait is how long a test waits for an event of a worker process.
+const workerWait = 10 * time.Second
+
+// testWorker returns the executable, arguments and environment that run
+// the test binary as a worker in role, with extra variables kv. (A race
+// build sleeps a second before a clean exit unless told not to.)
+func testWorker(role string, kv ...string) (string, []string, []string) {
+	env := []string{roleEnv + "=" + role, "GORACE=" + os.Getenv("GORACE") + " atexit_sleep_ms=0"}
+	return os.Args[0], []string{"-test.run=^$"}, append(env, kv...)
+}
+
+// workerOp opens a ledger for the orchestrator on e and creates an
+// operation.
+func workerOp(t *testing.T, e *env) (ledger.Ledger, *ledger.Operation) {
+	t.Helper()
+	l := e.Open("orchestrator", ledger.Options{})
+	op, err := l.CreateOperation(context.Background(), ledger.CreateOptions{Description: "worker test"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return l, op
+}
+
+// pidLines collects the "pid N" lines of worker output.
+type pidLines chan int
+
+func newPidLines() pidLines { return make(pidLines, 16) }
+
+// hook is an OnStdout that passes the pids on.
+func (p pidLines) hook(line string) {
+	if s, ok := strings.CutPrefix(line, "pid "); ok {
+		if pid, err := strconv.Atoi(s); err == nil {
+			p <- pid
+		}
+	}
+}
+
+// next waits for the next pid.
+func (p pidLines) next(t *testing.T) int {
+	t.Helper()
+	select {
+	case pid := <-p:
+		return pid
+	case <-time.After(workerWait):
+		t.Fatalf("no pid from the worker after %v", workerWait)
+		return 0
+	}
+}
+
+// procStat returns the state and parent of process pid from /proc.
+func procStat(pid int) (state byte, ppid int, ok bool) {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	if err != nil {
+		return 0, 0, false
+	}
+	i := strings.LastIndexByte(string(b), ')')
+	f := strings.Fields(string(b[i+1:]))
+	if len(f) < 2 {
+		return 0, 0, false
+	}
+	ppid, _ = strconv.Atoi(f[1])
+	return f[0][0], ppid, true
+}
+
+// gone reports whether process pid has ended: kill(pid, 0) fails with
+// ESRCH, or the process is a zombie that is not ours (an orphan waiting for
+// init, which reaps at its own pace, to collect it). A zombie of this
+// process is not gone: the library must reap its workers.
+func gone(pid int) bool {
+	if err := syscall.Kill(pid, 0); errors.Is(err, syscall.ESRCH) {
+		return true
+	}
+	state, ppid, ok := procStat(pid)
+	return ok && state == 'Z' && ppid != os.Getpid()
+}
+
+// waitGone waits until every pid has ended.
+func waitGone(t *testing.T, pids ...int) {
+	t.Helper()
+	for _, pid := range pids {
+		waitFor(t, workerWait, fmt.Sprintf("process %d to end", pid), func() bool { return gone(pid) })
+	}
+}
+
+// killAtEnd makes sure a process the test started indirectly is gone when
+// the test ends, whatever happened: if pid still runs the test binary, it
+// gets SIGKILL.
+func killAtEnd(t *testing.T, pid int) {
+	t.Cleanup(func() {
+		self, err1 := os.Readlink("/proc/self/exe")
+		exe, err2 := os.Readlink(fmt.Sprintf("/proc/%d/exe", pid))
+		if err1 == nil && err2 == nil && exe == self {
+			syscall.Kill(pid, syscall.SIGKILL)
+		}
+	})
+}
+
+// myZombies returns the children of this process that are zombies.
+func myZombies(t *testing.T) []int {
+	t.Helper()
+	ents, err := os.ReadDir("/proc")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var zs []int
+	for _, e := range ents {
+		pid, err := strconv.Atoi(e.Name())
+		if err != nil {
+			continue
+		}
+		if state, ppid, ok := procStat(pid); ok && ppid == os.Getpid() && state == 'Z' {
+			zs = append(zs, pid)
+		}
+	}
+	return zs
+}
+
+type result struct {
+	N int    `json:"n"`
+	S string `json:"s"`
+}
+
+func TestStdioWorkerResult(t *testing.T) {
+	forEachBackend(t, func(t *testing.T, e *env) {
+		ctx := context.Background()
+		_, op := workerOp(t, e)
+		exe, args, env := testWorker(roleEcho, `W_STDOUT={"n": 7, "s": "seven"}`+"\n")
+		call := ledger.ExecStdioWorker(op, ledger.StdioWorker[result]{Executable: exe, Args: args, Env: env})
+		v, err := call.Wait(ctx)
+		if err != nil || v != (result{7, "seven"}) {
+			t.Fatalf("Wait = %+v, %v", v, err)
+		}
+		if call.Description() != filepath.Base(exe) {
+			t.Fatalf("description %q, want the executable's base name", call.Description())
+		}
+		if evs := callEvents(t, e, op.ID(), call.ID()); !slices.Equal(evs, []string{"CALL_SPAWNED", "CALL_COMPLETED"}) {
+			t.Fatalf("events %v", evs)
+		}
+	})
+}
+
+func TestStdioWorkerRawResults(t *testing.T) {
+	forEachBackend(t, func(t *testing.T, e *env) {
+		ctx := context.Background()
+		_, op := workerOp(t, e)
+		exe, args, env := testWorker(roleEcho, "W_STDOUT=two\nlines\r\n\n")
+		s, err := ledger.ExecStdioWorker(op, ledger.StdioWorker[string]{Executable: exe, Args: args, Env: env, CallOptions: ledger.CallOptions[string]{Description: "text"}}).Wait(ctx)
+		if err != nil || s != "two\nlines" {
+			t.Fatalf("string result %q, %v; want the text without trailing line breaks", s, err)
+		}
+		b, err := ledger.ExecStdioWorker(op, ledger.StdioWorker[[]byte]{Executable: exe, Args: args, Env: env}).Wait(ctx)
+		if err != nil || string(b) != "two\nlines\r\n\n" {
+			t.Fatalf("[]byte result %q, %v; want the bytes", b, err)
+		}
+		up, err := ledger.ExecStdioWorker(op, ledger.StdioWorker[string]{
+			Executable: exe, Args: args, Env: env,
+			Decode: func(b []byte) (string, error) { return strings.ToUpper(string(b)), nil },
+		}).Wait(ctx)
+		if err != nil || up != "TWO\nLINES\r\n\n" {
+			t.Fatalf("custom decoder result %q, %v", up, err)
+		}
+	})
+}
+
+func TestFileWorkerResult(t *testing.T) {
+	forEachBackend(t, func(t *testing.T, e *env) {
+		ctx := context.Background()
+		_, op := workerOp(t, e)
+		dir := t.TempDir()
+		path := filepath.Join(dir, "out.json")
+		for _, keep := range []bool{false, true} {
+			exe, args, env := testWorker(roleEcho, "W_FILE="+path, `W_FILE_CONTENT={"n": 3, "s": "file"}`, "W_STDOUT=not the result\n")
+			v, err := ledger.ExecFileResultWorker(op, ledger.FileWorker[result]{
+				Executable: exe, Args: args, Env: env,
+				Dir: dir, ResultFile: "out.json", // relative to Dir
+				KeepResultFile: keep,
+			}).Wait(ctx)
+			if err != nil || v != (result{3, "file"}) {
+				t.Fatalf("keep=%t: Wait = %+v, %v", keep, v, err)
+			}
+			if _, err := os.Stat(path); (err == nil) != keep {
+				t.Fatalf("keep=%t: result file stat: %v", keep, err)
+			}
+		}
+	})
+}
+
+func TestFileWorkerIgnoresAnOldFile(t *testing.T) {
+	forEachBackend(t, func(t *testing.T, e *env) {
+		ctx := context.Background()
+		_, op := workerOp(t, e)
+		path := filepath.Join(t.TempDir(), "out.json")
+		if err := os.WriteFile(path, []byte(`{"n": 1}`), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		exe, args, env := testWorker(roleEcho) // writes no file
+		v, err := ledger.ExecFileResultWorker(op, ledger.FileWorker[result]{
+			Executable: exe, Args: args, Env: env, ResultFile: path,
+			CallOptions: ledger.CallOptions[result]{Contained: true},
+		}).Wait(ctx)
+		var we *ledger.WorkerError
+		if !errors.As(err, &we) || we.MissingResultFile != path {
+			t.Fatalf("Wait = %+v, %v; want a *WorkerError for the missing file, not the old one", v, err)
+		}
+	})
+}
+
+func TestFileWorkerResultWhileRunning(t *testing.T) {
+	forEachBackend(t, func(t *testing.T, e *env) {
+		ctx := context.Background()
+		_, op := workerOp(t, e)
+		path := filepath.Join(t.TempDir(), "out.json")
+		pids := newPidLines()
+		exit := make(chan int, 1)
+		exe, args, env := testWorker(roleEcho, "W_FILE="+path, `W_FILE_CONTENT={"n": 5}`, "W_LINGER=1")
+		call := ledger.ExecFileResultWorker(op, ledger.FileWorker[result]{
+			Executable: exe, Args: args, Env: env, ResultFile: path,
+			PollInterval: 10 * time.Millisecond, KillGrace: 100 * time.Millisecond,
+			OnStdout: pids.hook, OnExit: func(code int) { exit <- code },
+		})
+		pid := pids.next(t)
+		killAtEnd(t, pid)
+		v, err := call.Wait(ctx)
+		if err != nil || v.N != 5 {
+			t.Fatalf("Wait = %+v, %v; want the file's result although the worker lingered", v, err)
+		}
+		if code := <-exit; code != -1 {
+			t.Fatalf("OnExit(%d), want -1: the lingering worker is ended by a signal", code)
+		}
+		waitGone(t, pid)
+	})
+}
+
+func TestWorkerDecodeError(t *testing.T) {
+	forEachBackend(t, func(t *testing.T, e *env) {
+		ctx := context.Background()
+		_, op := workerOp(t, e)
+		exe, args, env := testWorker(roleEcho, "W_STDOUT={broken")
+		_, err := ledger.ExecStdioWorker(op, ledger.StdioWorker[result]{
+			Executable: exe, Args: args, Env: env, CallOptions: ledger.CallOptions[result]{Contained: true},
+		}).Wait(ctx)
+		var syn *json.SyntaxError
+		if !errors.As(err, &syn) || !strings.Contains(err.Error(), "decoding its standard output") {
+			t.Fatalf("stdio: %v; want a failure wrapping the *json.SyntaxError", err)
+		}
+
+		path := filepath.Join(t.TempDir(), "out.json")
+		exe, args, env = testWorker(roleEcho, "W_FILE="+path, "W_FILE_CONTENT=[1, 2")
+		bad := errors.New("not my format")
+		_, err = ledger.ExecFileResultWorker(op, ledger.FileWorker[result]{
+			Executable: exe, Args: args, Env: env, ResultFile: path,
+			Decode:      func([]byte) (result, error) { return result{}, bad },
+			CallOptions: ledger.CallOptions[result]{Contained: true},
+		}).Wait(ctx)
+		if !errors.Is(err, bad) || !strings.Contains(err.Error(), path) {
+			t.Fatalf("file: %v; want a failure wrapping the decoder's error and naming the file", err)
+		}
+		if b, err := os.ReadFile(path); err != nil || string(b) != "[1, 2" {
+			t.Fatalf("the file that did not decode: %q, %v; want it kept", b, err)
+		}
+	})
+}
+
+func TestStdioWorkerNonZeroExit(t *testing.T) {
+	forEachBackend(t, func(t *testing.T, e *env) {
+		ctx := context.Background()
+		_, op := workerOp(t, e)
+		long := strings.Repeat("x", 5000)
+		exe, args, env := testWorker(roleEcho, `W_STDOUT={"n": 1}`, "W_STDERR="+long+"\nfirst\nlast words\n", "W_EXIT=3")
+		call := ledger.ExecStdioWorker(op, ledger.StdioWorker[result]{Executable: exe, Args: args, Env: env})
+		_, err := call.Wait(ctx)
+		var we *ledger.WorkerError
+		if !errors.As(err, &we) {
+			t.Fatalf("Wait: %v, want a *WorkerError", err)
+		}
+		if we.ExitCode != 3 || we.Signal != nil || we.TimedOut || we.Stderr != "first\nlast words" {
+			t.Fatalf("WorkerError %+v; want status 3 and the tail of stderr from a line start", we)
+		}
+		var ee *exec.ExitError
+		if !errors.As(err, &ee) || ee.ExitCode() != 3 {
+			t.Fatalf("%v does not unwrap to the *exec.ExitError", err)
+		}
+		if msg := err.Error(); !strings.Contains(msg, "status 3") || !strings.Contains(msg, "last words") {
+			t.Fatalf("message %q lacks the status or the stderr tail", msg)
+		}
+		if !call.IsFailed() {
+			t.Fatal("call not failed")
+		}
+		waitClosed(t, op.Failed(), workerWait, "the operation to fail with its worker")
+	})
+}
+
+func TestFileWorkerExitsWithoutFile(t *testing.T) {
+	forEachBackend(t, func(t *testing.T, e *env) {
+		ctx := context.Background()
+		_, op := workerOp(t, e)
+		path := filepath.Join(t.TempDir(), "never.json")
+		for _, code := range []int{0, 5} {
+			exe, args, env := testWorker(roleEcho, "W_STDERR=no result for you\n", fmt.Sprint("W_EXIT=", code))
+			_, err := ledger.ExecFileResultWorker(op, ledger.FileWorker[result]{
+				Executable: exe, Args: args, Env: env, ResultFile: path,
+				PollInterval: time.Hour, // the exit, not the poll, ends the wait
+				CallOptions:  ledger.CallOptions[result]{Contained: true},
+			}).Wait(ctx)
+			var we *ledger.WorkerError
+			if !errors.As(err, &we) || we.ExitCode != code || we.MissingResultFile != path || we.Stderr != "no result for you" {
+				t.Fatalf("exit %d: %v; want a *WorkerError with the status, the file and the stderr tail", code, err)
+			}
+		}
+	})
+}
+
+func TestWorkerTimeout(t *testing.T) {
+	forEachBackend(t, func(t *testing.T, e *env) {
+		_, op := workerOp(t, e)
+		exe, args, env := testWorker(roleBlock, "W_IGNORE_TERM=1")
+		resultFile := filepath.Join(t.TempDir(), "never.json")
+		for _, kind := range []string{"stdio", "file"} {
+			pids := newPidLines()
+			var call ledger.Spawned
+			if kind == "stdio" {
+				call = ledger.ExecStdioWorker(op, ledger.StdioWorker[string]{
+					Executable: exe, Args: args, Env: env, OnStdout: pids.hook,
+					Timeout: 300 * time.Millisecond, KillGrace: 50 * time.Millisecond,
+					CallOptions: ledger.CallOptions[string]{Contained: true},
+				})
+			} else {
+				call = ledger.ExecFileResultWorker(op, ledger.FileWorker[string]{
+					Executable: exe, Args: args, Env: env, OnStdout: pids.hook, ResultFile: resultFile,
+					Timeout: 300 * time.Millisecond, KillGrace: 50 * time.Millisecond,
+					CallOptions: ledger.CallOptions[string]{Contained: true},
+				})
+			}
+			pid := pids.next(t)
+			killAtEnd(t, pid)
+			waitClosed(t, call.Done(), workerWait, "the call to time out")
+			err := call.Err()
+			var we *ledger.WorkerError
+			if !errors.Is(err, ledger.ErrWorkerTimeout) || !errors.As(err, &we) || we.Signal != syscall.SIGKILL {
+				t.Fatalf("%s: %v; want ErrWorkerTimeout, the worker killed by SIGKILL after ignoring SIGTERM", kind, err)
+			}
+			if !call.IsFailed() {
+				t.Fatalf("%s: a timed-out call is not failed", kind)
+			}
+			waitGone(t, pid)
+		}
+	})
+}
+
+func TestWorkerCancelEndsProcessTree(t *testing.T) {
+	forEachBackend(t, func(t *testing.T, e *env) {
+		ctx := context.Background()
+		_, op := workerOp(t, e)
+		pids := newPidLines()
+		exited := make(chan int, 1)
+		exe, args, env := testWorker(roleTree)
+		call := ledger.ExecStdioWorker(op, ledger.StdioWorker[string]{
+			Executable: exe, Args: args, Env: env, OnStdout: pids.hook,
+			KillGrace: 200 * time.Millisecond, OnExit: func(code int) { exited <- code },
+		})
+		tree := []int{pids.next(t), pids.next(t)} // the worker and its grandchild, in either order
+		for _, pid := range tree {
+			killAtEnd(t, pid)
+		}
+		call.Cancel()
+		_, err := call.Wait(ctx)
+		if !errors.Is(err, ledger.ErrCancelled) || !call.IsCancelled() {
+			t.Fatalf("Wait: %v; want a cancelled call", err)
+		}
+		if code := <-exited; code != -1 {
+			t.Fatalf("OnExit(%d), want -1 (a signal)", code)
+		}
+		// The grandchild ignores SIGTERM: only the SIGKILL to the group
+		// after KillGrace ends it.
+		waitGone(t, tree...)
+		if op.IsAborted() || isClosed(op.Failed()) {
+			t.Fatal("cancelling a worker ended the operation")
+		}
+	})
+}
+
+// TestWorkerLeftoversEnded runs a worker that exits well but leaves a
+// process behind in its group: the call succeeds and the leftover is ended,
+// by SIGTERM if it heeds it, else by SIGKILL after KillGrace.
+func TestWorkerLeftoversEnded(t *testing.T) {
+	for _, tc := range []struct {
+		name  string
+		heeds bool
+		grace time.Duration
+	}{
+		{"heeds SIGTERM", true, workerWait},
+		{"ignores SIGTERM", false, 100 * time.Millisecond},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			forEachBackend(t, func(t *testing.T, e *env) {
+				ctx := context.Background()
+				_, op := workerOp(t, e)
+				pids := newPidLines()
+				mark := filepath.Join(t.TempDir(), "term")
+				kv := []string{"W_LEAVE=1"}
+				if tc.heeds {
+					kv = append(kv, "W_TERM_FILE="+mark)
+				}
+				exe, args, env := testWorker(roleTree, kv...)
+				call := ledger.ExecStdioWorker(op, ledger.StdioWorker[string]{
+					Executable: exe, Args: args, Env: env, OnStdout: pids.hook, KillGrace: tc.grace,
+				})
+				leftover, worker := pids.next(t), pids.next(t)
+				killAtEnd(t, leftover)
+				if _, err := call.Wait(ctx); err != nil {
+					t.Fatal(err)
+				}
+				waitGone(t, worker, leftover)
+				if _, err := os.Stat(mark); (err == nil) != tc.heeds {
+					t.Fatalf("SIGTERM mark: %v; want it written only by a leftover that heeds SIGTERM", err)
+				}
+			})
+		})
+	}
+}
+
+// TestWorkerLeavingItsGroup cancels a worker that moved to a process group
+// of its own: it must be ended all the same.
+func TestWorkerLeavingItsGroup(t *testing.T) {
+	forEachBackend(t, func(t *testing.T, e *env) {
+		_, op := workerOp(t, e)
+		pids := newPidLines()
+		exe, args, env := testWorker(roleBlock, "W_MOVE=1")
+		call := ledger.ExecStdioWorker(op, ledger.StdioWorker[string]{Executable: exe, Args: args, Env: env, OnStdout: pids.hook})
+		pid := pids.next(t)
+		killAtEnd(t, pid)
+		call.Cancel()
+		waitClosed(t, call.Done(), workerWait, "the call to end")
+		if !call.IsCancelled() {
+			t.Fatalf("call error %v, want cancelled", call.Err())
+		}
+		waitGone(t, pid)
+	})
+}
+
+func TestWorkerEndsWithTheOperation(t *testing.T) {
+	for _, tc := range []struct {
+		name  string
+		end   func(t *testing.T, l ledger.Ledger, op *ledger.Operation)
+		cause error
+	}{
+		{"abort", func(t *testing.T, _ ledger.Ledger, op *ledger.Operation) {
+			if err := op.SetAbortFlag(context.Background(), true); err != nil {
+				t.Fatal(err)
+			}
+		}, ledger.ErrAborted},
+		{"failure", func(t *testing.T, _ ledger.Ledger, op *ledger.Operation) {
+			c, err := ledger.StartCall[int](context.Background(), op, ledger.CallOptions[int]{})
+			if err != nil {
+				t.Fatal(err)
+			}
+			if err := c.Fail(context.Background(), errors.New("boom")); err != nil {
+				t.Fatal(err)
+			}
+		}, ledger.ErrOperationFailed},
+		{"leave", func(t *testing.T, _ ledger.Ledger, op *ledger.Operation) {
+			if err := op.Leave(context.Background(), ledger.LeaveOptions{CancelPendingCalls: true}); err != nil {
+				t.Fatal(err)
+			}
+		}, ledger.ErrCancelled},
+		{"close", func(t *testing.T, l ledger.Ledger, _ *ledger.Operation) {
+			if err := l.Close(); err != nil {
+				t.Fatal(err)
+			}
+		}, ledger.ErrClosed},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			forEachBackend(t, func(t *testing.T, e *env) {
+				l, op := workerOp(t, e)
+				pids := newPidLines()
+				exe, args, env := testWorker(roleBlock)
+				call := ledger.ExecStdioWorker(op, ledger.StdioWorker[string]{Executable: exe, Args: args, Env: env, OnStdout: pids.hook})
+				pid := pids.next(t)
+				killAtEnd(t, pid)
+				tc.end(t, l, op)
+				waitClosed(t, call.Done(), workerWait, "the call to end")
+				if err := call.Err(); !errors.Is(err, ledger.ErrCancelled) || !errors.Is(err, tc.cause) {
+					t.Fatalf("call error %v; want cancelled with %v", err, tc.cause)
+				}
+				waitGone(t, pid)
+			})
+		})
+	}
+}
+
+func TestWorkerKill(t *testing.T) {
+	forEachBackend(t, func(t *testing.T, e *env) {
+		ctx := context.Background()
+		_, op := workerOp(t, e)
+		pids := newPidLines()
+		exe, args, env := testWorker(roleBlock)
+		call := ledger.ExecStdioWorker(op, ledger.StdioWorker[string]{
+			Executable: exe, Args: args, Env: env, OnStdout: pids.hook,
+			CallOptions: ledger.CallOptions[string]{Contained: true},
+		})
+		pid := pids.next(t)
+		killAtEnd(t, pid)
+		if !call.Kill(syscall.SIGHUP) {
+			t.Fatal("Kill failed")
+		}
+		_, err := call.Wait(ctx)
+		var we *ledger.WorkerError
+		if !errors.As(err, &we) || we.Signal != syscall.SIGHUP || we.ExitCode != -1 {
+			t.Fatalf("Wait: %v; want a *WorkerError for SIGHUP", err)
+		}
+		if call.Kill(syscall.SIGKILL) {
+			t.Fatal("Kill succeeded after the call ended")
+		}
+		if isClosed(op.Failed()) {
+			t.Fatal("a contained worker's death failed the operation")
+		}
+	})
+}
+
+func TestWorkerHooks(t *testing.T) {
+	forEachBackend(t, func(t *testing.T, e *env) {
+		ctx := context.Background()
+		_, op := workerOp(t, e)
+		var mu sync.Mutex
+		var out, errs []string
+		var codes []int
+		exe, args, env := testWorker(roleEcho,
+			"W_STDOUT=one\r\ntwo\n\nlast without break",
+			"W_STDERR=warn 1\nwarn 2\n",
+			"W_EXIT=4")
+		_, err := ledger.ExecStdioWorker(op, ledger.StdioWorker[string]{
+			Executable: exe, Args: args, Env: env,
+			OnStdout:    func(l string) { mu.Lock(); out = append(out, l); mu.Unlock() },
+			OnStderr:    func(l string) { mu.Lock(); errs = append(errs, l); mu.Unlock() },
+			OnExit:      func(c int) { mu.Lock(); codes = append(codes, c); mu.Unlock() },
+			CallOptions: ledger.CallOptions[string]{Contained: true},
+		}).Wait(ctx)
+		var we *ledger.WorkerError
+		if !errors.As(err, &we) || we.ExitCode != 4 {
+			t.Fatalf("Wait: %v", err)
+		}
+		mu.Lock()
+		defer mu.Unlock()
+		if want := []string{"one", "two", "", "last without break"}; !slices.Equal(out, want) {
+			t.Fatalf("OnStdout got %q, want %q", out, want)
+		}
+		if want := []string{"warn 1", "warn 2"}; !slices.Equal(errs, want) {
+			t.Fatalf("OnStderr got %q, want %q", errs, want)
+		}
+		if !slices.Equal(codes, []int{4}) {
+			t.Fatalf("OnExit got %v, want [4]", codes)
+		}
+	})
+}
+
+func TestWorkerGrandchildHoldingStdout(t *testing.T) {
+	forEachBackend(t, func(t *testing.T, e *env) {
+		ctx := context.Background()
+		_, op := workerOp(t, e)
+		exe, args, env := testWorker(roleTree, "W_ESCAPE=1")
+		call := ledger.ExecStdioWorker(op, ledger.StdioWorker[map[string]int]{
+			Executable: exe, Args: args, Env: env, KillGrace: 100 * time.Millisecond,
+		})
+		waitClosed(t, call.Done(), workerWait, "the call to end while a process outside the group holds stdout")
+		v, err := call.Wait(ctx)
+		if err != nil || v["grandchild"] == 0 {
+			t.Fatalf("Wait = %v, %v", v, err)
+		}
+		gc := v["grandchild"]
+		if gone(gc) {
+			t.Fatalf("the grandchild %d in its own session is gone; the test proves nothing", gc)
+		}
+		syscall.Kill(gc, syscall.SIGKILL)
+		waitGone(t, gc)
+	})
+}
+
+// TestWorkerOrchestratorKilled kills an orchestrator with SIGKILL: nothing
+// in it can react, and its worker must die anyway (parent-death signal).
+func TestWorkerOrchestratorKilled(t *testing.T) {
+	orch := child(t, roleOrchestrator, "W_DIR="+t.TempDir())
+	lines := startOrchestrator(t, orch)
+	pid := nextPid(t, lines)
+	killAtEnd(t, pid)
+	if err := orch.Process.Kill(); err != nil {
+		t.Fatal(err)
+	}
+	orch.Wait()
+	waitGone(t, pid)
+}
+
+// TestWorkerOrchestratorSignalled sends SIGTERM to an orchestrator: its
+// signal handler ends the worker's whole process group before it dies, a
+// grandchild that ignores SIGTERM included, even when KillGrace is longer
+// than the time the handler has (SignalGrace).
+func TestWorkerOrchestratorSignalled(t *testing.T) {
+	for _, tc := range []struct {
+		name                   string
+		killGrace, signalGrace string
+	}{
+		{"kill grace first", "200ms", "10s"},
+		{"signal grace first", "1m", "300ms"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			orch := child(t, roleOrchestrator, "W_DIR="+t.TempDir(), "W_TREE=1", "W_GRACE="+tc.killGrace, "W_SIGNAL_GRACE="+tc.signalGrace)
+			lines := startOrchestrator(t, orch)
+			tree := []int{nextPid(t, lines), nextPid(t, lines)}
+			for _, pid := range tree {
+				killAtEnd(t, pid)
+			}
+			if err := orch.Process.Signal(syscall.SIGTERM); err != nil {
+				t.Fatal(err)
+			}
+			err := orch.Wait()
+			var ee *exec.ExitError
+			if !errors.As(err, &ee) || ee.Sys().(syscall.WaitStatus).Signal() != syscall.SIGTERM {
+				t.Fatalf("orchestrator ended with %v, want death by SIGTERM", err)
+			}
+			waitGone(t, tree...)
+		})
+	}
+}
+
+// startOrchestrator starts cmd and returns its stdout lines.
+func startOrchestrator(t *testing.T, cmd *exec.Cmd) <-chan string {
+	t.Helper()
+	out, err := cmd.StdoutPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { cmd.Process.Kill(); cmd.Wait() })
+	lines := make(chan string, 16)
+	go func() {
+		defer close(lines)
+		s := bufio.NewScanner(out)
+		for s.Scan() {
+			lines <- s.Text()
+		}
+	}()
+	return lines
+}
+
+// nextPid waits for the next "pid N" line.
+func nextPid(t *testing.T, lines <-chan string) int {
+	t.Helper()
+	p := newPidLines()
+	deadline := time.After(workerWait)
+	for {
+		select {
+		case l, ok := <-lines:
+			if !ok {
+				t.Fatal("the orchestrator's output ended before a pid")
+			}
+			p.hook(l)
+			select {
+			case pid := <-p:
+				return pid
+			default:
+			}
+		case <-deadline:
+			t.Fatalf("no pid from the orchestrator after %v", workerWait)
+		}
+	}
+}
+
+// TestWorkerSpawnCancelNoZombies runs 200 workers and cancels each, some
+// before the process started, some while it runs: every process must be
+// reaped.
+func TestWorkerSpawnCancelNoZombies(t *testing.T) {
+	forEachBackend(t, func(t *testing.T, e *env) {
+		ctx := context.Background()
+		_, op := workerOp(t, e)
+		exe, args, env := testWorker(roleBlock)
+		const cycles, parallel = 200, 8
+		var mu sync.Mutex
+		var pids []int
+		sem := make(chan struct{}, parallel)
+		var wg sync.WaitGroup
+		for i := range cycles {
+			sem <- struct{}{}
+			wg.Add(1)
+			go func() {
+				defer func() { <-sem; wg.Done() }()
+				started := newPidLines()
+				call := ledger.ExecStdioWorker(op, ledger.StdioWorker[string]{
+					Executable: exe, Args: args, Env: env, OnStdout: started.hook,
+				})
+				if i%2 == 1 {
+					select {
+					case pid := <-started:
+						mu.Lock()
+						pids = append(pids, pid)
+						mu.Unlock()
+					case <-call.Done():
+					}
+				}
+				call.Cancel()
+				if _, err := call.Wait(ctx); !errors.Is(err, ledger.ErrCancelled) {
+					t.Errorf("cycle %d: %v, want cancelled", i, err)
+				}
+			}()
+		}
+		wg.Wait()
+		if len(pids) < cycles/2 {
+			t.Fatalf("only %d of %d workers reported their pid", len(pids), cycles/2)
+		}
+		if zs := myZombies(t); len(zs) > 0 {
+			t.Fatalf("zombies left: %v", zs)
+		}
+		for _, pid := range pids {
+			if state, ppid, ok := procStat(pid); ok && ppid == os.Getpid() {
+				t.Fatalf("worker %d is still a child of this process (state %c)", pid, state)
+			}
+		}
+		if n := op.PendingCallCount(); n != 0 {
+			t.Fatalf("%d calls still pending", n)
+		}
+	})
+}
+
+func TestJoinFromEnv(t *testing.T) {
+	forEachBackend(t, func(t *testing.T, e *env) {
+		ctx := context.Background()
+		_, op := workerOp(t, e)
+		exe, args, env := testWorker(roleJoin)
+		call := ledger.ExecStdioWorker(op, ledger.StdioWorker[joinReport]{Executable: exe, Args: args, Env: env})
+		r, err := call.Wait(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		want := joinReport{Operation: op.ID(), Call: call.ID(), Participant: "joiner", SawFrame: true}
+		if r != want {
+			t.Fatalf("the worker reported %+v, want %+v", r, want)
+		}
+		d, err := op.State(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if !slices.ContainsFunc(d.Participants, func(p ledger.Participant) bool { return p.ParticipantID == "joiner" }) {
+			t.Fatalf("participants %+v lack the worker", d.Participants)
+		}
+	})
+}
+
+func TestWorkerLedgerEnv(t *testing.T) {
+	forEachBackend(t, func(t *testing.T, e *env) {
+		ctx := context.Background()
+		_, op := workerOp(t, e)
+		// Values this process may have inherited as a worker itself are
+		// replaced, or, with NoLedgerEnv, left alone.
+		t.Setenv(ledger.EnvOperationID, "inherited")
+		t.Setenv(ledger.EnvServerURL, "http://127.0.0.1:1")
+		exe, args, env := testWorker(roleEnvDump)
+		call := ledger.ExecStdioWorker(op, ledger.StdioWorker[map[string]string]{Executable: exe, Args: args, Env: env})
+		got, err := call.Wait(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		abs, _ := filepath.Abs(e.dir)
+		want := map[string]string{
+			ledger.EnvOperationID: op.ID(), ledger.EnvCallID: call.ID(),
+			ledger.EnvBasePath: abs, ledger.EnvServerURL: "",
+		}
+		if fmt.Sprint(got) != fmt.Sprint(want) {
+			t.Fatalf("worker environment %v, want %v", got, want)
+		}
+		got, err = ledger.ExecStdioWorker(op, ledger.StdioWorker[map[string]string]{
+			Executable: exe, Args: args, Env: env, NoLedgerEnv: true,
+		}).Wait(ctx)
+		want = map[string]string{
+			ledger.EnvOperationID: "inherited", ledger.EnvCallID: "",
+			ledger.EnvBasePath: "", ledger.EnvServerURL: "http://127.0.0.1:1",
+		}
+		if err != nil || fmt.Sprint(got) != fmt.Sprint(want) {
+			t.Fatalf("NoLedgerEnv: worker environment %v, %v; want %v", got, err, want)
+		}
+	})
+}
+
+func TestJoinFromEnvWithoutEnv(t *testing.T) {
+	t.Setenv(ledger.EnvOperationID, "")
+	l, op, err := ledger.JoinFromEnv(context.Background(), ledger.Options{BasePath: t.TempDir()}, ledger.JoinOptions{})
+	if !errors.Is(err, ledger.ErrNoWorkerEnv) || l != nil || op != nil {
+		t.Fatalf("JoinFromEnv = %v, %v, %v; want ErrNoWorkerEnv", l, op, err)
+	}
+	t.Setenv(ledger.EnvOperationID, "20240101T00:00:00.000-nobody-00000000")
+	t.Setenv(ledger.EnvBasePath, t.TempDir())
+	if _, _, err := ledger.JoinFromEnv(context.Background(), ledger.Options{}, ledger.JoinOptions{}); !errors.Is(err, ledger.ErrOperationNotFound) {
+		t.Fatalf("JoinFromEnv of an unknown operation: %v, want ErrOperationNotFound", err)
+	}
+}
+
+func TestWorkerInvalid(t *testing.T) {
+	forEachBackend(t, func(t *testing.T, e *env) {
+		ctx := context.Background()
+		_, op := workerOp(t, e)
+		exe, args, env := testWorker(roleEcho)
+		for _, tc := range []struct {
+			name  string
+			call  ledger.Spawned
+			field string
+		}{
+			{"no executable", ledger.ExecStdioWorker(op, ledger.StdioWorker[int]{}), "StdioWorker.Executable"},
+			{"negative timeout", ledger.ExecStdioWorker(op, ledger.StdioWorker[int]{Executable: exe, Timeout: -1}), "StdioWorker.Timeout"},
+			{"negative grace", ledger.ExecFileResultWorker(op, ledger.FileWorker[int]{Executable: exe, ResultFile: "x", KillGrace: -1}), "FileWorker.KillGrace"},
+			{"negative poll", ledger.ExecFileResultWorker(op, ledger.FileWorker[int]{Executable: exe, ResultFile: "x", PollInterval: -1}), "FileWorker.PollInterval"},
+			{"no result file", ledger.ExecFileResultWorker(op, ledger.FileWorker[int]{Executable: exe, Args: args, Env: env}), "FileWorker.ResultFile"},
+			{"nil operation", ledger.ExecStdioWorker(nil, ledger.StdioWorker[int]{Executable: exe}), "nil *Operation"},
+		} {
+			if err := tc.call.Err(); !errors.Is(err, ledger.ErrInvalidArgument) || !strings.Contains(err.Error(), tc.field) || !tc.call.IsFailed() {
+				t.Errorf("%s: %v; want ErrInvalidArgument naming %s", tc.name, err, tc.field)
+			}
+		}
+		if d, err := op.State(ctx); err != nil || len(d.CallFrames) != 0 || isClosed(op.Failed()) {
+			t.Fatalf("invalid workers left frames %v (%v) or failed the operation", d.CallFrames, err)
+		}
+		call := ledger.ExecStdioWorker(op, ledger.StdioWorker[int]{
+			Executable: filepath.Join(t.TempDir(), "missing"), CallOptions: ledger.CallOptions[int]{Contained: true},
+		})
+		if _, err := call.Wait(ctx); !errors.Is(err, os.ErrNotExist) {
+			t.Fatalf("missing executable: %v, want a failure matching os.ErrNotExist", err)
+		}
+	})
+}
+
+// BenchmarkStdioWorker measures a worker round trip: ExecStdioWorker of a
+// program that prints a JSON number and exits, until Wait returns. The
+// "raw" case runs the same program with exec.Command(...).Output() and
+// json.Unmarshal in the same run: the difference is what the ledger adds
+// (two ledger writes, the process group, the /proc look for leftovers).
+func BenchmarkStdioWorker(b *testing.B) {
+	sh, err := exec.LookPath("sh")
+	if err != nil {
+		b.Fatalf("this benchmark needs sh: %v", err)
+	}
+	args := []string{"-c", "echo 42"}
+	b.Run("raw", func(b *testing.B) {
+		for b.Loop() {
+			out, err := exec.Command(sh, args...).Output()
+			var v int
+			if err == nil {
+				err = json.Unmarshal(out, &v)
+			}
+			if err != nil || v != 42 {
+				b.Fatal(v, err)
+			}
+		}
+	})
+	b.Run("worker", func(b *testing.B) {
+		op := benchOp(b)
+		ctx := context.Background()
+		for b.Loop() {
+			v, err := ledger.ExecStdioWorker(op, ledger.StdioWorker[int]{Executable: sh, Args: args}).Wait(ctx)
+			if err != nil || v != 42 {
+				b.Fatal(v, err)
+			}
+		}
+	})
+}
