@@ -151,6 +151,14 @@ func (m *monitor) run() {
 	}
 }
 
+// staleAfter is how long an observer waits for a participant's next beat
+// before declaring it crashed: the threshold, plus the longest gap between
+// two beats of a healthy participant (an interval, +10% jitter, and a
+// margin for a slow write).
+func staleAfter(o Options) time.Duration {
+	return o.StaleThreshold + o.HeartbeatInterval + o.HeartbeatInterval/4
+}
+
 // jitter spreads d by ±10% so that participants do not beat in step.
 func jitter(d time.Duration) time.Duration {
 	return d - d/10 + rand.N(d/5+1)
@@ -273,7 +281,7 @@ func (m *monitor) judge(ctx context.Context, d *store.Data) HeartbeatResult {
 			m.seen[k] = s
 		}
 		r.ParticipantAges[k] = now.Sub(s.at)
-		if now.Sub(s.at) > o.StaleThreshold {
+		if now.Sub(s.at) > staleAfter(o) {
 			r.StaleParticipants = append(r.StaleParticipants, k)
 			stale = append(stale, p)
 		}

@@ -66,25 +66,26 @@ func TestHeartbeatErrorTypes(t *testing.T) {
 			}
 		}},
 	}
-	for _, tc := range cases {
-		t.Run(tc.name, func(t *testing.T) {
-			e := &env{t: t}
-			e.open, e.dir = setupLocal(t)
-			var h hbErrors
-			l := e.Open("p", ledger.Options{})
-			op, err := l.CreateOperation(ctx, ledger.CreateOptions{Callback: h.callback()})
-			if err != nil {
-				t.Fatal(err)
-			}
-			tc.break_(t, e.dir, op.ID())
-			_, err = op.Heartbeat(ctx)
-			var he *ledger.HeartbeatError
-			if !asHeartbeatError(err, &he) || he.Type != tc.want {
-				t.Fatalf("Heartbeat: %v, want a %v HeartbeatError", err, tc.want)
-			}
-			waitFor(t, 5*time.Second, tc.name+" delivered to OnHeartbeatError", func() bool { return h.has(tc.want) })
-		})
-	}
+	forEachBackend(t, func(t *testing.T, e *env) {
+		for _, tc := range cases {
+			t.Run(tc.name, func(t *testing.T) {
+				e := &env{t: t, dir: e.dir, url: e.url, remote: e.remote, open: e.open}
+				var h hbErrors
+				l := e.Open("p", ledger.Options{})
+				op, err := l.CreateOperation(ctx, ledger.CreateOptions{Callback: h.callback()})
+				if err != nil {
+					t.Fatal(err)
+				}
+				tc.break_(t, e.dir, op.ID())
+				_, err = op.Heartbeat(ctx)
+				var he *ledger.HeartbeatError
+				if !asHeartbeatError(err, &he) || he.Type != tc.want {
+					t.Fatalf("Heartbeat: %v, want a %v HeartbeatError", err, tc.want)
+				}
+				waitFor(t, 5*time.Second, tc.name+" delivered to OnHeartbeatError", func() bool { return h.has(tc.want) })
+			})
+		}
+	})
 }
 
 func asHeartbeatError(err error, target **ledger.HeartbeatError) bool {
@@ -202,38 +203,38 @@ func TestSlowCallbackDoesNotDelayBeats(t *testing.T) {
 
 func TestCallFailureReachesOtherProcess(t *testing.T) {
 	ctx := context.Background()
-	e := &env{t: t}
-	e.open, e.dir = setupLocal(t)
-	s := &survivor{}
-	l := e.Open("init", ledger.Options{StaleThreshold: 30 * time.Second})
-	op, err := l.CreateOperation(ctx, ledger.CreateOptions{Callback: ledger.OperationCallback{
-		OnFailure: func(*ledger.Operation, ledger.OperationFailedInfo) { s.onFailure.Add(1) },
-	}})
-	if err != nil {
-		t.Fatal(err)
-	}
-	if _, err := ledger.StartCall[int](ctx, op, ledger.CallOptions[int]{Callback: ledger.CallCallback[int]{
-		OnOperationFailed: func(ledger.OperationFailedInfo) { s.opFailed.Add(1) },
-	}}); err != nil {
-		t.Fatal(err)
-	}
-	p := startParticipant(t, e.dir, op.ID(), "failer", "CALLS=1", "FAIL=1", "STALE=30s")
-	if _, err := p.stdin.Write([]byte("fail\n")); err != nil {
-		t.Fatal(err)
-	}
-	if line := p.readLine(t); line != "failed" {
-		t.Fatalf("child said %q", line)
-	}
-	waitClosed(t, op.Failed(), 10*time.Second, "Failed() after another process's call failed")
-	info, _ := op.Failure()
-	if info.ParticipantID != "failer" || len(info.CrashedCallIDs) != 1 || info.CrashedCallIDs[0] != p.ready.Calls[0] {
-		t.Fatalf("failure info %+v", info)
-	}
-	waitFor(t, 5*time.Second, "callbacks", func() bool { return s.onFailure.Load() == 1 && s.opFailed.Load() == 1 })
-	d := archived(t, e.dir, op.ID())
-	if d.OperationState != "failed" || d.RemovalTimestamp == nil {
-		t.Fatalf("archived %s removal %v", d.OperationState, d.RemovalTimestamp)
-	}
+	forEachBackend(t, func(t *testing.T, e *env) {
+		s := &survivor{}
+		l := e.Open("init", ledger.Options{StaleThreshold: 30 * time.Second})
+		op, err := l.CreateOperation(ctx, ledger.CreateOptions{Callback: ledger.OperationCallback{
+			OnFailure: func(*ledger.Operation, ledger.OperationFailedInfo) { s.onFailure.Add(1) },
+		}})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := ledger.StartCall[int](ctx, op, ledger.CallOptions[int]{Callback: ledger.CallCallback[int]{
+			OnOperationFailed: func(ledger.OperationFailedInfo) { s.opFailed.Add(1) },
+		}}); err != nil {
+			t.Fatal(err)
+		}
+		p := startParticipant(t, e, op.ID(), "failer", "CALLS=1", "FAIL=1", "STALE=30s")
+		if _, err := p.stdin.Write([]byte("fail\n")); err != nil {
+			t.Fatal(err)
+		}
+		if line := p.readLine(t); line != "failed" {
+			t.Fatalf("child said %q", line)
+		}
+		waitClosed(t, op.Failed(), 10*time.Second, "Failed() after another process's call failed")
+		info, _ := op.Failure()
+		if info.ParticipantID != "failer" || len(info.CrashedCallIDs) != 1 || info.CrashedCallIDs[0] != p.ready.Calls[0] {
+			t.Fatalf("failure info %+v", info)
+		}
+		waitFor(t, 5*time.Second, "callbacks", func() bool { return s.onFailure.Load() == 1 && s.opFailed.Load() == 1 })
+		d := archived(t, e.dir, op.ID())
+		if d.OperationState != "failed" || d.RemovalTimestamp == nil {
+			t.Fatalf("archived %s removal %v", d.OperationState, d.RemovalTimestamp)
+		}
+	})
 }
 
 func TestLastLeaveStopsHeartbeat(t *testing.T) {

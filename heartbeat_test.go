@@ -58,8 +58,9 @@ func runParticipant() {
 	if skew := envDuration("SKEW", 0); skew != 0 {
 		ledger.SetClockSkew(skew)
 	}
-	l, err := ledger.NewLocalLedger(ledger.Options{
+	l, err := ledger.Connect(ctx, ledger.Options{
 		BasePath:          os.Getenv("LEDGER_DIR"),
+		ServerURL:         os.Getenv("SERVER_URL"),
 		ParticipantID:     os.Getenv("PARTICIPANT"),
 		HeartbeatInterval: envDuration("HB", 50*time.Millisecond),
 		StaleThreshold:    envDuration("STALE", 400*time.Millisecond),
@@ -136,11 +137,12 @@ type proc struct {
 	opID  string // set when the child created the operation
 }
 
-// startParticipant starts a participant child and waits for its ready line.
-func startParticipant(t *testing.T, dir, opID, name string, env ...string) *proc {
+// startParticipant starts a participant child on the ledger of e and
+// waits for its ready line.
+func startParticipant(t *testing.T, e *env, opID, name string, env ...string) *proc {
 	t.Helper()
 	p := startProc(t, child(t, "participant", append([]string{
-		"LEDGER_DIR=" + dir, "LEDGER_OP=" + opID, "PARTICIPANT=" + name, "TEMP_DIR=" + t.TempDir(),
+		e.childEnv(), "LEDGER_OP=" + opID, "PARTICIPANT=" + name, "TEMP_DIR=" + t.TempDir(),
 	}, env...)...))
 	line := p.readLine(t)
 	if id, ok := strings.CutPrefix(line, "op "); ok {
@@ -256,8 +258,7 @@ func archivedLog(t *testing.T, dir, id string) string {
 
 func TestKill9FailsOperationAndCleansUp(t *testing.T) {
 	ctx := context.Background()
-	e := &env{t: t}
-	e.open, e.dir = setupLocal(t)
+	e := localEnv(t)
 	// A long threshold: only the liveness lock can explain a fast verdict.
 	o := ledger.Options{StaleThreshold: 30 * time.Second}
 	init := e.Open("init", o)
@@ -269,7 +270,7 @@ func TestKill9FailsOperationAndCleansUp(t *testing.T) {
 	for i := range 3 {
 		survivors = append(survivors, newSurvivor(t, e, fmt.Sprintf("s%d", i), op.ID(), o))
 	}
-	victim := startParticipant(t, e.dir, op.ID(), "victim", "CALLS=2", "TEMPS=3", "STALE=30s")
+	victim := startParticipant(t, e, op.ID(), "victim", "CALLS=2", "TEMPS=3", "STALE=30s")
 	for _, p := range victim.ready.Temps {
 		if _, err := os.Stat(p); err != nil {
 			t.Fatal(err)
@@ -325,129 +326,127 @@ func sorted(xs []string) []string {
 
 func TestKill9OfContainedCallLetsOperationComplete(t *testing.T) {
 	ctx := context.Background()
-	e := &env{t: t}
-	e.open, e.dir = setupLocal(t)
-	o := ledger.Options{StaleThreshold: 30 * time.Second}
-	init := e.Open("init", o)
-	op, err := init.CreateOperation(ctx, ledger.CreateOptions{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	victim := startParticipant(t, e.dir, op.ID(), "victim", "CONTAINED=1", "STALE=30s")
-	victim.kill9(t)
-	waitFor(t, 10*time.Second, "the contained frame to go", func() bool {
-		d, err := op.State(ctx)
+	forEachBackend(t, func(t *testing.T, e *env) {
+		// Locally the liveness lock tells at once (a long threshold proves
+		// it); a remote participant is judged by its heartbeat alone.
+		o, stale := ledger.Options{StaleThreshold: 30 * time.Second}, "STALE=30s"
+		if e.remote {
+			o, stale = ledger.Options{}, "STALE=400ms"
+		}
+		init := e.Open("init", o)
+		op, err := init.CreateOperation(ctx, ledger.CreateOptions{})
 		if err != nil {
 			t.Fatal(err)
 		}
-		return len(d.CallFrames) == 0 && d.Participants[1].State == "crashed"
+		victim := startParticipant(t, e, op.ID(), "victim", "CONTAINED=1", stale)
+		victim.kill9(t)
+		waitFor(t, 10*time.Second, "the contained frame to go", func() bool {
+			d, err := op.State(ctx)
+			if err != nil {
+				t.Fatal(err)
+			}
+			return len(d.CallFrames) == 0 && d.Participants[1].State == "crashed"
+		})
+		select {
+		case <-op.Failed():
+			t.Fatal("operation failed after a contained crash")
+		default:
+		}
+		if err := op.Complete(ctx); err != nil {
+			t.Fatal(err)
+		}
+		if d := archived(t, e.dir, op.ID()); d.OperationState != "completed" {
+			t.Fatalf("archived state %q, want completed", d.OperationState)
+		}
 	})
-	select {
-	case <-op.Failed():
-		t.Fatal("operation failed after a contained crash")
-	default:
-	}
-	if err := op.Complete(ctx); err != nil {
-		t.Fatal(err)
-	}
-	if d := archived(t, e.dir, op.ID()); d.OperationState != "completed" {
-		t.Fatalf("archived state %q, want completed", d.OperationState)
-	}
 }
 
 func TestPausedParticipant(t *testing.T) {
 	ctx := context.Background()
-	e := &env{t: t}
-	e.open, e.dir = setupLocal(t)
-	const stale = "1500ms"
-	o := ledger.Options{StaleThreshold: 1500 * time.Millisecond}
-	var beats atomic.Int32
-	init := e.Open("init", o)
-	op, err := init.CreateOperation(ctx, ledger.CreateOptions{Callback: ledger.OperationCallback{
-		OnHeartbeatSuccess: func(*ledger.Operation, ledger.HeartbeatResult) { beats.Add(1) },
-	}})
-	if err != nil {
-		t.Fatal(err)
-	}
-	p := startParticipant(t, e.dir, op.ID(), "sleeper", "CALLS=1", "STALE="+stale)
-	waitBeats := func(n int32) {
-		start := beats.Load()
-		waitFor(t, 10*time.Second, "heartbeats", func() bool { return beats.Load() >= start+n })
-	}
+	forEachBackend(t, func(t *testing.T, e *env) {
+		const stale = "1500ms"
+		o := ledger.Options{StaleThreshold: 1500 * time.Millisecond}
+		init := e.Open("init", o)
+		op, err := init.CreateOperation(ctx, ledger.CreateOptions{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		p := startParticipant(t, e, op.ID(), "sleeper", "CALLS=1", "STALE="+stale)
 
-	// Below the threshold: a few of our beats (50ms each) pass while it
-	// is stopped; it must not be declared crashed.
-	syscall.Kill(p.cmd.Process.Pid, syscall.SIGSTOP)
-	waitBeats(5)
-	syscall.Kill(p.cmd.Process.Pid, syscall.SIGCONT)
-	beatOf := func() time.Time {
+		// Below the threshold: stopped for most of it (the pause itself is
+		// what is tested, so this waits for time to pass), it must not be
+		// declared crashed.
+		syscall.Kill(p.cmd.Process.Pid, syscall.SIGSTOP)
+		time.Sleep(1200 * time.Millisecond)
+		syscall.Kill(p.cmd.Process.Pid, syscall.SIGCONT)
+		beatOf := func() time.Time {
+			d, err := op.State(ctx)
+			if err != nil {
+				t.Fatal(err)
+			}
+			for _, pp := range d.Participants {
+				if pp.ParticipantID == "sleeper" {
+					return pp.LastHeartbeat.Time
+				}
+			}
+			t.Fatal("no sleeper")
+			return time.Time{}
+		}
+		last := beatOf()
+		waitFor(t, 10*time.Second, "the sleeper to beat again", func() bool { return beatOf().After(last) })
 		d, err := op.State(ctx)
 		if err != nil {
 			t.Fatal(err)
 		}
-		for _, pp := range d.Participants {
-			if pp.ParticipantID == "sleeper" {
-				return pp.LastHeartbeat.Time
-			}
+		if d.OperationState != "running" || d.Participants[1].State != "active" {
+			t.Fatalf("after a short pause: state %s, sleeper %s", d.OperationState, d.Participants[1].State)
 		}
-		t.Fatal("no sleeper")
-		return time.Time{}
-	}
-	last := beatOf()
-	waitFor(t, 10*time.Second, "the sleeper to beat again", func() bool { return beatOf().After(last) })
-	d, err := op.State(ctx)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if d.OperationState != "running" || d.Participants[1].State != "active" {
-		t.Fatalf("after a short pause: state %s, sleeper %s", d.OperationState, d.Participants[1].State)
-	}
 
-	// Above the threshold: declared crashed, the operation fails.
-	syscall.Kill(p.cmd.Process.Pid, syscall.SIGSTOP)
-	defer syscall.Kill(p.cmd.Process.Pid, syscall.SIGCONT)
-	waitClosed(t, op.Failed(), 20*time.Second, "Failed() after a long pause")
-	info, _ := op.Failure()
-	if !strings.Contains(info.Reason, "sleeper") {
-		t.Fatalf("failure %+v", info)
-	}
+		// Above the threshold: declared crashed, the operation fails.
+		syscall.Kill(p.cmd.Process.Pid, syscall.SIGSTOP)
+		defer syscall.Kill(p.cmd.Process.Pid, syscall.SIGCONT)
+		waitClosed(t, op.Failed(), 20*time.Second, "Failed() after a long pause")
+		info, _ := op.Failure()
+		if !strings.Contains(info.Reason, "sleeper") {
+			t.Fatalf("failure %+v", info)
+		}
+	})
 }
 
 func TestSkewedClocksCauseNoVerdict(t *testing.T) {
 	ctx := context.Background()
-	e := &env{t: t}
-	e.open, e.dir = setupLocal(t)
-	var beats atomic.Int32
-	init := e.Open("init", ledger.Options{})
-	op, err := init.CreateOperation(ctx, ledger.CreateOptions{Callback: ledger.OperationCallback{
-		OnHeartbeatSuccess: func(*ledger.Operation, ledger.HeartbeatResult) { beats.Add(1) },
-	}})
-	if err != nil {
-		t.Fatal(err)
-	}
-	startParticipant(t, e.dir, op.ID(), "ahead", "CALLS=1", "SKEW=60s")
-	startParticipant(t, e.dir, op.ID(), "behind", "CALLS=1", "SKEW=-60s")
-	// Three stale thresholds (400ms) worth of our beats (50ms).
-	waitFor(t, 20*time.Second, "24 heartbeats", func() bool { return beats.Load() >= 24 })
-	d, err := op.State(ctx)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if d.OperationState != "running" {
-		t.Fatalf("state %s after skewed heartbeats", d.OperationState)
-	}
-	for _, p := range d.Participants {
-		if p.State != "active" {
-			t.Fatalf("participant %s is %s", p.ParticipantID, p.State)
+	forEachBackend(t, func(t *testing.T, e *env) {
+		var beats atomic.Int32
+		init := e.Open("init", ledger.Options{})
+		op, err := init.CreateOperation(ctx, ledger.CreateOptions{Callback: ledger.OperationCallback{
+			OnHeartbeatSuccess: func(*ledger.Operation, ledger.HeartbeatResult) { beats.Add(1) },
+		}})
+		if err != nil {
+			t.Fatal(err)
 		}
-	}
+		startParticipant(t, e, op.ID(), "ahead", "CALLS=1", "SKEW=60s")
+		startParticipant(t, e, op.ID(), "behind", "CALLS=1", "SKEW=-60s")
+		// Three stale thresholds (400ms) worth of our beats (50ms).
+		waitFor(t, 20*time.Second, "24 heartbeats", func() bool { return beats.Load() >= 24 })
+		d, err := op.State(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if d.OperationState != "running" {
+			t.Fatalf("state %s after skewed heartbeats", d.OperationState)
+		}
+		for _, p := range d.Participants {
+			if p.State != "active" {
+				t.Fatalf("participant %s is %s", p.ParticipantID, p.State)
+			}
+		}
+	})
 }
 
 func TestOrphanSweptByNextOpen(t *testing.T) {
-	e := &env{t: t}
-	e.open, e.dir = setupLocal(t)
-	a := startParticipant(t, e.dir, "", "a", "CALLS=1", "TEMPS=2")
-	b := startParticipant(t, e.dir, a.opID, "b", "CALLS=1")
+	e := localEnv(t)
+	a := startParticipant(t, e, "", "a", "CALLS=1", "TEMPS=2")
+	b := startParticipant(t, e, a.opID, "b", "CALLS=1")
 	a.kill9(t)
 	b.kill9(t)
 	e.Open("sweeper", ledger.Options{})
@@ -464,53 +463,53 @@ func TestOrphanSweptByNextOpen(t *testing.T) {
 
 func TestAbortReachesOtherProcesses(t *testing.T) {
 	ctx := context.Background()
-	e := &env{t: t}
-	e.open, e.dir = setupLocal(t)
-	var onAbort atomic.Int32
-	var hbErrs sync.Map
-	init := e.Open("init", ledger.Options{})
-	op, err := init.CreateOperation(ctx, ledger.CreateOptions{Callback: ledger.OperationCallback{
-		OnAbort: func(*ledger.Operation) { onAbort.Add(1) },
-		OnHeartbeatError: func(_ *ledger.Operation, err *ledger.HeartbeatError) {
-			n, _ := hbErrs.LoadOrStore(err.Type, new(atomic.Int32))
-			n.(*atomic.Int32).Add(1)
-		},
-	}})
-	if err != nil {
-		t.Fatal(err)
-	}
-	work := ledger.SpawnCall(op, func(ctx context.Context, _ *ledger.SpawnedCall[error]) (error, error) {
-		<-ctx.Done()
-		return context.Cause(ctx), nil
-	}, ledger.CallOptions[error]{})
-	p := startParticipant(t, e.dir, op.ID(), "aborter", "ABORT=1")
-	io.WriteString(p.stdin, "go\n")
-	if line := p.readLine(t); line != "aborted" {
-		t.Fatalf("child said %q", line)
-	}
-	waitClosed(t, op.Aborted(), 10*time.Second, "Aborted()")
-	waitFor(t, 5*time.Second, "OnAbort", func() bool { return onAbort.Load() == 1 })
-	if !errors.Is(context.Cause(op.Context()), ledger.ErrAborted) {
-		t.Fatalf("context cause %v", context.Cause(op.Context()))
-	}
-	waitClosed(t, work.Done(), 5*time.Second, "the spawned call to end")
-	if cause, ok := work.Result(); ok && !errors.Is(cause, ledger.ErrAborted) {
-		t.Fatalf("spawned call saw cause %v", cause)
-	} else if !ok && !errors.Is(work.Err(), ledger.ErrAborted) {
-		t.Fatalf("spawned call ended with %v", work.Err())
-	}
-	waitFor(t, 5*time.Second, "the abortFlagSet heartbeat error", func() bool {
-		_, ok := hbErrs.Load(ledger.HeartbeatAbortFlagSet)
-		return ok
-	})
-	// Several more beats: abortFlagSet is reported once.
-	for range 3 {
-		if _, err := op.Heartbeat(ctx); err != nil {
+	forEachBackend(t, func(t *testing.T, e *env) {
+		var onAbort atomic.Int32
+		var hbErrs sync.Map
+		init := e.Open("init", ledger.Options{})
+		op, err := init.CreateOperation(ctx, ledger.CreateOptions{Callback: ledger.OperationCallback{
+			OnAbort: func(*ledger.Operation) { onAbort.Add(1) },
+			OnHeartbeatError: func(_ *ledger.Operation, err *ledger.HeartbeatError) {
+				n, _ := hbErrs.LoadOrStore(err.Type, new(atomic.Int32))
+				n.(*atomic.Int32).Add(1)
+			},
+		}})
+		if err != nil {
 			t.Fatal(err)
 		}
-	}
-	n, _ := hbErrs.Load(ledger.HeartbeatAbortFlagSet)
-	if got := n.(*atomic.Int32).Load(); got != 1 {
-		t.Fatalf("abortFlagSet reported %d times", got)
-	}
+		work := ledger.SpawnCall(op, func(ctx context.Context, _ *ledger.SpawnedCall[error]) (error, error) {
+			<-ctx.Done()
+			return context.Cause(ctx), nil
+		}, ledger.CallOptions[error]{})
+		p := startParticipant(t, e, op.ID(), "aborter", "ABORT=1")
+		io.WriteString(p.stdin, "go\n")
+		if line := p.readLine(t); line != "aborted" {
+			t.Fatalf("child said %q", line)
+		}
+		waitClosed(t, op.Aborted(), 10*time.Second, "Aborted()")
+		waitFor(t, 5*time.Second, "OnAbort", func() bool { return onAbort.Load() == 1 })
+		if !errors.Is(context.Cause(op.Context()), ledger.ErrAborted) {
+			t.Fatalf("context cause %v", context.Cause(op.Context()))
+		}
+		waitClosed(t, work.Done(), 5*time.Second, "the spawned call to end")
+		if cause, ok := work.Result(); ok && !errors.Is(cause, ledger.ErrAborted) {
+			t.Fatalf("spawned call saw cause %v", cause)
+		} else if !ok && !errors.Is(work.Err(), ledger.ErrAborted) {
+			t.Fatalf("spawned call ended with %v", work.Err())
+		}
+		waitFor(t, 5*time.Second, "the abortFlagSet heartbeat error", func() bool {
+			_, ok := hbErrs.Load(ledger.HeartbeatAbortFlagSet)
+			return ok
+		})
+		// Several more beats: abortFlagSet is reported once.
+		for range 3 {
+			if _, err := op.Heartbeat(ctx); err != nil {
+				t.Fatal(err)
+			}
+		}
+		n, _ := hbErrs.Load(ledger.HeartbeatAbortFlagSet)
+		if got := n.(*atomic.Int32).Load(); got != 1 {
+			t.Fatalf("abortFlagSet reported %d times", got)
+		}
+	})
 }

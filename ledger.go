@@ -49,9 +49,14 @@ type Options struct {
 	// HeartbeatInterval is the time between heartbeats. Zero means 5s.
 	HeartbeatInterval time.Duration
 
-	// StaleThreshold is how long a participant may go without a heartbeat
-	// before it is declared crashed. It must exceed HeartbeatInterval.
-	// Zero means 15s.
+	// StaleThreshold is how long a participant may be silent (paused,
+	// hung, cut off) and still not be declared crashed. An observer
+	// declares it crashed once it has seen no new heartbeat of it for
+	// StaleThreshold plus 1.25 HeartbeatInterval, the longest gap between
+	// two beats of a healthy participant (jitter included), so a pause
+	// shorter than StaleThreshold is never a crash. It must exceed
+	// HeartbeatInterval. Zero means 15s, or 3 HeartbeatIntervals if that
+	// is longer.
 	StaleThreshold time.Duration
 
 	// LivenessPoll is the interval of the same-host liveness check of the
@@ -156,6 +161,9 @@ func (o Options) withDefaults() (Options, error) {
 	}
 	if o.HeartbeatInterval == 0 {
 		o.HeartbeatInterval = DefaultHeartbeatInterval
+	}
+	if o.HeartbeatInterval < time.Millisecond || o.LivenessPoll != 0 && o.LivenessPoll < time.Millisecond {
+		return o, fmt.Errorf("ledger: Options.HeartbeatInterval (%v) and LivenessPoll (%v) must be at least 1ms", o.HeartbeatInterval, o.LivenessPoll)
 	}
 	if o.StaleThreshold == 0 {
 		o.StaleThreshold = max(DefaultStaleThreshold, 3*o.HeartbeatInterval)

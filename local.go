@@ -160,6 +160,9 @@ func (b *localBackend) complete(ctx context.Context, id string, who participant)
 		if d.InitiatorID != who.ID {
 			return fmt.Errorf("%w: %s is not %s", ErrNotInitiator, who.ID, d.InitiatorID)
 		}
+		if d.OperationState != store.StateRunning {
+			return &OperationFailedError{Info: failureInfo(d)} // failing: cannot complete
+		}
 		d.OperationState = store.StateCompleted
 		d.LastHeartbeat = store.Now()
 		tx.Log("INFO", who.ID, "OPERATION_COMPLETED")

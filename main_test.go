@@ -58,7 +58,14 @@ type testBackend struct {
 	name string
 	// setup prepares a fresh ledger location and returns a function that
 	// opens a ledger on it for one participant.
-	setup func(t testing.TB) (open func(t testing.TB, o ledger.Options) ledger.Ledger, dir string)
+	setup func(t testing.TB) (open func(t testing.TB, o ledger.Options) ledger.Ledger, loc location)
+}
+
+// location is where a test's ledger lives: its directory and, for the
+// remote backends, the URL of the server over it.
+type location struct {
+	dir string
+	url string
 }
 
 // backends is the table the behavioural tests run over.
@@ -68,7 +75,7 @@ var backends = []testBackend{
 	{name: "remote-binary", setup: setupRemoteBinary},     // remote_test.go
 }
 
-func setupLocal(t testing.TB) (func(testing.TB, ledger.Options) ledger.Ledger, string) {
+func setupLocal(t testing.TB) (func(testing.TB, ledger.Options) ledger.Ledger, location) {
 	dir := t.TempDir()
 	return func(t testing.TB, o ledger.Options) ledger.Ledger {
 		t.Helper()
@@ -79,15 +86,32 @@ func setupLocal(t testing.TB) (func(testing.TB, ledger.Options) ledger.Ledger, s
 		}
 		t.Cleanup(func() { l.Close() })
 		return l
-	}, dir
+	}, location{dir: dir}
 }
 
 // env is one test's ledger location on one backend.
 type env struct {
 	t      *testing.T
 	dir    string // the ledger directory (the server's, for remote backends)
+	url    string // the server's URL, for remote backends
 	remote bool   // the ledger is reached through a server
 	open   func(testing.TB, ledger.Options) ledger.Ledger
+}
+
+// localEnv is an env on the local backend only, for tests of what only
+// the local backend does.
+func localEnv(t *testing.T) *env {
+	open, loc := setupLocal(t)
+	return &env{t: t, dir: loc.dir, open: open}
+}
+
+// childEnv returns the environment that tells a child process where the
+// ledger of e is: LEDGER_DIR, or SERVER_URL on remote backends.
+func (e *env) childEnv() string {
+	if e.remote {
+		return "SERVER_URL=" + e.url
+	}
+	return "LEDGER_DIR=" + e.dir
 }
 
 // Open connects a participant with fast test intervals unless o sets them.
@@ -110,8 +134,8 @@ func (e *env) Open(participant string, o ledger.Options) ledger.Ledger {
 func forEachBackend(t *testing.T, f func(t *testing.T, e *env)) {
 	for _, b := range backends {
 		t.Run(b.name, func(t *testing.T) {
-			open, dir := b.setup(t)
-			f(t, &env{t: t, dir: dir, remote: b.name != "local", open: open})
+			open, loc := b.setup(t)
+			f(t, &env{t: t, dir: loc.dir, url: loc.url, remote: loc.url != "", open: open})
 		})
 	}
 }

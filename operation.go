@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"maps"
 	"os"
+	"path/filepath"
 	"slices"
 	"strings"
 	"sync"
@@ -288,6 +289,9 @@ func (st *opState) closeAll(ctx context.Context) error {
 
 // usable returns the error that keeps op from being used, if any.
 func (op *Operation) usable() error {
+	if op == nil {
+		return fmt.Errorf("%w: nil *Operation", ErrInvalidArgument)
+	}
 	op.mu.Lock()
 	left := op.left
 	op.mu.Unlock()
@@ -392,6 +396,9 @@ func (st *opState) observe(d *store.Data) {
 
 // Log appends msg to the operation log at the given level.
 func (op *Operation) Log(ctx context.Context, level LogLevel, msg string) error {
+	if level < LogDebug || level > LogError {
+		return fmt.Errorf("%w: log level %d", ErrInvalidArgument, int(level))
+	}
 	if err := op.usable(); err != nil {
 		return err
 	}
@@ -617,8 +624,9 @@ func (op *Operation) DeleteCallFrame(ctx context.Context, callID string) error {
 // is cleaned up after a signal, and by a survivor on this host when this
 // process crashes.
 func (op *Operation) RegisterTempResource(ctx context.Context, path string) error {
-	if path == "" {
-		return errors.New("ledger: RegisterTempResource: empty path")
+	path, err := tempPath(path)
+	if err != nil {
+		return err
 	}
 	if err := op.usable(); err != nil {
 		return err
@@ -639,6 +647,10 @@ func (op *Operation) RegisterTempResource(ctx context.Context, path string) erro
 
 // UnregisterTempResource forgets a registered path without deleting it.
 func (op *Operation) UnregisterTempResource(ctx context.Context, path string) error {
+	path, err := tempPath(path)
+	if err != nil {
+		return err
+	}
 	if err := op.usable(); err != nil {
 		return err
 	}
@@ -654,6 +666,15 @@ func (op *Operation) UnregisterTempResource(ctx context.Context, path string) er
 	delete(op.st.temps, path)
 	op.st.mu.Unlock()
 	return nil
+}
+
+// tempPath checks a temp resource path and makes it absolute: it is
+// deleted by whichever process cleans up, from whatever directory it is in.
+func tempPath(path string) (string, error) {
+	if path == "" || strings.ContainsRune(path, 0) {
+		return "", fmt.Errorf("%w: temp resource path %q", ErrInvalidArgument, path)
+	}
+	return filepath.Abs(path)
 }
 
 // LeaveOptions configure Leave. The zero value is valid.
@@ -752,6 +773,9 @@ func (op *Operation) Complete(ctx context.Context) error {
 	st := op.st
 	if !st.initiator {
 		return fmt.Errorf("%w: %s", ErrNotInitiator, st.c.who.ID)
+	}
+	if info, failed := op.Failure(); failed {
+		return &OperationFailedError{Info: info}
 	}
 	ctx, cancel := st.c.bound(ctx)
 	defer cancel()

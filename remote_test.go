@@ -36,10 +36,10 @@ import (
 
 // setupRemoteHTTPTest serves a fresh directory with NewServer on an
 // httptest server on 127.0.0.1.
-func setupRemoteHTTPTest(t testing.TB) (func(testing.TB, ledger.Options) ledger.Ledger, string) {
+func setupRemoteHTTPTest(t testing.TB) (func(testing.TB, ledger.Options) ledger.Ledger, location) {
 	dir := t.TempDir()
 	url := startHTTPTestServer(t, ledger.ServerOptions{BasePath: dir})
-	return remoteOpener(url, ""), dir
+	return remoteOpener(url, ""), location{dir: dir, url: url}
 }
 
 // startHTTPTestServer serves o on an httptest server on loopback and
@@ -60,10 +60,10 @@ func startHTTPTestServer(t testing.TB, o ledger.ServerOptions) string {
 
 // setupRemoteBinary serves a fresh directory with the real `ledger serve`
 // binary on 127.0.0.1.
-func setupRemoteBinary(t testing.TB) (func(testing.TB, ledger.Options) ledger.Ledger, string) {
+func setupRemoteBinary(t testing.TB) (func(testing.TB, ledger.Options) ledger.Ledger, location) {
 	dir := t.TempDir()
 	url, _ := startBinaryServer(t, dir)
-	return remoteOpener(url, ""), dir
+	return remoteOpener(url, ""), location{dir: dir, url: url}
 }
 
 // remoteOpener connects participants to the server at url.

@@ -994,10 +994,14 @@ func TestWorkerLedgerEnv(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		abs, _ := filepath.Abs(e.dir)
 		want := map[string]string{
 			ledger.EnvOperationID: op.ID(), ledger.EnvCallID: call.ID(),
-			ledger.EnvBasePath: abs, ledger.EnvServerURL: "",
+			ledger.EnvBasePath: "", ledger.EnvServerURL: "",
+		}
+		if e.remote {
+			want[ledger.EnvServerURL] = e.url
+		} else {
+			want[ledger.EnvBasePath], _ = filepath.Abs(e.dir)
 		}
 		if fmt.Sprint(got) != fmt.Sprint(want) {
 			t.Fatalf("worker environment %v, want %v", got, want)
