@@ -86,6 +86,7 @@ func (e *HeartbeatError) Unwrap() error { return e.Cause }
 type monitor struct {
 	st     *opState
 	stop   chan struct{} // closed to stop the loop
+	done   chan struct{} // closed when the loop has returned
 	once   sync.Once     // guards close(stop)
 	paused chan bool     // StartHeartbeat/StopHeartbeat
 	notes  notifier
@@ -109,6 +110,7 @@ func (st *opState) startBackground() {
 	m := &monitor{
 		st:     st,
 		stop:   make(chan struct{}),
+		done:   make(chan struct{}),
 		paused: make(chan bool),
 		seen:   make(map[string]seenBeat),
 	}
@@ -122,7 +124,18 @@ func (st *opState) startBackground() {
 // monitor itself.
 func (m *monitor) halt() { m.once.Do(func() { close(m.stop) }) }
 
+// stopped stops the monitor and waits for its loop to return, so that no
+// beat of this process is written afterwards. The loop never runs user
+// code, so a callback may call this. Not for the monitor itself.
+func (st *opState) stopped() {
+	if st.mon != nil {
+		st.mon.halt()
+		<-st.mon.done
+	}
+}
+
 func (m *monitor) run() {
+	defer close(m.done)
 	o := m.st.c.opts
 	beat := time.NewTimer(jitter(o.HeartbeatInterval))
 	defer beat.Stop()

@@ -274,13 +274,19 @@ func TestLastLeaveStopsHeartbeat(t *testing.T) {
 		if p.State != "left" {
 			t.Fatalf("participant state %s after the last Leave", p.State)
 		}
-		// Ten of our own beats later, its heartbeat has not moved.
-		for range 10 {
-			if _, err := op.Heartbeat(ctx); err != nil {
+		// Five automatic beats of the one that stayed (about five of the
+		// left one's intervals) later, the left one's heartbeat has not moved.
+		beats, last := 0, op.CachedData().Participants[0].LastHeartbeat
+		waitFor(t, 10*time.Second, "five beats of the participant that stayed", func() bool {
+			d, err := op.State(ctx)
+			if err != nil {
 				t.Fatal(err)
 			}
-			time.Sleep(10 * time.Millisecond) // let a stray beat of the left participant land
-		}
+			if hb := d.Participants[0].LastHeartbeat; hb.After(last.Time) {
+				beats, last = beats+1, hb
+			}
+			return beats >= 5
+		})
 		if got := left(); !got.LastHeartbeat.Equal(p.LastHeartbeat.Time) || got.State != "left" {
 			t.Fatalf("left participant still beating: %v -> %v (%s)", p.LastHeartbeat, got.LastHeartbeat, got.State)
 		}

@@ -712,6 +712,7 @@ func (op *Operation) Leave(ctx context.Context, opts LeaveOptions) error {
 	}
 	if last {
 		st.end(ErrSessionLeft)
+		st.stopped()
 		st.c.forget(st)
 	}
 	return err
@@ -787,6 +788,7 @@ func (op *Operation) Complete(ctx context.Context) error {
 	st.see(d)
 	st.mu.Unlock()
 	st.end(fmt.Errorf("%w: %s", ErrOperationCompleted, st.id))
+	st.stopped()
 	st.c.forget(st)
 	return nil
 }
