@@ -236,8 +236,9 @@
 // decodes the file again only when its bytes differ; a change still reads
 // the whole file, so its cost grows with the number of frames.
 //
-// Callbacks run on the goroutine that caused the event, after the ledger
-// locks are released; a slow callback delays that goroutine. OnLogLine sees
+// Callbacks run with no lock held, on a goroutine of the library (the one
+// that saw the event, or one of their own for heartbeat, abort and failure
+// events); a slow callback delays that goroutine only. OnLogLine sees
 // the lines this process writes, not those of others. Files are created
 // with mode 0644 less the umask. Log files are not fsynced, even with
 // Durable.

@@ -95,17 +95,17 @@ type CorruptError = store.CorruptError
 
 // OperationFailedInfo describes why an operation failed.
 type OperationFailedInfo struct {
-	OperationID    string
-	FailedAt       time.Time
-	Reason         string
-	ParticipantID  string   // the participant whose call failed or crashed
-	CrashedCallIDs []string // the calls whose failure failed the operation
+	OperationID    string    // the operation that failed
+	FailedAt       time.Time // when the failure was recorded
+	Reason         string    // the error of the call, or why its process is gone
+	ParticipantID  string    // the participant whose call failed or crashed
+	CrashedCallIDs []string  // the calls whose failure failed the operation
 }
 
 // OperationFailedError is returned, and is the cause of cancelled call
 // contexts, when an operation has failed. It matches ErrOperationFailed.
 type OperationFailedError struct {
-	Info OperationFailedInfo
+	Info OperationFailedInfo // why the operation failed
 }
 
 func (e *OperationFailedError) Error() string {
@@ -122,7 +122,7 @@ func (e *OperationFailedError) Is(target error) bool { return target == ErrOpera
 // PendingCallsError lists the spawned calls that keep a session from
 // leaving. It matches ErrPendingCalls.
 type PendingCallsError struct {
-	CallIDs []string
+	CallIDs []string // the calls still running, oldest first
 }
 
 func (e *PendingCallsError) Error() string {
@@ -134,8 +134,8 @@ func (e *PendingCallsError) Is(target error) bool { return target == ErrPendingC
 
 // CallFailedError is the error of a call whose work failed or panicked.
 type CallFailedError struct {
-	CallID string
-	Err    error // the work's error, or a *PanicError
+	CallID string // the call that failed
+	Err    error  // the work's error, or a *PanicError
 }
 
 func (e *CallFailedError) Error() string {
@@ -151,8 +151,8 @@ func (e *CallFailedError) Unwrap() error { return e.Err }
 // operation, or by Close. It matches ErrCancelled and unwraps to the cause,
 // so errors.Is(err, ErrAborted) tells an abort from a Cancel.
 type CallCancelledError struct {
-	CallID string
-	Cause  error // context.Cause of the call's context
+	CallID string // the call that was cancelled
+	Cause  error  // context.Cause of the call's context
 }
 
 func (e *CallCancelledError) Error() string {

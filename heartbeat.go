@@ -57,9 +57,9 @@ func (t HeartbeatErrorType) String() string {
 
 // HeartbeatError is a heartbeat problem, delivered to OnHeartbeatError.
 type HeartbeatError struct {
-	Type    HeartbeatErrorType
-	Message string
-	Cause   error
+	Type    HeartbeatErrorType // what went wrong
+	Message string             // what went wrong, for people
+	Cause   error              // the underlying error, or nil
 }
 
 func (e *HeartbeatError) Error() string {

@@ -227,7 +227,9 @@ type Ledger interface {
 	// ParticipantID returns the id this ledger acts under.
 	ParticipantID() string
 	// Close stops every goroutine the ledger started, cancels its spawned
-	// calls and waits for them. Open sessions are left.
+	// calls and waits for them. Then its open sessions leave; where a call
+	// of StartCall was never ended, the process reports itself crashed so
+	// that the others react at once.
 	Close() error
 }
 

@@ -529,10 +529,10 @@ func (op *Operation) untrack(id string) {
 
 // CallInfo describes a running call of a session.
 type CallInfo struct {
-	ID          string
-	Description string
-	StartedAt   time.Time
-	Spawned     bool // started by SpawnCall (or a worker) rather than StartCall
+	ID          string    // the call id
+	Description string    // the description given when the call started
+	StartedAt   time.Time // when the call started
+	Spawned     bool      // started by SpawnCall (or a worker) rather than StartCall
 }
 
 // pending returns the calls of the session, oldest first.
