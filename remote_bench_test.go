@@ -28,18 +28,26 @@ func benchOptions(id, url string) ledger.Options {
 // BenchmarkHTTPFloor is one round trip of a JSON POST the size of a call
 // request to a no-op handler, on the same httptest setup as the server.
 func BenchmarkHTTPFloor(b *testing.B) {
+	noop := newHTTPFloor(b)
+	for b.Loop() {
+		noop()
+	}
+}
+
+// newHTTPFloor starts a no-op JSON handler on loopback and returns one
+// round trip to it.
+func newHTTPFloor(b *testing.B) func() {
 	ts := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		io.Copy(io.Discard, r.Body)
 		w.Header().Set("Content-Type", "application/json")
 		w.Write([]byte(`{"success":true}`))
 	}))
-	defer ts.Close()
+	b.Cleanup(ts.Close)
 	tr := http.DefaultTransport.(*http.Transport).Clone()
-	defer tr.CloseIdleConnections()
+	b.Cleanup(tr.CloseIdleConnections)
 	hc := &http.Client{Transport: tr}
 	body := []byte(`{"participantId":"bench","participantPid":12345,"host":"benchhost","operationId":"20240101T00:00:00.000-bench-0000beef","callId":"call_bench_1_abcd","failOnCrash":true}`)
-	b.ResetTimer()
-	for b.Loop() {
+	return func() {
 		req, _ := http.NewRequest(http.MethodPost, ts.URL+"/call/start", bytes.NewReader(body))
 		req.Header.Set("Content-Type", "application/json")
 		res, err := hc.Do(req)
@@ -49,6 +57,55 @@ func BenchmarkHTTPFloor(b *testing.B) {
 		io.Copy(io.Discard, res.Body)
 		res.Body.Close()
 	}
+}
+
+// BenchmarkRemoteOverFloor alternates, in every iteration, a remote call
+// round trip, a local one and two HTTP no-op round trips, so that all of
+// them meet the same load (this machine's file system is noisy), and
+// reports the remote round trip over its floor (target: at most 1.5).
+func BenchmarkRemoteOverFloor(b *testing.B) {
+	ctx := context.Background()
+	noop := newHTTPFloor(b)
+	roundTrip := func(o ledger.Options) func() {
+		l, err := ledger.Connect(ctx, o)
+		if err != nil {
+			b.Fatal(err)
+		}
+		b.Cleanup(func() { l.Close() })
+		op, err := l.CreateOperation(ctx, ledger.CreateOptions{})
+		if err != nil {
+			b.Fatal(err)
+		}
+		return func() {
+			c, err := ledger.StartCall[int](ctx, op, ledger.CallOptions[int]{})
+			if err != nil {
+				b.Fatal(err)
+			}
+			if err := c.End(ctx, 1); err != nil {
+				b.Fatal(err)
+			}
+		}
+	}
+	remote := roundTrip(benchOptions("bench", startHTTPTestServer(b, ledger.ServerOptions{BasePath: b.TempDir()})))
+	lo := benchOptions("bench", "")
+	lo.BasePath = b.TempDir()
+	local := roundTrip(lo)
+	var tRemote, tLocal, tHTTP time.Duration
+	timed := func(f func()) time.Duration {
+		start := time.Now()
+		f()
+		return time.Since(start)
+	}
+	for b.Loop() {
+		tRemote += timed(remote)
+		tLocal += timed(local)
+		tHTTP += timed(noop) + timed(noop)
+	}
+	n := float64(b.N)
+	b.ReportMetric(float64(tRemote.Microseconds())/n, "remote-µs")
+	b.ReportMetric(float64(tLocal.Microseconds())/n, "local-µs")
+	b.ReportMetric(float64(tHTTP.Microseconds())/n, "2http-µs")
+	b.ReportMetric(float64(tRemote)/float64(tLocal+tHTTP), "x-floor")
 }
 
 // BenchmarkRemoteCallRoundTrip is StartCall + End through a server on
