@@ -173,6 +173,25 @@
 // calls Cleanup().Run(ctx) from its handler: Run runs each callback once,
 // newest first, deletes the temp resources and returns every error joined.
 //
+// # Worker processes
+//
+// ExecStdioWorker and ExecFileResultWorker run an external program as a
+// spawned call: its frame is in the ledger while the program runs, and the
+// result is decoded from the program's standard output or from the file it
+// writes (JSON by default; the text for string, the bytes for []byte). A
+// non-zero exit, a missing result file or a Timeout fails the call with a
+// *WorkerError carrying the exit status and the tail of standard error; a
+// decode error fails it wrapping the decoder's error. Each worker runs in a
+// process group of its own. Cancel, abort, the failure or completion of the
+// operation, Leave with CancelPendingCalls, Close and Timeout end the whole
+// group: SIGTERM, then SIGKILL after KillGrace. The worker is always
+// reaped, and on Linux it dies with the orchestrator, even when the
+// orchestrator is killed with SIGKILL. The worker's environment names the
+// operation and the ledger (LEDGER_OPERATION_ID, LEDGER_CALL_ID,
+// LEDGER_BASE_PATH or LEDGER_SERVER_URL), so a Go worker joins with
+// JoinFromEnv and runs tracked calls of its own. Use Cancel, not Kill, to
+// stop a worker without failing the operation.
+//
 // # Remote
 //
 // NewServer serves a ledger directory over HTTP (the Dart server's paths
