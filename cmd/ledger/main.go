@@ -291,34 +291,21 @@ func setupLog(fs *flag.FlagSet) func(context.Context, string, []string, io.Write
 		if err := store.CheckOperationID(id); err != nil {
 			return err
 		}
-		if !*debug {
-			st, err := openStore(dir, store.Options{})
-			if err != nil {
-				return err
-			}
-			defer st.Close()
-			b, err := st.ReadLog(id)
-			if err != nil {
-				return err
-			}
-			_, err = stdout.Write(b)
+		st, err := openStore(dir, store.Options{})
+		if err != nil {
 			return err
 		}
-		for _, p := range []string{
-			filepath.Join(dir, id+".operation.debug.log"),
-			filepath.Join(dir, "backup", id, "operation.debug.log"),
-		} {
-			b, err := os.ReadFile(p)
-			if errors.Is(err, os.ErrNotExist) {
-				continue
-			}
-			if err != nil {
-				return err
-			}
-			_, err = stdout.Write(b)
+		defer st.Close()
+		read := st.ReadLog
+		if *debug {
+			read = st.ReadDebugLog
+		}
+		b, err := read(id)
+		if err != nil {
 			return err
 		}
-		return fmt.Errorf("%w: no debug log of %s", ledger.ErrOperationNotFound, id)
+		_, err = stdout.Write(b)
+		return err
 	}
 }
 

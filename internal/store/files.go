@@ -75,14 +75,23 @@ func oneLine(msg string) string {
 	return strings.NewReplacer("\r", `\r`, "\n", `\n`).Replace(msg)
 }
 
-// ReadLog returns the INFO log of id, live or archived.
+// ReadLog returns the log of id (INFO and above), live or archived.
 func (s *Store) ReadLog(id string) ([]byte, error) {
+	return s.readLog(id, s.logPath(id), "operation.log")
+}
+
+// ReadDebugLog returns the DEBUG log of id, live or archived.
+func (s *Store) ReadDebugLog(id string) ([]byte, error) {
+	return s.readLog(id, s.debugLogPath(id), "operation.debug.log")
+}
+
+func (s *Store) readLog(id, live, archived string) ([]byte, error) {
 	if err := CheckOperationID(id); err != nil {
 		return nil, err
 	}
-	b, err := os.ReadFile(s.logPath(id))
+	b, err := os.ReadFile(live)
 	if errors.Is(err, fs.ErrNotExist) {
-		b, err = os.ReadFile(filepath.Join(s.BackupDir(id), "operation.log"))
+		b, err = os.ReadFile(filepath.Join(s.BackupDir(id), archived))
 	}
 	if errors.Is(err, fs.ErrNotExist) {
 		return nil, fmt.Errorf("%w: %s", ErrNotFound, id)
