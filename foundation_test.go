@@ -1023,12 +1023,17 @@ func TestLockWaitEndsWithContext(t *testing.T) {
 			t.Fatalf("holder said %q, %v", line, err)
 		}
 		before, _ := os.ReadFile(fStatePath(e.dir, op.ID()))
-		short, cancel := context.WithTimeout(ctx, 100*time.Millisecond)
-		defer cancel()
-		if _, err := ledger.StartCall[int](short, op, ledger.CallOptions[int]{}); !errors.Is(err, ledger.ErrLockTimeout) {
+		// Each call gets its own deadline: a remote call leaves the server
+		// a part of it to answer lock_timeout in.
+		short := func() context.Context {
+			c, cancel := context.WithTimeout(ctx, 100*time.Millisecond)
+			t.Cleanup(cancel)
+			return c
+		}
+		if _, err := ledger.StartCall[int](short(), op, ledger.CallOptions[int]{}); !errors.Is(err, ledger.ErrLockTimeout) {
 			t.Errorf("StartCall while another process holds the lock: %v, want ErrLockTimeout", err)
 		}
-		if err := op.Log(short, ledger.LogInfo, "x"); !errors.Is(err, ledger.ErrLockTimeout) {
+		if err := op.Log(short(), ledger.LogInfo, "x"); !errors.Is(err, ledger.ErrLockTimeout) {
 			t.Errorf("Log while another process holds the lock: %v, want ErrLockTimeout", err)
 		}
 		if after, _ := os.ReadFile(fStatePath(e.dir, op.ID())); string(after) != string(before) {
