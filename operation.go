@@ -28,6 +28,29 @@ type Participant = store.Participant
 // TempResource is a registered temporary path, in Data.
 type TempResource = store.TempResource
 
+// States of an operation, as written in Data.OperationState.
+const (
+	StateRunning   = store.StateRunning   // calls may start
+	StateCleanup   = store.StateCleanup   // failed; participants are cleaning up
+	StateFailed    = store.StateFailed    // failed and archived
+	StateCompleted = store.StateCompleted // completed and archived
+)
+
+// States of a call frame, as written in CallFrame.State.
+const (
+	FrameActive     = store.FrameActive     // the call runs
+	FrameCrashed    = store.FrameCrashed    // its process is gone
+	FrameCleaningUp = store.FrameCleaningUp // its process is cleaning up
+	FrameCleanedUp  = store.FrameCleanedUp  // its process has cleaned up
+)
+
+// States of a participant, as written in Participant.State.
+const (
+	ParticipantActive  = store.ParticipantActive  // takes part
+	ParticipantLeft    = store.ParticipantLeft    // its last session left
+	ParticipantCrashed = store.ParticipantCrashed // died, hung or was signalled
+)
+
 // LogLevel is the level of a line in the operation log.
 type LogLevel int
 
