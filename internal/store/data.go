@@ -39,61 +39,61 @@ const (
 // A *Data handed out by the Store is shared and must not be modified; use
 // Clone to get a copy that may be.
 type Data struct {
-	OperationID        string         `json:"operationId"`
-	InitiatorID        string         `json:"initiatorId"`
-	Description        string         `json:"description,omitempty"`
-	StartTime          Time           `json:"startTime"`
-	OperationState     string         `json:"operationState"`
-	Aborted            bool           `json:"aborted"`
-	LastHeartbeat      Time           `json:"lastHeartbeat"`
-	CallFrames         []CallFrame    `json:"callFrames"`
-	TempResources      []TempResource `json:"tempResources"`
-	Participants       []Participant  `json:"participants"`
-	DetectionTimestamp *Time          `json:"detectionTimestamp,omitempty"`
-	RemovalTimestamp   *Time          `json:"removalTimestamp,omitempty"`
-	Failure            *Failure       `json:"failure,omitempty"`
+	OperationID        string         `json:"operationId"`                  // the operation id
+	InitiatorID        string         `json:"initiatorId"`                  // the participant that created the operation
+	Description        string         `json:"description,omitempty"`        // free text given at creation
+	StartTime          Time           `json:"startTime"`                    // when the operation was created
+	OperationState     string         `json:"operationState"`               // running, cleanup, failed or completed
+	Aborted            bool           `json:"aborted"`                      // the abort flag
+	LastHeartbeat      Time           `json:"lastHeartbeat"`                // the latest heartbeat of any participant
+	CallFrames         []CallFrame    `json:"callFrames"`                   // the calls that run (or ran and crashed)
+	TempResources      []TempResource `json:"tempResources"`                // registered temporary paths
+	Participants       []Participant  `json:"participants"`                 // every process that took part
+	DetectionTimestamp *Time          `json:"detectionTimestamp,omitempty"` // when a failure or crash was detected
+	RemovalTimestamp   *Time          `json:"removalTimestamp,omitempty"`   // when the frames were removed after it
+	Failure            *Failure       `json:"failure,omitempty"`            // why the operation failed, once it has
 }
 
 // CallFrame is one tracked call while it runs.
 type CallFrame struct {
-	ParticipantID string   `json:"participantId"`
-	CallID        string   `json:"callId"`
-	PID           int      `json:"pid"`
-	Host          string   `json:"host,omitempty"`
-	StartTime     Time     `json:"startTime"`
-	LastHeartbeat Time     `json:"lastHeartbeat"`
-	State         string   `json:"state"`
-	Description   string   `json:"description,omitempty"`
-	Resources     []string `json:"resources,omitempty"`
-	FailOnCrash   bool     `json:"failOnCrash"`
+	ParticipantID string   `json:"participantId"`         // the participant that runs the call
+	CallID        string   `json:"callId"`                // the call id
+	PID           int      `json:"pid"`                   // the pid of its process
+	Host          string   `json:"host,omitempty"`        // the host of its process
+	StartTime     Time     `json:"startTime"`             // when the call started
+	LastHeartbeat Time     `json:"lastHeartbeat"`         // the last heartbeat of its process
+	State         string   `json:"state"`                 // active, crashed, cleaningUp or cleanedUp
+	Description   string   `json:"description,omitempty"` // free text given at start
+	Resources     []string `json:"resources,omitempty"`   // resources the call holds (Dart field; unused here)
+	FailOnCrash   bool     `json:"failOnCrash"`           // a failure of the call fails the operation
 }
 
 // TempResource is a path registered for deletion when its owner is gone.
 type TempResource struct {
-	Path          string `json:"path"`
-	Owner         int    `json:"owner"`
-	RegisteredAt  Time   `json:"registeredAt"`
-	ParticipantID string `json:"participantId,omitempty"`
-	Host          string `json:"host,omitempty"`
+	Path          string `json:"path"`                    // the absolute path
+	Owner         int    `json:"owner"`                   // the pid of the process that registered it
+	RegisteredAt  Time   `json:"registeredAt"`            // when it was registered
+	ParticipantID string `json:"participantId,omitempty"` // the participant that registered it
+	Host          string `json:"host,omitempty"`          // the host of that process
 }
 
 // Participant is one process taking part in the operation.
 type Participant struct {
-	ParticipantID string `json:"participantId"`
-	PID           int    `json:"pid"`
-	Host          string `json:"host"`
-	Sessions      int    `json:"sessions"`
-	JoinedAt      Time   `json:"joinedAt"`
-	LastHeartbeat Time   `json:"lastHeartbeat"`
-	State         string `json:"state"`
+	ParticipantID string `json:"participantId"` // the participant id
+	PID           int    `json:"pid"`           // the pid of the process
+	Host          string `json:"host"`          // the host of the process
+	Sessions      int    `json:"sessions"`      // open sessions of the process
+	JoinedAt      Time   `json:"joinedAt"`      // when the process first joined
+	LastHeartbeat Time   `json:"lastHeartbeat"` // its last heartbeat
+	State         string `json:"state"`         // active, left or crashed
 }
 
 // Failure records why an operation failed.
 type Failure struct {
-	FailedAt       Time     `json:"failedAt"`
-	Reason         string   `json:"reason"`
-	ParticipantID  string   `json:"participantId,omitempty"`
-	CrashedCallIDs []string `json:"crashedCallIds"`
+	FailedAt       Time     `json:"failedAt"`                // when the failure was recorded
+	Reason         string   `json:"reason"`                  // the error of the call, or why its process is gone
+	ParticipantID  string   `json:"participantId,omitempty"` // the participant whose call failed or crashed
+	CrashedCallIDs []string `json:"crashedCallIds"`          // the calls whose failure failed the operation
 	// Coordinator is the Key of the participant process that detected the
 	// failure and finishes the cleanup.
 	Coordinator string `json:"coordinator,omitempty"`

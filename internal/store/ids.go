@@ -24,7 +24,7 @@ var (
 type IDError struct {
 	Kind   string // "operation", "participant" or "call"
 	ID     string // the offending id, cut to 80 bytes
-	Reason string
+	Reason string // what is wrong with it
 }
 
 func (e *IDError) Error() string {

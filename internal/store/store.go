@@ -45,7 +45,7 @@ type Options struct {
 	// OnLogLine and OnBackupCreated are called after the change that caused
 	// them, once the locks are released.
 	OnLogLine       func(operationID, line string)
-	OnBackupCreated func(operationID, dir string)
+	OnBackupCreated func(operationID, dir string) // called after an archive
 }
 
 // Store is a ledger directory. It is safe for concurrent use, and several
@@ -255,7 +255,7 @@ func flockContext(ctx context.Context, f *os.File) error {
 // Lines logged through it are appended after the state is written, while
 // the lock is still held, so the log follows the order of changes.
 type Tx struct {
-	Data *Data
+	Data *Data // the state to change; a copy the function may modify
 	logs []logLine
 }
 
@@ -454,8 +454,8 @@ func (s *Store) load(e *entry, id, path string, locked bool) (*Data, error) {
 // CorruptError reports a ledger file that does not parse. The file is left
 // as it is. It matches ErrCorrupt with errors.Is.
 type CorruptError struct {
-	Path string
-	Err  error
+	Path string // the file that does not parse
+	Err  error  // the parse error
 }
 
 func (e *CorruptError) Error() string {
