@@ -202,8 +202,12 @@ func (e *RemoteError) Error() string {
 
 // Is reports whether target is the sentinel of e.Code.
 func (e *RemoteError) Is(target error) bool {
-	s, ok := remoteSentinels[e.Code]
-	return ok && s == target
+	for _, c := range errorCodes {
+		if c.code == e.Code {
+			return c.err == target
+		}
+	}
+	return false
 }
 
 // WorkerError is the error of a worker process (ExecFileResultWorker,

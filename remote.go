@@ -21,10 +21,10 @@ import (
 
 // Defaults of the remote options.
 const (
-	DefaultRequestTimeout  = 10 * time.Second
-	DefaultRetryAttempts   = 4
-	DefaultRetryBackoff    = 50 * time.Millisecond
-	DefaultRetryMaxBackoff = time.Second
+	DefaultRequestTimeout  = 10 * time.Second      // Options.RequestTimeout
+	DefaultRetryAttempts   = 4                     // RetryPolicy.Attempts
+	DefaultRetryBackoff    = 50 * time.Millisecond // RetryPolicy.Backoff
+	DefaultRetryMaxBackoff = time.Second           // RetryPolicy.MaxBackoff
 )
 
 // TokenEnv is the environment variable that holds the bearer token of a
@@ -223,7 +223,7 @@ func (b *remoteBackend) do(ctx context.Context, method, base, path string, idemp
 	if req != nil {
 		var err error
 		if body, err = json.Marshal(req); err != nil {
-			return err
+			return fmt.Errorf("ledger: %s: %w", path, err)
 		}
 	}
 	pause := b.retry.Backoff
@@ -267,7 +267,7 @@ func (b *remoteBackend) once(ctx context.Context, method, u string, body []byte,
 	}
 	req, err := http.NewRequestWithContext(ctx, method, u, rd)
 	if err != nil {
-		return err
+		return fmt.Errorf("ledger: %w", err)
 	}
 	if body != nil {
 		req.Header.Set("Content-Type", "application/json")
@@ -301,21 +301,6 @@ func (b *remoteBackend) once(ctx context.Context, method, u string, body []byte,
 		return fmt.Errorf("ledger: %s: malformed answer of the server: %w", req.URL.Path, err)
 	}
 	return nil
-}
-
-// remoteSentinels maps the codes of a server to the sentinels the local
-// backend returns for the same condition.
-var remoteSentinels = map[string]error{
-	wire.CodeInvalidID:          ErrInvalidID,
-	wire.CodeOperationNotFound:  ErrOperationNotFound,
-	wire.CodeOperationCompleted: ErrOperationCompleted,
-	wire.CodeOperationFailed:    ErrOperationFailed,
-	wire.CodeNotInitiator:       ErrNotInitiator,
-	wire.CodeCallNotFound:       ErrCallNotFound,
-	wire.CodeCallExists:         ErrCallExists,
-	wire.CodeLockTimeout:        ErrLockTimeout,
-	wire.CodeCorruptLedger:      ErrCorruptLedger,
-	wire.CodeOperationExists:    store.ErrExists,
 }
 
 // remoteError rebuilds the error of a failed answer.

@@ -626,30 +626,36 @@ func (s *Server) mapError(err error) errorBody {
 			Reason: info.Reason, ParticipantID: info.ParticipantID, CrashedCallIDs: info.CrashedCallIDs,
 		}
 		return b
-	case errors.Is(err, ErrInvalidID):
-		return e(http.StatusBadRequest, wire.CodeInvalidID)
 	case errors.As(err, &fe):
 		return e(http.StatusBadRequest, wire.CodeBadRequest)
-	case errors.Is(err, ErrOperationNotFound):
-		return e(http.StatusNotFound, wire.CodeOperationNotFound)
-	case errors.Is(err, ErrCallExists):
-		return e(http.StatusConflict, wire.CodeCallExists)
-	case errors.Is(err, ErrCallNotFound):
-		return e(http.StatusNotFound, wire.CodeCallNotFound)
-	case errors.Is(err, ErrOperationCompleted):
-		return e(http.StatusConflict, wire.CodeOperationCompleted)
-	case errors.Is(err, store.ErrExists):
-		return e(http.StatusConflict, wire.CodeOperationExists)
-	case errors.Is(err, ErrNotInitiator):
-		return e(http.StatusConflict, wire.CodeNotInitiator)
-	case errors.Is(err, ErrOperationFailed):
-		return e(http.StatusConflict, wire.CodeOperationFailed)
-	case errors.Is(err, ErrLockTimeout):
-		return e(http.StatusInternalServerError, wire.CodeLockTimeout)
-	case errors.Is(err, ErrCorruptLedger):
-		return e(http.StatusInternalServerError, wire.CodeCorruptLedger)
+	}
+	for _, c := range errorCodes {
+		if errors.Is(err, c.err) {
+			return e(c.status, c.code)
+		}
 	}
 	return e(http.StatusInternalServerError, wire.CodeInternal)
+}
+
+// errorCodes are the sentinels the server answers with a code of their
+// own, and the HTTP status of each; the first that matches wins. The
+// client reads the table backwards (RemoteError.Is), so that both
+// backends give the same errors.
+var errorCodes = []struct {
+	err    error
+	code   string
+	status int
+}{
+	{ErrInvalidID, wire.CodeInvalidID, http.StatusBadRequest},
+	{ErrOperationNotFound, wire.CodeOperationNotFound, http.StatusNotFound},
+	{ErrCallExists, wire.CodeCallExists, http.StatusConflict},
+	{ErrCallNotFound, wire.CodeCallNotFound, http.StatusNotFound},
+	{ErrOperationCompleted, wire.CodeOperationCompleted, http.StatusConflict},
+	{store.ErrExists, wire.CodeOperationExists, http.StatusConflict},
+	{ErrNotInitiator, wire.CodeNotInitiator, http.StatusConflict},
+	{ErrOperationFailed, wire.CodeOperationFailed, http.StatusConflict},
+	{ErrLockTimeout, wire.CodeLockTimeout, http.StatusInternalServerError},
+	{ErrCorruptLedger, wire.CodeCorruptLedger, http.StatusInternalServerError},
 }
 
 // respWriter writes JSON replies and remembers the status for the log.
