@@ -10,6 +10,9 @@ import (
 )
 
 // CallCallback holds the callbacks of one call. Every field may be nil.
+// Callbacks run with no lock held and may use the operation, but must not
+// wait for their own call (Wait, Done, Sync, or Failed of its operation):
+// a call ends, and Failed closes, only after its callbacks have run.
 type CallCallback[T any] struct {
 	// OnCompletion runs after the call ended well, with its result.
 	OnCompletion func(result T)
