@@ -10,6 +10,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"runtime"
+	"runtime/debug"
 	"strconv"
 	"strings"
 	"sync"
@@ -80,7 +81,9 @@ type FileWorker[T any] struct {
 	KeepResultFile bool
 	// Decode turns the content of the result file into the result. Zero
 	// means encoding/json, except that a string result is the text itself
-	// without trailing line breaks, and a []byte result the bytes.
+	// without trailing line breaks, and a []byte result the bytes. A
+	// panic in Decode is a decode failure whose error carries a
+	// *PanicError.
 	Decode func(data []byte) (T, error)
 	// PollInterval is how often the result file is looked for while the
 	// worker runs. Zero means DefaultPollInterval.
@@ -433,10 +436,23 @@ func (r *resultFile[T]) read() (v T, found bool, err error) {
 	if err != nil {
 		return v, true, err
 	}
-	if v, err = r.decode(b); err != nil {
+	if v, err = r.safeDecode(b); err != nil {
 		return v, true, fmt.Errorf("decoding: %w", err)
 	}
 	return v, true, nil
+}
+
+// safeDecode runs decode; a panic in it is a decode failure carrying a
+// *PanicError, so that a faulty decoder cannot escape the worker's
+// supervision.
+func (r *resultFile[T]) safeDecode(b []byte) (v T, err error) {
+	defer func() {
+		if x := recover(); x != nil {
+			var zero T
+			v, err = zero, &PanicError{Value: x, Stack: debug.Stack()}
+		}
+	}()
+	return r.decode(b)
 }
 
 // remove deletes the file unless it is to be kept.
@@ -652,16 +668,7 @@ const (
 // reaps the worker, ends what is left of its group and runs OnExit. poll,
 // if not nil, is called every poll interval until it returns true.
 func (p *process) run(ctx context.Context, poll func() bool) (runEnd, *os.ProcessState, error) {
-	id := Cleanup().Register(p.cleanup)
-	end, deadline := p.await(ctx, poll)
-	p.mu.Lock()
-	p.reaped = true
-	p.mu.Unlock()
-	close(p.reap)
-	<-p.done
-	p.sweep(deadline)
-	close(p.swept)
-	Cleanup().Unregister(id)
+	end := p.supervise(ctx, poll)
 	p.stdout.flush()
 	p.stderr.flush()
 	state := p.cmd.ProcessState
@@ -669,6 +676,34 @@ func (p *process) run(ctx context.Context, poll func() bool) (runEnd, *os.Proces
 		f(state.ExitCode())
 	}
 	return end, state, p.waitErr
+}
+
+// supervise is the process-lifecycle part of run. Whatever happens in
+// await (poll runs user code), the worker is ended, reaped and swept, and
+// the CleanupHandler forgets it, before supervise returns or a panic
+// leaves it.
+func (p *process) supervise(ctx context.Context, poll func() bool) runEnd {
+	id := Cleanup().Register(p.cleanup)
+	var deadline time.Time
+	finished := false
+	defer func() {
+		if !finished {
+			// await panicked (or called Goexit): the worker may still run.
+			deadline = time.Now().Add(p.spec.grace)
+			p.stop(deadline)
+		}
+		p.mu.Lock()
+		p.reaped = true
+		p.mu.Unlock()
+		close(p.reap)
+		<-p.done
+		p.sweep(deadline)
+		close(p.swept)
+		Cleanup().Unregister(id)
+	}()
+	end, d := p.await(ctx, poll)
+	deadline, finished = d, true
+	return end
 }
 
 // await waits for the worker to exit, ending its group first when it must.

@@ -1099,3 +1099,46 @@ func BenchmarkStdioWorker(b *testing.B) {
 		}
 	})
 }
+
+// TestFileWorkerDecodePanics: a Decode that panics while the worker still
+// runs is a decode failure carrying a *PanicError; the worker is still
+// supervised, so it is ended and reaped, not leaked.
+func TestFileWorkerDecodePanics(t *testing.T) {
+	forEachBackend(t, func(t *testing.T, e *env) {
+		ctx := context.Background()
+		_, op := workerOp(t, e)
+		path := filepath.Join(t.TempDir(), "out.json")
+		pids := newPidLines()
+		decoded := make(chan struct{}, 16)
+		exe, args, env := testWorker(roleEcho, "W_FILE="+path, `W_FILE_CONTENT={"n": 5}`, "W_LINGER=1")
+		call := ledger.ExecFileResultWorker(op, ledger.FileWorker[result]{
+			Executable: exe, Args: args, Env: env, ResultFile: path,
+			PollInterval: 10 * time.Millisecond, KillGrace: 100 * time.Millisecond,
+			OnStdout: pids.hook,
+			Decode: func([]byte) (result, error) {
+				decoded <- struct{}{}
+				panic("decoder bug")
+			},
+			CallOptions: ledger.CallOptions[result]{Contained: true},
+		})
+		pid := pids.next(t)
+		killAtEnd(t, pid)
+		select {
+		case <-decoded:
+		case <-time.After(workerWait):
+			t.Fatalf("Decode not called after %v", workerWait)
+		}
+		// The poll's decode failed; the worker still runs and is still the
+		// call's: Kill reaches it, and the final read decides.
+		if !call.Kill(syscall.SIGTERM) {
+			t.Fatal("Kill failed: the call ended while its worker ran")
+		}
+		waitClosed(t, call.Done(), workerWait, "the call to end")
+		_, err := call.Wait(ctx)
+		var pe *ledger.PanicError
+		if !errors.As(err, &pe) || pe.Value != "decoder bug" {
+			t.Fatalf("Wait: %v; want a failure carrying the decoder's *PanicError", err)
+		}
+		waitGone(t, pid)
+	})
+}
