@@ -14,6 +14,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"time"
 
@@ -212,6 +213,9 @@ func ExecFileResultWorker[T any](op *Operation, w FileWorker[T]) *SpawnedCall[T]
 		case end == endCancelled:
 			rf.remove()
 			return zero, context.Cause(ctx)
+		case p.failedWith() != nil:
+			rf.remove()
+			return zero, p.failedWith()
 		case rf.taken:
 			rf.remove()
 			return rf.value, nil
@@ -261,10 +265,15 @@ func ExecFileResultWorker[T any](op *Operation, w FileWorker[T]) *SpawnedCall[T]
 // that it can take part in the operation with JoinFromEnv.
 //
 // OnStdout and OnStderr run on goroutines of their own (each sees its lines
-// in order; the two may run at the same time) and must not block for long:
-// the worker blocks on a full pipe meanwhile, and output still unread
-// KillGrace after the worker has exited is dropped. OnExit runs on the
-// call's goroutine, before the call ends. None of them may panic.
+// in order; the two may run at the same time), fed through a bounded queue:
+// a hook slower than the output makes the worker wait on a full pipe. A hook
+// that blocks does not stop Cancel, Timeout or Close from ending the call:
+// KillGrace after the worker has exited, its remaining lines are dropped,
+// and the call ends without waiting for the hook to return (its goroutine
+// ends when it does). A hook that panics fails the call with a *PanicError
+// (the first panic wins), ends the worker's process group, and no hook is
+// called after it. OnExit runs on the call's goroutine, before the call
+// ends; a panic in it, or in Decode, fails the call with a *PanicError.
 //
 // An invalid w (no Executable, a negative duration) or a nil op gives a
 // call that has already failed with ErrInvalidArgument, as SpawnCall does.
@@ -292,6 +301,8 @@ func ExecStdioWorker[T any](op *Operation, w StdioWorker[T]) *SpawnedCall[T] {
 		switch {
 		case end == endCancelled:
 			return zero, context.Cause(ctx)
+		case p.failedWith() != nil:
+			return zero, p.failedWith()
 		case end == endTimedOut || state == nil || !state.Success():
 			return zero, p.failure(state, werr, end == endTimedOut, "")
 		}
@@ -558,22 +569,50 @@ type process struct {
 	waitErr error         // cmd.Wait's error; written before done closes
 	swept   chan struct{} // closed by run once the rest of the group is dealt with
 
-	mu     sync.Mutex // guards reaped
-	reaped bool       // no signal may be sent: the group id may be reused
+	abandon chan struct{} // closed KillGrace after the worker exited: hooks get no more lines
+	failed  chan struct{} // closed by fail: the call fails with failErr, the group is ended
+	// hooksOff is set once a hook panicked: no hook runs after that.
+	hooksOff atomic.Bool
+
+	mu      sync.Mutex // guards reaped, failErr
+	reaped  bool       // no signal may be sent: the group id may be reused
+	failErr error      // why the call fails although the worker may not (set once)
+}
+
+// fail makes the call fail with err (unless it failed already) and ends
+// the worker's process group.
+func (p *process) fail(err error) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.failErr == nil {
+		p.failErr = err
+		close(p.failed)
+	}
+}
+
+// failure of the process other than its exit, or nil.
+func (p *process) failedWith() error {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.failErr
 }
 
 // startWorker starts the worker process of call c, attaches it to c for
 // Kill and to the CleanupHandler.
 func startWorker[T any](spec workerSpec, op *Operation, c *SpawnedCall[T], keepStdout bool) (*process, error) {
 	p := &process{
-		spec:   spec,
-		stdout: &lineWriter{hook: spec.onStdout, keepAll: keepStdout},
-		stderr: &lineWriter{hook: spec.onStderr, tailMax: stderrTail},
-		exited: make(chan struct{}),
-		reap:   make(chan struct{}),
-		done:   make(chan struct{}),
-		swept:  make(chan struct{}),
+		spec:    spec,
+		exited:  make(chan struct{}),
+		reap:    make(chan struct{}),
+		done:    make(chan struct{}),
+		swept:   make(chan struct{}),
+		abandon: make(chan struct{}),
+		failed:  make(chan struct{}),
 	}
+	p.stdout = p.newLineWriter(spec.onStdout)
+	p.stdout.keepAll = keepStdout
+	p.stderr = p.newLineWriter(spec.onStderr)
+	p.stderr.tailMax = stderrTail
 	cmd := exec.Command(spec.path, spec.args...)
 	cmd.Dir = spec.dir
 	cmd.Env = spec.environ(op, c.ID())
@@ -587,6 +626,13 @@ func startWorker[T any](spec workerSpec, op *Operation, c *SpawnedCall[T], keepS
 	go p.own(started)
 	if err := <-started; err != nil {
 		return nil, fmt.Errorf("ledger: worker %s: %w", spec.path, err)
+	}
+	// The process owns these goroutines: run waits for them, up to
+	// KillGrace after the worker exited (see lineWriter).
+	for _, w := range []*lineWriter{p.stdout, p.stderr} {
+		if w.hook != nil {
+			go p.deliver(w)
+		}
 	}
 	c.setKill(p.signal)
 	return p, nil
@@ -661,6 +707,7 @@ const (
 	endCancelled               // the call's context ended
 	endTimedOut                // Timeout passed
 	endLingered                // the file worker's result came, then KillGrace passed
+	endFailed                  // fail was called (a hook panicked, too much output)
 )
 
 // run waits for the worker to end, ends its process group when the call's
@@ -668,9 +715,19 @@ const (
 // reaps the worker, ends what is left of its group and runs OnExit. poll,
 // if not nil, is called every poll interval until it returns true.
 func (p *process) run(ctx context.Context, poll func() bool) (runEnd, *os.ProcessState, error) {
-	end := p.supervise(ctx, poll)
-	p.stdout.flush()
-	p.stderr.flush()
+	end, abandon := p.supervise(ctx, poll)
+	defer abandon.Stop()
+	for _, w := range []*lineWriter{p.stdout, p.stderr} {
+		w.flush()
+	}
+	for _, w := range []*lineWriter{p.stdout, p.stderr} {
+		if w.hook != nil {
+			select {
+			case <-w.delivered:
+			case <-p.abandon:
+			}
+		}
+	}
 	state := p.cmd.ProcessState
 	if f := p.spec.onExit; f != nil && state != nil {
 		f(state.ExitCode())
@@ -682,7 +739,12 @@ func (p *process) run(ctx context.Context, poll func() bool) (runEnd, *os.Proces
 // await (poll runs user code), the worker is ended, reaped and swept, and
 // the CleanupHandler forgets it, before supervise returns or a panic
 // leaves it.
-func (p *process) supervise(ctx context.Context, poll func() bool) runEnd {
+//
+// The worker has exited when await returns; KillGrace later the hooks are
+// abandoned (the returned timer closes p.abandon), so that a hook that
+// blocks cannot hold up the end of the call: exec's copying goroutines,
+// which cmd.Wait waits for, then drop what they cannot queue.
+func (p *process) supervise(ctx context.Context, poll func() bool) (end runEnd, abandon *time.Timer) {
 	id := Cleanup().Register(p.cleanup)
 	var deadline time.Time
 	finished := false
@@ -692,6 +754,7 @@ func (p *process) supervise(ctx context.Context, poll func() bool) runEnd {
 			deadline = time.Now().Add(p.spec.grace)
 			p.stop(deadline)
 		}
+		abandon = time.AfterFunc(p.spec.grace, func() { close(p.abandon) })
 		p.mu.Lock()
 		p.reaped = true
 		p.mu.Unlock()
@@ -701,9 +764,9 @@ func (p *process) supervise(ctx context.Context, poll func() bool) runEnd {
 		close(p.swept)
 		Cleanup().Unregister(id)
 	}()
-	end, d := p.await(ctx, poll)
-	deadline, finished = d, true
-	return end
+	end, deadline = p.await(ctx, poll)
+	finished = true
+	return end, nil // abandon is set by the deferred function
 }
 
 // await waits for the worker to exit, ending its group first when it must.
@@ -736,6 +799,8 @@ func (p *process) await(ctx context.Context, poll func() bool) (runEnd, time.Tim
 			end = endTimedOut
 		case <-lingered:
 			end = endLingered
+		case <-p.failed:
+			end = endFailed
 		case <-tick:
 			if poll() {
 				tick = nil
@@ -876,17 +941,37 @@ func (p *process) failure(state *os.ProcessState, werr error, timedOut bool, mis
 // is handed over in pieces.
 const maxLine = 64 << 10
 
-// lineWriter receives one output stream of a worker: it hands lines to
-// hook and keeps all of the stream (keepAll) or its tail (tailMax bytes).
-// exec's copying goroutine writes; run reads after the process is reaped.
-type lineWriter struct {
-	hook    func(string)
-	keepAll bool
-	tailMax int
+// hookQueue is how many lines of one stream may wait for their hook.
+const hookQueue = 256
 
-	all     bytes.Buffer
-	tail    []byte
-	partial []byte // an unfinished line
+// lineWriter receives one output stream of a worker: it keeps all of the
+// stream (keepAll) or its tail (tailMax bytes), and queues its lines for
+// hook, which deliver calls on a goroutine of the process's own. exec's
+// copying goroutine writes; run reads and flushes after the process is
+// reaped (cmd.Wait returns once the copying is over). A full queue blocks
+// the writer, and so the worker, until p.abandon: then lines are dropped.
+type lineWriter struct {
+	hook      func(string)
+	queue     chan string   // lines for hook; closed by flush
+	delivered chan struct{} // closed by deliver once the queue is drained
+	abandon   <-chan struct{}
+	keepAll   bool
+	tailMax   int
+
+	all      bytes.Buffer
+	tail     []byte
+	partial  []byte // an unfinished line
+	dropping bool   // the hook was abandoned
+}
+
+// newLineWriter returns a lineWriter for hook (which may be nil).
+func (p *process) newLineWriter(hook func(string)) *lineWriter {
+	w := &lineWriter{hook: hook, abandon: p.abandon}
+	if hook != nil {
+		w.queue = make(chan string, hookQueue)
+		w.delivered = make(chan struct{})
+	}
+	return w
 }
 
 func (w *lineWriter) Write(b []byte) (int, error) {
@@ -899,7 +984,7 @@ func (w *lineWriter) Write(b []byte) (int, error) {
 			w.tail = append(w.tail[:0], w.tail[len(w.tail)-w.tailMax:]...)
 		}
 	}
-	if w.hook == nil {
+	if w.hook == nil || w.dropping {
 		return len(b), nil
 	}
 	w.partial = append(w.partial, b...)
@@ -920,16 +1005,58 @@ func (w *lineWriter) Write(b []byte) (int, error) {
 	return len(b), nil
 }
 
-// flush hands over an unfinished last line.
+// flush queues an unfinished last line and closes the queue. No Write may
+// follow.
 func (w *lineWriter) flush() {
-	if w.hook != nil && len(w.partial) > 0 {
+	if w.hook == nil {
+		return
+	}
+	if len(w.partial) > 0 {
 		w.emit(w.partial)
 		w.partial = nil
 	}
+	close(w.queue)
 }
 
+// emit queues a line, unless the hook has been abandoned.
 func (w *lineWriter) emit(line []byte) {
-	w.hook(string(bytes.TrimSuffix(line, []byte("\r"))))
+	if w.dropping {
+		return
+	}
+	select {
+	case w.queue <- string(bytes.TrimSuffix(line, []byte("\r"))):
+	case <-w.abandon:
+		w.dropping = true
+	}
+}
+
+// deliver hands the lines of w to its hook until the queue is closed.
+// After a hook's panic, which fails the call, and once the hook has been
+// abandoned, lines are dropped.
+func (p *process) deliver(w *lineWriter) {
+	defer close(w.delivered)
+	for line := range w.queue {
+		select {
+		case <-p.abandon:
+			continue
+		default:
+		}
+		if !p.hooksOff.Load() {
+			p.callHook(w.hook, line)
+		}
+	}
+}
+
+// callHook runs hook; a panic fails the call with a *PanicError (the
+// first panic wins).
+func (p *process) callHook(hook func(string), line string) {
+	defer func() {
+		if x := recover(); x != nil {
+			p.hooksOff.Store(true)
+			p.fail(&PanicError{Value: x, Stack: debug.Stack()})
+		}
+	}()
+	hook(line)
 }
 
 // tailText returns the kept tail, starting at a line if it was cut, without

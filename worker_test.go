@@ -1142,3 +1142,92 @@ func TestFileWorkerDecodePanics(t *testing.T) {
 		waitGone(t, pid)
 	})
 }
+
+// TestWorkerHookPanics: a hook that panics fails the call with a
+// *PanicError and ends the worker, instead of crashing this process.
+func TestWorkerHookPanics(t *testing.T) {
+	forEachBackend(t, func(t *testing.T, e *env) {
+		ctx := context.Background()
+		_, op := workerOp(t, e)
+		pids := newPidLines()
+		exe, args, env := testWorker(roleBlock)
+		call := ledger.ExecStdioWorker(op, ledger.StdioWorker[string]{
+			Executable: exe, Args: args, Env: env, KillGrace: 100 * time.Millisecond,
+			OnStdout: func(line string) {
+				pids.hook(line)
+				panic("hook bug")
+			},
+			CallOptions: ledger.CallOptions[string]{Contained: true},
+		})
+		pid := pids.next(t)
+		killAtEnd(t, pid)
+		waitClosed(t, call.Done(), workerWait, "the call to end after its hook panicked")
+		_, err := call.Wait(ctx)
+		var pe *ledger.PanicError
+		if !errors.As(err, &pe) || pe.Value != "hook bug" {
+			t.Fatalf("Wait: %v; want the hook's *PanicError", err)
+		}
+		waitGone(t, pid)
+	})
+}
+
+// TestWorkerBlockingHook: a hook that never returns does not keep Cancel
+// or Timeout from ending the call and the worker.
+func TestWorkerBlockingHook(t *testing.T) {
+	forEachBackend(t, func(t *testing.T, e *env) {
+		ctx := context.Background()
+		_, op := workerOp(t, e)
+		release := make(chan struct{})
+		t.Cleanup(func() { close(release) }) // the abandoned hook returns before goleak looks
+		exe, args, env := testWorker(roleBlock)
+		for _, how := range []string{"cancel", "timeout"} {
+			pids := newPidLines()
+			w := ledger.StdioWorker[string]{
+				Executable: exe, Args: args, Env: env, KillGrace: 100 * time.Millisecond,
+				OnStdout: func(line string) {
+					pids.hook(line)
+					<-release
+				},
+				CallOptions: ledger.CallOptions[string]{Contained: true},
+			}
+			if how == "timeout" {
+				w.Timeout = 300 * time.Millisecond
+			}
+			call := ledger.ExecStdioWorker(op, w)
+			pid := pids.next(t)
+			killAtEnd(t, pid)
+			if how == "cancel" {
+				call.Cancel()
+			}
+			waitClosed(t, call.Done(), workerWait, how+" to end the call while its hook blocks")
+			_, err := call.Wait(ctx)
+			if want := map[string]error{"cancel": ledger.ErrCancelled, "timeout": ledger.ErrWorkerTimeout}[how]; !errors.Is(err, want) {
+				t.Fatalf("%s: Wait: %v, want %v", how, err, want)
+			}
+			waitGone(t, pid)
+		}
+		// A full queue: the worker's output waits for the blocked hook.
+		called := make(chan struct{}, 1)
+		exe, args, env = testWorker(roleEcho, "W_STDOUT="+strings.Repeat("line\n", 2000), "W_LINGER=1")
+		call := ledger.ExecStdioWorker(op, ledger.StdioWorker[string]{
+			Executable: exe, Args: args, Env: env, KillGrace: 100 * time.Millisecond,
+			OnStdout: func(string) {
+				select {
+				case called <- struct{}{}:
+				default:
+				}
+				<-release
+			},
+		})
+		select {
+		case <-called:
+		case <-time.After(workerWait):
+			t.Fatalf("no line after %v", workerWait)
+		}
+		call.Cancel()
+		waitClosed(t, call.Done(), workerWait, "cancel to end the call while its hook blocks on a full queue")
+		if _, err := call.Wait(ctx); !errors.Is(err, ledger.ErrCancelled) {
+			t.Fatalf("full queue: Wait: %v, want cancelled", err)
+		}
+	})
+}
