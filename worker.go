@@ -65,8 +65,8 @@ type FileWorker[T any] struct {
 	// of this process, then the ledger variables, then Env; a later entry
 	// wins. Zero adds nothing.
 	Env []string
-	// NoLedgerEnv keeps EnvOperationID, EnvCallID, EnvBasePath and
-	// EnvServerURL as they are in this process's environment. Zero means
+	// NoLedgerEnv keeps EnvOperationID, EnvCallID, EnvBasePath,
+	// EnvServerURL and TokenEnv as they are in this process's environment. Zero means
 	// they are set so that the worker can join with JoinFromEnv.
 	NoLedgerEnv bool
 
@@ -128,8 +128,8 @@ type StdioWorker[T any] struct {
 	// of this process, then the ledger variables, then Env; a later entry
 	// wins. Zero adds nothing.
 	Env []string
-	// NoLedgerEnv keeps EnvOperationID, EnvCallID, EnvBasePath and
-	// EnvServerURL as they are in this process's environment. Zero means
+	// NoLedgerEnv keeps EnvOperationID, EnvCallID, EnvBasePath,
+	// EnvServerURL and TokenEnv as they are in this process's environment. Zero means
 	// they are set so that the worker can join with JoinFromEnv.
 	NoLedgerEnv bool
 
@@ -261,8 +261,9 @@ func ExecFileResultWorker[T any](op *Operation, w FileWorker[T]) *SpawnedCall[T]
 // call). Use Cancel to stop a worker without failing the operation.
 //
 // Unless w.NoLedgerEnv, the worker's environment holds EnvOperationID,
-// EnvCallID and the ledger's location (EnvBasePath for a local ledger), so
-// that it can take part in the operation with JoinFromEnv.
+// EnvCallID and the ledger's location (EnvBasePath for a local ledger,
+// EnvServerURL for a RemoteClient, with TokenEnv holding its token if it
+// has one), so that it can take part in the operation with JoinFromEnv.
 //
 // OnStdout and OnStderr run on goroutines of their own (each sees its lines
 // in order; the two may run at the same time), fed through a bounded queue:
@@ -318,7 +319,9 @@ func ExecStdioWorker[T any](op *Operation, w StdioWorker[T]) *SpawnedCall[T] {
 // process started by ExecFileResultWorker or ExecStdioWorker (or by any
 // program that sets the same variables). It connects with o, taking the
 // ledger's location from EnvBasePath or EnvServerURL unless o sets
-// BasePath or ServerURL, and joins the operation EnvOperationID with jo.
+// BasePath or ServerURL (and a server's token from TokenEnv unless o sets
+// Token, as Connect always does), and joins the operation EnvOperationID
+// with jo.
 // Without EnvOperationID it returns ErrNoWorkerEnv.
 //
 // The caller owns both results: it leaves the operation and closes the
@@ -348,6 +351,16 @@ func JoinFromEnv(ctx context.Context, o Options, jo JoinOptions) (Ledger, *Opera
 type ledgerLocator interface {
 	ledgerLocation() (basePath, serverURL string)
 }
+
+// ledgerCredential is implemented by backends that need a credential to
+// reach the ledger: a worker process gets it in its environment.
+type ledgerCredential interface {
+	ledgerToken() string
+}
+
+// ledgerToken implements ledgerCredential: the bearer token of the server
+// (Options.Token, or $LEDGER_TOKEN), or "".
+func (b *remoteBackend) ledgerToken() string { return b.token }
 
 // ledgerLocation implements ledgerLocator.
 func (b *localBackend) ledgerLocation() (basePath, serverURL string) {
@@ -525,6 +538,11 @@ func (s *workerSpec) environ(op *Operation, callID string) []string {
 			}
 			if url != "" {
 				env = append(env, EnvServerURL+"="+url)
+			}
+		}
+		if cred, ok := op.st.c.b.(ledgerCredential); ok {
+			if token := cred.ledgerToken(); token != "" {
+				env = append(dropEnv(env, TokenEnv), TokenEnv+"="+token)
 			}
 		}
 	}

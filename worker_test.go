@@ -206,6 +206,9 @@ func envWorker() {
 	for _, k := range []string{ledger.EnvOperationID, ledger.EnvCallID, ledger.EnvBasePath, ledger.EnvServerURL} {
 		m[k] = os.Getenv(k)
 	}
+	if v := os.Getenv(ledger.TokenEnv); v != "" {
+		m[ledger.TokenEnv] = v
+	}
 	json.NewEncoder(os.Stdout).Encode(m)
 }
 
@@ -1230,4 +1233,35 @@ func TestWorkerBlockingHook(t *testing.T) {
 			t.Fatalf("full queue: Wait: %v, want cancelled", err)
 		}
 	})
+}
+
+// TestJoinFromEnvWithToken: a worker of an orchestrator connected to a
+// token-protected server gets the token and can join.
+func TestJoinFromEnvWithToken(t *testing.T) {
+	t.Setenv(ledger.TokenEnv, "") // the token comes from Options.Token only
+	const token = "worker-s3cret"
+	url := startHTTPTestServer(t, ledger.ServerOptions{BasePath: t.TempDir(), Token: token})
+	l := remoteOpener(url, token)(t, ledger.Options{ParticipantID: "orchestrator"})
+	ctx := context.Background()
+	op, err := l.CreateOperation(ctx, ledger.CreateOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	exe, args, env := testWorker(roleJoin)
+	call := ledger.ExecStdioWorker(op, ledger.StdioWorker[joinReport]{Executable: exe, Args: args, Env: env})
+	r, err := call.Wait(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if want := (joinReport{Operation: op.ID(), Call: call.ID(), Participant: "joiner", SawFrame: true}); r != want {
+		t.Fatalf("the worker reported %+v, want %+v", r, want)
+	}
+	// NoLedgerEnv passes no token either.
+	exe, args, env = testWorker(roleEnvDump)
+	got, err := ledger.ExecStdioWorker(op, ledger.StdioWorker[map[string]string]{
+		Executable: exe, Args: args, Env: env, NoLedgerEnv: true,
+	}).Wait(ctx)
+	if err != nil || got[ledger.TokenEnv] != "" {
+		t.Fatalf("NoLedgerEnv: worker environment %v, %v; want no token", got, err)
+	}
 }
