@@ -63,7 +63,9 @@ type FileWorker[T any] struct {
 	Dir string
 	// Env holds extra "KEY=value" entries. The worker gets the environment
 	// of this process, then the ledger variables, then Env; a later entry
-	// wins. Zero adds nothing.
+	// wins, except that when Env sets EnvBasePath or EnvServerURL, neither
+	// is added (so that the worker is not given two locations). Zero adds
+	// nothing.
 	Env []string
 	// NoLedgerEnv keeps EnvOperationID, EnvCallID, EnvBasePath,
 	// EnvServerURL and TokenEnv as they are in this process's environment. Zero means
@@ -126,7 +128,9 @@ type StdioWorker[T any] struct {
 	Dir string
 	// Env holds extra "KEY=value" entries. The worker gets the environment
 	// of this process, then the ledger variables, then Env; a later entry
-	// wins. Zero adds nothing.
+	// wins, except that when Env sets EnvBasePath or EnvServerURL, neither
+	// is added (so that the worker is not given two locations). Zero adds
+	// nothing.
 	Env []string
 	// NoLedgerEnv keeps EnvOperationID, EnvCallID, EnvBasePath,
 	// EnvServerURL and TokenEnv as they are in this process's environment. Zero means
@@ -531,7 +535,9 @@ func (s *workerSpec) environ(op *Operation, callID string) []string {
 		// that the worker sees this ledger only.
 		env = dropEnv(env, EnvOperationID, EnvCallID, EnvBasePath, EnvServerURL)
 		env = append(env, EnvOperationID+"="+op.ID(), EnvCallID+"="+callID)
-		if loc, ok := op.st.c.b.(ledgerLocator); ok {
+		// Env naming either location names the ledger: adding the other
+		// would give the worker both, which Connect rejects.
+		if loc, ok := op.st.c.b.(ledgerLocator); ok && !setsEnv(s.env, EnvBasePath, EnvServerURL) {
 			base, url := loc.ledgerLocation()
 			if base != "" {
 				env = append(env, EnvBasePath+"="+base)
@@ -539,14 +545,21 @@ func (s *workerSpec) environ(op *Operation, callID string) []string {
 			if url != "" {
 				env = append(env, EnvServerURL+"="+url)
 			}
-		}
-		if cred, ok := op.st.c.b.(ledgerCredential); ok {
-			if token := cred.ledgerToken(); token != "" {
-				env = append(dropEnv(env, TokenEnv), TokenEnv+"="+token)
+			// The token goes with this server's URL only: another
+			// location named in Env must not receive it.
+			if cred, ok := op.st.c.b.(ledgerCredential); ok {
+				if token := cred.ledgerToken(); token != "" {
+					env = append(dropEnv(env, TokenEnv), TokenEnv+"="+token)
+				}
 			}
 		}
 	}
 	return append(env, s.env...)
+}
+
+// setsEnv reports whether env has an entry for one of keys.
+func setsEnv(env []string, keys ...string) bool {
+	return len(dropEnv(env, keys...)) != len(env)
 }
 
 // dropEnv returns env without the entries of keys.

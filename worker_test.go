@@ -1265,3 +1265,28 @@ func TestJoinFromEnvWithToken(t *testing.T) {
 		t.Fatalf("NoLedgerEnv: worker environment %v, %v; want no token", got, err)
 	}
 }
+
+// TestWorkerEnvOverridesLocation: Env naming one location variable keeps
+// the other out, so that the worker has one location, as Connect needs.
+func TestWorkerEnvOverridesLocation(t *testing.T) {
+	forEachBackend(t, func(t *testing.T, e *env) {
+		ctx := context.Background()
+		_, op := workerOp(t, e)
+		for _, kv := range [][2]string{{ledger.EnvServerURL, "http://127.0.0.1:1"}, {ledger.EnvBasePath, t.TempDir()}} {
+			exe, args, env := testWorker(roleEnvDump, kv[0]+"="+kv[1])
+			call := ledger.ExecStdioWorker(op, ledger.StdioWorker[map[string]string]{Executable: exe, Args: args, Env: env})
+			got, err := call.Wait(ctx)
+			if err != nil {
+				t.Fatal(err)
+			}
+			want := map[string]string{
+				ledger.EnvOperationID: op.ID(), ledger.EnvCallID: call.ID(),
+				ledger.EnvBasePath: "", ledger.EnvServerURL: "",
+			}
+			want[kv[0]] = kv[1]
+			if fmt.Sprint(got) != fmt.Sprint(want) {
+				t.Fatalf("Env %s: worker environment %v, want %v", kv[0], got, want)
+			}
+		}
+	})
+}
