@@ -991,6 +991,7 @@ type lineWriter struct {
 
 	all      bytes.Buffer
 	tail     []byte
+	cut      bool   // tail lost its start: it may begin mid-line
 	partial  []byte // an unfinished line
 	dropping bool   // the hook was abandoned
 }
@@ -1013,6 +1014,7 @@ func (w *lineWriter) Write(b []byte) (int, error) {
 		w.tail = append(w.tail, b...)
 		if len(w.tail) > 2*w.tailMax {
 			w.tail = append(w.tail[:0], w.tail[len(w.tail)-w.tailMax:]...)
+			w.cut = true
 		}
 	}
 	if w.hook == nil || w.dropping {
@@ -1094,8 +1096,8 @@ func (p *process) callHook(hook func(string), line string) {
 // the trailing line break.
 func (w *lineWriter) tailText() string {
 	t := w.tail
-	if len(t) > w.tailMax {
-		t = t[len(t)-w.tailMax:]
+	if len(t) > w.tailMax || w.cut {
+		t = t[max(len(t)-w.tailMax, 0):]
 		if i := bytes.IndexByte(t, '\n'); i >= 0 && i < len(t)-1 {
 			t = t[i+1:]
 		}

@@ -1290,3 +1290,33 @@ func TestWorkerEnvOverridesLocation(t *testing.T) {
 		}
 	})
 }
+
+// TestWorkerStderrTailFromLineStart: however the kept tail of stderr was
+// trimmed, the error's Stderr starts at a line.
+func TestWorkerStderrTailFromLineStart(t *testing.T) {
+	forEachBackend(t, func(t *testing.T, e *env) {
+		ctx := context.Background()
+		_, op := workerOp(t, e)
+		var b strings.Builder
+		for i := range 900 { // 9000 bytes, written at once: the tail is trimmed to 4 KiB exactly
+			fmt.Fprintf(&b, "line %04d\n", i)
+		}
+		exe, args, env := testWorker(roleEcho, "W_STDERR="+b.String(), "W_EXIT=2")
+		_, err := ledger.ExecStdioWorker(op, ledger.StdioWorker[string]{
+			Executable: exe, Args: args, Env: env, CallOptions: ledger.CallOptions[string]{Contained: true},
+		}).Wait(ctx)
+		var we *ledger.WorkerError
+		if !errors.As(err, &we) || we.Stderr == "" {
+			t.Fatalf("Wait: %v; want a *WorkerError with a stderr tail", err)
+		}
+		lines := strings.Split(we.Stderr, "\n")
+		for _, l := range lines {
+			if len(l) != 9 || !strings.HasPrefix(l, "line ") {
+				t.Fatalf("stderr tail has the partial line %q; want whole lines only", l)
+			}
+		}
+		if lines[len(lines)-1] != "line 0899" {
+			t.Fatalf("stderr tail ends with %q, want the last line", lines[len(lines)-1])
+		}
+	})
+}
