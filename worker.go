@@ -47,6 +47,8 @@ const (
 	// DefaultSignalGrace, so that a signalled orchestrator ends its workers
 	// before it dies.
 	DefaultKillGrace = 3 * time.Second
+	// DefaultMaxOutput is the default of StdioWorker.MaxOutput: 64 MiB.
+	DefaultMaxOutput = 64 << 20
 )
 
 // FileWorker describes a worker process that writes its result to a file,
@@ -136,6 +138,12 @@ type StdioWorker[T any] struct {
 	// EnvServerURL and TokenEnv as they are in this process's environment. Zero means
 	// they are set so that the worker can join with JoinFromEnv.
 	NoLedgerEnv bool
+
+	// MaxOutput bounds the standard output held in memory, in bytes: a
+	// worker that writes more is ended (its whole process group) and the
+	// call fails with an error matching ErrWorkerOutputLimit. Zero means
+	// DefaultMaxOutput.
+	MaxOutput int
 
 	// Decode turns the worker's whole standard output, which is held in
 	// memory, into the result. Zero means encoding/json, except that a string result is the text
@@ -287,10 +295,17 @@ func ExecStdioWorker[T any](op *Operation, w StdioWorker[T]) *SpawnedCall[T] {
 		kind: "StdioWorker", path: w.Executable, args: w.Args, dir: w.Dir, env: w.Env, noLedgerEnv: w.NoLedgerEnv,
 		timeout: w.Timeout, grace: w.KillGrace,
 		onStdout: w.OnStdout, onStderr: w.OnStderr, onExit: w.OnExit,
+		maxOutput: w.MaxOutput,
 	}
 	opts := workerCallOptions(w.CallOptions, w.Executable)
 	if err := spec.check(); err != nil {
 		return invalidWorker(op, opts, "ExecStdioWorker", err)
+	}
+	if spec.maxOutput < 0 {
+		return invalidWorker(op, opts, "ExecStdioWorker", fmt.Errorf("StdioWorker.MaxOutput (%d) must not be negative", spec.maxOutput))
+	}
+	if spec.maxOutput == 0 {
+		spec.maxOutput = DefaultMaxOutput
 	}
 	decode := decoder(w.Decode)
 	return SpawnCall(op, func(ctx context.Context, c *SpawnedCall[T]) (T, error) {
@@ -501,6 +516,7 @@ type workerSpec struct {
 	timeout, grace     time.Duration
 	onStdout, onStderr func(string)
 	onExit             func(int)
+	maxOutput          int // the stdio worker's MaxOutput, defaulted
 }
 
 // check validates the spec and fills in the defaults.
@@ -641,7 +657,12 @@ func startWorker[T any](spec workerSpec, op *Operation, c *SpawnedCall[T], keepS
 		failed:  make(chan struct{}),
 	}
 	p.stdout = p.newLineWriter(spec.onStdout)
-	p.stdout.keepAll = keepStdout
+	if keepStdout {
+		p.stdout.keepAll, p.stdout.maxAll = true, spec.maxOutput
+		p.stdout.tooMuch = func() {
+			p.fail(fmt.Errorf("%w: worker %s wrote more than %d bytes to its standard output", ErrWorkerOutputLimit, spec.path, spec.maxOutput))
+		}
+	}
 	p.stderr = p.newLineWriter(spec.onStderr)
 	p.stderr.tailMax = stderrTail
 	cmd := exec.Command(spec.path, spec.args...)
@@ -987,6 +1008,8 @@ type lineWriter struct {
 	delivered chan struct{} // closed by deliver once the queue is drained
 	abandon   <-chan struct{}
 	keepAll   bool
+	maxAll    int    // with keepAll: the most kept; beyond it, tooMuch is called
+	tooMuch   func() // ends the worker; may be called more than once
 	tailMax   int
 
 	all      bytes.Buffer
@@ -1008,7 +1031,13 @@ func (p *process) newLineWriter(hook func(string)) *lineWriter {
 
 func (w *lineWriter) Write(b []byte) (int, error) {
 	if w.keepAll {
-		w.all.Write(b)
+		if w.all.Len()+len(b) > w.maxAll {
+			w.keepAll = false
+			w.all = bytes.Buffer{} // the call fails: the output is of no use
+			w.tooMuch()
+		} else {
+			w.all.Write(b)
+		}
 	}
 	if w.tailMax > 0 {
 		w.tail = append(w.tail, b...)

@@ -1050,6 +1050,7 @@ func TestWorkerInvalid(t *testing.T) {
 			{"negative grace", ledger.ExecFileResultWorker(op, ledger.FileWorker[int]{Executable: exe, ResultFile: "x", KillGrace: -1}), "FileWorker.KillGrace"},
 			{"negative poll", ledger.ExecFileResultWorker(op, ledger.FileWorker[int]{Executable: exe, ResultFile: "x", PollInterval: -1}), "FileWorker.PollInterval"},
 			{"no result file", ledger.ExecFileResultWorker(op, ledger.FileWorker[int]{Executable: exe, Args: args, Env: env}), "FileWorker.ResultFile"},
+			{"negative max output", ledger.ExecStdioWorker(op, ledger.StdioWorker[int]{Executable: exe, MaxOutput: -1}), "StdioWorker.MaxOutput"},
 			{"nil operation", ledger.ExecStdioWorker(nil, ledger.StdioWorker[int]{Executable: exe}), "nil *Operation"},
 		} {
 			if err := tc.call.Err(); !errors.Is(err, ledger.ErrInvalidArgument) || !strings.Contains(err.Error(), tc.field) || !tc.call.IsFailed() {
@@ -1317,6 +1318,35 @@ func TestWorkerStderrTailFromLineStart(t *testing.T) {
 		}
 		if lines[len(lines)-1] != "line 0899" {
 			t.Fatalf("stderr tail ends with %q, want the last line", lines[len(lines)-1])
+		}
+	})
+}
+
+// TestStdioWorkerMaxOutput: a worker writing more than MaxOutput is ended
+// and its call fails with ErrWorkerOutputLimit; output within the limit is
+// the result as before.
+func TestStdioWorkerMaxOutput(t *testing.T) {
+	forEachBackend(t, func(t *testing.T, e *env) {
+		ctx := context.Background()
+		_, op := workerOp(t, e)
+		// The worker writes 5000 bytes, then blocks for a minute: only
+		// ending it ends the call in time.
+		exe, args, env := testWorker(roleEcho, "W_STDOUT="+strings.Repeat("y", 5000), "W_LINGER=1")
+		call := ledger.ExecStdioWorker(op, ledger.StdioWorker[string]{
+			Executable: exe, Args: args, Env: env, MaxOutput: 1000, KillGrace: 100 * time.Millisecond,
+			CallOptions: ledger.CallOptions[string]{Contained: true},
+		})
+		waitClosed(t, call.Done(), workerWait, "the call to end once the output passed MaxOutput")
+		if _, err := call.Wait(ctx); !errors.Is(err, ledger.ErrWorkerOutputLimit) || !strings.Contains(err.Error(), "1000") {
+			t.Fatalf("Wait: %v; want ErrWorkerOutputLimit naming the limit", err)
+		}
+		if zs := myZombies(t); len(zs) > 0 {
+			t.Fatalf("zombies left: %v", zs)
+		}
+		exe, args, env = testWorker(roleEcho, "W_STDOUT="+strings.Repeat("y", 1000))
+		v, err := ledger.ExecStdioWorker(op, ledger.StdioWorker[string]{Executable: exe, Args: args, Env: env, MaxOutput: 1000}).Wait(ctx)
+		if err != nil || len(v) != 1000 {
+			t.Fatalf("output at the limit: %d bytes, %v; want the 1000 bytes", len(v), err)
 		}
 	})
 }
