@@ -894,10 +894,15 @@ func (p *process) cleanup(ctx context.Context) error {
 	select {
 	case <-p.swept:
 	case <-ctx.Done():
-		// Out of time: what is left of the group dies now. The worker may
-		// be reaped by now, but while its group has members, the group id
-		// cannot be reused.
-		_ = syscall.Kill(-p.cmd.Process.Pid, syscall.SIGKILL)
+		// Out of time: what is left of the group dies now. Before the
+		// worker is reaped, signal makes sure of it under p.mu. Once it is
+		// reaped, the group id is reserved only while the group has
+		// members, so the group is signalled only if it still has some.
+		if err := p.signal(syscall.SIGKILL); errors.Is(err, os.ErrProcessDone) {
+			if pgid := p.cmd.Process.Pid; groupRunning(pgid) {
+				_ = syscall.Kill(-pgid, syscall.SIGKILL)
+			}
+		}
 	}
 	return nil
 }
