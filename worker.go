@@ -894,13 +894,17 @@ func (p *process) cleanup(ctx context.Context) error {
 	select {
 	case <-p.swept:
 	case <-ctx.Done():
-		// Out of time: what is left of the group dies now. Before the
-		// worker is reaped, signal makes sure of it under p.mu. Once it is
-		// reaped, the group id is reserved only while the group has
-		// members, so the group is signalled only if it still has some.
+		// Out of time: what is left of the group dies now (this must be
+		// quick: the process is about to die). Before the worker is
+		// reaped, signal makes sure of it under p.mu. Once it is reaped,
+		// the group id is reserved only while the group has members, so
+		// the group is signalled only while sweep has not yet seen it
+		// empty (it looks every sweepPoll).
 		if err := p.signal(syscall.SIGKILL); errors.Is(err, os.ErrProcessDone) {
-			if pgid := p.cmd.Process.Pid; groupRunning(pgid) {
-				_ = syscall.Kill(-pgid, syscall.SIGKILL)
+			select {
+			case <-p.swept:
+			default:
+				_ = syscall.Kill(-p.cmd.Process.Pid, syscall.SIGKILL)
 			}
 		}
 	}
