@@ -403,8 +403,7 @@ func invalidWorker[T any](op *Operation, opts CallOptions[T], fn string, err err
 	if op == nil {
 		err = errors.New("nil *Operation")
 	}
-	c := &SpawnedCall[T]{op: op, opts: opts, started: time.Now(), done: make(chan struct{})}
-	return c.failToStart(fmt.Errorf("%w: %s: %v", ErrInvalidArgument, fn, err))
+	return newSpawnedCall(op, opts).failToStart(fmt.Errorf("%w: %s: %v", ErrInvalidArgument, fn, err))
 }
 
 // decoder returns f, or the default decoder for T.
