@@ -51,10 +51,10 @@ const (
 	DefaultMaxOutput = 64 << 20
 )
 
-// FileWorker describes a worker process that writes its result to a file,
-// for ExecFileResultWorker. Executable and ResultFile are required; every
-// other field may be left zero.
-type FileWorker[T any] struct {
+// Process describes the program of a worker process and how it runs:
+// what FileWorker and StdioWorker have in common, embedded in both.
+// Executable is required; every other field may be left zero.
+type Process struct {
 	// Executable is the program: a path, or a name looked up in PATH as
 	// exec.Command does.
 	Executable string
@@ -70,9 +70,46 @@ type FileWorker[T any] struct {
 	// nothing.
 	Env []string
 	// NoLedgerEnv keeps EnvOperationID, EnvCallID, EnvBasePath,
-	// EnvServerURL and TokenEnv as they are in this process's environment. Zero means
-	// they are set so that the worker can join with JoinFromEnv.
+	// EnvServerURL and TokenEnv as they are in this process's environment.
+	// Zero means they are set so that the worker can join with
+	// JoinFromEnv.
 	NoLedgerEnv bool
+
+	// Timeout bounds the worker's run; when it passes, the worker's process
+	// group is ended and the call fails with a *WorkerError matching
+	// ErrWorkerTimeout. Zero means no limit.
+	Timeout time.Duration
+	// KillGrace is the time between SIGTERM and SIGKILL when the worker's
+	// process group is ended. Zero means DefaultKillGrace.
+	KillGrace time.Duration
+	// OnStdout receives each line the worker writes to its standard output,
+	// without the line break, as it comes (a stdio worker's result is
+	// decoded from the whole output at the end). See ExecStdioWorker for
+	// how hooks run.
+	OnStdout func(line string)
+	// OnStderr receives each line the worker writes to its standard error,
+	// without the line break.
+	OnStderr func(line string)
+	// OnExit receives the exit status once the worker process has been
+	// reaped: -1 when a signal ended it.
+	OnExit func(code int)
+}
+
+// spec returns the workerSpec of w for the worker struct kind.
+func (w *Process) spec(kind string) workerSpec {
+	return workerSpec{
+		kind: kind, path: w.Executable, args: w.Args, dir: w.Dir, env: w.Env, noLedgerEnv: w.NoLedgerEnv,
+		timeout: w.Timeout, grace: w.KillGrace,
+		onStdout: w.OnStdout, onStderr: w.OnStderr, onExit: w.OnExit,
+	}
+}
+
+// FileWorker describes a worker process that writes its result to a file,
+// for ExecFileResultWorker. Executable and ResultFile are required; every
+// other field may be left zero.
+type FileWorker[T any] struct {
+	// Process is the program and how it runs.
+	Process
 
 	// ResultFile is where the worker writes its result. A relative path is
 	// relative to Dir, so that the worker and the orchestrator mean the
@@ -94,23 +131,6 @@ type FileWorker[T any] struct {
 	// worker runs. Zero means DefaultPollInterval.
 	PollInterval time.Duration
 
-	// Timeout bounds the worker's run; when it passes, the worker's process
-	// group is ended and the call fails with a *WorkerError matching
-	// ErrWorkerTimeout. Zero means no limit.
-	Timeout time.Duration
-	// KillGrace is the time between SIGTERM and SIGKILL when the worker's
-	// process group is ended. Zero means DefaultKillGrace.
-	KillGrace time.Duration
-	// OnStdout receives each line the worker writes to its standard output,
-	// without the line break.
-	OnStdout func(line string)
-	// OnStderr receives each line the worker writes to its standard error,
-	// without the line break.
-	OnStderr func(line string)
-	// OnExit receives the exit status once the worker process has been
-	// reaped: -1 when a signal ended it.
-	OnExit func(code int)
-
 	// CallOptions are those of the call that runs the worker. A zero
 	// Description means the executable's base name.
 	CallOptions[T]
@@ -120,24 +140,8 @@ type FileWorker[T any] struct {
 // standard output, for ExecStdioWorker. Executable is required; every other
 // field may be left zero.
 type StdioWorker[T any] struct {
-	// Executable is the program: a path, or a name looked up in PATH as
-	// exec.Command does.
-	Executable string
-	// Args are the arguments, without the program name.
-	Args []string
-	// Dir is the working directory of the worker. Zero means the working
-	// directory of this process.
-	Dir string
-	// Env holds extra "KEY=value" entries. The worker gets the environment
-	// of this process, then the ledger variables, then Env; a later entry
-	// wins, except that when Env sets EnvBasePath or EnvServerURL, neither
-	// is added (so that the worker is not given two locations). Zero adds
-	// nothing.
-	Env []string
-	// NoLedgerEnv keeps EnvOperationID, EnvCallID, EnvBasePath,
-	// EnvServerURL and TokenEnv as they are in this process's environment. Zero means
-	// they are set so that the worker can join with JoinFromEnv.
-	NoLedgerEnv bool
+	// Process is the program and how it runs.
+	Process
 
 	// MaxOutput bounds the standard output held in memory, in bytes: a
 	// worker that writes more is ended (its whole process group) and the
@@ -146,27 +150,10 @@ type StdioWorker[T any] struct {
 	MaxOutput int
 
 	// Decode turns the worker's whole standard output, which is held in
-	// memory, into the result. Zero means encoding/json, except that a string result is the text
-	// itself without trailing line breaks, and a []byte result the bytes.
+	// memory, into the result. Zero means encoding/json, except that a
+	// string result is the text itself without trailing line breaks, and
+	// a []byte result the bytes.
 	Decode func(data []byte) (T, error)
-
-	// Timeout bounds the worker's run; when it passes, the worker's process
-	// group is ended and the call fails with a *WorkerError matching
-	// ErrWorkerTimeout. Zero means no limit.
-	Timeout time.Duration
-	// KillGrace is the time between SIGTERM and SIGKILL when the worker's
-	// process group is ended. Zero means DefaultKillGrace.
-	KillGrace time.Duration
-	// OnStdout receives each line the worker writes to its standard output,
-	// without the line break, as it comes (the result is decoded from the
-	// whole output at the end).
-	OnStdout func(line string)
-	// OnStderr receives each line the worker writes to its standard error,
-	// without the line break.
-	OnStderr func(line string)
-	// OnExit receives the exit status once the worker process has been
-	// reaped: -1 when a signal ended it.
-	OnExit func(code int)
 
 	// CallOptions are those of the call that runs the worker. A zero
 	// Description means the executable's base name.
@@ -192,11 +179,8 @@ type StdioWorker[T any] struct {
 // Everything else (the process group, ending, signals, the environment)
 // is as for ExecStdioWorker.
 func ExecFileResultWorker[T any](op *Operation, w FileWorker[T]) *SpawnedCall[T] {
-	spec := workerSpec{
-		kind: "FileWorker", path: w.Executable, args: w.Args, dir: w.Dir, env: w.Env, noLedgerEnv: w.NoLedgerEnv,
-		poll: w.PollInterval, timeout: w.Timeout, grace: w.KillGrace,
-		onStdout: w.OnStdout, onStderr: w.OnStderr, onExit: w.OnExit,
-	}
+	spec := w.spec("FileWorker")
+	spec.poll = w.PollInterval
 	opts := workerCallOptions(w.CallOptions, w.Executable)
 	if err := spec.check(); err != nil {
 		return invalidWorker(op, opts, "ExecFileResultWorker", err)
@@ -291,12 +275,8 @@ func ExecFileResultWorker[T any](op *Operation, w FileWorker[T]) *SpawnedCall[T]
 // An invalid w (no Executable, a negative duration) or a nil op gives a
 // call that has already failed with ErrInvalidArgument, as SpawnCall does.
 func ExecStdioWorker[T any](op *Operation, w StdioWorker[T]) *SpawnedCall[T] {
-	spec := workerSpec{
-		kind: "StdioWorker", path: w.Executable, args: w.Args, dir: w.Dir, env: w.Env, noLedgerEnv: w.NoLedgerEnv,
-		timeout: w.Timeout, grace: w.KillGrace,
-		onStdout: w.OnStdout, onStderr: w.OnStderr, onExit: w.OnExit,
-		maxOutput: w.MaxOutput,
-	}
+	spec := w.spec("StdioWorker")
+	spec.maxOutput = w.MaxOutput
 	opts := workerCallOptions(w.CallOptions, w.Executable)
 	if err := spec.check(); err != nil {
 		return invalidWorker(op, opts, "ExecStdioWorker", err)
