@@ -794,6 +794,11 @@ func (p *process) supervise(ctx context.Context, poll func() bool) (end runEnd, 
 		p.sweep(deadline)
 		close(p.swept)
 		Cleanup().Unregister(id)
+		if !finished {
+			// run will not flush: end the delivery goroutines here.
+			p.stdout.flush()
+			p.stderr.flush()
+		}
 	}()
 	end, deadline = p.await(ctx, poll)
 	finished = true
