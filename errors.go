@@ -80,6 +80,10 @@ var (
 	// ran past its Timeout and was ended.
 	ErrWorkerTimeout = errors.New("ledger: worker timed out")
 
+	// ErrWorkerOutputLimit is matched by the error of a stdio worker that
+	// wrote more than its StdioWorker.MaxOutput to its standard output.
+	ErrWorkerOutputLimit = errors.New("ledger: worker output exceeds its limit")
+
 	// ErrNoWorkerEnv is returned by JoinFromEnv in a process whose
 	// environment names no operation (EnvOperationID is not set).
 	ErrNoWorkerEnv = errors.New("ledger: no operation in the environment (" + EnvOperationID + " is not set)")

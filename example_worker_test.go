@@ -38,9 +38,11 @@ func ExampleExecStdioWorker() {
 	script := `echo "counting" >&2
 echo "{\"words\": $(echo "$1" | wc -w), \"operation\": \"$LEDGER_OPERATION_ID\"}"`
 	call := ledger.ExecStdioWorker(op, ledger.StdioWorker[count]{
-		Executable:  "sh",
-		Args:        []string{"-c", script, "sh", "the quick brown fox"},
-		OnStderr:    func(line string) { fmt.Println("worker says:", line) },
+		Process: ledger.Process{
+			Executable: "sh",
+			Args:       []string{"-c", script, "sh", "the quick brown fox"},
+			OnStderr:   func(line string) { fmt.Println("worker says:", line) },
+		},
 		CallOptions: ledger.CallOptions[count]{Description: "count words"},
 	})
 	c, err := call.Wait(ctx)
@@ -52,8 +54,10 @@ echo "{\"words\": $(echo "$1" | wc -w), \"operation\": \"$LEDGER_OPERATION_ID\"}
 
 	// A worker that fails gives its exit status and the end of its stderr.
 	failing := ledger.ExecStdioWorker(op, ledger.StdioWorker[count]{
-		Executable:  "sh",
-		Args:        []string{"-c", `echo "disk full" >&2; exit 3`},
+		Process: ledger.Process{
+			Executable: "sh",
+			Args:       []string{"-c", `echo "disk full" >&2; exit 3`},
+		},
 		CallOptions: ledger.CallOptions[count]{Contained: true}, // the operation goes on
 	})
 	_, err = failing.Wait(ctx)
@@ -93,9 +97,11 @@ func ExampleExecFileResultWorker() {
 	script := `echo "noise on stdout"
 printf '["%s", "done"]' "$LEDGER_CALL_ID" > result.tmp && mv result.tmp result.json`
 	call := ledger.ExecFileResultWorker(op, ledger.FileWorker[[]string]{
-		Executable: "sh",
-		Args:       []string{"-c", script},
-		Dir:        dir,
+		Process: ledger.Process{
+			Executable: "sh",
+			Args:       []string{"-c", script},
+			Dir:        dir,
+		},
 		ResultFile: "result.json", // relative to Dir
 	})
 	v, err := call.Wait(ctx)

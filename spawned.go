@@ -130,7 +130,7 @@ type SpawnedCall[T any] struct {
 // never under a lock, and must not panic. Close cancels every spawned call
 // and waits for its goroutine.
 func SpawnCall[T any](op *Operation, work func(ctx context.Context, call *SpawnedCall[T]) (T, error), opts CallOptions[T]) *SpawnedCall[T] {
-	c := &SpawnedCall[T]{op: op, opts: opts, started: time.Now(), done: make(chan struct{})}
+	c := newSpawnedCall(op, opts)
 	switch {
 	case op == nil:
 		return c.failToStart(fmt.Errorf("%w: SpawnCall: nil *Operation", ErrInvalidArgument))
@@ -164,6 +164,12 @@ func SpawnCall[T any](op *Operation, work func(ctx context.Context, call *Spawne
 	}
 	go c.run(workCtx, work)
 	return c
+}
+
+// newSpawnedCall returns a call of op that has not started; SpawnCall and
+// the workers' argument checks make their calls with it.
+func newSpawnedCall[T any](op *Operation, opts CallOptions[T]) *SpawnedCall[T] {
+	return &SpawnedCall[T]{op: op, opts: opts, started: time.Now(), done: make(chan struct{})}
 }
 
 // abandon ends a call whose goroutine was held but will not start. The

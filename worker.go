@@ -10,9 +10,11 @@ import (
 	"os/exec"
 	"path/filepath"
 	"runtime"
+	"runtime/debug"
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"time"
 
@@ -45,12 +47,14 @@ const (
 	// DefaultSignalGrace, so that a signalled orchestrator ends its workers
 	// before it dies.
 	DefaultKillGrace = 3 * time.Second
+	// DefaultMaxOutput is the default of StdioWorker.MaxOutput: 64 MiB.
+	DefaultMaxOutput = 64 << 20
 )
 
-// FileWorker describes a worker process that writes its result to a file,
-// for ExecFileResultWorker. Executable and ResultFile are required; every
-// other field may be left zero.
-type FileWorker[T any] struct {
+// Process describes the program of a worker process and how it runs:
+// what FileWorker and StdioWorker have in common, embedded in both.
+// Executable is required; every other field may be left zero.
+type Process struct {
 	// Executable is the program: a path, or a name looked up in PATH as
 	// exec.Command does.
 	Executable string
@@ -61,12 +65,51 @@ type FileWorker[T any] struct {
 	Dir string
 	// Env holds extra "KEY=value" entries. The worker gets the environment
 	// of this process, then the ledger variables, then Env; a later entry
-	// wins. Zero adds nothing.
+	// wins, except that when Env sets EnvBasePath or EnvServerURL, neither
+	// is added (so that the worker is not given two locations). Zero adds
+	// nothing.
 	Env []string
-	// NoLedgerEnv keeps EnvOperationID, EnvCallID, EnvBasePath and
-	// EnvServerURL as they are in this process's environment. Zero means
-	// they are set so that the worker can join with JoinFromEnv.
+	// NoLedgerEnv keeps EnvOperationID, EnvCallID, EnvBasePath,
+	// EnvServerURL and TokenEnv as they are in this process's environment.
+	// Zero means they are set so that the worker can join with
+	// JoinFromEnv.
 	NoLedgerEnv bool
+
+	// Timeout bounds the worker's run; when it passes, the worker's process
+	// group is ended and the call fails with a *WorkerError matching
+	// ErrWorkerTimeout. Zero means no limit.
+	Timeout time.Duration
+	// KillGrace is the time between SIGTERM and SIGKILL when the worker's
+	// process group is ended. Zero means DefaultKillGrace.
+	KillGrace time.Duration
+	// OnStdout receives each line the worker writes to its standard output,
+	// without the line break, as it comes (a stdio worker's result is
+	// decoded from the whole output at the end). See ExecStdioWorker for
+	// how hooks run.
+	OnStdout func(line string)
+	// OnStderr receives each line the worker writes to its standard error,
+	// without the line break.
+	OnStderr func(line string)
+	// OnExit receives the exit status once the worker process has been
+	// reaped: -1 when a signal ended it.
+	OnExit func(code int)
+}
+
+// spec returns the workerSpec of w for the worker struct kind.
+func (w *Process) spec(kind string) workerSpec {
+	return workerSpec{
+		kind: kind, path: w.Executable, args: w.Args, dir: w.Dir, env: w.Env, noLedgerEnv: w.NoLedgerEnv,
+		timeout: w.Timeout, grace: w.KillGrace,
+		onStdout: w.OnStdout, onStderr: w.OnStderr, onExit: w.OnExit,
+	}
+}
+
+// FileWorker describes a worker process that writes its result to a file,
+// for ExecFileResultWorker. Executable and ResultFile are required; every
+// other field may be left zero.
+type FileWorker[T any] struct {
+	// Process is the program and how it runs.
+	Process
 
 	// ResultFile is where the worker writes its result. A relative path is
 	// relative to Dir, so that the worker and the orchestrator mean the
@@ -80,28 +123,13 @@ type FileWorker[T any] struct {
 	KeepResultFile bool
 	// Decode turns the content of the result file into the result. Zero
 	// means encoding/json, except that a string result is the text itself
-	// without trailing line breaks, and a []byte result the bytes.
+	// without trailing line breaks, and a []byte result the bytes. A
+	// panic in Decode is a decode failure whose error carries a
+	// *PanicError.
 	Decode func(data []byte) (T, error)
 	// PollInterval is how often the result file is looked for while the
 	// worker runs. Zero means DefaultPollInterval.
 	PollInterval time.Duration
-
-	// Timeout bounds the worker's run; when it passes, the worker's process
-	// group is ended and the call fails with a *WorkerError matching
-	// ErrWorkerTimeout. Zero means no limit.
-	Timeout time.Duration
-	// KillGrace is the time between SIGTERM and SIGKILL when the worker's
-	// process group is ended. Zero means DefaultKillGrace.
-	KillGrace time.Duration
-	// OnStdout receives each line the worker writes to its standard output,
-	// without the line break.
-	OnStdout func(line string)
-	// OnStderr receives each line the worker writes to its standard error,
-	// without the line break.
-	OnStderr func(line string)
-	// OnExit receives the exit status once the worker process has been
-	// reaped: -1 when a signal ended it.
-	OnExit func(code int)
 
 	// CallOptions are those of the call that runs the worker. A zero
 	// Description means the executable's base name.
@@ -112,45 +140,20 @@ type FileWorker[T any] struct {
 // standard output, for ExecStdioWorker. Executable is required; every other
 // field may be left zero.
 type StdioWorker[T any] struct {
-	// Executable is the program: a path, or a name looked up in PATH as
-	// exec.Command does.
-	Executable string
-	// Args are the arguments, without the program name.
-	Args []string
-	// Dir is the working directory of the worker. Zero means the working
-	// directory of this process.
-	Dir string
-	// Env holds extra "KEY=value" entries. The worker gets the environment
-	// of this process, then the ledger variables, then Env; a later entry
-	// wins. Zero adds nothing.
-	Env []string
-	// NoLedgerEnv keeps EnvOperationID, EnvCallID, EnvBasePath and
-	// EnvServerURL as they are in this process's environment. Zero means
-	// they are set so that the worker can join with JoinFromEnv.
-	NoLedgerEnv bool
+	// Process is the program and how it runs.
+	Process
+
+	// MaxOutput bounds the standard output held in memory, in bytes: a
+	// worker that writes more is ended (its whole process group) and the
+	// call fails with an error matching ErrWorkerOutputLimit. Zero means
+	// DefaultMaxOutput.
+	MaxOutput int
 
 	// Decode turns the worker's whole standard output, which is held in
-	// memory, into the result. Zero means encoding/json, except that a string result is the text
-	// itself without trailing line breaks, and a []byte result the bytes.
+	// memory, into the result. Zero means encoding/json, except that a
+	// string result is the text itself without trailing line breaks, and
+	// a []byte result the bytes.
 	Decode func(data []byte) (T, error)
-
-	// Timeout bounds the worker's run; when it passes, the worker's process
-	// group is ended and the call fails with a *WorkerError matching
-	// ErrWorkerTimeout. Zero means no limit.
-	Timeout time.Duration
-	// KillGrace is the time between SIGTERM and SIGKILL when the worker's
-	// process group is ended. Zero means DefaultKillGrace.
-	KillGrace time.Duration
-	// OnStdout receives each line the worker writes to its standard output,
-	// without the line break, as it comes (the result is decoded from the
-	// whole output at the end).
-	OnStdout func(line string)
-	// OnStderr receives each line the worker writes to its standard error,
-	// without the line break.
-	OnStderr func(line string)
-	// OnExit receives the exit status once the worker process has been
-	// reaped: -1 when a signal ended it.
-	OnExit func(code int)
 
 	// CallOptions are those of the call that runs the worker. A zero
 	// Description means the executable's base name.
@@ -176,11 +179,8 @@ type StdioWorker[T any] struct {
 // Everything else (the process group, ending, signals, the environment)
 // is as for ExecStdioWorker.
 func ExecFileResultWorker[T any](op *Operation, w FileWorker[T]) *SpawnedCall[T] {
-	spec := workerSpec{
-		kind: "FileWorker", path: w.Executable, args: w.Args, dir: w.Dir, env: w.Env, noLedgerEnv: w.NoLedgerEnv,
-		poll: w.PollInterval, timeout: w.Timeout, grace: w.KillGrace,
-		onStdout: w.OnStdout, onStderr: w.OnStderr, onExit: w.OnExit,
-	}
+	spec := w.spec("FileWorker")
+	spec.poll = w.PollInterval
 	opts := workerCallOptions(w.CallOptions, w.Executable)
 	if err := spec.check(); err != nil {
 		return invalidWorker(op, opts, "ExecFileResultWorker", err)
@@ -209,6 +209,9 @@ func ExecFileResultWorker[T any](op *Operation, w FileWorker[T]) *SpawnedCall[T]
 		case end == endCancelled:
 			rf.remove()
 			return zero, context.Cause(ctx)
+		case p.failedWith() != nil:
+			rf.remove()
+			return zero, p.failedWith()
 		case rf.taken:
 			rf.remove()
 			return rf.value, nil
@@ -254,26 +257,35 @@ func ExecFileResultWorker[T any](op *Operation, w FileWorker[T]) *SpawnedCall[T]
 // call). Use Cancel to stop a worker without failing the operation.
 //
 // Unless w.NoLedgerEnv, the worker's environment holds EnvOperationID,
-// EnvCallID and the ledger's location (EnvBasePath for a local ledger), so
-// that it can take part in the operation with JoinFromEnv.
+// EnvCallID and the ledger's location (EnvBasePath for a local ledger,
+// EnvServerURL for a RemoteClient, with TokenEnv holding its token if it
+// has one), so that it can take part in the operation with JoinFromEnv.
 //
 // OnStdout and OnStderr run on goroutines of their own (each sees its lines
-// in order; the two may run at the same time) and must not block for long:
-// the worker blocks on a full pipe meanwhile, and output still unread
-// KillGrace after the worker has exited is dropped. OnExit runs on the
-// call's goroutine, before the call ends. None of them may panic.
+// in order; the two may run at the same time), fed through a bounded queue:
+// a hook slower than the output makes the worker wait on a full pipe. A hook
+// that blocks does not stop Cancel, Timeout or Close from ending the call:
+// KillGrace after the worker has exited, its remaining lines are dropped,
+// and the call ends without waiting for the hook to return (its goroutine
+// ends when it does). A hook that panics fails the call with a *PanicError
+// (the first panic wins), ends the worker's process group, and no hook is
+// called after it. OnExit runs on the call's goroutine, before the call
+// ends; a panic in it, or in Decode, fails the call with a *PanicError.
 //
 // An invalid w (no Executable, a negative duration) or a nil op gives a
 // call that has already failed with ErrInvalidArgument, as SpawnCall does.
 func ExecStdioWorker[T any](op *Operation, w StdioWorker[T]) *SpawnedCall[T] {
-	spec := workerSpec{
-		kind: "StdioWorker", path: w.Executable, args: w.Args, dir: w.Dir, env: w.Env, noLedgerEnv: w.NoLedgerEnv,
-		timeout: w.Timeout, grace: w.KillGrace,
-		onStdout: w.OnStdout, onStderr: w.OnStderr, onExit: w.OnExit,
-	}
+	spec := w.spec("StdioWorker")
+	spec.maxOutput = w.MaxOutput
 	opts := workerCallOptions(w.CallOptions, w.Executable)
 	if err := spec.check(); err != nil {
 		return invalidWorker(op, opts, "ExecStdioWorker", err)
+	}
+	if spec.maxOutput < 0 {
+		return invalidWorker(op, opts, "ExecStdioWorker", fmt.Errorf("StdioWorker.MaxOutput (%d) must not be negative", spec.maxOutput))
+	}
+	if spec.maxOutput == 0 {
+		spec.maxOutput = DefaultMaxOutput
 	}
 	decode := decoder(w.Decode)
 	return SpawnCall(op, func(ctx context.Context, c *SpawnedCall[T]) (T, error) {
@@ -289,6 +301,8 @@ func ExecStdioWorker[T any](op *Operation, w StdioWorker[T]) *SpawnedCall[T] {
 		switch {
 		case end == endCancelled:
 			return zero, context.Cause(ctx)
+		case p.failedWith() != nil:
+			return zero, p.failedWith()
 		case end == endTimedOut || state == nil || !state.Success():
 			return zero, p.failure(state, werr, end == endTimedOut, "")
 		}
@@ -304,7 +318,9 @@ func ExecStdioWorker[T any](op *Operation, w StdioWorker[T]) *SpawnedCall[T] {
 // process started by ExecFileResultWorker or ExecStdioWorker (or by any
 // program that sets the same variables). It connects with o, taking the
 // ledger's location from EnvBasePath or EnvServerURL unless o sets
-// BasePath or ServerURL, and joins the operation EnvOperationID with jo.
+// BasePath or ServerURL (and a server's token from TokenEnv unless o sets
+// Token, as Connect always does), and joins the operation EnvOperationID
+// with jo.
 // Without EnvOperationID it returns ErrNoWorkerEnv.
 //
 // The caller owns both results: it leaves the operation and closes the
@@ -335,6 +351,16 @@ type ledgerLocator interface {
 	ledgerLocation() (basePath, serverURL string)
 }
 
+// ledgerCredential is implemented by backends that need a credential to
+// reach the ledger: a worker process gets it in its environment.
+type ledgerCredential interface {
+	ledgerToken() string
+}
+
+// ledgerToken implements ledgerCredential: the bearer token of the server
+// (Options.Token, or $LEDGER_TOKEN), or "".
+func (b *remoteBackend) ledgerToken() string { return b.token }
+
 // ledgerLocation implements ledgerLocator.
 func (b *localBackend) ledgerLocation() (basePath, serverURL string) {
 	dir, err := filepath.Abs(b.st.Dir())
@@ -357,8 +383,7 @@ func invalidWorker[T any](op *Operation, opts CallOptions[T], fn string, err err
 	if op == nil {
 		err = errors.New("nil *Operation")
 	}
-	c := &SpawnedCall[T]{op: op, opts: opts, started: time.Now(), done: make(chan struct{})}
-	return c.failToStart(fmt.Errorf("%w: %s: %v", ErrInvalidArgument, fn, err))
+	return newSpawnedCall(op, opts).failToStart(fmt.Errorf("%w: %s: %v", ErrInvalidArgument, fn, err))
 }
 
 // decoder returns f, or the default decoder for T.
@@ -433,10 +458,23 @@ func (r *resultFile[T]) read() (v T, found bool, err error) {
 	if err != nil {
 		return v, true, err
 	}
-	if v, err = r.decode(b); err != nil {
+	if v, err = r.safeDecode(b); err != nil {
 		return v, true, fmt.Errorf("decoding: %w", err)
 	}
 	return v, true, nil
+}
+
+// safeDecode runs decode; a panic in it is a decode failure carrying a
+// *PanicError, so that a faulty decoder cannot escape the worker's
+// supervision.
+func (r *resultFile[T]) safeDecode(b []byte) (v T, err error) {
+	defer func() {
+		if x := recover(); x != nil {
+			var zero T
+			v, err = zero, &PanicError{Value: x, Stack: debug.Stack()}
+		}
+	}()
+	return r.decode(b)
 }
 
 // remove deletes the file unless it is to be kept.
@@ -457,6 +495,7 @@ type workerSpec struct {
 	timeout, grace     time.Duration
 	onStdout, onStderr func(string)
 	onExit             func(int)
+	maxOutput          int // the stdio worker's MaxOutput, defaulted
 }
 
 // check validates the spec and fills in the defaults.
@@ -491,7 +530,9 @@ func (s *workerSpec) environ(op *Operation, callID string) []string {
 		// that the worker sees this ledger only.
 		env = dropEnv(env, EnvOperationID, EnvCallID, EnvBasePath, EnvServerURL)
 		env = append(env, EnvOperationID+"="+op.ID(), EnvCallID+"="+callID)
-		if loc, ok := op.st.c.b.(ledgerLocator); ok {
+		// Env naming either location names the ledger: adding the other
+		// would give the worker both, which Connect rejects.
+		if loc, ok := op.st.c.b.(ledgerLocator); ok && !setsEnv(s.env, EnvBasePath, EnvServerURL) {
 			base, url := loc.ledgerLocation()
 			if base != "" {
 				env = append(env, EnvBasePath+"="+base)
@@ -499,9 +540,21 @@ func (s *workerSpec) environ(op *Operation, callID string) []string {
 			if url != "" {
 				env = append(env, EnvServerURL+"="+url)
 			}
+			// The token goes with this server's URL only: another
+			// location named in Env must not receive it.
+			if cred, ok := op.st.c.b.(ledgerCredential); ok {
+				if token := cred.ledgerToken(); token != "" {
+					env = append(dropEnv(env, TokenEnv), TokenEnv+"="+token)
+				}
+			}
 		}
 	}
 	return append(env, s.env...)
+}
+
+// setsEnv reports whether env has an entry for one of keys.
+func setsEnv(env []string, keys ...string) bool {
+	return len(dropEnv(env, keys...)) != len(env)
 }
 
 // dropEnv returns env without the entries of keys.
@@ -542,22 +595,55 @@ type process struct {
 	waitErr error         // cmd.Wait's error; written before done closes
 	swept   chan struct{} // closed by run once the rest of the group is dealt with
 
-	mu     sync.Mutex // guards reaped
-	reaped bool       // no signal may be sent: the group id may be reused
+	abandon chan struct{} // closed KillGrace after the worker exited: hooks get no more lines
+	failed  chan struct{} // closed by fail: the call fails with failErr, the group is ended
+	// hooksOff is set once a hook panicked: no hook runs after that.
+	hooksOff atomic.Bool
+
+	mu      sync.Mutex // guards reaped, failErr
+	reaped  bool       // no signal may be sent: the group id may be reused
+	failErr error      // why the call fails although the worker may not (set once)
+}
+
+// fail makes the call fail with err (unless it failed already) and ends
+// the worker's process group.
+func (p *process) fail(err error) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.failErr == nil {
+		p.failErr = err
+		close(p.failed)
+	}
+}
+
+// failure of the process other than its exit, or nil.
+func (p *process) failedWith() error {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.failErr
 }
 
 // startWorker starts the worker process of call c, attaches it to c for
 // Kill and to the CleanupHandler.
 func startWorker[T any](spec workerSpec, op *Operation, c *SpawnedCall[T], keepStdout bool) (*process, error) {
 	p := &process{
-		spec:   spec,
-		stdout: &lineWriter{hook: spec.onStdout, keepAll: keepStdout},
-		stderr: &lineWriter{hook: spec.onStderr, tailMax: stderrTail},
-		exited: make(chan struct{}),
-		reap:   make(chan struct{}),
-		done:   make(chan struct{}),
-		swept:  make(chan struct{}),
+		spec:    spec,
+		exited:  make(chan struct{}),
+		reap:    make(chan struct{}),
+		done:    make(chan struct{}),
+		swept:   make(chan struct{}),
+		abandon: make(chan struct{}),
+		failed:  make(chan struct{}),
 	}
+	p.stdout = p.newLineWriter(spec.onStdout)
+	if keepStdout {
+		p.stdout.keepAll, p.stdout.maxAll = true, spec.maxOutput
+		p.stdout.tooMuch = func() {
+			p.fail(fmt.Errorf("%w: worker %s wrote more than %d bytes to its standard output", ErrWorkerOutputLimit, spec.path, spec.maxOutput))
+		}
+	}
+	p.stderr = p.newLineWriter(spec.onStderr)
+	p.stderr.tailMax = stderrTail
 	cmd := exec.Command(spec.path, spec.args...)
 	cmd.Dir = spec.dir
 	cmd.Env = spec.environ(op, c.ID())
@@ -571,6 +657,13 @@ func startWorker[T any](spec workerSpec, op *Operation, c *SpawnedCall[T], keepS
 	go p.own(started)
 	if err := <-started; err != nil {
 		return nil, fmt.Errorf("ledger: worker %s: %w", spec.path, err)
+	}
+	// The process owns these goroutines: run waits for them, up to
+	// KillGrace after the worker exited (see lineWriter).
+	for _, w := range []*lineWriter{p.stdout, p.stderr} {
+		if w.hook != nil {
+			go p.deliver(w)
+		}
 	}
 	c.setKill(p.signal)
 	return p, nil
@@ -645,6 +738,7 @@ const (
 	endCancelled               // the call's context ended
 	endTimedOut                // Timeout passed
 	endLingered                // the file worker's result came, then KillGrace passed
+	endFailed                  // fail was called (a hook panicked, too much output)
 )
 
 // run waits for the worker to end, ends its process group when the call's
@@ -652,23 +746,63 @@ const (
 // reaps the worker, ends what is left of its group and runs OnExit. poll,
 // if not nil, is called every poll interval until it returns true.
 func (p *process) run(ctx context.Context, poll func() bool) (runEnd, *os.ProcessState, error) {
-	id := Cleanup().Register(p.cleanup)
-	end, deadline := p.await(ctx, poll)
-	p.mu.Lock()
-	p.reaped = true
-	p.mu.Unlock()
-	close(p.reap)
-	<-p.done
-	p.sweep(deadline)
-	close(p.swept)
-	Cleanup().Unregister(id)
-	p.stdout.flush()
-	p.stderr.flush()
+	end, abandon := p.supervise(ctx, poll)
+	defer abandon.Stop()
+	for _, w := range []*lineWriter{p.stdout, p.stderr} {
+		w.flush()
+	}
+	for _, w := range []*lineWriter{p.stdout, p.stderr} {
+		if w.hook != nil {
+			select {
+			case <-w.delivered:
+			case <-p.abandon:
+			}
+		}
+	}
 	state := p.cmd.ProcessState
 	if f := p.spec.onExit; f != nil && state != nil {
 		f(state.ExitCode())
 	}
 	return end, state, p.waitErr
+}
+
+// supervise is the process-lifecycle part of run. Whatever happens in
+// await (poll runs user code), the worker is ended, reaped and swept, and
+// the CleanupHandler forgets it, before supervise returns or a panic
+// leaves it.
+//
+// The worker has exited when await returns; KillGrace later the hooks are
+// abandoned (the returned timer closes p.abandon), so that a hook that
+// blocks cannot hold up the end of the call: exec's copying goroutines,
+// which cmd.Wait waits for, then drop what they cannot queue.
+func (p *process) supervise(ctx context.Context, poll func() bool) (end runEnd, abandon *time.Timer) {
+	id := Cleanup().Register(p.cleanup)
+	var deadline time.Time
+	finished := false
+	defer func() {
+		if !finished {
+			// await panicked (or called Goexit): the worker may still run.
+			deadline = time.Now().Add(p.spec.grace)
+			p.stop(deadline)
+		}
+		abandon = time.AfterFunc(p.spec.grace, func() { close(p.abandon) })
+		p.mu.Lock()
+		p.reaped = true
+		p.mu.Unlock()
+		close(p.reap)
+		<-p.done
+		p.sweep(deadline)
+		close(p.swept)
+		Cleanup().Unregister(id)
+		if !finished {
+			// run will not flush: end the delivery goroutines here.
+			p.stdout.flush()
+			p.stderr.flush()
+		}
+	}()
+	end, deadline = p.await(ctx, poll)
+	finished = true
+	return end, nil // abandon is set by the deferred function
 }
 
 // await waits for the worker to exit, ending its group first when it must.
@@ -701,6 +835,8 @@ func (p *process) await(ctx context.Context, poll func() bool) (runEnd, time.Tim
 			end = endTimedOut
 		case <-lingered:
 			end = endLingered
+		case <-p.failed:
+			end = endFailed
 		case <-tick:
 			if poll() {
 				tick = nil
@@ -742,10 +878,19 @@ func (p *process) cleanup(ctx context.Context) error {
 	select {
 	case <-p.swept:
 	case <-ctx.Done():
-		// Out of time: what is left of the group dies now. The worker may
-		// be reaped by now, but while its group has members, the group id
-		// cannot be reused.
-		_ = syscall.Kill(-p.cmd.Process.Pid, syscall.SIGKILL)
+		// Out of time: what is left of the group dies now (this must be
+		// quick: the process is about to die). Before the worker is
+		// reaped, signal makes sure of it under p.mu. Once it is reaped,
+		// the group id is reserved only while the group has members, so
+		// the group is signalled only while sweep has not yet seen it
+		// empty (it looks every sweepPoll).
+		if err := p.signal(syscall.SIGKILL); errors.Is(err, os.ErrProcessDone) {
+			select {
+			case <-p.swept:
+			default:
+				_ = syscall.Kill(-p.cmd.Process.Pid, syscall.SIGKILL)
+			}
+		}
 	}
 	return nil
 }
@@ -841,30 +986,60 @@ func (p *process) failure(state *os.ProcessState, werr error, timedOut bool, mis
 // is handed over in pieces.
 const maxLine = 64 << 10
 
-// lineWriter receives one output stream of a worker: it hands lines to
-// hook and keeps all of the stream (keepAll) or its tail (tailMax bytes).
-// exec's copying goroutine writes; run reads after the process is reaped.
-type lineWriter struct {
-	hook    func(string)
-	keepAll bool
-	tailMax int
+// hookQueue is how many lines of one stream may wait for their hook.
+const hookQueue = 256
 
-	all     bytes.Buffer
-	tail    []byte
-	partial []byte // an unfinished line
+// lineWriter receives one output stream of a worker: it keeps all of the
+// stream (keepAll) or its tail (tailMax bytes), and queues its lines for
+// hook, which deliver calls on a goroutine of the process's own. exec's
+// copying goroutine writes; run reads and flushes after the process is
+// reaped (cmd.Wait returns once the copying is over). A full queue blocks
+// the writer, and so the worker, until p.abandon: then lines are dropped.
+type lineWriter struct {
+	hook      func(string)
+	queue     chan string   // lines for hook; closed by flush
+	delivered chan struct{} // closed by deliver once the queue is drained
+	abandon   <-chan struct{}
+	keepAll   bool
+	maxAll    int    // with keepAll: the most kept; beyond it, tooMuch is called
+	tooMuch   func() // ends the worker; may be called more than once
+	tailMax   int
+
+	all      bytes.Buffer
+	tail     []byte
+	cut      bool   // tail lost its start: it may begin mid-line
+	partial  []byte // an unfinished line
+	dropping bool   // the hook was abandoned
+}
+
+// newLineWriter returns a lineWriter for hook (which may be nil).
+func (p *process) newLineWriter(hook func(string)) *lineWriter {
+	w := &lineWriter{hook: hook, abandon: p.abandon}
+	if hook != nil {
+		w.queue = make(chan string, hookQueue)
+		w.delivered = make(chan struct{})
+	}
+	return w
 }
 
 func (w *lineWriter) Write(b []byte) (int, error) {
 	if w.keepAll {
-		w.all.Write(b)
+		if w.all.Len()+len(b) > w.maxAll {
+			w.keepAll = false
+			w.all = bytes.Buffer{} // the call fails: the output is of no use
+			w.tooMuch()
+		} else {
+			w.all.Write(b)
+		}
 	}
 	if w.tailMax > 0 {
 		w.tail = append(w.tail, b...)
 		if len(w.tail) > 2*w.tailMax {
 			w.tail = append(w.tail[:0], w.tail[len(w.tail)-w.tailMax:]...)
+			w.cut = true
 		}
 	}
-	if w.hook == nil {
+	if w.hook == nil || w.dropping {
 		return len(b), nil
 	}
 	w.partial = append(w.partial, b...)
@@ -885,24 +1060,66 @@ func (w *lineWriter) Write(b []byte) (int, error) {
 	return len(b), nil
 }
 
-// flush hands over an unfinished last line.
+// flush queues an unfinished last line and closes the queue. No Write may
+// follow.
 func (w *lineWriter) flush() {
-	if w.hook != nil && len(w.partial) > 0 {
+	if w.hook == nil {
+		return
+	}
+	if len(w.partial) > 0 {
 		w.emit(w.partial)
 		w.partial = nil
 	}
+	close(w.queue)
 }
 
+// emit queues a line, unless the hook has been abandoned.
 func (w *lineWriter) emit(line []byte) {
-	w.hook(string(bytes.TrimSuffix(line, []byte("\r"))))
+	if w.dropping {
+		return
+	}
+	select {
+	case w.queue <- string(bytes.TrimSuffix(line, []byte("\r"))):
+	case <-w.abandon:
+		w.dropping = true
+	}
+}
+
+// deliver hands the lines of w to its hook until the queue is closed.
+// After a hook's panic, which fails the call, and once the hook has been
+// abandoned, lines are dropped.
+func (p *process) deliver(w *lineWriter) {
+	defer close(w.delivered)
+	for line := range w.queue {
+		select {
+		case <-p.abandon:
+			continue
+		default:
+		}
+		if !p.hooksOff.Load() {
+			p.callHook(w.hook, line)
+		}
+	}
+}
+
+// callHook runs hook; a panic fails the call with a *PanicError (the
+// first panic wins).
+func (p *process) callHook(hook func(string), line string) {
+	defer func() {
+		if x := recover(); x != nil {
+			p.hooksOff.Store(true)
+			p.fail(&PanicError{Value: x, Stack: debug.Stack()})
+		}
+	}()
+	hook(line)
 }
 
 // tailText returns the kept tail, starting at a line if it was cut, without
 // the trailing line break.
 func (w *lineWriter) tailText() string {
 	t := w.tail
-	if len(t) > w.tailMax {
-		t = t[len(t)-w.tailMax:]
+	if len(t) > w.tailMax || w.cut {
+		t = t[max(len(t)-w.tailMax, 0):]
 		if i := bytes.IndexByte(t, '\n'); i >= 0 && i < len(t)-1 {
 			t = t[i+1:]
 		}

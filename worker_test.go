@@ -206,6 +206,9 @@ func envWorker() {
 	for _, k := range []string{ledger.EnvOperationID, ledger.EnvCallID, ledger.EnvBasePath, ledger.EnvServerURL} {
 		m[k] = os.Getenv(k)
 	}
+	if v := os.Getenv(ledger.TokenEnv); v != "" {
+		m[ledger.TokenEnv] = v
+	}
 	json.NewEncoder(os.Stdout).Encode(m)
 }
 
@@ -226,9 +229,13 @@ func orchestrator() {
 	}
 	grace, _ := time.ParseDuration(os.Getenv("W_GRACE"))
 	ledger.ExecStdioWorker(op, ledger.StdioWorker[string]{
-		Executable: os.Args[0], Args: []string{"-test.run=^$"}, Env: []string{"LEDGER_TEST_ROLE=" + role},
-		KillGrace: grace,
-		OnStdout:  func(line string) { fmt.Println(line) },
+		Process: ledger.Process{
+			Executable: os.Args[0],
+			Args:       []string{"-test.run=^$"},
+			Env:        []string{"LEDGER_TEST_ROLE=" + role},
+			KillGrace:  grace,
+			OnStdout:   func(line string) { fmt.Println(line) },
+		},
 	})
 	block()
 }
@@ -360,7 +367,7 @@ func TestStdioWorkerResult(t *testing.T) {
 		ctx := context.Background()
 		_, op := workerOp(t, e)
 		exe, args, env := testWorker(roleEcho, `W_STDOUT={"n": 7, "s": "seven"}`+"\n")
-		call := ledger.ExecStdioWorker(op, ledger.StdioWorker[result]{Executable: exe, Args: args, Env: env})
+		call := ledger.ExecStdioWorker(op, ledger.StdioWorker[result]{Process: ledger.Process{Executable: exe, Args: args, Env: env}})
 		v, err := call.Wait(ctx)
 		if err != nil || v != (result{7, "seven"}) {
 			t.Fatalf("Wait = %+v, %v", v, err)
@@ -379,16 +386,20 @@ func TestStdioWorkerRawResults(t *testing.T) {
 		ctx := context.Background()
 		_, op := workerOp(t, e)
 		exe, args, env := testWorker(roleEcho, "W_STDOUT=two\nlines\r\n\n")
-		s, err := ledger.ExecStdioWorker(op, ledger.StdioWorker[string]{Executable: exe, Args: args, Env: env, CallOptions: ledger.CallOptions[string]{Description: "text"}}).Wait(ctx)
+		s, err := ledger.ExecStdioWorker(op, ledger.StdioWorker[string]{Process: ledger.Process{Executable: exe, Args: args, Env: env}, CallOptions: ledger.CallOptions[string]{Description: "text"}}).Wait(ctx)
 		if err != nil || s != "two\nlines" {
 			t.Fatalf("string result %q, %v; want the text without trailing line breaks", s, err)
 		}
-		b, err := ledger.ExecStdioWorker(op, ledger.StdioWorker[[]byte]{Executable: exe, Args: args, Env: env}).Wait(ctx)
+		b, err := ledger.ExecStdioWorker(op, ledger.StdioWorker[[]byte]{Process: ledger.Process{Executable: exe, Args: args, Env: env}}).Wait(ctx)
 		if err != nil || string(b) != "two\nlines\r\n\n" {
 			t.Fatalf("[]byte result %q, %v; want the bytes", b, err)
 		}
 		up, err := ledger.ExecStdioWorker(op, ledger.StdioWorker[string]{
-			Executable: exe, Args: args, Env: env,
+			Process: ledger.Process{
+				Executable: exe,
+				Args:       args,
+				Env:        env,
+			},
 			Decode: func(b []byte) (string, error) { return strings.ToUpper(string(b)), nil },
 		}).Wait(ctx)
 		if err != nil || up != "TWO\nLINES\r\n\n" {
@@ -406,8 +417,13 @@ func TestFileWorkerResult(t *testing.T) {
 		for _, keep := range []bool{false, true} {
 			exe, args, env := testWorker(roleEcho, "W_FILE="+path, `W_FILE_CONTENT={"n": 3, "s": "file"}`, "W_STDOUT=not the result\n")
 			v, err := ledger.ExecFileResultWorker(op, ledger.FileWorker[result]{
-				Executable: exe, Args: args, Env: env,
-				Dir: dir, ResultFile: "out.json", // relative to Dir
+				Process: ledger.Process{
+					Executable: exe,
+					Args:       args,
+					Env:        env,
+					Dir:        dir,
+				},
+				ResultFile:     "out.json", // relative to Dir
 				KeepResultFile: keep,
 			}).Wait(ctx)
 			if err != nil || v != (result{3, "file"}) {
@@ -430,7 +446,12 @@ func TestFileWorkerIgnoresAnOldFile(t *testing.T) {
 		}
 		exe, args, env := testWorker(roleEcho) // writes no file
 		v, err := ledger.ExecFileResultWorker(op, ledger.FileWorker[result]{
-			Executable: exe, Args: args, Env: env, ResultFile: path,
+			Process: ledger.Process{
+				Executable: exe,
+				Args:       args,
+				Env:        env,
+			},
+			ResultFile:  path,
 			CallOptions: ledger.CallOptions[result]{Contained: true},
 		}).Wait(ctx)
 		var we *ledger.WorkerError
@@ -449,9 +470,16 @@ func TestFileWorkerResultWhileRunning(t *testing.T) {
 		exit := make(chan int, 1)
 		exe, args, env := testWorker(roleEcho, "W_FILE="+path, `W_FILE_CONTENT={"n": 5}`, "W_LINGER=1")
 		call := ledger.ExecFileResultWorker(op, ledger.FileWorker[result]{
-			Executable: exe, Args: args, Env: env, ResultFile: path,
-			PollInterval: 10 * time.Millisecond, KillGrace: 100 * time.Millisecond,
-			OnStdout: pids.hook, OnExit: func(code int) { exit <- code },
+			Process: ledger.Process{
+				Executable: exe,
+				Args:       args,
+				Env:        env,
+				KillGrace:  100 * time.Millisecond,
+				OnStdout:   pids.hook,
+				OnExit:     func(code int) { exit <- code },
+			},
+			ResultFile:   path,
+			PollInterval: 10 * time.Millisecond,
 		})
 		pid := pids.next(t)
 		killAtEnd(t, pid)
@@ -472,7 +500,12 @@ func TestWorkerDecodeError(t *testing.T) {
 		_, op := workerOp(t, e)
 		exe, args, env := testWorker(roleEcho, "W_STDOUT={broken")
 		_, err := ledger.ExecStdioWorker(op, ledger.StdioWorker[result]{
-			Executable: exe, Args: args, Env: env, CallOptions: ledger.CallOptions[result]{Contained: true},
+			Process: ledger.Process{
+				Executable: exe,
+				Args:       args,
+				Env:        env,
+			},
+			CallOptions: ledger.CallOptions[result]{Contained: true},
 		}).Wait(ctx)
 		var syn *json.SyntaxError
 		if !errors.As(err, &syn) || !strings.Contains(err.Error(), "decoding its standard output") {
@@ -483,7 +516,12 @@ func TestWorkerDecodeError(t *testing.T) {
 		exe, args, env = testWorker(roleEcho, "W_FILE="+path, "W_FILE_CONTENT=[1, 2")
 		bad := errors.New("not my format")
 		_, err = ledger.ExecFileResultWorker(op, ledger.FileWorker[result]{
-			Executable: exe, Args: args, Env: env, ResultFile: path,
+			Process: ledger.Process{
+				Executable: exe,
+				Args:       args,
+				Env:        env,
+			},
+			ResultFile:  path,
 			Decode:      func([]byte) (result, error) { return result{}, bad },
 			CallOptions: ledger.CallOptions[result]{Contained: true},
 		}).Wait(ctx)
@@ -502,7 +540,7 @@ func TestStdioWorkerNonZeroExit(t *testing.T) {
 		_, op := workerOp(t, e)
 		long := strings.Repeat("x", 5000)
 		exe, args, env := testWorker(roleEcho, `W_STDOUT={"n": 1}`, "W_STDERR="+long+"\nfirst\nlast words\n", "W_EXIT=3")
-		call := ledger.ExecStdioWorker(op, ledger.StdioWorker[result]{Executable: exe, Args: args, Env: env})
+		call := ledger.ExecStdioWorker(op, ledger.StdioWorker[result]{Process: ledger.Process{Executable: exe, Args: args, Env: env}})
 		_, err := call.Wait(ctx)
 		var we *ledger.WorkerError
 		if !errors.As(err, &we) {
@@ -533,7 +571,12 @@ func TestFileWorkerExitsWithoutFile(t *testing.T) {
 		for _, code := range []int{0, 5} {
 			exe, args, env := testWorker(roleEcho, "W_STDERR=no result for you\n", fmt.Sprint("W_EXIT=", code))
 			_, err := ledger.ExecFileResultWorker(op, ledger.FileWorker[result]{
-				Executable: exe, Args: args, Env: env, ResultFile: path,
+				Process: ledger.Process{
+					Executable: exe,
+					Args:       args,
+					Env:        env,
+				},
+				ResultFile:   path,
 				PollInterval: time.Hour, // the exit, not the poll, ends the wait
 				CallOptions:  ledger.CallOptions[result]{Contained: true},
 			}).Wait(ctx)
@@ -555,14 +598,27 @@ func TestWorkerTimeout(t *testing.T) {
 			var call ledger.Spawned
 			if kind == "stdio" {
 				call = ledger.ExecStdioWorker(op, ledger.StdioWorker[string]{
-					Executable: exe, Args: args, Env: env, OnStdout: pids.hook,
-					Timeout: 300 * time.Millisecond, KillGrace: 50 * time.Millisecond,
+					Process: ledger.Process{
+						Executable: exe,
+						Args:       args,
+						Env:        env,
+						OnStdout:   pids.hook,
+						Timeout:    300 * time.Millisecond,
+						KillGrace:  50 * time.Millisecond,
+					},
 					CallOptions: ledger.CallOptions[string]{Contained: true},
 				})
 			} else {
 				call = ledger.ExecFileResultWorker(op, ledger.FileWorker[string]{
-					Executable: exe, Args: args, Env: env, OnStdout: pids.hook, ResultFile: resultFile,
-					Timeout: 300 * time.Millisecond, KillGrace: 50 * time.Millisecond,
+					Process: ledger.Process{
+						Executable: exe,
+						Args:       args,
+						Env:        env,
+						OnStdout:   pids.hook,
+						Timeout:    300 * time.Millisecond,
+						KillGrace:  50 * time.Millisecond,
+					},
+					ResultFile:  resultFile,
 					CallOptions: ledger.CallOptions[string]{Contained: true},
 				})
 			}
@@ -590,8 +646,14 @@ func TestWorkerCancelEndsProcessTree(t *testing.T) {
 		exited := make(chan int, 1)
 		exe, args, env := testWorker(roleTree)
 		call := ledger.ExecStdioWorker(op, ledger.StdioWorker[string]{
-			Executable: exe, Args: args, Env: env, OnStdout: pids.hook,
-			KillGrace: 200 * time.Millisecond, OnExit: func(code int) { exited <- code },
+			Process: ledger.Process{
+				Executable: exe,
+				Args:       args,
+				Env:        env,
+				OnStdout:   pids.hook,
+				KillGrace:  200 * time.Millisecond,
+				OnExit:     func(code int) { exited <- code },
+			},
 		})
 		tree := []int{pids.next(t), pids.next(t)} // the worker and its grandchild, in either order
 		for _, pid := range tree {
@@ -638,7 +700,13 @@ func TestWorkerLeftoversEnded(t *testing.T) {
 				}
 				exe, args, env := testWorker(roleTree, kv...)
 				call := ledger.ExecStdioWorker(op, ledger.StdioWorker[string]{
-					Executable: exe, Args: args, Env: env, OnStdout: pids.hook, KillGrace: tc.grace,
+					Process: ledger.Process{
+						Executable: exe,
+						Args:       args,
+						Env:        env,
+						OnStdout:   pids.hook,
+						KillGrace:  tc.grace,
+					},
 				})
 				leftover, worker := pids.next(t), pids.next(t)
 				killAtEnd(t, leftover)
@@ -661,7 +729,7 @@ func TestWorkerLeavingItsGroup(t *testing.T) {
 		_, op := workerOp(t, e)
 		pids := newPidLines()
 		exe, args, env := testWorker(roleBlock, "W_MOVE=1")
-		call := ledger.ExecStdioWorker(op, ledger.StdioWorker[string]{Executable: exe, Args: args, Env: env, OnStdout: pids.hook})
+		call := ledger.ExecStdioWorker(op, ledger.StdioWorker[string]{Process: ledger.Process{Executable: exe, Args: args, Env: env, OnStdout: pids.hook}})
 		pid := pids.next(t)
 		killAtEnd(t, pid)
 		call.Cancel()
@@ -709,7 +777,7 @@ func TestWorkerEndsWithTheOperation(t *testing.T) {
 				l, op := workerOp(t, e)
 				pids := newPidLines()
 				exe, args, env := testWorker(roleBlock)
-				call := ledger.ExecStdioWorker(op, ledger.StdioWorker[string]{Executable: exe, Args: args, Env: env, OnStdout: pids.hook})
+				call := ledger.ExecStdioWorker(op, ledger.StdioWorker[string]{Process: ledger.Process{Executable: exe, Args: args, Env: env, OnStdout: pids.hook}})
 				pid := pids.next(t)
 				killAtEnd(t, pid)
 				tc.end(t, l, op)
@@ -730,7 +798,12 @@ func TestWorkerKill(t *testing.T) {
 		pids := newPidLines()
 		exe, args, env := testWorker(roleBlock)
 		call := ledger.ExecStdioWorker(op, ledger.StdioWorker[string]{
-			Executable: exe, Args: args, Env: env, OnStdout: pids.hook,
+			Process: ledger.Process{
+				Executable: exe,
+				Args:       args,
+				Env:        env,
+				OnStdout:   pids.hook,
+			},
 			CallOptions: ledger.CallOptions[string]{Contained: true},
 		})
 		pid := pids.next(t)
@@ -764,10 +837,14 @@ func TestWorkerHooks(t *testing.T) {
 			"W_STDERR=warn 1\nwarn 2\n",
 			"W_EXIT=4")
 		_, err := ledger.ExecStdioWorker(op, ledger.StdioWorker[string]{
-			Executable: exe, Args: args, Env: env,
-			OnStdout:    func(l string) { mu.Lock(); out = append(out, l); mu.Unlock() },
-			OnStderr:    func(l string) { mu.Lock(); errs = append(errs, l); mu.Unlock() },
-			OnExit:      func(c int) { mu.Lock(); codes = append(codes, c); mu.Unlock() },
+			Process: ledger.Process{
+				Executable: exe,
+				Args:       args,
+				Env:        env,
+				OnStdout:   func(l string) { mu.Lock(); out = append(out, l); mu.Unlock() },
+				OnStderr:   func(l string) { mu.Lock(); errs = append(errs, l); mu.Unlock() },
+				OnExit:     func(c int) { mu.Lock(); codes = append(codes, c); mu.Unlock() },
+			},
 			CallOptions: ledger.CallOptions[string]{Contained: true},
 		}).Wait(ctx)
 		var we *ledger.WorkerError
@@ -794,7 +871,12 @@ func TestWorkerGrandchildHoldingStdout(t *testing.T) {
 		_, op := workerOp(t, e)
 		exe, args, env := testWorker(roleTree, "W_ESCAPE=1")
 		call := ledger.ExecStdioWorker(op, ledger.StdioWorker[map[string]int]{
-			Executable: exe, Args: args, Env: env, KillGrace: 100 * time.Millisecond,
+			Process: ledger.Process{
+				Executable: exe,
+				Args:       args,
+				Env:        env,
+				KillGrace:  100 * time.Millisecond,
+			},
 		})
 		waitClosed(t, call.Done(), workerWait, "the call to end while a process outside the group holds stdout")
 		v, err := call.Wait(ctx)
@@ -921,7 +1003,12 @@ func TestWorkerSpawnCancelNoZombies(t *testing.T) {
 				defer func() { <-sem; wg.Done() }()
 				started := newPidLines()
 				call := ledger.ExecStdioWorker(op, ledger.StdioWorker[string]{
-					Executable: exe, Args: args, Env: env, OnStdout: started.hook,
+					Process: ledger.Process{
+						Executable: exe,
+						Args:       args,
+						Env:        env,
+						OnStdout:   started.hook,
+					},
 				})
 				if i%2 == 1 {
 					select {
@@ -961,7 +1048,7 @@ func TestJoinFromEnv(t *testing.T) {
 		ctx := context.Background()
 		_, op := workerOp(t, e)
 		exe, args, env := testWorker(roleJoin)
-		call := ledger.ExecStdioWorker(op, ledger.StdioWorker[joinReport]{Executable: exe, Args: args, Env: env})
+		call := ledger.ExecStdioWorker(op, ledger.StdioWorker[joinReport]{Process: ledger.Process{Executable: exe, Args: args, Env: env}})
 		r, err := call.Wait(ctx)
 		if err != nil {
 			t.Fatal(err)
@@ -989,7 +1076,7 @@ func TestWorkerLedgerEnv(t *testing.T) {
 		t.Setenv(ledger.EnvOperationID, "inherited")
 		t.Setenv(ledger.EnvServerURL, "http://127.0.0.1:1")
 		exe, args, env := testWorker(roleEnvDump)
-		call := ledger.ExecStdioWorker(op, ledger.StdioWorker[map[string]string]{Executable: exe, Args: args, Env: env})
+		call := ledger.ExecStdioWorker(op, ledger.StdioWorker[map[string]string]{Process: ledger.Process{Executable: exe, Args: args, Env: env}})
 		got, err := call.Wait(ctx)
 		if err != nil {
 			t.Fatal(err)
@@ -1007,7 +1094,12 @@ func TestWorkerLedgerEnv(t *testing.T) {
 			t.Fatalf("worker environment %v, want %v", got, want)
 		}
 		got, err = ledger.ExecStdioWorker(op, ledger.StdioWorker[map[string]string]{
-			Executable: exe, Args: args, Env: env, NoLedgerEnv: true,
+			Process: ledger.Process{
+				Executable:  exe,
+				Args:        args,
+				Env:         env,
+				NoLedgerEnv: true,
+			},
 		}).Wait(ctx)
 		want = map[string]string{
 			ledger.EnvOperationID: "inherited", ledger.EnvCallID: "",
@@ -1043,11 +1135,12 @@ func TestWorkerInvalid(t *testing.T) {
 			field string
 		}{
 			{"no executable", ledger.ExecStdioWorker(op, ledger.StdioWorker[int]{}), "StdioWorker.Executable"},
-			{"negative timeout", ledger.ExecStdioWorker(op, ledger.StdioWorker[int]{Executable: exe, Timeout: -1}), "StdioWorker.Timeout"},
-			{"negative grace", ledger.ExecFileResultWorker(op, ledger.FileWorker[int]{Executable: exe, ResultFile: "x", KillGrace: -1}), "FileWorker.KillGrace"},
-			{"negative poll", ledger.ExecFileResultWorker(op, ledger.FileWorker[int]{Executable: exe, ResultFile: "x", PollInterval: -1}), "FileWorker.PollInterval"},
-			{"no result file", ledger.ExecFileResultWorker(op, ledger.FileWorker[int]{Executable: exe, Args: args, Env: env}), "FileWorker.ResultFile"},
-			{"nil operation", ledger.ExecStdioWorker(nil, ledger.StdioWorker[int]{Executable: exe}), "nil *Operation"},
+			{"negative timeout", ledger.ExecStdioWorker(op, ledger.StdioWorker[int]{Process: ledger.Process{Executable: exe, Timeout: -1}}), "StdioWorker.Timeout"},
+			{"negative grace", ledger.ExecFileResultWorker(op, ledger.FileWorker[int]{Process: ledger.Process{Executable: exe, KillGrace: -1}, ResultFile: "x"}), "FileWorker.KillGrace"},
+			{"negative poll", ledger.ExecFileResultWorker(op, ledger.FileWorker[int]{Process: ledger.Process{Executable: exe}, ResultFile: "x", PollInterval: -1}), "FileWorker.PollInterval"},
+			{"no result file", ledger.ExecFileResultWorker(op, ledger.FileWorker[int]{Process: ledger.Process{Executable: exe, Args: args, Env: env}}), "FileWorker.ResultFile"},
+			{"negative max output", ledger.ExecStdioWorker(op, ledger.StdioWorker[int]{Process: ledger.Process{Executable: exe}, MaxOutput: -1}), "StdioWorker.MaxOutput"},
+			{"nil operation", ledger.ExecStdioWorker(nil, ledger.StdioWorker[int]{Process: ledger.Process{Executable: exe}}), "nil *Operation"},
 		} {
 			if err := tc.call.Err(); !errors.Is(err, ledger.ErrInvalidArgument) || !strings.Contains(err.Error(), tc.field) || !tc.call.IsFailed() {
 				t.Errorf("%s: %v; want ErrInvalidArgument naming %s", tc.name, err, tc.field)
@@ -1057,7 +1150,10 @@ func TestWorkerInvalid(t *testing.T) {
 			t.Fatalf("invalid workers left frames %v (%v) or failed the operation", d.CallFrames, err)
 		}
 		call := ledger.ExecStdioWorker(op, ledger.StdioWorker[int]{
-			Executable: filepath.Join(t.TempDir(), "missing"), CallOptions: ledger.CallOptions[int]{Contained: true},
+			Process: ledger.Process{
+				Executable: filepath.Join(t.TempDir(), "missing"),
+			},
+			CallOptions: ledger.CallOptions[int]{Contained: true},
 		})
 		if _, err := call.Wait(ctx); !errors.Is(err, os.ErrNotExist) {
 			t.Fatalf("missing executable: %v, want a failure matching os.ErrNotExist", err)
@@ -1092,10 +1188,294 @@ func BenchmarkStdioWorker(b *testing.B) {
 		op := benchOp(b)
 		ctx := context.Background()
 		for b.Loop() {
-			v, err := ledger.ExecStdioWorker(op, ledger.StdioWorker[int]{Executable: sh, Args: args}).Wait(ctx)
+			v, err := ledger.ExecStdioWorker(op, ledger.StdioWorker[int]{Process: ledger.Process{Executable: sh, Args: args}}).Wait(ctx)
 			if err != nil || v != 42 {
 				b.Fatal(v, err)
 			}
+		}
+	})
+}
+
+// TestFileWorkerDecodePanics: a Decode that panics while the worker still
+// runs is a decode failure carrying a *PanicError; the worker is still
+// supervised, so it is ended and reaped, not leaked.
+func TestFileWorkerDecodePanics(t *testing.T) {
+	forEachBackend(t, func(t *testing.T, e *env) {
+		ctx := context.Background()
+		_, op := workerOp(t, e)
+		path := filepath.Join(t.TempDir(), "out.json")
+		pids := newPidLines()
+		decoded := make(chan struct{}, 16)
+		exe, args, env := testWorker(roleEcho, "W_FILE="+path, `W_FILE_CONTENT={"n": 5}`, "W_LINGER=1")
+		call := ledger.ExecFileResultWorker(op, ledger.FileWorker[result]{
+			Process: ledger.Process{
+				Executable: exe,
+				Args:       args,
+				Env:        env,
+				KillGrace:  100 * time.Millisecond,
+				OnStdout:   pids.hook,
+			},
+			ResultFile:   path,
+			PollInterval: 10 * time.Millisecond,
+			Decode: func([]byte) (result, error) {
+				decoded <- struct{}{}
+				panic("decoder bug")
+			},
+			CallOptions: ledger.CallOptions[result]{Contained: true},
+		})
+		pid := pids.next(t)
+		killAtEnd(t, pid)
+		select {
+		case <-decoded:
+		case <-time.After(workerWait):
+			t.Fatalf("Decode not called after %v", workerWait)
+		}
+		// The poll's decode failed; the worker still runs and is still the
+		// call's: Kill reaches it, and the final read decides.
+		if !call.Kill(syscall.SIGTERM) {
+			t.Fatal("Kill failed: the call ended while its worker ran")
+		}
+		waitClosed(t, call.Done(), workerWait, "the call to end")
+		_, err := call.Wait(ctx)
+		var pe *ledger.PanicError
+		if !errors.As(err, &pe) || pe.Value != "decoder bug" {
+			t.Fatalf("Wait: %v; want a failure carrying the decoder's *PanicError", err)
+		}
+		waitGone(t, pid)
+	})
+}
+
+// TestWorkerHookPanics: a hook that panics fails the call with a
+// *PanicError and ends the worker, instead of crashing this process.
+func TestWorkerHookPanics(t *testing.T) {
+	forEachBackend(t, func(t *testing.T, e *env) {
+		ctx := context.Background()
+		_, op := workerOp(t, e)
+		pids := newPidLines()
+		exe, args, env := testWorker(roleBlock)
+		call := ledger.ExecStdioWorker(op, ledger.StdioWorker[string]{
+			Process: ledger.Process{
+				Executable: exe,
+				Args:       args,
+				Env:        env,
+				KillGrace:  100 * time.Millisecond,
+				OnStdout: func(line string) {
+					pids.hook(line)
+					panic("hook bug")
+				},
+			},
+			CallOptions: ledger.CallOptions[string]{Contained: true},
+		})
+		pid := pids.next(t)
+		killAtEnd(t, pid)
+		waitClosed(t, call.Done(), workerWait, "the call to end after its hook panicked")
+		_, err := call.Wait(ctx)
+		var pe *ledger.PanicError
+		if !errors.As(err, &pe) || pe.Value != "hook bug" {
+			t.Fatalf("Wait: %v; want the hook's *PanicError", err)
+		}
+		waitGone(t, pid)
+	})
+}
+
+// TestWorkerBlockingHook: a hook that never returns does not keep Cancel
+// or Timeout from ending the call and the worker.
+func TestWorkerBlockingHook(t *testing.T) {
+	forEachBackend(t, func(t *testing.T, e *env) {
+		ctx := context.Background()
+		_, op := workerOp(t, e)
+		release := make(chan struct{})
+		t.Cleanup(func() { close(release) }) // the abandoned hook returns before goleak looks
+		exe, args, env := testWorker(roleBlock)
+		for _, how := range []string{"cancel", "timeout"} {
+			pids := newPidLines()
+			w := ledger.StdioWorker[string]{
+				Process: ledger.Process{
+					Executable: exe,
+					Args:       args,
+					Env:        env,
+					KillGrace:  100 * time.Millisecond,
+					OnStdout: func(line string) {
+						pids.hook(line)
+						<-release
+					},
+				},
+				CallOptions: ledger.CallOptions[string]{Contained: true},
+			}
+			if how == "timeout" {
+				w.Timeout = 300 * time.Millisecond
+			}
+			call := ledger.ExecStdioWorker(op, w)
+			pid := pids.next(t)
+			killAtEnd(t, pid)
+			if how == "cancel" {
+				call.Cancel()
+			}
+			waitClosed(t, call.Done(), workerWait, how+" to end the call while its hook blocks")
+			_, err := call.Wait(ctx)
+			if want := map[string]error{"cancel": ledger.ErrCancelled, "timeout": ledger.ErrWorkerTimeout}[how]; !errors.Is(err, want) {
+				t.Fatalf("%s: Wait: %v, want %v", how, err, want)
+			}
+			waitGone(t, pid)
+		}
+		// A full queue: the worker's output waits for the blocked hook.
+		called := make(chan struct{}, 1)
+		exe, args, env = testWorker(roleEcho, "W_STDOUT="+strings.Repeat("line\n", 2000), "W_LINGER=1")
+		call := ledger.ExecStdioWorker(op, ledger.StdioWorker[string]{
+			Process: ledger.Process{
+				Executable: exe,
+				Args:       args,
+				Env:        env,
+				KillGrace:  100 * time.Millisecond,
+				OnStdout: func(string) {
+					select {
+					case called <- struct{}{}:
+					default:
+					}
+					<-release
+				},
+			},
+		})
+		select {
+		case <-called:
+		case <-time.After(workerWait):
+			t.Fatalf("no line after %v", workerWait)
+		}
+		call.Cancel()
+		waitClosed(t, call.Done(), workerWait, "cancel to end the call while its hook blocks on a full queue")
+		if _, err := call.Wait(ctx); !errors.Is(err, ledger.ErrCancelled) {
+			t.Fatalf("full queue: Wait: %v, want cancelled", err)
+		}
+	})
+}
+
+// TestJoinFromEnvWithToken: a worker of an orchestrator connected to a
+// token-protected server gets the token and can join.
+func TestJoinFromEnvWithToken(t *testing.T) {
+	t.Setenv(ledger.TokenEnv, "") // the token comes from Options.Token only
+	const token = "worker-s3cret"
+	url := startHTTPTestServer(t, ledger.ServerOptions{BasePath: t.TempDir(), Token: token})
+	l := remoteOpener(url, token)(t, ledger.Options{ParticipantID: "orchestrator"})
+	ctx := context.Background()
+	op, err := l.CreateOperation(ctx, ledger.CreateOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	exe, args, env := testWorker(roleJoin)
+	call := ledger.ExecStdioWorker(op, ledger.StdioWorker[joinReport]{Process: ledger.Process{Executable: exe, Args: args, Env: env}})
+	r, err := call.Wait(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if want := (joinReport{Operation: op.ID(), Call: call.ID(), Participant: "joiner", SawFrame: true}); r != want {
+		t.Fatalf("the worker reported %+v, want %+v", r, want)
+	}
+	// NoLedgerEnv passes no token either.
+	exe, args, env = testWorker(roleEnvDump)
+	got, err := ledger.ExecStdioWorker(op, ledger.StdioWorker[map[string]string]{
+		Process: ledger.Process{
+			Executable:  exe,
+			Args:        args,
+			Env:         env,
+			NoLedgerEnv: true,
+		},
+	}).Wait(ctx)
+	if err != nil || got[ledger.TokenEnv] != "" {
+		t.Fatalf("NoLedgerEnv: worker environment %v, %v; want no token", got, err)
+	}
+}
+
+// TestWorkerEnvOverridesLocation: Env naming one location variable keeps
+// the other out, so that the worker has one location, as Connect needs.
+func TestWorkerEnvOverridesLocation(t *testing.T) {
+	forEachBackend(t, func(t *testing.T, e *env) {
+		ctx := context.Background()
+		_, op := workerOp(t, e)
+		for _, kv := range [][2]string{{ledger.EnvServerURL, "http://127.0.0.1:1"}, {ledger.EnvBasePath, t.TempDir()}} {
+			exe, args, env := testWorker(roleEnvDump, kv[0]+"="+kv[1])
+			call := ledger.ExecStdioWorker(op, ledger.StdioWorker[map[string]string]{Process: ledger.Process{Executable: exe, Args: args, Env: env}})
+			got, err := call.Wait(ctx)
+			if err != nil {
+				t.Fatal(err)
+			}
+			want := map[string]string{
+				ledger.EnvOperationID: op.ID(), ledger.EnvCallID: call.ID(),
+				ledger.EnvBasePath: "", ledger.EnvServerURL: "",
+			}
+			want[kv[0]] = kv[1]
+			if fmt.Sprint(got) != fmt.Sprint(want) {
+				t.Fatalf("Env %s: worker environment %v, want %v", kv[0], got, want)
+			}
+		}
+	})
+}
+
+// TestWorkerStderrTailFromLineStart: however the kept tail of stderr was
+// trimmed, the error's Stderr starts at a line.
+func TestWorkerStderrTailFromLineStart(t *testing.T) {
+	forEachBackend(t, func(t *testing.T, e *env) {
+		ctx := context.Background()
+		_, op := workerOp(t, e)
+		var b strings.Builder
+		for i := range 900 { // 9000 bytes, written at once: the tail is trimmed to 4 KiB exactly
+			fmt.Fprintf(&b, "line %04d\n", i)
+		}
+		exe, args, env := testWorker(roleEcho, "W_STDERR="+b.String(), "W_EXIT=2")
+		_, err := ledger.ExecStdioWorker(op, ledger.StdioWorker[string]{
+			Process: ledger.Process{
+				Executable: exe,
+				Args:       args,
+				Env:        env,
+			},
+			CallOptions: ledger.CallOptions[string]{Contained: true},
+		}).Wait(ctx)
+		var we *ledger.WorkerError
+		if !errors.As(err, &we) || we.Stderr == "" {
+			t.Fatalf("Wait: %v; want a *WorkerError with a stderr tail", err)
+		}
+		lines := strings.Split(we.Stderr, "\n")
+		for _, l := range lines {
+			if len(l) != 9 || !strings.HasPrefix(l, "line ") {
+				t.Fatalf("stderr tail has the partial line %q; want whole lines only", l)
+			}
+		}
+		if lines[len(lines)-1] != "line 0899" {
+			t.Fatalf("stderr tail ends with %q, want the last line", lines[len(lines)-1])
+		}
+	})
+}
+
+// TestStdioWorkerMaxOutput: a worker writing more than MaxOutput is ended
+// and its call fails with ErrWorkerOutputLimit; output within the limit is
+// the result as before.
+func TestStdioWorkerMaxOutput(t *testing.T) {
+	forEachBackend(t, func(t *testing.T, e *env) {
+		ctx := context.Background()
+		_, op := workerOp(t, e)
+		// The worker writes 5000 bytes, then blocks for a minute: only
+		// ending it ends the call in time.
+		exe, args, env := testWorker(roleEcho, "W_STDOUT="+strings.Repeat("y", 5000), "W_LINGER=1")
+		call := ledger.ExecStdioWorker(op, ledger.StdioWorker[string]{
+			Process: ledger.Process{
+				Executable: exe,
+				Args:       args,
+				Env:        env,
+				KillGrace:  100 * time.Millisecond,
+			},
+			MaxOutput:   1000,
+			CallOptions: ledger.CallOptions[string]{Contained: true},
+		})
+		waitClosed(t, call.Done(), workerWait, "the call to end once the output passed MaxOutput")
+		if _, err := call.Wait(ctx); !errors.Is(err, ledger.ErrWorkerOutputLimit) || !strings.Contains(err.Error(), "1000") {
+			t.Fatalf("Wait: %v; want ErrWorkerOutputLimit naming the limit", err)
+		}
+		if zs := myZombies(t); len(zs) > 0 {
+			t.Fatalf("zombies left: %v", zs)
+		}
+		exe, args, env = testWorker(roleEcho, "W_STDOUT="+strings.Repeat("y", 1000))
+		v, err := ledger.ExecStdioWorker(op, ledger.StdioWorker[string]{Process: ledger.Process{Executable: exe, Args: args, Env: env}, MaxOutput: 1000}).Wait(ctx)
+		if err != nil || len(v) != 1000 {
+			t.Fatalf("output at the limit: %d bytes, %v; want the 1000 bytes", len(v), err)
 		}
 	})
 }

@@ -120,9 +120,14 @@ func orchestrate(ctx context.Context, exe string, out io.Writer) error {
 	resultFile := filepath.Join(dir, "sum.json")
 	calls := []*ledger.SpawnedCall[Result]{
 		ledger.ExecFileResultWorker(op, ledger.FileWorker[Result]{
-			Executable: exe, Args: []string{"worker", "-task", "sum", "-n", "100", "-out", resultFile},
-			ResultFile: resultFile, Timeout: time.Minute,
-			OnStderr: progress("sum"), CallOptions: opts("sum"),
+			Process: ledger.Process{
+				Executable: exe,
+				Args:       []string{"worker", "-task", "sum", "-n", "100", "-out", resultFile},
+				Timeout:    time.Minute,
+				OnStderr:   progress("sum"),
+			},
+			ResultFile:  resultFile,
+			CallOptions: opts("sum"),
 		}),
 	}
 	for _, t := range []struct {
@@ -130,9 +135,13 @@ func orchestrate(ctx context.Context, exe string, out io.Writer) error {
 		n    int
 	}{{"squares", 10}, {"primes", 100}, {"fibonacci", 30}} {
 		calls = append(calls, ledger.ExecStdioWorker(op, ledger.StdioWorker[Result]{
-			Executable: exe, Args: []string{"worker", "-task", t.task, "-n", fmt.Sprint(t.n)},
-			Timeout:  time.Minute,
-			OnStderr: progress(t.task), CallOptions: opts(t.task),
+			Process: ledger.Process{
+				Executable: exe,
+				Args:       []string{"worker", "-task", t.task, "-n", fmt.Sprint(t.n)},
+				Timeout:    time.Minute,
+				OnStderr:   progress(t.task),
+			},
+			CallOptions: opts(t.task),
 		}))
 	}
 
