@@ -256,6 +256,78 @@ func archivedLog(t *testing.T, dir, id string) string {
 	return string(b)
 }
 
+// A survivor child process: joins $LEDGER_OP, starts one fail-on-crash
+// call and registers one temp file, prints a readyLine, then waits for the
+// operation to fail and prints a survivorReport.
+func init() {
+	roles["survivor"] = runSurvivor
+}
+
+type survivorReport struct {
+	Failed    bool   `json:"failed"`
+	OpFailed  int32  `json:"opFailed"`
+	Cleanups  int32  `json:"cleanups"`
+	OnFailure int32  `json:"onFailure"`
+	Reason    string `json:"reason"`
+	Cause     string `json:"cause"`
+}
+
+func runSurvivor() {
+	ctx := context.Background()
+	var rep survivorReport
+	var opFailed, cleanups, onFailure atomic.Int32
+	l, err := ledger.Connect(ctx, ledger.Options{
+		BasePath: os.Getenv("LEDGER_DIR"), ServerURL: os.Getenv("SERVER_URL"),
+		ParticipantID:     os.Getenv("PARTICIPANT"),
+		HeartbeatInterval: 50 * time.Millisecond,
+		StaleThreshold:    envDuration("STALE", 400*time.Millisecond),
+		LivenessPoll:      20 * time.Millisecond,
+		NoSignalHandler:   true,
+	})
+	if err != nil {
+		panic(err)
+	}
+	defer l.Close()
+	op, err := l.JoinOperation(ctx, os.Getenv("LEDGER_OP"), ledger.JoinOptions{Callback: ledger.OperationCallback{
+		OnFailure: func(*ledger.Operation, ledger.OperationFailedInfo) { onFailure.Add(1) },
+	}})
+	if err != nil {
+		panic(err)
+	}
+	if _, err := ledger.StartCall[int](ctx, op, ledger.CallOptions[int]{Callback: ledger.CallCallback[int]{
+		OnOperationFailed: func(ledger.OperationFailedInfo) { opFailed.Add(1) },
+		OnCleanup:         func() { cleanups.Add(1) },
+	}}); err != nil {
+		panic(err)
+	}
+	temp := filepath.Join(os.Getenv("TEMP_DIR"), os.Getenv("PARTICIPANT")+".tmp")
+	if err := os.WriteFile(temp, []byte("x"), 0o644); err != nil {
+		panic(err)
+	}
+	if err := op.RegisterTempResource(ctx, temp); err != nil {
+		panic(err)
+	}
+	b, _ := json.Marshal(readyLine{Temps: []string{temp}, PID: os.Getpid()})
+	fmt.Printf("%s\n", b)
+	select {
+	case <-op.Failed():
+		rep.Failed = true
+		// OnFailure runs right after Failed closes.
+		for deadline := time.Now().Add(5 * time.Second); onFailure.Load() == 0 && time.Now().Before(deadline); {
+			time.Sleep(5 * time.Millisecond)
+		}
+	case <-time.After(20 * time.Second):
+	}
+	info, _ := op.Failure()
+	rep.OpFailed, rep.Cleanups, rep.OnFailure = opFailed.Load(), cleanups.Load(), onFailure.Load()
+	rep.Reason = info.Reason
+	if c := context.Cause(op.Context()); c != nil && errors.Is(c, ledger.ErrOperationFailed) {
+		rep.Cause = "operation failed"
+	}
+	b, _ = json.Marshal(rep)
+	fmt.Printf("%s\n", b)
+}
+
 func TestKill9FailsOperationAndCleansUp(t *testing.T) {
 	ctx := context.Background()
 	e := localEnv(t)
@@ -266,9 +338,14 @@ func TestKill9FailsOperationAndCleansUp(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	var survivors []*survivor
+	var survivors []*proc
 	for i := range 3 {
-		survivors = append(survivors, newSurvivor(t, e, fmt.Sprintf("s%d", i), op.ID(), o))
+		s := startProc(t, child(t, "survivor", e.childEnv(), "LEDGER_OP="+op.ID(),
+			fmt.Sprintf("PARTICIPANT=s%d", i), "TEMP_DIR="+t.TempDir(), "STALE=30s"))
+		if err := json.Unmarshal([]byte(s.readLine(t)), &s.ready); err != nil {
+			t.Fatal(err)
+		}
+		survivors = append(survivors, s)
 	}
 	victim := startParticipant(t, e, op.ID(), "victim", "CALLS=2", "TEMPS=3", "STALE=30s")
 	for _, p := range victim.ready.Temps {
@@ -278,9 +355,24 @@ func TestKill9FailsOperationAndCleansUp(t *testing.T) {
 	}
 	victim.kill9(t)
 
+	// Each survivor process reports once its Failed() has closed (or after
+	// its own 20s deadline, reported as not failed).
 	for i, s := range survivors {
-		waitClosed(t, s.op.Failed(), 10*time.Second, fmt.Sprintf("survivor %d Failed()", i))
+		var rep survivorReport
+		if err := json.Unmarshal([]byte(s.readLine(t)), &rep); err != nil {
+			t.Fatal(err)
+		}
+		if !rep.Failed || rep.OpFailed != 1 || rep.Cleanups != 1 || rep.OnFailure != 1 {
+			t.Fatalf("survivor %d: %+v; want Failed and each callback once", i, rep)
+		}
+		if !strings.Contains(rep.Reason, "victim") || rep.Cause != "operation failed" {
+			t.Fatalf("survivor %d: reason %q, context cause %q", i, rep.Reason, rep.Cause)
+		}
+		if _, err := os.Stat(s.ready.Temps[0]); !errors.Is(err, os.ErrNotExist) {
+			t.Fatalf("survivor %d's own temp file %s still there (%v)", i, s.ready.Temps[0], err)
+		}
 	}
+	waitClosed(t, op.Failed(), 10*time.Second, "the initiator's Failed()")
 	d := archived(t, e.dir, op.ID())
 	if d.OperationState != "failed" {
 		t.Fatalf("archived state %q, want failed", d.OperationState)
@@ -294,20 +386,6 @@ func TestKill9FailsOperationAndCleansUp(t *testing.T) {
 	for _, p := range victim.ready.Temps {
 		if _, err := os.Stat(p); !errors.Is(err, os.ErrNotExist) {
 			t.Fatalf("temp file %s still there (%v)", p, err)
-		}
-	}
-	for i, s := range survivors {
-		waitFor(t, 5*time.Second, "survivor callbacks", func() bool { return s.onFailure.Load() == 1 })
-		if s.opFailed.Load() != 1 || s.cleanups.Load() != 1 || s.onFailure.Load() != 1 {
-			t.Fatalf("survivor %d callbacks: OnOperationFailed %d, OnCleanup %d, OnFailure %d; want 1 each",
-				i, s.opFailed.Load(), s.cleanups.Load(), s.onFailure.Load())
-		}
-		info, ok := s.op.Failure()
-		if !ok || !strings.Contains(info.Reason, "victim") {
-			t.Fatalf("survivor %d failure info %+v", i, info)
-		}
-		if !errors.Is(context.Cause(s.op.Context()), ledger.ErrOperationFailed) {
-			t.Fatalf("survivor %d context cause %v", i, context.Cause(s.op.Context()))
 		}
 	}
 	evs := count(logEvents(archivedLog(t, e.dir, op.ID())))

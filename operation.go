@@ -288,7 +288,8 @@ func (st *opState) end(err error) bool {
 // crashed. An operation that already finished needs nothing.
 func (st *opState) closeAll(ctx context.Context) error {
 	st.mu.Lock()
-	ended, running, sessions := st.ended, len(st.calls) > 0, len(st.sessions)
+	// Calls of a failed operation were cleaned up: they are not abandoned.
+	ended, running, sessions := st.ended, len(st.calls) > 0 && st.failure == nil, len(st.sessions)
 	st.mu.Unlock()
 	if ended != nil {
 		return nil
@@ -751,13 +752,16 @@ type leavingCall interface {
 // opts.CancelPendingCalls, the cancellable calls are cancelled and waited
 // for; without, any running call is a *PendingCallsError.
 func (op *Operation) settleCalls(ctx context.Context, opts LeaveOptions) error {
+	// Once the operation has failed, its calls are over: they have been
+	// told and cleaned up, and nothing waits for them.
+	_, failed := op.Failure()
 	for {
 		op.mu.Lock()
 		if op.left {
 			op.mu.Unlock()
 			return ErrSessionLeft
 		}
-		if len(op.calls) > 0 && !opts.CancelPendingCalls {
+		if len(op.calls) > 0 && !opts.CancelPendingCalls && !failed {
 			pending := slices.Sorted(maps.Keys(op.calls))
 			op.mu.Unlock()
 			return &PendingCallsError{CallIDs: pending}

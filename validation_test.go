@@ -6,6 +6,7 @@ import (
 	"os"
 	"path/filepath"
 	"testing"
+	"time"
 
 	"github.com/tomdist/ledger"
 )
@@ -93,6 +94,12 @@ func TestCompleteRefusedOnceFailing(t *testing.T) {
 		}
 		if err := op.Complete(ctx); !errors.Is(err, ledger.ErrOperationFailed) {
 			t.Fatalf("Complete of a failing operation: %v, want ErrOperationFailed", err)
+		}
+		// Once b has seen the failure, its call is over: it leaves without
+		// being asked to cancel anything.
+		waitClosed(t, b.Failed(), 10*time.Second, "b's Failed()")
+		if err := b.Leave(ctx, ledger.LeaveOptions{}); err != nil {
+			t.Fatalf("Leave after the failure: %v", err)
 		}
 		if d := archived(t, e.dir, op.ID()); d.OperationState != "failed" {
 			t.Fatalf("archived as %s, want failed", d.OperationState)
