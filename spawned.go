@@ -473,9 +473,10 @@ func (c *SpawnedCall[T]) Cancel() {
 	}
 }
 
-// Kill sends sig to the OS process attached to the call (by the process
-// workers) and reports whether it was sent. It returns false when no
-// process is attached or the call has ended.
+// Kill sends sig to the OS process attached to the call (a worker's whole
+// process group) and reports whether it was sent; a worker that has not
+// exited KillGrace later gets SIGKILL. It returns false when no process is
+// attached or the call has ended.
 func (c *SpawnedCall[T]) Kill(sig os.Signal) bool {
 	c.mu.Lock()
 	kill := c.kill

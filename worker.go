@@ -665,8 +665,27 @@ func startWorker[T any](spec workerSpec, op *Operation, c *SpawnedCall[T], keepS
 			go p.deliver(w)
 		}
 	}
-	c.setKill(p.signal)
+	c.setKill(p.kill)
 	return p, nil
+}
+
+// kill is the call's Kill: sig to the whole group, then, like every other
+// way of ending a worker, SIGKILL KillGrace later if the worker has not
+// exited by then.
+func (p *process) kill(sig os.Signal) error {
+	if err := p.signal(sig); err != nil {
+		return err
+	}
+	if sig != syscall.SIGKILL {
+		time.AfterFunc(p.spec.grace, func() {
+			select {
+			case <-p.exited:
+			default:
+				_ = p.signal(syscall.SIGKILL) // a no-op once reaped
+			}
+		})
+	}
+	return nil
 }
 
 // procAttr puts the worker in a process group of its own and, on Linux,

@@ -822,6 +822,24 @@ func TestWorkerKill(t *testing.T) {
 		if isClosed(op.Failed()) {
 			t.Fatal("a contained worker's death failed the operation")
 		}
+
+		// A worker that ignores the signal is killed KillGrace later.
+		exe, args, env = testWorker(roleBlock, "W_IGNORE_TERM=1")
+		stubborn := ledger.ExecStdioWorker(op, ledger.StdioWorker[string]{
+			Process: ledger.Process{
+				Executable: exe, Args: args, Env: env, OnStdout: pids.hook,
+				KillGrace: 100 * time.Millisecond,
+			},
+			CallOptions: ledger.CallOptions[string]{Contained: true},
+		})
+		killAtEnd(t, pids.next(t))
+		if !stubborn.Kill(syscall.SIGTERM) {
+			t.Fatal("Kill failed")
+		}
+		waitClosed(t, stubborn.Done(), workerWait, "a worker ignoring SIGTERM to be killed")
+		if err := stubborn.Err(); !errors.As(err, &we) || we.Signal != syscall.SIGKILL {
+			t.Fatalf("stubborn worker ended with %v; want a *WorkerError for SIGKILL", err)
+		}
 	})
 }
 
