@@ -125,7 +125,7 @@ type opState struct {
 	data        *store.Data          // last state seen; shared, never modified
 	failure     *OperationFailedInfo // set once by fail
 	abortSeen   bool                 // set once by abort
-	ended       error                // ErrOperationCompleted, ErrClosed or a failure: no more use
+	ended       error                // ErrOperationCompleted, ErrClosed or ErrSessionLeft: no more use
 	calls       map[string]trackedCall
 	temps       map[string]struct{}
 	callSeq     int64
