@@ -212,6 +212,7 @@ func (m *monitor) beat(parent context.Context) (HeartbeatResult, error) {
 	r := m.judge(ctx, d)
 	r.HeartbeatAge = age
 	r.DataBefore = before.Clone()
+	r.DataAfter = r.DataAfter.Clone()
 	m.notes.success(r)
 	return r, nil
 }
@@ -263,7 +264,9 @@ func (m *monitor) poll(parent context.Context) {
 }
 
 // judge takes in a state read from the ledger and returns what a heartbeat
-// reports of it.
+// reports of it. Its DataAfter is d itself, shared with the store: a caller
+// that hands the result out copies it first. (The liveness poll runs judge
+// several times a second and needs no copy.)
 func (m *monitor) judge(ctx context.Context, d *store.Data) HeartbeatResult {
 	st, o, now := m.st, m.st.c.opts, time.Now()
 	r := HeartbeatResult{
@@ -272,7 +275,7 @@ func (m *monitor) judge(ctx context.Context, d *store.Data) HeartbeatResult {
 		CallFrameCount:    len(d.CallFrames),
 		TempResourceCount: len(d.TempResources),
 		ParticipantAges:   make(map[string]time.Duration),
-		DataAfter:         d.Clone(),
+		DataAfter:         d, // shared: beat copies it, poll drops it
 	}
 	var stale []store.Participant
 	m.mu.Lock()
