@@ -175,5 +175,3 @@ func (d *Dir) repairLog(id string, i int, size int64, p *parsed) {
 	}
 	_ = d.appendFile(name, missing)
 }
-
-

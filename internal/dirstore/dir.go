@@ -160,11 +160,11 @@ type entry struct {
 type position struct {
 	file    fs.FileInfo
 	created time.Time // when the journal was first created
-	base   journal.Rev
-	body   int64 // offset of the first record line
-	rev    journal.Rev
-	off    int64
-	logEnd [2]int64
+	base    journal.Rev
+	body    int64 // offset of the first record line
+	rev     journal.Rev
+	off     int64
+	logEnd  [2]int64
 }
 
 // acquire returns the entry of id, counted as used until release.

@@ -126,9 +126,9 @@ type parsed struct {
 	records  []journal.Record
 	logEnds  [][2]int64 // the log ends recorded with each record
 	logEnd   [2]int64   // log sizes after the last record
-	end      int64    // offset after the last complete line
-	archived bool     // an archive marker was found
-	torn     bool     // bytes after end: a torn or unfinished line
+	end      int64      // offset after the last complete line
+	archived bool       // an archive marker was found
+	torn     bool       // bytes after end: a torn or unfinished line
 }
 
 // rev returns the position after the records read.
