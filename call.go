@@ -63,7 +63,7 @@ func StartCall[T any](ctx context.Context, op *Operation, opts CallOptions[T]) (
 	ctx, cancel := st.c.bound(ctx)
 	defer cancel()
 	spec := frameSpec{CallID: c.id, Description: opts.Description, FailOnCrash: !opts.Contained, Kind: frameCall}
-	if err := st.c.b.addFrame(ctx, st.id, st.c.who, spec); err != nil {
+	if _, _, err := st.apply(ctx, addFrameOp{who: st.c.who, spec: spec}); err != nil {
 		return nil, err
 	}
 	op.track(c)
@@ -112,7 +112,7 @@ func (c *Call[T]) End(ctx context.Context, result T) error {
 	st := c.op.st
 	ctx, cancel := st.c.bound(ctx)
 	defer cancel()
-	if err := st.c.b.removeFrame(ctx, st.id, st.c.who, c.id, frameCall); err != nil {
+	if _, _, err := st.apply(ctx, removeFrameOp{who: st.c.who, callID: c.id, kind: frameCall}); err != nil {
 		if retryable(err) {
 			undo()
 		}
@@ -139,7 +139,7 @@ func (c *Call[T]) Fail(ctx context.Context, cause error) error {
 	st := c.op.st
 	ctx, cancel := st.c.bound(ctx)
 	defer cancel()
-	d, err := st.c.b.failFrame(ctx, st.id, st.c.who, c.id, cause.Error(), string(debug.Stack()))
+	v, _, err := st.apply(ctx, failFrameOp{who: st.c.who, callID: c.id, reason: cause.Error(), stack: string(debug.Stack())})
 	if err != nil {
 		if retryable(err) {
 			undo()
@@ -150,7 +150,7 @@ func (c *Call[T]) Fail(ctx context.Context, cause error) error {
 	if f := c.opts.Callback.OnCleanup; f != nil {
 		f()
 	}
-	st.observe(d)
+	st.observe(v)
 	return nil
 }
 

@@ -14,8 +14,6 @@ import (
 	"sync"
 	"syscall"
 	"time"
-
-	"github.com/tomdist/ledger/internal/store"
 )
 
 // DefaultSignalGrace is the default of Options.SignalGrace.
@@ -357,12 +355,12 @@ func reportGone(ops []*opState, d time.Duration) error {
 	var wg sync.WaitGroup
 	for i, st := range ops {
 		wg.Go(func() {
-			rep, err := st.c.b.reportCrash(ctx, st.id, st.c.who, st.c.who, store.Time{})
+			_, out, err := st.apply(ctx, crashOp{who: st.c.who, victim: st.c.who})
 			if err != nil {
 				errs[i] = fmt.Errorf("ledger: report %s gone from %s: %w", st.c.who.ID, st.id, err)
 				return
 			}
-			for _, p := range rep.Temps {
+			for _, p := range out.temps {
 				os.RemoveAll(p)
 			}
 		})

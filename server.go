@@ -15,13 +15,13 @@ import (
 	"net"
 	"net/http"
 	"net/netip"
-	"os"
 	"path/filepath"
 	"strconv"
 	"strings"
 	"sync/atomic"
 	"time"
 
+	"github.com/tomdist/ledger/internal/dirstore"
 	"github.com/tomdist/ledger/internal/store"
 	"github.com/tomdist/ledger/internal/wire"
 )
@@ -61,13 +61,14 @@ type ServerOptions struct {
 	// means 100; negative keeps none.
 	MaxTrail int
 
-	// TrailInterval is the least time between two trail snapshots of an
-	// operation. Zero means 5s.
-	TrailInterval time.Duration
-
-	// StaleThreshold is the stale threshold the server's orphan sweep
-	// assumes of the participants (see Server). Zero means 15s.
+	// StaleThreshold is how often the server sweeps the directory for
+	// orphans (see Server). Zero means 15s.
 	StaleThreshold time.Duration
+
+	// StreamGrace is how long a client whose stream dropped may take to
+	// open it again before the server declares it crashed (see stream).
+	// Zero means 1s.
+	StreamGrace time.Duration
 
 	// Logger receives one line per request at debug level (failures of the
 	// server itself at error level). Zero means no request log.
@@ -113,9 +114,11 @@ func isLoopbackHost(host string) bool {
 // are deleted by the participants, which name them.
 type Server struct {
 	opts  ServerOptions
-	b     *localBackend // nil when err is set
-	err   error         // why the server cannot serve; set once by NewServer
-	dir   string        // absolute BasePath, hidden from error messages
+	b     *storeBackend // nil when err is set
+	cache *opCache      // what the server knows of the operations it serves
+	live  *streamLiveness
+	err   error  // why the server cannot serve; set once by NewServer
+	dir   string // absolute BasePath, hidden from error messages
 	token [sha256.Size]byte
 	log   *slog.Logger // nil: no request log
 
@@ -143,12 +146,14 @@ func NewServer(o ServerOptions) *Server {
 		return s
 	}
 	s.dir = dir
-	st, err := store.Open(dir, o.storeOptions())
+	st, err := dirstore.Open(dir, o.dirOptions())
 	if err != nil {
 		s.err = fmt.Errorf("ledger: open %s: %w", dir, err)
 		return s
 	}
-	s.b = &localBackend{st: st}
+	s.b = &storeBackend{s: st}
+	s.cache = newOpCache(maxCachedOps)
+	s.live = newStreamLiveness(s)
 	ctx, cancel := context.WithCancel(context.Background())
 	s.stopSweep, s.swept = cancel, make(chan struct{})
 	threshold := cmp.Or(o.StaleThreshold, DefaultStaleThreshold)
@@ -159,14 +164,6 @@ func NewServer(o ServerOptions) *Server {
 	return s
 }
 
-// sweeper is the participant the server sweeps orphans as. Its host is
-// empty, which no participant's is: the sweep then never takes a
-// participant for one on its own host (whose liveness lock it could
-// check), and never deletes the temp resources that clients named.
-func sweeper() participant {
-	return participant{ID: "ledger-server", PID: os.Getpid(), Host: ""}
-}
-
 func (o ServerOptions) check() error {
 	if o.BasePath == "" {
 		return errors.New("ledger: ServerOptions.BasePath is empty")
@@ -174,26 +171,22 @@ func (o ServerOptions) check() error {
 	if o.LockTimeout < 0 {
 		return fmt.Errorf("ledger: ServerOptions.LockTimeout (%v) must not be negative", o.LockTimeout)
 	}
+	if o.StreamGrace < 0 {
+		return fmt.Errorf("ledger: ServerOptions.StreamGrace (%v) must not be negative", o.StreamGrace)
+	}
 	if o.StaleThreshold < 0 {
 		return fmt.Errorf("ledger: ServerOptions.StaleThreshold (%v) must not be negative", o.StaleThreshold)
-	}
-	if o.TrailInterval < 0 {
-		return fmt.Errorf("ledger: ServerOptions.TrailInterval (%v) must not be negative", o.TrailInterval)
 	}
 	return nil
 }
 
-func (o ServerOptions) storeOptions() store.Options {
-	so := store.Options{
-		Durable:       o.Durable,
-		MaxBackups:    keep(o.MaxBackups, DefaultMaxBackups),
-		MaxTrail:      keep(o.MaxTrail, DefaultMaxTrail),
-		TrailInterval: o.TrailInterval,
+func (o ServerOptions) dirOptions() dirstore.Options {
+	return dirstore.Options{
+		Durable:    o.Durable,
+		MaxBackups: keep(o.MaxBackups, DefaultMaxBackups),
+		MaxTrail:   keep(o.MaxTrail, DefaultMaxTrail),
+		Host:       hostname(),
 	}
-	if so.TrailInterval == 0 {
-		so.TrailInterval = DefaultHeartbeatInterval
-	}
-	return so
 }
 
 // Err returns why the server cannot serve (bad options, or a directory
@@ -209,6 +202,7 @@ func (s *Server) Close() error {
 	}
 	s.stopSweep()
 	<-s.swept
+	s.live.stop()
 	return s.b.close()
 }
 
@@ -260,148 +254,16 @@ func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
 	return err
 }
 
-// route is one endpoint.
-type route struct {
-	get    bool // GET (and HEAD) rather than POST
-	public bool // no token needed
-	serve  func(s *Server, ctx context.Context, r *http.Request) (reply, error)
-}
-
-// reply is a response body: a value for encoding/json, or rawJSON.
-type reply any
-
-// rawJSON is a response body that is already JSON.
-type rawJSON []byte
-
-var routes map[string]route
-
-func init() {
-	routes = map[string]route{
-		wire.PathHealth: {get: true, public: true, serve: (*Server).health},
-		wire.PathStatus: {get: true, public: true, serve: (*Server).status},
-
-		wire.PathCreate: {serve: endpoint(func(s *Server, ctx context.Context, q *wire.CreateRequest) (reply, error) {
-			return data(s.b.create(ctx, q.OperationID, who(q.Participant), q.Description))
-		})},
-		wire.PathJoin: {serve: endpoint(func(s *Server, ctx context.Context, q *wire.OperationRequest) (reply, error) {
-			return data(s.b.join(ctx, q.OperationID, who(q.Participant)))
-		})},
-		wire.PathLeave: {serve: endpoint(func(s *Server, ctx context.Context, q *wire.OperationRequest) (reply, error) {
-			return ok(s.b.leave(ctx, q.OperationID, who(q.Participant)))
-		})},
-		wire.PathComplete: {serve: endpoint(func(s *Server, ctx context.Context, q *wire.OperationRequest) (reply, error) {
-			return data(s.b.complete(ctx, q.OperationID, who(q.Participant)))
-		})},
-		wire.PathHeartbeat: {serve: endpoint(func(s *Server, ctx context.Context, q *wire.OperationRequest) (reply, error) {
-			return data(s.b.heartbeat(ctx, q.OperationID, who(q.Participant)))
-		})},
-		wire.PathState: {serve: endpoint(func(s *Server, ctx context.Context, q *wire.OperationRequest) (reply, error) {
-			return data(s.b.state(ctx, q.OperationID))
-		})},
-		wire.PathAbort: {serve: endpoint(func(s *Server, ctx context.Context, q *wire.AbortRequest) (reply, error) {
-			return data(s.b.setAbort(ctx, q.OperationID, who(q.Participant), q.Value == nil || *q.Value))
-		})},
-		wire.PathLog: {serve: endpoint(func(s *Server, ctx context.Context, q *wire.LogRequest) (reply, error) {
-			level, _ := wire.ParseLevel(q.Level)
-			return ok(s.b.log(ctx, q.OperationID, who(q.Participant), LogLevel(level), q.Message))
-		})},
-		wire.PathCrash: {serve: endpoint((*Server).crash)},
-		wire.PathCleanedUp: {serve: endpoint(func(s *Server, ctx context.Context, q *wire.OperationRequest) (reply, error) {
-			return data(s.b.cleanedUp(ctx, q.OperationID, who(q.Participant)))
-		})},
-		wire.PathFinish: {serve: endpoint(func(s *Server, ctx context.Context, q *wire.OperationRequest) (reply, error) {
-			return data(s.b.finishCleanup(ctx, q.OperationID, who(q.Participant)))
-		})},
-
-		wire.PathCallStart:       {serve: endpoint(startFrame(frameCall))},
-		wire.PathCallFrameCreate: {serve: endpoint(startFrame(frameRaw))},
-		wire.PathCallEnd:         {serve: endpoint(endFrame(frameCall))},
-		wire.PathCallFrameDelete: {serve: endpoint(endFrame(frameRaw))},
-		wire.PathCallFail: {serve: endpoint(func(s *Server, ctx context.Context, q *wire.CallFailRequest) (reply, error) {
-			return data(s.b.failFrame(ctx, q.OperationID, who(q.Participant), q.CallID, q.Error, q.Stack))
-		})},
-
-		wire.PathTempRegister: {serve: endpoint(func(s *Server, ctx context.Context, q *wire.TempRequest) (reply, error) {
-			return ok(s.b.registerTemp(ctx, q.OperationID, who(q.Participant), q.Path))
-		})},
-		wire.PathTempUnregister: {serve: endpoint(func(s *Server, ctx context.Context, q *wire.TempRequest) (reply, error) {
-			return ok(s.b.unregisterTemp(ctx, q.OperationID, who(q.Participant), q.Path))
-		})},
-	}
-}
-
-// startFrame serves /call/start (kind frameCall, or frameSpawned when the
-// request says so) and /callframe/create (frameRaw). An absent failOnCrash
-// is true for a call, as in Dart, and false for a raw frame, as
-// Operation.CreateCallFrame writes it.
-func startFrame(kind frameKind) func(*Server, context.Context, *wire.CallStartRequest) (reply, error) {
-	return func(s *Server, ctx context.Context, q *wire.CallStartRequest) (reply, error) {
-		f := frameSpec{CallID: q.CallID, Description: q.Description, FailOnCrash: kind != frameRaw, Kind: kind}
-		if q.FailOnCrash != nil {
-			f.FailOnCrash = *q.FailOnCrash
-		}
-		if kind == frameCall && q.Spawned {
-			f.Kind = frameSpawned
-		}
-		return ok(s.b.addFrame(ctx, q.OperationID, who(q.Participant), f))
-	}
-}
-
-// endFrame serves /call/end and /callframe/delete.
-func endFrame(kind frameKind) func(*Server, context.Context, *wire.CallEndRequest) (reply, error) {
-	return func(s *Server, ctx context.Context, q *wire.CallEndRequest) (reply, error) {
-		k := kind
-		if kind == frameCall && q.Spawned {
-			k = frameSpawned
-		}
-		return ok(s.b.removeFrame(ctx, q.OperationID, who(q.Participant), q.CallID, k))
-	}
-}
-
-func (s *Server) crash(ctx context.Context, q *wire.CrashRequest) (reply, error) {
-	var seen store.Time
-	if q.Seen != nil {
-		seen = *q.Seen
-	}
-	rep, err := s.b.reportCrash(ctx, q.OperationID, who(q.Participant), who(q.Victim), seen)
-	if err != nil {
-		return nil, err
-	}
-	return wire.CrashReply{Success: true, Data: store.Encode(rep.Data), Crashed: rep.Crashed, Temps: rep.Temps}, nil
-}
-
-func who(p wire.Participant) participant {
-	return participant{ID: p.ParticipantID, PID: p.ParticipantPID, Host: p.Host}
-}
-
-// data turns a backend result into a DataReply.
-func data(d *store.Data, err error) (reply, error) {
-	if err != nil {
-		return nil, err
-	}
-	b := make([]byte, 0, 40)
-	b = append(b, `{"success":true,"data":`...)
-	b = append(b, store.Encode(d)...)
-	return rawJSON(append(b, '}')), nil
-}
-
-func ok(err error) (reply, error) {
-	if err != nil {
-		return nil, err
-	}
-	return wire.OK{Success: true}, nil
-}
-
-func (s *Server) health(ctx context.Context, r *http.Request) (reply, error) {
+func (s *Server) health(c *call) (reply, error) {
 	if err := s.ready(); err != nil {
 		return nil, err
 	}
 	return wire.Health{Status: "ok"}, nil
 }
 
-func (s *Server) status(ctx context.Context, r *http.Request) (reply, error) {
+func (s *Server) status(c *call) (reply, error) {
 	st := wire.Status{Service: wire.Service, Version: wire.Version}
-	if a, ok := r.Context().Value(http.LocalAddrContextKey).(net.Addr); ok {
+	if a, ok := c.r.Context().Value(http.LocalAddrContextKey).(net.Addr); ok {
 		if ap, err := netip.ParseAddrPort(a.String()); err == nil {
 			st.Port = int(ap.Port())
 		}
@@ -424,10 +286,10 @@ func (s *Server) ready() error {
 func endpoint[T any, P interface {
 	*T
 	wire.Request
-}](fn func(s *Server, ctx context.Context, q P) (reply, error)) func(*Server, context.Context, *http.Request) (reply, error) {
-	return func(s *Server, ctx context.Context, r *http.Request) (reply, error) {
+}](fn func(s *Server, c *call, q P) (reply, error)) func(*Server, *call) (reply, error) {
+	return func(s *Server, c *call) (reply, error) {
 		q := P(new(T))
-		if err := decode(r, q); err != nil {
+		if err := decode(c.r, q); err != nil {
 			return nil, err
 		}
 		if err := q.Validate(); err != nil {
@@ -436,7 +298,7 @@ func endpoint[T any, P interface {
 		if err := s.ready(); err != nil {
 			return nil, err
 		}
-		return fn(s, ctx, q)
+		return fn(s, c, q)
 	}
 }
 
@@ -551,10 +413,22 @@ func (s *Server) serve(w *respWriter, r *http.Request) {
 			return
 		}
 	}
+	if rt.stream != nil {
+		rt.stream(s, w, r)
+		return
+	}
 	r.Body = http.MaxBytesReader(w.w, r.Body, wire.MaxBody)
 	ctx, cancel := context.WithTimeout(r.Context(), s.requestTimeout(r))
 	defer cancel()
-	rep, err := rt.serve(s, ctx, r)
+	c := &call{ctx: ctx, r: r}
+	if key := r.Header.Get(wire.HeaderIdempotencyKey); key != "" {
+		if err := checkKey(key); err != nil {
+			w.fail(s.mapError(err))
+			return
+		}
+		c.key = key
+	}
+	rep, err := rt.serve(s, c)
 	if err != nil {
 		w.fail(s.mapError(err))
 		return

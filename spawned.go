@@ -152,14 +152,14 @@ func SpawnCall[T any](op *Operation, work func(ctx context.Context, call *Spawne
 	ctx, cancel := st.c.bound(context.Background())
 	defer cancel()
 	spec := frameSpec{CallID: c.id, Description: opts.Description, FailOnCrash: !opts.Contained, Kind: frameSpawned}
-	if err := st.c.b.addFrame(ctx, st.id, st.c.who, spec); err != nil {
+	if _, _, err := st.apply(ctx, addFrameOp{who: st.c.who, spec: spec}); err != nil {
 		return c.abandon(err)
 	}
 	// Tracked only once the frame exists, so that no callback runs for a
 	// call that never started. A failure in between cancels workCtx, and
 	// the call then hears of it on its own goroutine.
 	if err := op.trackUnlessLeft(c); err != nil {
-		_ = st.c.b.removeFrame(ctx, st.id, st.c.who, c.id, frameRaw) // best effort: the work never ran
+		_, _, _ = st.apply(ctx, removeFrameOp{who: st.c.who, callID: c.id, kind: frameRaw}) // best effort: the work never ran
 		return c.abandon(err)
 	}
 	go c.run(workCtx, work)
@@ -248,7 +248,7 @@ func (c *SpawnedCall[T]) call(ctx context.Context, work func(context.Context, *S
 func (c *SpawnedCall[T]) endSuccess(v T, cause error) {
 	st := c.op.st
 	ctx, cancel := st.c.bound(context.Background())
-	err := st.c.b.removeFrame(ctx, st.id, st.c.who, c.id, frameSpawned)
+	_, _, err := st.apply(ctx, removeFrameOp{who: st.c.who, callID: c.id, kind: frameSpawned})
 	cancel()
 	switch {
 	case err != nil && cause != nil:
@@ -284,18 +284,18 @@ func (c *SpawnedCall[T]) endFailed(werr error) {
 		reason, stack = fmt.Sprint("panic: ", p.Value), string(p.Stack)
 	}
 	ctx, cancel := st.c.bound(context.Background())
-	d, err := st.c.b.failFrame(ctx, st.id, st.c.who, c.id, reason, stack)
+	v, _, err := st.apply(ctx, failFrameOp{who: st.c.who, callID: c.id, reason: reason, stack: stack})
 	cancel()
 	c.mu.Lock()
 	c.state, c.err, c.kill = callFailed, &CallFailedError{CallID: c.id, Err: werr}, nil
 	c.mu.Unlock()
 	c.op.untrack(c.id)
 	c.cleanup()
-	if err == nil && d != nil {
+	if err == nil {
 		// Fails the operation in this process when the ledger recorded
 		// the failure; the outcome above is set first, so Sync counts this
 		// call as failed, not unknown.
-		st.observe(d)
+		st.observe(v)
 	}
 	close(c.done)
 }
@@ -315,9 +315,9 @@ func fallback[T any](f func(error) (T, bool), err error) (v T, ok bool) {
 func (c *SpawnedCall[T]) endCancelled(cause error) {
 	st := c.op.st
 	ctx, cancel := st.c.bound(context.Background())
-	if err := st.c.b.removeFrame(ctx, st.id, st.c.who, c.id, frameRaw); err == nil {
+	if _, _, err := st.apply(ctx, removeFrameOp{who: st.c.who, callID: c.id, kind: frameRaw}); err == nil {
 		// Best effort: the frame is gone, the line only explains why.
-		_ = st.c.b.log(ctx, st.id, st.c.who, LogInfo, "CALL_CANCELLED "+c.id+" "+cause.Error())
+		_, _, _ = st.apply(ctx, logOp{who: st.c.who, level: LogInfo, msg: "CALL_CANCELLED " + c.id + " " + cause.Error()})
 	}
 	cancel()
 	c.finishCancelled(cause)

@@ -361,14 +361,6 @@ type ledgerCredential interface {
 // (Options.Token, or $LEDGER_TOKEN), or "".
 func (b *remoteBackend) ledgerToken() string { return b.token }
 
-// ledgerLocation implements ledgerLocator.
-func (b *localBackend) ledgerLocation() (basePath, serverURL string) {
-	dir, err := filepath.Abs(b.st.Dir())
-	if err != nil {
-		dir = b.st.Dir()
-	}
-	return dir, ""
-}
 
 // workerCallOptions fills in the default description.
 func workerCallOptions[T any](opts CallOptions[T], exe string) CallOptions[T] {

@@ -57,6 +57,12 @@ type Options struct {
 	// Host is the name of this host in liveness records. Zero means
 	// os.Hostname.
 	Host string
+
+	// OnLogLine and OnBackupCreated are called after a change of this
+	// Dir that wrote log lines or archived an operation, once the locks
+	// are released.
+	OnLogLine       func(operationID, line string)
+	OnBackupCreated func(operationID, dir string)
 }
 
 // Dir is a ledger directory. It implements journal.Store. It is safe for

@@ -7,7 +7,9 @@ import (
 	"io"
 	"io/fs"
 	"os"
+	"path/filepath"
 	"slices"
+	"sync"
 	"time"
 
 	"github.com/tomdist/ledger/journal"
@@ -30,6 +32,7 @@ func (d *Dir) Create(ctx context.Context, id string, c journal.Change) (journal.
 	if err != nil {
 		return journal.Tail{}, err
 	}
+	unlock = onceFunc(unlock)
 	defer unlock()
 	created := false
 	defer func() {
@@ -60,7 +63,10 @@ func (d *Dir) Create(ctx context.Context, id string, c journal.Change) (journal.
 	if c.Snapshot != nil {
 		d.writeState(id, c.Snapshot)
 	}
-	return journal.Tail{Records: recs}, nil
+	tail := journal.Tail{Records: recs}
+	unlock()
+	d.notify(id, tail, 0)
+	return tail, nil
 }
 
 // Update implements journal.Store.
@@ -80,8 +86,11 @@ func (d *Dir) Update(ctx context.Context, id string, after journal.Rev, fn func(
 	if err != nil {
 		return journal.Tail{}, err
 	}
-	tail, f, appended, err := d.update(ctx, id, e, after, fn)
+	tail, f, from, appended, err := d.update(ctx, id, e, after, fn)
 	unlock()
+	if err == nil {
+		d.notify(id, tail, from)
+	}
 	if f == nil {
 		return tail, err
 	}
@@ -111,47 +120,49 @@ func (d *Dir) gone(id string) error {
 // update runs an Update under the lock. It returns the journal, open,
 // and whether records were appended to it, for the caller to sync and
 // close.
-func (d *Dir) update(ctx context.Context, id string, e *entry, after journal.Rev, fn func(journal.Tail) (journal.Change, error)) (tail journal.Tail, f *os.File, appended bool, err error) {
+func (d *Dir) update(ctx context.Context, id string, e *entry, after journal.Rev, fn func(journal.Tail) (journal.Change, error)) (tail journal.Tail, f *os.File, from journal.Rev, appended bool, err error) {
 	f, err = d.root.OpenFile(journalName(id), os.O_RDWR|os.O_APPEND|noFollow, 0)
 	if errors.Is(err, fs.ErrNotExist) {
 		f, err = d.adopt(id)
 	}
 	if err != nil {
-		return journal.Tail{}, nil, false, err
+		return journal.Tail{}, nil, 0, false, err
 	}
-	tail, appended, err = d.change(ctx, id, e, f, after, fn)
-	return tail, f, appended, err
+	tail, from, appended, err = d.change(ctx, id, e, f, after, fn)
+	return tail, f, from, appended, err
 }
 
 // change reads the journal f after the caller's position, asks fn for the
-// change and applies it. The caller holds the lock.
-func (d *Dir) change(ctx context.Context, id string, e *entry, f *os.File, after journal.Rev, fn func(journal.Tail) (journal.Change, error)) (journal.Tail, bool, error) {
+// change and applies it. It returns the tail, and the position after
+// which its records are those the change appended. The caller holds the
+// lock.
+func (d *Dir) change(ctx context.Context, id string, e *entry, f *os.File, after journal.Rev, fn func(journal.Tail) (journal.Change, error)) (journal.Tail, journal.Rev, bool, error) {
 	st, err := d.catchUp(id, e, f, after, true)
 	if err != nil {
-		return journal.Tail{}, false, err
+		return journal.Tail{}, 0, false, err
 	}
 	if st.archived {
 		if err := d.finishArchive(id); err != nil {
-			return journal.Tail{}, false, err
+			return journal.Tail{}, 0, false, err
 		}
-		return journal.Tail{}, false, fmt.Errorf("%w: %s", journal.ErrArchived, id)
+		return journal.Tail{}, 0, false, fmt.Errorf("%w: %s", journal.ErrArchived, id)
 	}
 	d.repairLogs(id, f, st)
 	c, err := fn(st.tail)
 	if err != nil {
-		return journal.Tail{}, false, err
+		return journal.Tail{}, 0, false, err
 	}
 	if c.Archive && c.Snapshot == nil {
-		return journal.Tail{}, false, errors.New("dirstore: an archiving change needs a snapshot")
+		return journal.Tail{}, 0, false, errors.New("dirstore: an archiving change needs a snapshot")
 	}
-	tail := st.tail
+	tail, from := st.tail, st.pos.rev
 	if len(c.Records) > 0 {
 		recs, lines, logEnd, err := d.frame(id, st.pos.rev, st.pos.logEnd, time.Now(), c.Records)
 		if err != nil {
-			return journal.Tail{}, false, err
+			return journal.Tail{}, 0, false, err
 		}
 		if err := d.appendJournal(f, lines); err != nil {
-			return journal.Tail{}, false, err
+			return journal.Tail{}, 0, false, err
 		}
 		prev := st.pos.logEnd
 		st.pos.rev = recs[len(recs)-1].Rev
@@ -164,16 +175,16 @@ func (d *Dir) change(ctx context.Context, id string, e *entry, f *os.File, after
 	switch {
 	case c.Archive:
 		if err := d.archive(ctx, id, f, st.pos, c.Snapshot); err != nil {
-			return journal.Tail{}, false, err
+			return journal.Tail{}, 0, false, err
 		}
 		tail.Archived = true
 	case c.Snapshot != nil:
 		if err := d.compact(id, e, st.pos, c.Snapshot); err != nil {
-			return journal.Tail{}, false, err
+			return journal.Tail{}, 0, false, err
 		}
 		tail.Base = st.pos.rev
 	}
-	return tail, len(c.Records) > 0, nil
+	return tail, from, len(c.Records) > 0, nil
 }
 
 // frame gives records the positions after prev and encodes their lines.
@@ -442,4 +453,26 @@ func readFileNoFollow(root *os.Root, name string) ([]byte, error) {
 		return nil, fmt.Errorf("dirstore: %s is not a regular file", name)
 	}
 	return io.ReadAll(f)
+}
+
+// onceFunc returns f that runs at most once.
+func onceFunc(f func()) func() { return sync.OnceFunc(f) }
+
+// notify calls the callbacks of the options for the records of tail that
+// follow after (those the change appended), and for an archive.
+func (d *Dir) notify(id string, tail journal.Tail, after journal.Rev) {
+	if cb := d.opts.OnLogLine; cb != nil {
+		for _, r := range tail.Records {
+			if r.Rev <= after {
+				continue
+			}
+			for _, l := range r.Log {
+				l.Message = oneLine(l.Message)
+				cb(id, journal.FormatLogLine(r.Time, l))
+			}
+		}
+	}
+	if cb := d.opts.OnBackupCreated; cb != nil && tail.Archived {
+		cb(id, filepath.Join(d.path, backupDir, id))
+	}
 }

@@ -86,6 +86,15 @@ type Participant struct {
 	JoinedAt      Time   `json:"joinedAt"`      // when the process first joined
 	LastHeartbeat Time   `json:"lastHeartbeat"` // its last heartbeat
 	State         string `json:"state"`         // active, left or crashed
+	// HeartbeatIntervalMs and StaleThresholdMs are the participant's own
+	// heartbeat settings, by which the others judge it. Zero (absent, as
+	// the Dart ledger writes) means the defaults, 5s and 15s.
+	HeartbeatIntervalMs int `json:"heartbeatIntervalMs,omitempty"`
+	StaleThresholdMs    int `json:"staleThresholdMs,omitempty"`
+	// Remote marks a participant that takes part through a ledger server:
+	// it holds no lease in the store, and is judged by its beats and its
+	// server's stream.
+	Remote bool `json:"remote,omitempty"`
 }
 
 // Failure records why an operation failed.
@@ -238,3 +247,6 @@ func ParseTime(s string) (Time, error) {
 	}
 	return Time{v}, nil
 }
+
+// Equal reports whether f and g are the same frame, field by field.
+func (f *CallFrame) Equal(g *CallFrame) bool { return f.equal(g) }

@@ -157,6 +157,11 @@ type Participant struct {
 	ParticipantID  string `json:"participantId"`
 	ParticipantPID int    `json:"participantPid"`
 	Host           string `json:"host"`
+	// HeartbeatIntervalMs and StaleThresholdMs are the participant's own
+	// heartbeat settings, recorded on create and join so that the others
+	// judge it by them. Zero means the defaults.
+	HeartbeatIntervalMs int `json:"heartbeatIntervalMs,omitempty"`
+	StaleThresholdMs    int `json:"staleThresholdMs,omitempty"`
 }
 
 // Validate checks the three fields.
@@ -216,6 +221,7 @@ func checkCall(id string) error {
 // heartbeat, state, cleanedup and finish.
 type OperationRequest struct {
 	Participant
+	Position
 	OperationID string `json:"operationId"`
 }
 
@@ -231,6 +237,7 @@ func (r *OperationRequest) Validate() error {
 // (YYYYMMDDTHH:MM:SS.mmm-{participantId}-{8 hex}).
 type CreateRequest struct {
 	Participant
+	Position
 	OperationID string `json:"operationId"`
 	Description string `json:"description,omitempty"`
 }
@@ -246,6 +253,7 @@ func (r *CreateRequest) Validate() error {
 // LogRequest appends a line to the operation log.
 type LogRequest struct {
 	Participant
+	Position
 	OperationID string `json:"operationId"`
 	Message     string `json:"message"`
 	// Level is debug, info, warning or error, as Dart's DLLogLevel names;
@@ -287,6 +295,7 @@ func ParseLevel(s string) (int, bool) {
 // AbortRequest sets or clears the abort flag.
 type AbortRequest struct {
 	Participant
+	Position
 	OperationID string `json:"operationId"`
 	// Value is the new flag; absent means true, as in Dart.
 	Value *bool `json:"value,omitempty"`
@@ -304,6 +313,7 @@ func (r *AbortRequest) Validate() error {
 // PathCallFrameCreate for a raw frame. The client chooses the call id.
 type CallStartRequest struct {
 	Participant
+	Position
 	OperationID string `json:"operationId"`
 	CallID      string `json:"callId"`
 	Description string `json:"description,omitempty"`
@@ -329,6 +339,7 @@ func (r *CallStartRequest) Validate() error {
 // or PathCallFrameDelete.
 type CallEndRequest struct {
 	Participant
+	Position
 	OperationID string `json:"operationId"`
 	CallID      string `json:"callId"`
 	// Spawned marks a spawned call (CALL_COMPLETED rather than CALL_ENDED).
@@ -350,6 +361,7 @@ func (r *CallEndRequest) Validate() error {
 // crash, fails the operation.
 type CallFailRequest struct {
 	Participant
+	Position
 	OperationID string `json:"operationId"`
 	CallID      string `json:"callId"`
 	Error       string `json:"error,omitempty"` // the reason
@@ -371,6 +383,7 @@ func (r *CallFailRequest) Validate() error {
 // The server records the path; it never touches it.
 type TempRequest struct {
 	Participant
+	Position
 	OperationID string `json:"operationId"`
 	Path        string `json:"path"`
 }
@@ -395,6 +408,7 @@ func (r *TempRequest) Validate() error {
 // CrashRequest declares Victim crashed, as seen by the participant.
 type CrashRequest struct {
 	Participant
+	Position
 	OperationID string      `json:"operationId"`
 	Victim      Participant `json:"victim"`
 	// Seen is the victim's lastHeartbeat as the reporter last saw it: the
