@@ -123,10 +123,14 @@
 // participant process holds a flock on its own file in {id}.live/ while it
 // takes part: an observer on the same host that can take that lock knows
 // the process is gone, at once. A participant whose heartbeat has not
-// changed for StaleThreshold, measured on the observer's monotonic clock
-// from when it last saw the value change, is declared crashed too; so wall
-// clocks that disagree never cause a verdict, and a process paused for less
-// than the threshold is never declared crashed.
+// changed for its StaleThreshold, measured on the observer's monotonic
+// clock from when it last saw the value change, is declared crashed too;
+// so wall clocks that disagree never cause a verdict, and a process paused
+// for less than the threshold is never declared crashed. Each participant
+// is judged by its own settings: its record carries its HeartbeatInterval
+// and StaleThreshold (heartbeatIntervalMs and staleThresholdMs, written on
+// create and join), and a record without them, as the Dart ledger writes,
+// has the defaults (5s and 15s).
 //
 // The first observer records the crash under the file lock (CRASH_DETECTED,
 // detectionTimestamp, the participant and its frames crashed) and becomes

@@ -165,11 +165,30 @@ func (m *monitor) run() {
 }
 
 // staleAfter is how long an observer waits for a participant's next beat
-// before declaring it crashed: the threshold, plus the longest gap between
-// two beats of a healthy participant (an interval, +10% jitter, and a
-// margin for a slow write).
-func staleAfter(o Options) time.Duration {
-	return o.StaleThreshold + o.HeartbeatInterval + o.HeartbeatInterval/4
+// before declaring it crashed: the participant's own threshold, plus the
+// longest gap between two beats of it while healthy (its interval, +10%
+// jitter, and a margin for a slow write). Each participant is judged by
+// the settings in its own record, never by the observer's.
+func staleAfter(p *store.Participant) time.Duration {
+	interval, stale := settingsOf(p)
+	return stale + interval + interval/4
+}
+
+// settingsOf returns the heartbeat settings of a participant record; a
+// record without them (the Dart ledger writes none) has the defaults.
+func settingsOf(p *store.Participant) (interval, stale time.Duration) {
+	return recordedMs(p.HeartbeatIntervalMs, DefaultHeartbeatInterval), recordedMs(p.StaleThresholdMs, DefaultStaleThreshold)
+}
+
+// maxRecordedMs bounds a recorded setting, so that sums of durations made
+// from a file's numbers cannot overflow (2^40 ms is about 35 years).
+const maxRecordedMs = 1 << 40
+
+func recordedMs(ms int, def time.Duration) time.Duration {
+	if ms <= 0 {
+		return def
+	}
+	return time.Duration(min(ms, maxRecordedMs)) * time.Millisecond
 }
 
 // jitter spreads d by ±10% so that participants do not beat in step.
@@ -253,8 +272,8 @@ func (m *monitor) poll(parent context.Context) {
 			if p.State != store.ParticipantActive || p.Host != st.c.who.Host || p.Key() == st.c.who.key() {
 				continue
 			}
-			if lb.dead(st.id, participant{p.ParticipantID, p.PID, p.Host}) {
-				if nd := m.crash(ctx, participant{p.ParticipantID, p.PID, p.Host}, store.Time{}); nd != nil {
+			if lb.dead(st.id, participantOf(&p)) {
+				if nd := m.crash(ctx, participantOf(&p), store.Time{}); nd != nil {
 					d = nd
 				}
 			}
@@ -268,7 +287,7 @@ func (m *monitor) poll(parent context.Context) {
 // that hands the result out copies it first. (The liveness poll runs judge
 // several times a second and needs no copy.)
 func (m *monitor) judge(ctx context.Context, d *store.Data) HeartbeatResult {
-	st, o, now := m.st, m.st.c.opts, time.Now()
+	st, now := m.st, time.Now()
 	r := HeartbeatResult{
 		AbortFlag:         d.Aborted,
 		LedgerExists:      !d.Finished(),
@@ -297,7 +316,7 @@ func (m *monitor) judge(ctx context.Context, d *store.Data) HeartbeatResult {
 			m.seen[k] = s
 		}
 		r.ParticipantAges[k] = now.Sub(s.at)
-		if now.Sub(s.at) > staleAfter(o) {
+		if now.Sub(s.at) > staleAfter(&p) {
 			r.StaleParticipants = append(r.StaleParticipants, k)
 			stale = append(stale, p)
 		}
@@ -318,7 +337,7 @@ func (m *monitor) judge(ctx context.Context, d *store.Data) HeartbeatResult {
 	}
 	for _, p := range stale {
 		m.report(HeartbeatStale, "participant "+p.Key()+" stopped beating", nil)
-		if nd := m.crash(ctx, participant{p.ParticipantID, p.PID, p.Host}, p.LastHeartbeat); nd != nil {
+		if nd := m.crash(ctx, participantOf(&p), p.LastHeartbeat); nd != nil {
 			d = nd
 		}
 	}

@@ -46,17 +46,22 @@ type Options struct {
 	// Callback receives ledger-wide events.
 	Callback LedgerCallback
 
-	// HeartbeatInterval is the time between heartbeats. Zero means 5s.
+	// HeartbeatInterval is the time between heartbeats of this
+	// participant. It is written into the participant's record, and the
+	// others judge the participant by it. Zero means 5s.
 	HeartbeatInterval time.Duration
 
-	// StaleThreshold is how long a participant may be silent (paused,
-	// hung, cut off) and still not be declared crashed. An observer
-	// declares it crashed once it has seen no new heartbeat of it for
-	// StaleThreshold plus 1.25 HeartbeatInterval, the longest gap between
-	// two beats of a healthy participant (jitter included), so a pause
-	// shorter than StaleThreshold is never a crash. It must exceed
-	// HeartbeatInterval. Zero means 15s, or 3 HeartbeatIntervals if that
-	// is longer.
+	// StaleThreshold is how long this participant may be silent (paused,
+	// hung, cut off) and still not be declared crashed. It is written into
+	// the participant's record with HeartbeatInterval: an observer
+	// declares the participant crashed once it has seen no new heartbeat
+	// of it for the participant's StaleThreshold plus 1.25 of its
+	// HeartbeatInterval, the longest gap between two beats of a healthy
+	// participant (jitter included), whatever the observer's own settings,
+	// so a pause shorter than StaleThreshold is never a crash. A record
+	// without settings (the Dart ledger writes none) is judged by the
+	// defaults. It must exceed HeartbeatInterval. Zero means 15s, or 3
+	// HeartbeatIntervals if that is longer.
 	StaleThreshold time.Duration
 
 	// LivenessPoll is the interval of the same-host liveness check of the
@@ -271,6 +276,16 @@ type participant struct {
 	ID   string
 	PID  int
 	Host string
+	// Interval and Stale are the participant's own heartbeat settings,
+	// which create and join write into its record for the others to judge
+	// it by. Zero, for a participant known by name only (a victim) or a
+	// client that does not send them, writes none: the defaults apply.
+	Interval, Stale time.Duration
+}
+
+// participantOf names the participant process of a record.
+func participantOf(p *store.Participant) participant {
+	return participant{ID: p.ParticipantID, PID: p.PID, Host: p.Host}
 }
 
 func (p participant) key() string { return store.Key(p.ID, p.PID, p.Host) }
@@ -368,9 +383,12 @@ type client struct {
 func newClient(o Options, b backend) *client {
 	life, cancel := context.WithCancelCause(context.Background())
 	return &client{
-		opts:   o,
-		b:      b,
-		who:    participant{ID: o.ParticipantID, PID: o.ParticipantPID, Host: hostname()},
+		opts: o,
+		b:    b,
+		who: participant{
+			ID: o.ParticipantID, PID: o.ParticipantPID, Host: hostname(),
+			Interval: o.HeartbeatInterval, Stale: o.StaleThreshold,
+		},
 		life:   life,
 		cancel: cancel,
 		ops:    make(map[string]*opState),

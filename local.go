@@ -106,6 +106,7 @@ func (b *localBackend) create(ctx context.Context, id string, who participant, d
 		Participants: []store.Participant{{
 			ParticipantID: who.ID, PID: who.PID, Host: who.Host, Sessions: 1,
 			JoinedAt: now, LastHeartbeat: now, State: store.ParticipantActive,
+			HeartbeatIntervalMs: ms(who.Interval), StaleThresholdMs: ms(who.Stale),
 		}},
 	}
 	err := b.st.Create(ctx, d, func(tx *store.Tx) {
@@ -131,9 +132,16 @@ func (b *localBackend) join(ctx context.Context, id string, who participant) (*s
 		p.Sessions++
 		p.State = store.ParticipantActive
 		p.LastHeartbeat = now
+		p.HeartbeatIntervalMs, p.StaleThresholdMs = ms(who.Interval), ms(who.Stale)
 		tx.Log("INFO", who.ID, fmt.Sprintf("PARTICIPANT_JOINED pid=%d host=%s session=%d", who.PID, who.Host, p.Sessions))
 		return nil
 	})
+}
+
+// ms is a duration as a participant record holds it: whole milliseconds,
+// rounded up so that a setting below 1ms is not taken for absent.
+func ms(d time.Duration) int {
+	return int((d + time.Millisecond - 1) / time.Millisecond)
 }
 
 func (b *localBackend) leave(ctx context.Context, id string, who participant) error {
@@ -465,12 +473,12 @@ func (b *localBackend) dead(id string, p participant) bool {
 }
 
 // sweepLoop sweeps the directory for orphans when the ledger opens and then
-// every stale threshold, until ctx ends.
-func (b *localBackend) sweepLoop(ctx context.Context, who participant, threshold time.Duration) {
-	t := time.NewTicker(threshold)
+// every period, until ctx ends.
+func (b *localBackend) sweepLoop(ctx context.Context, who participant, period time.Duration) {
+	t := time.NewTicker(period)
 	defer t.Stop()
 	for {
-		b.sweep(ctx, who, threshold)
+		b.sweep(ctx, who)
 		select {
 		case <-ctx.Done():
 			return
@@ -483,7 +491,7 @@ func (b *localBackend) sweepLoop(ctx context.Context, who participant, threshold
 // gone while at least one of them died: nobody is left to coordinate its
 // cleanup. Operations whose participants all left cleanly are kept; someone
 // may join them again.
-func (b *localBackend) sweep(ctx context.Context, who participant, threshold time.Duration) {
+func (b *localBackend) sweep(ctx context.Context, who participant) {
 	ids, err := b.st.List()
 	if err != nil {
 		return
@@ -493,12 +501,12 @@ func (b *localBackend) sweep(ctx context.Context, who participant, threshold tim
 			return
 		}
 		d, err := b.st.Read(id)
-		if err != nil || d.Finished() || !b.orphaned(d, who, threshold) {
+		if err != nil || d.Finished() || !b.orphaned(d, who) {
 			continue
 		}
 		var temps []string
 		_, err = b.update(ctx, id, func(tx *store.Tx) error {
-			if !b.orphaned(tx.Data, who, threshold) {
+			if !b.orphaned(tx.Data, who) {
 				return store.ErrNoChange
 			}
 			temps = orphanTemps(tx.Data, who)
@@ -514,14 +522,14 @@ func (b *localBackend) sweep(ctx context.Context, who participant, threshold tim
 }
 
 // orphaned reports whether no participant of d is alive and one died.
-func (b *localBackend) orphaned(d *store.Data, who participant, threshold time.Duration) bool {
+func (b *localBackend) orphaned(d *store.Data, who participant) bool {
 	died := false
 	for _, p := range d.Participants {
 		switch p.State {
 		case store.ParticipantCrashed:
 			died = true
 		case store.ParticipantActive:
-			if !b.gone(d.OperationID, p, who, threshold) {
+			if !b.gone(d.OperationID, &p, who) {
 				return false
 			}
 			died = true
@@ -532,15 +540,16 @@ func (b *localBackend) orphaned(d *store.Data, who participant, threshold time.D
 
 // gone reports whether an active participant is certainly dead: on this
 // host its liveness lock is free; without a liveness file (a remote client
-// on this host) or on another host, its heartbeat is older than three stale
-// thresholds by the wall clock, plus a minute of allowance for clock skew
-// between hosts. (Live monitors judge staleness on their own monotonic
-// clocks; the sweep has no history to do so.)
-func (b *localBackend) gone(id string, p store.Participant, who participant, threshold time.Duration) bool {
+// on this host) or on another host, its heartbeat is older than three of
+// its own stale thresholds by the wall clock, plus a minute of allowance
+// for clock skew between hosts. (Live monitors judge staleness on their
+// own monotonic clocks; the sweep has no history to do so.)
+func (b *localBackend) gone(id string, p *store.Participant, who participant) bool {
 	if p.Host == who.Host && b.st.Dead(id, p.ParticipantID, p.PID) {
 		return true
 	}
-	limit := 3 * threshold
+	_, stale := settingsOf(p)
+	limit := 3 * stale
 	if p.Host != who.Host {
 		limit += time.Minute
 	}

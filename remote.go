@@ -208,7 +208,10 @@ func (b *remoteBackend) close() error {
 }
 
 func part(who participant) wire.Participant {
-	return wire.Participant{ParticipantID: who.ID, ParticipantPID: who.PID, Host: who.Host}
+	return wire.Participant{
+		ParticipantID: who.ID, ParticipantPID: who.PID, Host: who.Host,
+		HeartbeatIntervalMs: ms(who.Interval), StaleThresholdMs: ms(who.Stale),
+	}
 }
 
 // post sends req to path and decodes the answer into resp (if not nil).

@@ -65,8 +65,9 @@ type ServerOptions struct {
 	// operation. Zero means 5s.
 	TrailInterval time.Duration
 
-	// StaleThreshold is the stale threshold the server's orphan sweep
-	// assumes of the participants (see Server). Zero means 15s.
+	// StaleThreshold is the period of the server's orphan sweep (see
+	// Server); participants are judged by the settings in their own
+	// records. Zero means 15s.
 	StaleThreshold time.Duration
 
 	// Logger receives one line per request at debug level (failures of the
@@ -108,7 +109,8 @@ func isLoopbackHost(host string) bool {
 // starts and then every StaleThreshold: a live operation whose
 // participants are all gone (none left to coordinate) is marked failed
 // and archived. It judges a participant gone by a heartbeat older than
-// three stale thresholds plus a minute (clocks of other hosts may be off).
+// three of the participant's own stale thresholds (15s for a record
+// without one) plus a minute (clocks of other hosts may be off).
 // The server never deletes files outside its directory: temp resources
 // are deleted by the participants, which name them.
 type Server struct {
@@ -371,7 +373,10 @@ func (s *Server) crash(ctx context.Context, q *wire.CrashRequest) (reply, error)
 }
 
 func who(p wire.Participant) participant {
-	return participant{ID: p.ParticipantID, PID: p.ParticipantPID, Host: p.Host}
+	return participant{
+		ID: p.ParticipantID, PID: p.ParticipantPID, Host: p.Host,
+		Interval: recordedMs(p.HeartbeatIntervalMs, 0), Stale: recordedMs(p.StaleThresholdMs, 0),
+	}
 }
 
 // data turns a backend result into a DataReply.

@@ -33,8 +33,9 @@ const (
 )
 
 // Data is the content of one {id}.operation.json file. Its JSON keys are
-// those of the Dart ledger, plus description, participants, failure and the
-// participantId/host of temp resources.
+// those of the Dart ledger, plus description, participants (with their
+// heartbeat settings), failure and the participantId/host of temp
+// resources.
 //
 // A *Data handed out by the Store is shared and must not be modified; use
 // Clone to get a copy that may be.
@@ -86,6 +87,11 @@ type Participant struct {
 	JoinedAt      Time   `json:"joinedAt"`      // when the process first joined
 	LastHeartbeat Time   `json:"lastHeartbeat"` // its last heartbeat
 	State         string `json:"state"`         // active, left or crashed
+	// HeartbeatIntervalMs and StaleThresholdMs are the participant's own
+	// heartbeat settings, by which the others judge it. Zero (absent, as
+	// the Dart ledger writes) means the defaults, 5s and 15s.
+	HeartbeatIntervalMs int `json:"heartbeatIntervalMs,omitempty"`
+	StaleThresholdMs    int `json:"staleThresholdMs,omitempty"`
 }
 
 // Failure records why an operation failed.

@@ -192,6 +192,12 @@ func (e *encoder) encode(d *Data) {
 			e.time("joinedAt", p.JoinedAt)
 			e.time("lastHeartbeat", p.LastHeartbeat)
 			e.str("state", p.State)
+			if p.HeartbeatIntervalMs != 0 {
+				e.int("heartbeatIntervalMs", p.HeartbeatIntervalMs)
+			}
+			if p.StaleThresholdMs != 0 {
+				e.int("staleThresholdMs", p.StaleThresholdMs)
+			}
 			e.close('}')
 		}
 		e.close(']')

@@ -71,7 +71,11 @@ func fullData() *Data {
 			{Path: "/tmp/x", Owner: 42, RegisteredAt: t0, ParticipantID: "alice", Host: "h1"},
 			{Path: "/tmp/y", Owner: 7, RegisteredAt: t0},
 		},
-		Participants:       []Participant{{ParticipantID: "alice", PID: 42, Host: "h1", Sessions: 2, JoinedAt: t0, LastHeartbeat: t0, State: ParticipantActive}},
+		Participants: []Participant{
+			{ParticipantID: "alice", PID: 42, Host: "h1", Sessions: 2, JoinedAt: t0, LastHeartbeat: t0, State: ParticipantActive,
+				HeartbeatIntervalMs: 5000, StaleThresholdMs: 15000},
+			{ParticipantID: "dart", PID: 7, Host: "h2", Sessions: 1, JoinedAt: t0, LastHeartbeat: t0, State: ParticipantLeft},
+		},
 		DetectionTimestamp: &det, RemovalTimestamp: &det,
 		Failure: &Failure{FailedAt: det, Reason: "boom", ParticipantID: "bob", CrashedCallIDs: []string{"call_bob_1_cd34"}},
 	}
@@ -117,6 +121,7 @@ func TestEncodeMatchesEncodingJSON(t *testing.T) {
 			d.CallFrames[0].PID = -1
 			d.TempResources[0].Owner = 1 << 62
 			d.Participants[0].Sessions = 0
+			d.Participants[0].HeartbeatIntervalMs, d.Participants[0].StaleThresholdMs = -1, 1<<40
 		}},
 	}
 	for i, s := range nasty {
@@ -274,6 +279,7 @@ func FuzzEncode(f *testing.F) {
 		data.CallFrames[1].Resources = []string{a, b, c, d}
 		data.TempResources[1].Path, data.TempResources[1].Owner = d, n
 		data.Participants[0].ParticipantID = c
+		data.Participants[1].HeartbeatIntervalMs, data.Participants[1].StaleThresholdMs = n, -n
 		data.Failure.Reason = a + b
 		if flag {
 			data.CallFrames = append(data.CallFrames, CallFrame{CallID: a, Description: b})

@@ -157,9 +157,14 @@ type Participant struct {
 	ParticipantID  string `json:"participantId"`
 	ParticipantPID int    `json:"participantPid"`
 	Host           string `json:"host"`
+	// HeartbeatIntervalMs and StaleThresholdMs are the participant's own
+	// heartbeat settings, written into its record on create and join (not
+	// in Dart). Absent means the defaults, 5s and 15s.
+	HeartbeatIntervalMs int `json:"heartbeatIntervalMs,omitempty"`
+	StaleThresholdMs    int `json:"staleThresholdMs,omitempty"`
 }
 
-// Validate checks the three fields.
+// Validate checks the fields.
 func (p *Participant) Validate() error { return p.validate("") }
 
 func (p *Participant) validate(prefix string) error {
@@ -177,6 +182,12 @@ func (p *Participant) validate(prefix string) error {
 	}
 	if reason := checkHost(p.Host); reason != "" {
 		return &FieldError{prefix + "host", reason}
+	}
+	if p.HeartbeatIntervalMs < 0 {
+		return &FieldError{prefix + "heartbeatIntervalMs", "negative"}
+	}
+	if p.StaleThresholdMs < 0 {
+		return &FieldError{prefix + "staleThresholdMs", "negative"}
 	}
 	return nil
 }
