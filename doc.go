@@ -130,7 +130,12 @@
 // is judged by its own settings: its record carries its HeartbeatInterval
 // and StaleThreshold (heartbeatIntervalMs and staleThresholdMs, written on
 // create and join), and a record without them, as the Dart ledger writes,
-// has the defaults (5s and 15s).
+// has the defaults (5s and 15s). On the local backend a heartbeat also
+// touches the participant's liveness file, which needs no lock of the
+// operation, and observers on the same host count a change of its time as
+// a beat: a participant whose ledger heartbeat waits for a lock that call
+// traffic keeps busy is not stale. (The ledger heartbeat is still written,
+// for observers on other hosts and readers of State.)
 //
 // The first observer records the crash under the file lock (CRASH_DETECTED,
 // detectionTimestamp, the participant and its frames crashed) and becomes

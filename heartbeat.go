@@ -7,6 +7,7 @@ import (
 	"os"
 	"slices"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/tomdist/ledger/internal/store"
@@ -80,15 +81,21 @@ func (e *HeartbeatError) Unwrap() error { return e.Cause }
 // taken in, participants that stopped beating or whose liveness lock is
 // free are reported crashed, and the coordinator of a failure finishes it.
 //
+// On the local backend a heartbeat is two things: a touch of this
+// process's liveness file, which needs no lock of the operation and is
+// done by a goroutine of its own, and the ledger write, whose lock wait may
+// take as long as call traffic makes it. Observers on the same host count
+// either as a beat, so a busy lock never makes a live process stale.
+//
 // Staleness is judged on this process's monotonic clock, from the moment it
-// last saw a participant's heartbeat change, so wall clocks that disagree
-// between hosts never cause a verdict.
+// last saw a participant's heartbeat (or liveness file) change, so wall
+// clocks that disagree between hosts never cause a verdict.
 type monitor struct {
 	st     *opState
 	stop   chan struct{} // closed to stop the loop
 	done   chan struct{} // closed when the loop has returned
 	once   sync.Once     // guards close(stop)
-	paused chan bool     // StartHeartbeat/StopHeartbeat
+	paused atomic.Bool   // StopHeartbeat: neither beats nor touches
 	notes  notifier
 
 	mu           sync.Mutex // guards the fields below
@@ -98,26 +105,30 @@ type monitor struct {
 	abortSent    bool      // abortFlagSet reported
 }
 
-// seenBeat is the last heartbeat seen of a participant and when (on this
-// process's monotonic clock) it was first seen with that value.
+// seenBeat is the last heartbeat and liveness file time seen of a
+// participant and when (on this process's monotonic clock) either was
+// first seen with its value.
 type seenBeat struct {
-	beat store.Time
-	at   time.Time
+	beat  store.Time
+	touch time.Time // zero for a participant without a liveness file here
+	at    time.Time
 }
 
 // startBackground starts the monitor of st; opState.end stops it.
 func (st *opState) startBackground() {
 	m := &monitor{
-		st:     st,
-		stop:   make(chan struct{}),
-		done:   make(chan struct{}),
-		paused: make(chan bool),
-		seen:   make(map[string]seenBeat),
+		st:   st,
+		stop: make(chan struct{}),
+		done: make(chan struct{}),
+		seen: make(map[string]seenBeat),
 	}
 	m.notes.wake = make(chan struct{}, 1)
 	st.mon = m
 	st.c.goTracked(m.run)
 	st.c.goTracked(func() { m.notes.run(st, m.stop) })
+	if st.live != nil {
+		st.c.goTracked(m.touchLoop)
+	}
 }
 
 // halt stops the monitor; it is safe to call more than once and from the
@@ -145,21 +156,51 @@ func (m *monitor) run() {
 		defer t.Stop()
 		poll = t.C
 	}
-	paused := false
 	for {
 		select {
 		case <-m.stop:
 			return
 		case <-m.st.c.life.Done():
 			return
-		case paused = <-m.paused:
 		case <-beat.C:
-			if !paused {
+			if !m.paused.Load() {
 				m.beat(m.st.c.life)
 			}
 			beat.Reset(jitter(o.HeartbeatInterval))
 		case <-poll:
 			m.poll(m.st.c.life)
+		}
+	}
+}
+
+// touchLoop touches this process's liveness file every HeartbeatInterval
+// (with jitter) while beats are not paused. It never waits for the ledger,
+// so however long a ledger heartbeat waits for the operation's lock,
+// observers on this host keep seeing this process beat.
+func (m *monitor) touchLoop() {
+	o := m.st.c.opts
+	t := time.NewTimer(jitter(o.HeartbeatInterval))
+	defer t.Stop()
+	for {
+		select {
+		case <-m.stop:
+			return
+		case <-m.st.c.life.Done():
+			return
+		case <-t.C:
+			if !m.paused.Load() {
+				m.touch()
+			}
+			t.Reset(jitter(o.HeartbeatInterval))
+		}
+	}
+}
+
+// touch sets the time of this process's liveness file, if it has one.
+func (m *monitor) touch() {
+	if live := m.st.live; live != nil {
+		if err := live.Touch(); err != nil {
+			m.report(HeartbeatIOError, "could not touch the liveness file", err)
 		}
 	}
 }
@@ -223,6 +264,7 @@ func (m *monitor) beat(parent context.Context) (HeartbeatResult, error) {
 	if age > st.c.opts.StaleThreshold {
 		m.report(HeartbeatStale, "this process's own heartbeat was late by "+age.String(), nil)
 	}
+	m.touch()
 
 	d, err := st.c.b.heartbeat(ctx, st.id, st.c.who)
 	if err != nil {
@@ -257,8 +299,8 @@ func (m *monitor) beatFailed(ctx context.Context, err error) error {
 	return m.report(HeartbeatIOError, "heartbeat failed", err)
 }
 
-// poll reads the state and checks the liveness locks of the participants
-// on this host.
+// poll reads the state and judges it; judge checks the liveness files of
+// the participants on this host.
 func (m *monitor) poll(parent context.Context) {
 	st := m.st
 	ctx, cancel := m.opCtx(parent)
@@ -267,19 +309,35 @@ func (m *monitor) poll(parent context.Context) {
 	if err != nil {
 		return // the next beat reports it
 	}
-	if lb, ok := st.c.b.(livenessBackend); ok && d.OperationState != store.StateCompleted {
-		for _, p := range d.Participants {
-			if p.State != store.ParticipantActive || p.Host != st.c.who.Host || p.Key() == st.c.who.key() {
-				continue
+	m.judge(ctx, d)
+}
+
+// probeLiveness looks at the liveness files of the other active
+// participants of d on this host (on the local backend): it returns those
+// whose lock is free, which are gone, and the time of the last touch of the
+// others, by Key.
+func (m *monitor) probeLiveness(d *store.Data) (dead []participant, touched map[string]time.Time) {
+	lb, ok := m.st.c.b.(livenessBackend)
+	if !ok || d.OperationState == store.StateCompleted {
+		return nil, nil
+	}
+	who := m.st.c.who
+	for i := range d.Participants {
+		p := &d.Participants[i]
+		if p.State != store.ParticipantActive || p.Host != who.Host || p.Key() == who.key() {
+			continue
+		}
+		switch pr := lb.probe(m.st.id, participantOf(p)); {
+		case pr.Dead:
+			dead = append(dead, participantOf(p))
+		case pr.Exists:
+			if touched == nil {
+				touched = make(map[string]time.Time)
 			}
-			if lb.dead(st.id, participantOf(&p)) {
-				if nd := m.crash(ctx, participantOf(&p), store.Time{}); nd != nil {
-					d = nd
-				}
-			}
+			touched[p.Key()] = pr.Beat
 		}
 	}
-	m.judge(ctx, d)
+	return dead, touched
 }
 
 // judge takes in a state read from the ledger and returns what a heartbeat
@@ -287,6 +345,12 @@ func (m *monitor) poll(parent context.Context) {
 // that hands the result out copies it first. (The liveness poll runs judge
 // several times a second and needs no copy.)
 func (m *monitor) judge(ctx context.Context, d *store.Data) HeartbeatResult {
+	dead, touched := m.probeLiveness(d)
+	for _, p := range dead {
+		if nd := m.crash(ctx, p, store.Time{}); nd != nil {
+			d = nd
+		}
+	}
 	st, now := m.st, time.Now()
 	r := HeartbeatResult{
 		AbortFlag:         d.Aborted,
@@ -311,8 +375,12 @@ func (m *monitor) judge(ctx context.Context, d *store.Data) HeartbeatResult {
 			continue
 		}
 		s, ok := m.seen[k]
-		if !ok || !s.beat.Equal(p.LastHeartbeat.Time) {
-			s = seenBeat{beat: p.LastHeartbeat, at: now}
+		touch, local := touched[k]
+		if !ok || !s.beat.Equal(p.LastHeartbeat.Time) || local && !touch.Equal(s.touch) {
+			if !local {
+				touch = s.touch
+			}
+			s = seenBeat{beat: p.LastHeartbeat, touch: touch, at: now}
 			m.seen[k] = s
 		}
 		r.ParticipantAges[k] = now.Sub(s.at)
@@ -534,12 +602,7 @@ func (op *Operation) StopHeartbeat() { op.st.mon.setPaused(true) }
 // from the start of the operation; calling it otherwise has no effect.
 func (op *Operation) StartHeartbeat() { op.st.mon.setPaused(false) }
 
-func (m *monitor) setPaused(p bool) {
-	select {
-	case m.paused <- p:
-	case <-m.stop:
-	}
-}
+func (m *monitor) setPaused(p bool) { m.paused.Store(p) }
 
 func isClosed(ch <-chan struct{}) bool {
 	select {

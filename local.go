@@ -346,12 +346,8 @@ func failureInfo(d *store.Data) OperationFailedInfo {
 	return info
 }
 
-func (b *localBackend) holdLiveness(id string, who participant) (func(), error) {
-	l, err := b.st.HoldLiveness(id, who.ID, who.PID)
-	if err != nil {
-		return nil, err
-	}
-	return l.Release, nil
+func (b *localBackend) holdLiveness(id string, who participant) (*store.Liveness, error) {
+	return b.st.HoldLiveness(id, who.ID, who.PID)
 }
 
 func (b *localBackend) heartbeat(ctx context.Context, id string, who participant) (*store.Data, error) {
@@ -468,8 +464,8 @@ func (b *localBackend) finishCleanup(ctx context.Context, id string, who partici
 	})
 }
 
-func (b *localBackend) dead(id string, p participant) bool {
-	return b.st.Dead(id, p.ID, p.PID)
+func (b *localBackend) probe(id string, p participant) store.LiveProbe {
+	return b.st.ProbeLiveness(id, p.ID, p.PID)
 }
 
 // sweepLoop sweeps the directory for orphans when the ledger opens and then

@@ -114,9 +114,9 @@ type opState struct {
 	ctx    context.Context
 	cancel context.CancelCauseFunc
 
-	aborted chan struct{} // closed by abort
-	failed  chan struct{} // closed by fail
-	release func()        // drops the liveness lock; nil for remote
+	aborted chan struct{}   // closed by abort
+	failed  chan struct{}   // closed by fail
+	live    *store.Liveness // the held liveness lock; nil for remote
 	mon     *monitor
 
 	mu          sync.Mutex // guards the fields below
@@ -168,9 +168,10 @@ func (c *client) JoinOperation(ctx context.Context, id string, opts JoinOptions)
 // livenessBackend is implemented by backends that can prove a process alive
 // to the others on the same host.
 type livenessBackend interface {
-	holdLiveness(id string, who participant) (release func(), err error)
-	// dead reports whether p's liveness lock proves it gone.
-	dead(id string, p participant) bool
+	holdLiveness(id string, who participant) (*store.Liveness, error)
+	// probe reports what p's liveness file shows: its lock free (p is
+	// gone), and the time of p's last touch (a beat without the lock).
+	probe(id string, p participant) store.LiveProbe
 }
 
 // open adds a session to operation id, creating the process's state of it
@@ -197,12 +198,12 @@ func (c *client) open(ctx context.Context, id string, cb OperationCallback, writ
 
 	if first {
 		if lb, ok := c.b.(livenessBackend); ok {
-			release, err := lb.holdLiveness(id, c.who)
+			live, err := lb.holdLiveness(id, c.who)
 			if err != nil {
 				c.forget(st)
 				return nil, err
 			}
-			st.release = release
+			st.live = live
 		}
 	}
 	d, err := write(ctx)
@@ -276,8 +277,8 @@ func (st *opState) end(err error) bool {
 		st.mon.halt()
 	}
 	st.cancel(err)
-	if st.release != nil {
-		st.release()
+	if st.live != nil {
+		st.live.Release()
 	}
 	Cleanup().removeOp(st, temps)
 	return true

@@ -9,6 +9,7 @@ import (
 	"path/filepath"
 	"slices"
 	"strings"
+	"sync"
 	"time"
 
 	"golang.org/x/sys/unix"
@@ -215,10 +216,12 @@ func checkLiveness(id, participant string) error {
 }
 
 // Liveness is a held liveness lock: proof to other processes on this host
-// that the participant process is alive.
+// that the participant process is alive. It is safe for concurrent use.
 type Liveness struct {
-	f    *os.File
 	path string
+
+	mu sync.Mutex // guards f
+	f  *os.File   // nil once released
 }
 
 // HoldLiveness creates and locks the liveness file of a participant
@@ -265,30 +268,70 @@ func (s *Store) createLiveTemp(id string) (f *os.File, err error) {
 
 // Release drops the lock and deletes the file, and the liveness directory
 // once it is empty, so that nothing is left of a participant that is gone.
+// Later calls do nothing.
 func (l *Liveness) Release() {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if l.f == nil {
+		return
+	}
 	os.Remove(l.path)
 	l.f.Close()
+	l.f = nil
 	os.Remove(filepath.Dir(l.path)) // fails, as it should, while others live
 }
 
-// Dead reports whether the liveness file of a participant process exists and
-// is not locked: then the process that locked it is gone. A missing file
-// proves nothing (the participant may use a remote backend), so it is not
-// dead.
-func (s *Store) Dead(id, participant string, pid int) bool {
-	if checkLiveness(id, participant) != nil {
-		return false
+// Touch sets the modification time of the liveness file to now. It is a
+// heartbeat that needs no lock of the operation: observers on this host
+// take a change of the time as a beat (see ProbeLiveness), so a process
+// whose ledger heartbeats wait for a busy lock is still seen beating.
+// After Release it does nothing.
+func (l *Liveness) Touch() error {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if l.f == nil {
+		return nil
 	}
-	f, err := os.Open(s.livePath(id, participant, pid))
+	now := unix.NsecToTimeval(time.Now().UnixNano())
+	return unix.Futimes(int(l.f.Fd()), []unix.Timeval{now, now})
+}
+
+// LiveProbe is what the liveness file of a participant process shows.
+type LiveProbe struct {
+	Exists bool      // there is a liveness file (a regular file, not a link)
+	Dead   bool      // it exists and is not locked: its process is gone
+	Beat   time.Time // its modification time: the process's last Touch
+}
+
+// ProbeLiveness looks at the liveness file of a participant process. A
+// missing file proves nothing (the participant may use a remote backend),
+// so it is not dead; nor is anything but a regular file, which no
+// participant creates.
+func (s *Store) ProbeLiveness(id, participant string, pid int) LiveProbe {
+	if checkLiveness(id, participant) != nil {
+		return LiveProbe{}
+	}
+	f, err := os.OpenFile(s.livePath(id, participant, pid), os.O_RDONLY|unix.O_NOFOLLOW|unix.O_NONBLOCK, 0)
 	if err != nil {
-		return false
+		return LiveProbe{}
 	}
 	defer f.Close()
-	if err := unix.Flock(int(f.Fd()), unix.LOCK_SH|unix.LOCK_NB); err != nil {
-		return false
+	fi, err := f.Stat()
+	if err != nil || !fi.Mode().IsRegular() {
+		return LiveProbe{}
 	}
-	unix.Flock(int(f.Fd()), unix.LOCK_UN)
-	return true
+	p := LiveProbe{Exists: true, Beat: fi.ModTime()}
+	if unix.Flock(int(f.Fd()), unix.LOCK_SH|unix.LOCK_NB) == nil {
+		unix.Flock(int(f.Fd()), unix.LOCK_UN)
+		p.Dead = true
+	}
+	return p
+}
+
+// Dead reports whether the liveness file of a participant process exists and
+// is not locked: then the process that locked it is gone.
+func (s *Store) Dead(id, participant string, pid int) bool {
+	return s.ProbeLiveness(id, participant, pid).Dead
 }
 
 // RemoveLiveness deletes the liveness file of a participant found dead.
