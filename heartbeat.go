@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"math/rand/v2"
-	"os"
 	"slices"
 	"sync"
 	"sync/atomic"
@@ -420,16 +419,17 @@ func (m *monitor) judge(ctx context.Context, d *store.Data) HeartbeatResult {
 }
 
 // crash reports victim crashed and, if this process became the
-// coordinator, deletes the victim's temp resources on this host. It
-// returns the new state, or nil if nothing changed.
+// coordinator, deletes the victim's temp resources that the rule allows
+// (see tempCleaner: on the local backend only). It returns the new state,
+// or nil if nothing changed.
 func (m *monitor) crash(ctx context.Context, victim participant, seen store.Time) *store.Data {
+	temps := m.st.c.temps()
+	paths := temps.collect(m.st.id, victim) // before the report archives them
 	rep, err := m.st.c.b.reportCrash(ctx, m.st.id, m.st.c.who, victim, seen)
 	if err != nil || !rep.Crashed {
 		return nil
 	}
-	for _, path := range rep.Temps {
-		os.RemoveAll(path)
-	}
+	temps.remove(m.st.id, victim, paths)
 	return rep.Data
 }
 
@@ -594,8 +594,9 @@ func (op *Operation) Heartbeat(ctx context.Context) (HeartbeatResult, error) {
 }
 
 // StopHeartbeat pauses the automatic heartbeats of this process on the
-// operation (for every session). Other participants will declare it
-// crashed once its heartbeat is older than their stale threshold.
+// operation (for every session), the touches of its liveness file
+// included. Other participants will declare it crashed once its heartbeat
+// is older than its stale threshold.
 func (op *Operation) StopHeartbeat() { op.st.mon.setPaused(true) }
 
 // StartHeartbeat resumes automatic heartbeats after StopHeartbeat. They run

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"path/filepath"
 	"strings"
 	"sync"
 	"time"
@@ -85,6 +86,16 @@ type Options struct {
 	// while operations are open. Programs that handle signals themselves
 	// should set it and call Cleanup().Run.
 	NoSignalHandler bool
+
+	// TempRoots are the directories below which temp resources may lie.
+	// RegisterTempResource refuses (ErrInvalidArgument) a path whose
+	// cleaned absolute form is not below one of them, and a LocalLedger
+	// deletes the temp resources of a crashed process of its user only
+	// below them (see the package doc, Temporary files). Symbolic links
+	// in a root itself are followed; below a root, none ever is. Relative
+	// roots are taken from the working directory of Connect. Zero means
+	// the system temp directory, os.TempDir().
+	TempRoots []string
 
 	// SignalGrace bounds how long the cleanup callbacks may run after
 	// SIGINT or SIGTERM before the process dies anyway (see
@@ -185,9 +196,34 @@ func (o Options) withDefaults() (Options, error) {
 	if o.SignalGrace == 0 {
 		o.SignalGrace = DefaultSignalGrace
 	}
+	roots, err := tempRoots(o.TempRoots)
+	if err != nil {
+		return o, err
+	}
+	o.TempRoots = roots
 	o.MaxBackups = keep(o.MaxBackups, DefaultMaxBackups)
 	o.MaxTrail = keep(o.MaxTrail, DefaultMaxTrail)
 	return o, nil
+}
+
+// tempRoots returns the roots of Options.TempRoots in a new slice, cleaned
+// and absolute; none means the system temp directory.
+func tempRoots(roots []string) ([]string, error) {
+	if len(roots) == 0 {
+		roots = []string{os.TempDir()}
+	}
+	out := make([]string, len(roots))
+	for i, r := range roots {
+		if r == "" || strings.ContainsRune(r, 0) {
+			return nil, fmt.Errorf("ledger: Options.TempRoots[%d] (%q) is not a directory name", i, r)
+		}
+		abs, err := filepath.Abs(r)
+		if err != nil {
+			return nil, fmt.Errorf("ledger: Options.TempRoots[%d]: %w", i, err)
+		}
+		out[i] = abs
+	}
+	return out, nil
 }
 
 // keep turns a count option into the store's: zero means def, and a
@@ -281,6 +317,11 @@ type participant struct {
 	// it by. Zero, for a participant known by name only (a victim) or a
 	// client that does not send them, writes none: the defaults apply.
 	Interval, Stale time.Duration
+	// viaServer marks a participant that a ledger server acts for: its
+	// temp resources are recorded as registered through the server, and
+	// a crash it reports leaves the victim's temp records listed, as it
+	// deletes none. Only the server sets it.
+	viaServer bool
 }
 
 // participantOf names the participant process of a record.

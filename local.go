@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"os"
 	"slices"
 	"strings"
 	"time"
@@ -34,7 +33,7 @@ func NewLocalLedger(o Options) (*LocalLedger, error) {
 		return nil, fmt.Errorf("ledger: open %s: %w", o.BasePath, err)
 	}
 	l := &LocalLedger{store: st}
-	b := &localBackend{st: st}
+	b := &localBackend{st: st, temps: newTempCleaner(st, o)}
 	l.client = newClient(o, b)
 	l.goTracked(func() { b.sweepLoop(l.life, l.who, o.StaleThreshold) })
 	return l, nil
@@ -51,6 +50,15 @@ func storeOptions(o Options) store.Options {
 	}
 }
 
+// temps returns what deletes the temp resources of dead processes for
+// the client: a LocalLedger's tempCleaner, or nil.
+func (c *client) temps() *tempCleaner {
+	if b, ok := c.b.(*localBackend); ok {
+		return b.temps
+	}
+	return nil
+}
+
 // BasePath returns the ledger directory.
 func (l *LocalLedger) BasePath() string { return l.store.Dir() }
 
@@ -58,6 +66,9 @@ func (l *LocalLedger) BasePath() string { return l.store.Dir() }
 // too, so the rules of every change live here once.
 type localBackend struct {
 	st *store.Store
+	// temps deletes the temp resources of dead processes that the orphan
+	// sweep finds; nil for the ledger server, which deletes none.
+	temps *tempCleaner
 }
 
 func (b *localBackend) close() error { return b.st.Close() }
@@ -311,8 +322,13 @@ func (b *localBackend) registerTemp(ctx context.Context, id string, who particip
 		if slices.ContainsFunc(d.TempResources, func(r store.TempResource) bool { return r.Path == path }) {
 			return store.ErrNoChange
 		}
+		via := store.ViaLocal
+		if who.viaServer {
+			via = store.ViaServer
+		}
 		d.TempResources = append(d.TempResources, store.TempResource{
 			Path: path, Owner: who.PID, RegisteredAt: store.Now(), ParticipantID: who.ID, Host: who.Host,
+			RegisteredVia: via,
 		})
 		tx.Log("DEBUG", who.ID, "TEMP_REGISTERED "+path)
 		return nil
@@ -372,9 +388,6 @@ type crashReport struct {
 	// Crashed is true when this report declared the victim crashed (and
 	// the reporter became the coordinator of what follows).
 	Crashed bool
-	// Temps are the victim's temp resources on the reporter's host, now
-	// removed from the ledger: the reporter deletes them.
-	Temps []string
 }
 
 func (b *localBackend) reportCrash(ctx context.Context, id string, who, victim participant, seen store.Time) (crashReport, error) {
@@ -387,7 +400,7 @@ func (b *localBackend) reportCrash(ctx context.Context, id string, who, victim p
 		if !seen.IsZero() && !tx.Data.Participants[i].LastHeartbeat.Equal(seen.Time) {
 			return store.ErrNoChange // it beat since the reporter looked
 		}
-		rep.Temps = markCrashed(tx, who, victim)
+		markCrashed(tx, who, victim)
 		rep.Crashed = true
 		return nil
 	})
@@ -398,10 +411,11 @@ func (b *localBackend) reportCrash(ctx context.Context, id string, who, victim p
 // markCrashed records that the victim process is gone, as seen by who:
 // its participant record and frames are marked crashed (CRASH_DETECTED);
 // its contained frames are removed; if a frame fails on crash, the
-// operation fails with who as coordinator. It returns the victim's temp
-// resources on who's host, which it removes from the ledger for who to
-// delete.
-func markCrashed(tx *store.Tx, who, victim participant) []string {
+// operation fails with who as coordinator. The victim's temp records that
+// who will try to delete (see tempsHandledBy) leave the ledger; who
+// deletes only what the victim's temp registry lists, never what the
+// ledger does.
+func markCrashed(tx *store.Tx, who, victim participant) {
 	d := tx.Data
 	d.Participants[d.Participant(victim.ID, victim.Host, victim.PID)].State = store.ParticipantCrashed
 	var failing, contained []string
@@ -421,19 +435,22 @@ func markCrashed(tx *store.Tx, who, victim participant) []string {
 	d.CallFrames = slices.DeleteFunc(d.CallFrames, func(f store.CallFrame) bool {
 		return f.State == store.FrameCrashed && !f.FailOnCrash
 	})
-	var temps []string
 	d.TempResources = slices.DeleteFunc(d.TempResources, func(r store.TempResource) bool {
-		mine := r.ParticipantID == victim.ID && r.Owner == victim.PID && r.Host == who.Host
-		if mine {
-			temps = append(temps, r.Path)
-		}
-		return mine
+		return r.ParticipantID == victim.ID && r.Owner == victim.PID && tempsHandledBy(r, who)
 	})
 	if len(failing) > 0 && d.OperationState == store.StateRunning {
 		reason := fmt.Sprintf("participant %s crashed", victim.key())
 		recordFailure(tx, who, victim.ID, reason, failing)
 	}
-	return temps
+}
+
+// tempsHandledBy reports whether who, cleaning up after the temp
+// resource's registrant, will try to delete it: a LocalLedger on its host
+// does, for a path registered through a LocalLedger; a participant acting
+// through a server never does. Such records leave the ledger then; others
+// stay listed, as nobody will delete them.
+func tempsHandledBy(r store.TempResource, who participant) bool {
+	return r.RegisteredVia == store.ViaLocal && r.Host == who.Host && !who.viaServer
 }
 
 func (b *localBackend) cleanedUp(ctx context.Context, id string, who participant) (*store.Data, error) {
@@ -500,18 +517,19 @@ func (b *localBackend) sweep(ctx context.Context, who participant) {
 		if err != nil || d.Finished() || !b.orphaned(d, who) {
 			continue
 		}
-		var temps []string
+		// Read the temp registries first: the sweep archives the
+		// operation, and its liveness directory with them.
+		temps := b.orphanTemps(d)
 		_, err = b.update(ctx, id, func(tx *store.Tx) error {
 			if !b.orphaned(tx.Data, who) {
 				return store.ErrNoChange
 			}
-			temps = orphanTemps(tx.Data, who)
 			sweepOrphan(tx, who)
 			return nil
 		})
 		if err == nil {
-			for _, p := range temps {
-				os.RemoveAll(p)
+			for p, paths := range temps {
+				b.temps.remove(id, p, paths)
 			}
 		}
 	}
@@ -552,15 +570,24 @@ func (b *localBackend) gone(id string, p *store.Participant, who participant) bo
 	return time.Since(p.LastHeartbeat.Time) > limit && !b.st.HasLiveness(id, p.ParticipantID, p.PID)
 }
 
-// orphanTemps returns the temp resources of d on who's host.
-func orphanTemps(d *store.Data, who participant) []string {
-	var paths []string
-	for _, r := range d.TempResources {
-		if r.Host == who.Host {
-			paths = append(paths, r.Path)
+// orphanTemps returns what the temp registries of the participant
+// processes of d that died (or are about to be declared dead) allow this
+// ledger to delete (see tempCleaner); nothing for the ledger server.
+func (b *localBackend) orphanTemps(d *store.Data) map[participant][]string {
+	if b.temps == nil {
+		return nil
+	}
+	temps := make(map[participant][]string)
+	for i := range d.Participants {
+		p := &d.Participants[i]
+		if p.State == store.ParticipantLeft {
+			continue
+		}
+		if paths := b.temps.collect(d.OperationID, participantOf(p)); len(paths) > 0 {
+			temps[participantOf(p)] = paths
 		}
 	}
-	return paths
+	return temps
 }
 
 // sweepOrphan fails an orphaned operation and removes everything of it.
@@ -575,7 +602,7 @@ func sweepOrphan(tx *store.Tx, who participant) {
 			d.Participants[i].State = store.ParticipantCrashed
 		}
 	}
-	d.TempResources = slices.DeleteFunc(d.TempResources, func(r store.TempResource) bool { return r.Host == who.Host })
+	d.TempResources = slices.DeleteFunc(d.TempResources, func(r store.TempResource) bool { return tempsHandledBy(r, who) })
 	tx.Log("ERROR", who.ID, "CRASH_DETECTED all participants are gone (orphan sweep)")
 	if d.OperationState == store.StateRunning {
 		now := store.Now()

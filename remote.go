@@ -424,7 +424,6 @@ func (b *remoteBackend) reportCrash(ctx context.Context, id string, who, victim 
 	var r struct {
 		Data    *store.Data `json:"data"`
 		Crashed bool        `json:"crashed"`
-		Temps   []string    `json:"temps"`
 	}
 	if err := b.post(ctx, wire.PathCrash, false, req, &r); err != nil {
 		return crashReport{}, err
@@ -432,7 +431,7 @@ func (b *remoteBackend) reportCrash(ctx context.Context, id string, who, victim 
 	if r.Data == nil {
 		return crashReport{}, fmt.Errorf("ledger: %s: the server answered without the state", wire.PathCrash)
 	}
-	return crashReport{Data: r.Data, Crashed: r.Crashed, Temps: r.Temps}, nil
+	return crashReport{Data: r.Data, Crashed: r.Crashed}, nil
 }
 
 func (b *remoteBackend) cleanedUp(ctx context.Context, id string, who participant) (*store.Data, error) {

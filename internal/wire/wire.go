@@ -132,9 +132,6 @@ type CrashReply struct {
 	Data    json.RawMessage `json:"data"`
 	// Crashed is true when this report declared the victim crashed.
 	Crashed bool `json:"crashed"`
-	// Temps are the victim's temp resources on the reporter's host, removed
-	// from the ledger for the reporter to delete.
-	Temps []string `json:"temps,omitempty"`
 }
 
 // Request is implemented by every request body: Validate reports the first
@@ -379,7 +376,8 @@ func (r *CallFailRequest) Validate() error {
 }
 
 // TempRequest registers or unregisters a temp resource of the participant.
-// The server records the path; it never touches it.
+// The server records the path as registered through it; it never touches
+// it, and no other participant deletes it.
 type TempRequest struct {
 	Participant
 	OperationID string `json:"operationId"`
