@@ -517,21 +517,17 @@ func (b *localBackend) sweep(ctx context.Context, who participant) {
 		if err != nil || d.Finished() || !b.orphaned(d, who) {
 			continue
 		}
-		// Read the temp registries first: the sweep archives the
-		// operation, and its liveness directory with them.
-		temps := b.orphanTemps(d)
-		_, err = b.update(ctx, id, func(tx *store.Tx) error {
+		b.update(ctx, id, func(tx *store.Tx) error {
 			if !b.orphaned(tx.Data, who) {
 				return store.ErrNoChange
 			}
+			// Nobody else uses an orphan: its temp resources go under
+			// its lock, before it is archived (and its temp registries
+			// with it), so that whoever sees it archived sees them gone.
+			b.removeOrphanTemps(tx.Data)
 			sweepOrphan(tx, who)
 			return nil
 		})
-		if err == nil {
-			for p, paths := range temps {
-				b.temps.remove(id, p, paths)
-			}
-		}
 	}
 }
 
@@ -570,24 +566,18 @@ func (b *localBackend) gone(id string, p *store.Participant, who participant) bo
 	return time.Since(p.LastHeartbeat.Time) > limit && !b.st.HasLiveness(id, p.ParticipantID, p.PID)
 }
 
-// orphanTemps returns what the temp registries of the participant
-// processes of d that died (or are about to be declared dead) allow this
-// ledger to delete (see tempCleaner); nothing for the ledger server.
-func (b *localBackend) orphanTemps(d *store.Data) map[participant][]string {
+// removeOrphanTemps deletes what the temp registries of the participant
+// processes of the orphan d that died allow this ledger to delete (see
+// tempCleaner); the ledger server deletes nothing.
+func (b *localBackend) removeOrphanTemps(d *store.Data) {
 	if b.temps == nil {
-		return nil
+		return
 	}
-	temps := make(map[participant][]string)
 	for i := range d.Participants {
-		p := &d.Participants[i]
-		if p.State == store.ParticipantLeft {
-			continue
-		}
-		if paths := b.temps.collect(d.OperationID, participantOf(p)); len(paths) > 0 {
-			temps[participantOf(p)] = paths
+		if p := &d.Participants[i]; p.State != store.ParticipantLeft {
+			b.temps.remove(d.OperationID, participantOf(p), b.temps.collect(d.OperationID, participantOf(p)))
 		}
 	}
-	return temps
 }
 
 // sweepOrphan fails an orphaned operation and removes everything of it.
