@@ -373,17 +373,10 @@ func (m *monitor) judge(ctx context.Context, d *store.Data) HeartbeatResult {
 			r.ParticipantAges[k] = now.Sub(m.lastBeat)
 			continue
 		}
-		s, ok := m.seen[k]
 		touch, local := touched[k]
-		if !ok || !s.beat.Equal(p.LastHeartbeat.Time) || local && !touch.Equal(s.touch) {
-			if !local {
-				touch = s.touch
-			}
-			s = seenBeat{beat: p.LastHeartbeat, touch: touch, at: now}
-			m.seen[k] = s
-		}
-		r.ParticipantAges[k] = now.Sub(s.at)
-		if now.Sub(s.at) > staleAfter(&p) {
+		at := m.lastSeen(k, &p, touch, local, now)
+		r.ParticipantAges[k] = now.Sub(at)
+		if now.Sub(at) > staleAfter(&p) {
 			r.StaleParticipants = append(r.StaleParticipants, k)
 			stale = append(stale, p)
 		}
@@ -416,6 +409,21 @@ func (m *monitor) judge(ctx context.Context, d *store.Data) HeartbeatResult {
 		m.halt()
 	}
 	return r
+}
+
+// lastSeen returns when this process first saw the participant p (Key k)
+// as it is now: with its current heartbeat and, if local, with touch as
+// the time of its liveness file. m.mu is held.
+func (m *monitor) lastSeen(k string, p *store.Participant, touch time.Time, local bool, now time.Time) time.Time {
+	s, ok := m.seen[k]
+	if ok && s.beat.Equal(p.LastHeartbeat.Time) && (!local || touch.Equal(s.touch)) {
+		return s.at
+	}
+	if !local {
+		touch = s.touch
+	}
+	m.seen[k] = seenBeat{beat: p.LastHeartbeat, touch: touch, at: now}
+	return now
 }
 
 // crash reports victim crashed and, if this process became the
