@@ -4,9 +4,9 @@ import (
 	"context"
 	"errors"
 	"math/rand/v2"
-	"os"
 	"slices"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/tomdist/ledger/internal/store"
@@ -80,15 +80,21 @@ func (e *HeartbeatError) Unwrap() error { return e.Cause }
 // taken in, participants that stopped beating or whose liveness lock is
 // free are reported crashed, and the coordinator of a failure finishes it.
 //
+// On the local backend a heartbeat is two things: a touch of this
+// process's liveness file, which needs no lock of the operation and is
+// done by a goroutine of its own, and the ledger write, whose lock wait may
+// take as long as call traffic makes it. Observers on the same host count
+// either as a beat, so a busy lock never makes a live process stale.
+//
 // Staleness is judged on this process's monotonic clock, from the moment it
-// last saw a participant's heartbeat change, so wall clocks that disagree
-// between hosts never cause a verdict.
+// last saw a participant's heartbeat (or liveness file) change, so wall
+// clocks that disagree between hosts never cause a verdict.
 type monitor struct {
 	st     *opState
 	stop   chan struct{} // closed to stop the loop
 	done   chan struct{} // closed when the loop has returned
 	once   sync.Once     // guards close(stop)
-	paused chan bool     // StartHeartbeat/StopHeartbeat
+	paused atomic.Bool   // StopHeartbeat: neither beats nor touches
 	notes  notifier
 
 	mu           sync.Mutex // guards the fields below
@@ -98,26 +104,30 @@ type monitor struct {
 	abortSent    bool      // abortFlagSet reported
 }
 
-// seenBeat is the last heartbeat seen of a participant and when (on this
-// process's monotonic clock) it was first seen with that value.
+// seenBeat is the last heartbeat and liveness file time seen of a
+// participant and when (on this process's monotonic clock) either was
+// first seen with its value.
 type seenBeat struct {
-	beat store.Time
-	at   time.Time
+	beat  store.Time
+	touch time.Time // zero for a participant without a liveness file here
+	at    time.Time
 }
 
 // startBackground starts the monitor of st; opState.end stops it.
 func (st *opState) startBackground() {
 	m := &monitor{
-		st:     st,
-		stop:   make(chan struct{}),
-		done:   make(chan struct{}),
-		paused: make(chan bool),
-		seen:   make(map[string]seenBeat),
+		st:   st,
+		stop: make(chan struct{}),
+		done: make(chan struct{}),
+		seen: make(map[string]seenBeat),
 	}
 	m.notes.wake = make(chan struct{}, 1)
 	st.mon = m
 	st.c.goTracked(m.run)
 	st.c.goTracked(func() { m.notes.run(st, m.stop) })
+	if st.live != nil {
+		st.c.goTracked(m.touchLoop)
+	}
 }
 
 // halt stops the monitor; it is safe to call more than once and from the
@@ -145,16 +155,14 @@ func (m *monitor) run() {
 		defer t.Stop()
 		poll = t.C
 	}
-	paused := false
 	for {
 		select {
 		case <-m.stop:
 			return
 		case <-m.st.c.life.Done():
 			return
-		case paused = <-m.paused:
 		case <-beat.C:
-			if !paused {
+			if !m.paused.Load() {
 				m.beat(m.st.c.life)
 			}
 			beat.Reset(jitter(o.HeartbeatInterval))
@@ -164,12 +172,63 @@ func (m *monitor) run() {
 	}
 }
 
+// touchLoop touches this process's liveness file every HeartbeatInterval
+// (with jitter) while beats are not paused. It never waits for the ledger,
+// so however long a ledger heartbeat waits for the operation's lock,
+// observers on this host keep seeing this process beat.
+func (m *monitor) touchLoop() {
+	o := m.st.c.opts
+	t := time.NewTimer(jitter(o.HeartbeatInterval))
+	defer t.Stop()
+	for {
+		select {
+		case <-m.stop:
+			return
+		case <-m.st.c.life.Done():
+			return
+		case <-t.C:
+			if !m.paused.Load() {
+				m.touch()
+			}
+			t.Reset(jitter(o.HeartbeatInterval))
+		}
+	}
+}
+
+// touch sets the time of this process's liveness file, if it has one.
+func (m *monitor) touch() {
+	if live := m.st.live; live != nil {
+		if err := live.Touch(); err != nil {
+			m.report(HeartbeatIOError, "could not touch the liveness file", err)
+		}
+	}
+}
+
 // staleAfter is how long an observer waits for a participant's next beat
-// before declaring it crashed: the threshold, plus the longest gap between
-// two beats of a healthy participant (an interval, +10% jitter, and a
-// margin for a slow write).
-func staleAfter(o Options) time.Duration {
-	return o.StaleThreshold + o.HeartbeatInterval + o.HeartbeatInterval/4
+// before declaring it crashed: the participant's own threshold, plus the
+// longest gap between two beats of it while healthy (its interval, +10%
+// jitter, and a margin for a slow write). Each participant is judged by
+// the settings in its own record, never by the observer's.
+func staleAfter(p *store.Participant) time.Duration {
+	interval, stale := settingsOf(p)
+	return stale + interval + interval/4
+}
+
+// settingsOf returns the heartbeat settings of a participant record; a
+// record without them (the Dart ledger writes none) has the defaults.
+func settingsOf(p *store.Participant) (interval, stale time.Duration) {
+	return recordedMs(p.HeartbeatIntervalMs, DefaultHeartbeatInterval), recordedMs(p.StaleThresholdMs, DefaultStaleThreshold)
+}
+
+// maxRecordedMs bounds a recorded setting, so that sums of durations made
+// from a file's numbers cannot overflow (2^40 ms is about 35 years).
+const maxRecordedMs = 1 << 40
+
+func recordedMs(ms int, def time.Duration) time.Duration {
+	if ms <= 0 {
+		return def
+	}
+	return time.Duration(min(ms, maxRecordedMs)) * time.Millisecond
 }
 
 // jitter spreads d by ±10% so that participants do not beat in step.
@@ -204,6 +263,7 @@ func (m *monitor) beat(parent context.Context) (HeartbeatResult, error) {
 	if age > st.c.opts.StaleThreshold {
 		m.report(HeartbeatStale, "this process's own heartbeat was late by "+age.String(), nil)
 	}
+	m.touch()
 
 	d, err := st.c.b.heartbeat(ctx, st.id, st.c.who)
 	if err != nil {
@@ -238,8 +298,8 @@ func (m *monitor) beatFailed(ctx context.Context, err error) error {
 	return m.report(HeartbeatIOError, "heartbeat failed", err)
 }
 
-// poll reads the state and checks the liveness locks of the participants
-// on this host.
+// poll reads the state and judges it; judge checks the liveness files of
+// the participants on this host.
 func (m *monitor) poll(parent context.Context) {
 	st := m.st
 	ctx, cancel := m.opCtx(parent)
@@ -248,19 +308,35 @@ func (m *monitor) poll(parent context.Context) {
 	if err != nil {
 		return // the next beat reports it
 	}
-	if lb, ok := st.c.b.(livenessBackend); ok && d.OperationState != store.StateCompleted {
-		for _, p := range d.Participants {
-			if p.State != store.ParticipantActive || p.Host != st.c.who.Host || p.Key() == st.c.who.key() {
-				continue
+	m.judge(ctx, d)
+}
+
+// probeLiveness looks at the liveness files of the other active
+// participants of d on this host (on the local backend): it returns those
+// whose lock is free, which are gone, and the time of the last touch of the
+// others, by Key.
+func (m *monitor) probeLiveness(d *store.Data) (dead []participant, touched map[string]time.Time) {
+	lb, ok := m.st.c.b.(livenessBackend)
+	if !ok || d.OperationState == store.StateCompleted {
+		return nil, nil
+	}
+	who := m.st.c.who
+	for i := range d.Participants {
+		p := &d.Participants[i]
+		if p.State != store.ParticipantActive || p.Host != who.Host || p.Key() == who.key() {
+			continue
+		}
+		switch pr := lb.probe(m.st.id, participantOf(p)); {
+		case pr.Dead:
+			dead = append(dead, participantOf(p))
+		case pr.Exists:
+			if touched == nil {
+				touched = make(map[string]time.Time)
 			}
-			if lb.dead(st.id, participant{p.ParticipantID, p.PID, p.Host}) {
-				if nd := m.crash(ctx, participant{p.ParticipantID, p.PID, p.Host}, store.Time{}); nd != nil {
-					d = nd
-				}
-			}
+			touched[p.Key()] = pr.Beat
 		}
 	}
-	m.judge(ctx, d)
+	return dead, touched
 }
 
 // judge takes in a state read from the ledger and returns what a heartbeat
@@ -268,7 +344,13 @@ func (m *monitor) poll(parent context.Context) {
 // that hands the result out copies it first. (The liveness poll runs judge
 // several times a second and needs no copy.)
 func (m *monitor) judge(ctx context.Context, d *store.Data) HeartbeatResult {
-	st, o, now := m.st, m.st.c.opts, time.Now()
+	dead, touched := m.probeLiveness(d)
+	for _, p := range dead {
+		if nd := m.crash(ctx, p, store.Time{}); nd != nil {
+			d = nd
+		}
+	}
+	st, now := m.st, time.Now()
 	r := HeartbeatResult{
 		AbortFlag:         d.Aborted,
 		LedgerExists:      !d.Finished(),
@@ -291,13 +373,10 @@ func (m *monitor) judge(ctx context.Context, d *store.Data) HeartbeatResult {
 			r.ParticipantAges[k] = now.Sub(m.lastBeat)
 			continue
 		}
-		s, ok := m.seen[k]
-		if !ok || !s.beat.Equal(p.LastHeartbeat.Time) {
-			s = seenBeat{beat: p.LastHeartbeat, at: now}
-			m.seen[k] = s
-		}
-		r.ParticipantAges[k] = now.Sub(s.at)
-		if now.Sub(s.at) > staleAfter(o) {
+		touch, local := touched[k]
+		at := m.lastSeen(k, &p, touch, local, now)
+		r.ParticipantAges[k] = now.Sub(at)
+		if now.Sub(at) > staleAfter(&p) {
 			r.StaleParticipants = append(r.StaleParticipants, k)
 			stale = append(stale, p)
 		}
@@ -318,7 +397,7 @@ func (m *monitor) judge(ctx context.Context, d *store.Data) HeartbeatResult {
 	}
 	for _, p := range stale {
 		m.report(HeartbeatStale, "participant "+p.Key()+" stopped beating", nil)
-		if nd := m.crash(ctx, participant{p.ParticipantID, p.PID, p.Host}, p.LastHeartbeat); nd != nil {
+		if nd := m.crash(ctx, participantOf(&p), p.LastHeartbeat); nd != nil {
 			d = nd
 		}
 	}
@@ -332,17 +411,33 @@ func (m *monitor) judge(ctx context.Context, d *store.Data) HeartbeatResult {
 	return r
 }
 
+// lastSeen returns when this process first saw the participant p (Key k)
+// as it is now: with its current heartbeat and, if local, with touch as
+// the time of its liveness file. m.mu is held.
+func (m *monitor) lastSeen(k string, p *store.Participant, touch time.Time, local bool, now time.Time) time.Time {
+	s, ok := m.seen[k]
+	if ok && s.beat.Equal(p.LastHeartbeat.Time) && (!local || touch.Equal(s.touch)) {
+		return s.at
+	}
+	if !local {
+		touch = s.touch
+	}
+	m.seen[k] = seenBeat{beat: p.LastHeartbeat, touch: touch, at: now}
+	return now
+}
+
 // crash reports victim crashed and, if this process became the
-// coordinator, deletes the victim's temp resources on this host. It
-// returns the new state, or nil if nothing changed.
+// coordinator, deletes the victim's temp resources that the rule allows
+// (see tempCleaner: on the local backend only). It returns the new state,
+// or nil if nothing changed.
 func (m *monitor) crash(ctx context.Context, victim participant, seen store.Time) *store.Data {
+	temps := m.st.c.temps()
+	paths := temps.collect(m.st.id, victim) // before the report archives them
 	rep, err := m.st.c.b.reportCrash(ctx, m.st.id, m.st.c.who, victim, seen)
 	if err != nil || !rep.Crashed {
 		return nil
 	}
-	for _, path := range rep.Temps {
-		os.RemoveAll(path)
-	}
+	temps.remove(m.st.id, victim, paths)
 	return rep.Data
 }
 
@@ -507,20 +602,16 @@ func (op *Operation) Heartbeat(ctx context.Context) (HeartbeatResult, error) {
 }
 
 // StopHeartbeat pauses the automatic heartbeats of this process on the
-// operation (for every session). Other participants will declare it
-// crashed once its heartbeat is older than their stale threshold.
+// operation (for every session), the touches of its liveness file
+// included. Other participants will declare it crashed once its heartbeat
+// is older than its stale threshold.
 func (op *Operation) StopHeartbeat() { op.st.mon.setPaused(true) }
 
 // StartHeartbeat resumes automatic heartbeats after StopHeartbeat. They run
 // from the start of the operation; calling it otherwise has no effect.
 func (op *Operation) StartHeartbeat() { op.st.mon.setPaused(false) }
 
-func (m *monitor) setPaused(p bool) {
-	select {
-	case m.paused <- p:
-	case <-m.stop:
-	}
-}
+func (m *monitor) setPaused(p bool) { m.paused.Store(p) }
 
 func isClosed(ch <-chan struct{}) bool {
 	select {

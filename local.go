@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"os"
 	"slices"
 	"strings"
 	"time"
@@ -34,7 +33,7 @@ func NewLocalLedger(o Options) (*LocalLedger, error) {
 		return nil, fmt.Errorf("ledger: open %s: %w", o.BasePath, err)
 	}
 	l := &LocalLedger{store: st}
-	b := &localBackend{st: st}
+	b := &localBackend{st: st, temps: newTempCleaner(st, o)}
 	l.client = newClient(o, b)
 	l.goTracked(func() { b.sweepLoop(l.life, l.who, o.StaleThreshold) })
 	return l, nil
@@ -51,6 +50,15 @@ func storeOptions(o Options) store.Options {
 	}
 }
 
+// temps returns what deletes the temp resources of dead processes for
+// the client: a LocalLedger's tempCleaner, or nil.
+func (c *client) temps() *tempCleaner {
+	if b, ok := c.b.(*localBackend); ok {
+		return b.temps
+	}
+	return nil
+}
+
 // BasePath returns the ledger directory.
 func (l *LocalLedger) BasePath() string { return l.store.Dir() }
 
@@ -58,6 +66,9 @@ func (l *LocalLedger) BasePath() string { return l.store.Dir() }
 // too, so the rules of every change live here once.
 type localBackend struct {
 	st *store.Store
+	// temps deletes the temp resources of dead processes that the orphan
+	// sweep finds; nil for the ledger server, which deletes none.
+	temps *tempCleaner
 }
 
 func (b *localBackend) close() error { return b.st.Close() }
@@ -106,6 +117,7 @@ func (b *localBackend) create(ctx context.Context, id string, who participant, d
 		Participants: []store.Participant{{
 			ParticipantID: who.ID, PID: who.PID, Host: who.Host, Sessions: 1,
 			JoinedAt: now, LastHeartbeat: now, State: store.ParticipantActive,
+			HeartbeatIntervalMs: ms(who.Interval), StaleThresholdMs: ms(who.Stale),
 		}},
 	}
 	err := b.st.Create(ctx, d, func(tx *store.Tx) {
@@ -131,9 +143,16 @@ func (b *localBackend) join(ctx context.Context, id string, who participant) (*s
 		p.Sessions++
 		p.State = store.ParticipantActive
 		p.LastHeartbeat = now
+		p.HeartbeatIntervalMs, p.StaleThresholdMs = ms(who.Interval), ms(who.Stale)
 		tx.Log("INFO", who.ID, fmt.Sprintf("PARTICIPANT_JOINED pid=%d host=%s session=%d", who.PID, who.Host, p.Sessions))
 		return nil
 	})
+}
+
+// ms is a duration as a participant record holds it: whole milliseconds,
+// rounded up so that a setting below 1ms is not taken for absent.
+func ms(d time.Duration) int {
+	return int((d + time.Millisecond - 1) / time.Millisecond)
 }
 
 func (b *localBackend) leave(ctx context.Context, id string, who participant) error {
@@ -303,8 +322,13 @@ func (b *localBackend) registerTemp(ctx context.Context, id string, who particip
 		if slices.ContainsFunc(d.TempResources, func(r store.TempResource) bool { return r.Path == path }) {
 			return store.ErrNoChange
 		}
+		via := store.ViaLocal
+		if who.viaServer {
+			via = store.ViaServer
+		}
 		d.TempResources = append(d.TempResources, store.TempResource{
 			Path: path, Owner: who.PID, RegisteredAt: store.Now(), ParticipantID: who.ID, Host: who.Host,
+			RegisteredVia: via,
 		})
 		tx.Log("DEBUG", who.ID, "TEMP_REGISTERED "+path)
 		return nil
@@ -338,12 +362,8 @@ func failureInfo(d *store.Data) OperationFailedInfo {
 	return info
 }
 
-func (b *localBackend) holdLiveness(id string, who participant) (func(), error) {
-	l, err := b.st.HoldLiveness(id, who.ID, who.PID)
-	if err != nil {
-		return nil, err
-	}
-	return l.Release, nil
+func (b *localBackend) holdLiveness(id string, who participant) (*store.Liveness, error) {
+	return b.st.HoldLiveness(id, who.ID, who.PID)
 }
 
 func (b *localBackend) heartbeat(ctx context.Context, id string, who participant) (*store.Data, error) {
@@ -368,9 +388,6 @@ type crashReport struct {
 	// Crashed is true when this report declared the victim crashed (and
 	// the reporter became the coordinator of what follows).
 	Crashed bool
-	// Temps are the victim's temp resources on the reporter's host, now
-	// removed from the ledger: the reporter deletes them.
-	Temps []string
 }
 
 func (b *localBackend) reportCrash(ctx context.Context, id string, who, victim participant, seen store.Time) (crashReport, error) {
@@ -383,7 +400,7 @@ func (b *localBackend) reportCrash(ctx context.Context, id string, who, victim p
 		if !seen.IsZero() && !tx.Data.Participants[i].LastHeartbeat.Equal(seen.Time) {
 			return store.ErrNoChange // it beat since the reporter looked
 		}
-		rep.Temps = markCrashed(tx, who, victim)
+		markCrashed(tx, who, victim)
 		rep.Crashed = true
 		return nil
 	})
@@ -394,10 +411,11 @@ func (b *localBackend) reportCrash(ctx context.Context, id string, who, victim p
 // markCrashed records that the victim process is gone, as seen by who:
 // its participant record and frames are marked crashed (CRASH_DETECTED);
 // its contained frames are removed; if a frame fails on crash, the
-// operation fails with who as coordinator. It returns the victim's temp
-// resources on who's host, which it removes from the ledger for who to
-// delete.
-func markCrashed(tx *store.Tx, who, victim participant) []string {
+// operation fails with who as coordinator. The victim's temp records that
+// who will try to delete (see tempsHandledBy) leave the ledger; who
+// deletes only what the victim's temp registry lists, never what the
+// ledger does.
+func markCrashed(tx *store.Tx, who, victim participant) {
 	d := tx.Data
 	d.Participants[d.Participant(victim.ID, victim.Host, victim.PID)].State = store.ParticipantCrashed
 	var failing, contained []string
@@ -417,19 +435,22 @@ func markCrashed(tx *store.Tx, who, victim participant) []string {
 	d.CallFrames = slices.DeleteFunc(d.CallFrames, func(f store.CallFrame) bool {
 		return f.State == store.FrameCrashed && !f.FailOnCrash
 	})
-	var temps []string
 	d.TempResources = slices.DeleteFunc(d.TempResources, func(r store.TempResource) bool {
-		mine := r.ParticipantID == victim.ID && r.Owner == victim.PID && r.Host == who.Host
-		if mine {
-			temps = append(temps, r.Path)
-		}
-		return mine
+		return r.ParticipantID == victim.ID && r.Owner == victim.PID && tempsHandledBy(r, who)
 	})
 	if len(failing) > 0 && d.OperationState == store.StateRunning {
 		reason := fmt.Sprintf("participant %s crashed", victim.key())
 		recordFailure(tx, who, victim.ID, reason, failing)
 	}
-	return temps
+}
+
+// tempsHandledBy reports whether who, cleaning up after the temp
+// resource's registrant, will try to delete it: a LocalLedger on its host
+// does, for a path registered through a LocalLedger; a participant acting
+// through a server never does. Such records leave the ledger then; others
+// stay listed, as nobody will delete them.
+func tempsHandledBy(r store.TempResource, who participant) bool {
+	return r.RegisteredVia == store.ViaLocal && r.Host == who.Host && !who.viaServer
 }
 
 func (b *localBackend) cleanedUp(ctx context.Context, id string, who participant) (*store.Data, error) {
@@ -460,17 +481,17 @@ func (b *localBackend) finishCleanup(ctx context.Context, id string, who partici
 	})
 }
 
-func (b *localBackend) dead(id string, p participant) bool {
-	return b.st.Dead(id, p.ID, p.PID)
+func (b *localBackend) probe(id string, p participant) store.LiveProbe {
+	return b.st.ProbeLiveness(id, p.ID, p.PID)
 }
 
 // sweepLoop sweeps the directory for orphans when the ledger opens and then
-// every stale threshold, until ctx ends.
-func (b *localBackend) sweepLoop(ctx context.Context, who participant, threshold time.Duration) {
-	t := time.NewTicker(threshold)
+// every period, until ctx ends.
+func (b *localBackend) sweepLoop(ctx context.Context, who participant, period time.Duration) {
+	t := time.NewTicker(period)
 	defer t.Stop()
 	for {
-		b.sweep(ctx, who, threshold)
+		b.sweep(ctx, who)
 		select {
 		case <-ctx.Done():
 			return
@@ -483,7 +504,7 @@ func (b *localBackend) sweepLoop(ctx context.Context, who participant, threshold
 // gone while at least one of them died: nobody is left to coordinate its
 // cleanup. Operations whose participants all left cleanly are kept; someone
 // may join them again.
-func (b *localBackend) sweep(ctx context.Context, who participant, threshold time.Duration) {
+func (b *localBackend) sweep(ctx context.Context, who participant) {
 	ids, err := b.st.List()
 	if err != nil {
 		return
@@ -493,35 +514,32 @@ func (b *localBackend) sweep(ctx context.Context, who participant, threshold tim
 			return
 		}
 		d, err := b.st.Read(id)
-		if err != nil || d.Finished() || !b.orphaned(d, who, threshold) {
+		if err != nil || d.Finished() || !b.orphaned(d, who) {
 			continue
 		}
-		var temps []string
-		_, err = b.update(ctx, id, func(tx *store.Tx) error {
-			if !b.orphaned(tx.Data, who, threshold) {
+		b.update(ctx, id, func(tx *store.Tx) error {
+			if !b.orphaned(tx.Data, who) {
 				return store.ErrNoChange
 			}
-			temps = orphanTemps(tx.Data, who)
+			// Nobody else uses an orphan: its temp resources go under
+			// its lock, before it is archived (and its temp registries
+			// with it), so that whoever sees it archived sees them gone.
+			b.removeOrphanTemps(tx.Data)
 			sweepOrphan(tx, who)
 			return nil
 		})
-		if err == nil {
-			for _, p := range temps {
-				os.RemoveAll(p)
-			}
-		}
 	}
 }
 
 // orphaned reports whether no participant of d is alive and one died.
-func (b *localBackend) orphaned(d *store.Data, who participant, threshold time.Duration) bool {
+func (b *localBackend) orphaned(d *store.Data, who participant) bool {
 	died := false
 	for _, p := range d.Participants {
 		switch p.State {
 		case store.ParticipantCrashed:
 			died = true
 		case store.ParticipantActive:
-			if !b.gone(d.OperationID, p, who, threshold) {
+			if !b.gone(d.OperationID, &p, who) {
 				return false
 			}
 			died = true
@@ -532,30 +550,34 @@ func (b *localBackend) orphaned(d *store.Data, who participant, threshold time.D
 
 // gone reports whether an active participant is certainly dead: on this
 // host its liveness lock is free; without a liveness file (a remote client
-// on this host) or on another host, its heartbeat is older than three stale
-// thresholds by the wall clock, plus a minute of allowance for clock skew
-// between hosts. (Live monitors judge staleness on their own monotonic
-// clocks; the sweep has no history to do so.)
-func (b *localBackend) gone(id string, p store.Participant, who participant, threshold time.Duration) bool {
+// on this host) or on another host, its heartbeat is older than three of
+// its own stale thresholds by the wall clock, plus a minute of allowance
+// for clock skew between hosts. (Live monitors judge staleness on their
+// own monotonic clocks; the sweep has no history to do so.)
+func (b *localBackend) gone(id string, p *store.Participant, who participant) bool {
 	if p.Host == who.Host && b.st.Dead(id, p.ParticipantID, p.PID) {
 		return true
 	}
-	limit := 3 * threshold
+	_, stale := settingsOf(p)
+	limit := 3 * stale
 	if p.Host != who.Host {
 		limit += time.Minute
 	}
 	return time.Since(p.LastHeartbeat.Time) > limit && !b.st.HasLiveness(id, p.ParticipantID, p.PID)
 }
 
-// orphanTemps returns the temp resources of d on who's host.
-func orphanTemps(d *store.Data, who participant) []string {
-	var paths []string
-	for _, r := range d.TempResources {
-		if r.Host == who.Host {
-			paths = append(paths, r.Path)
+// removeOrphanTemps deletes what the temp registries of the participant
+// processes of the orphan d that died allow this ledger to delete (see
+// tempCleaner); the ledger server deletes nothing.
+func (b *localBackend) removeOrphanTemps(d *store.Data) {
+	if b.temps == nil {
+		return
+	}
+	for i := range d.Participants {
+		if p := &d.Participants[i]; p.State != store.ParticipantLeft {
+			b.temps.remove(d.OperationID, participantOf(p), b.temps.collect(d.OperationID, participantOf(p)))
 		}
 	}
-	return paths
 }
 
 // sweepOrphan fails an orphaned operation and removes everything of it.
@@ -570,7 +592,7 @@ func sweepOrphan(tx *store.Tx, who participant) {
 			d.Participants[i].State = store.ParticipantCrashed
 		}
 	}
-	d.TempResources = slices.DeleteFunc(d.TempResources, func(r store.TempResource) bool { return r.Host == who.Host })
+	d.TempResources = slices.DeleteFunc(d.TempResources, func(r store.TempResource) bool { return tempsHandledBy(r, who) })
 	tx.Log("ERROR", who.ID, "CRASH_DETECTED all participants are gone (orphan sweep)")
 	if d.OperationState == store.StateRunning {
 		now := store.Now()

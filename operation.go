@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"maps"
-	"os"
 	"path/filepath"
 	"slices"
 	"strings"
@@ -114,9 +113,9 @@ type opState struct {
 	ctx    context.Context
 	cancel context.CancelCauseFunc
 
-	aborted chan struct{} // closed by abort
-	failed  chan struct{} // closed by fail
-	release func()        // drops the liveness lock; nil for remote
+	aborted chan struct{}   // closed by abort
+	failed  chan struct{}   // closed by fail
+	live    *store.Liveness // the held liveness lock; nil for remote
 	mon     *monitor
 
 	mu          sync.Mutex // guards the fields below
@@ -127,8 +126,13 @@ type opState struct {
 	abortSeen   bool                 // set once by abort
 	ended       error                // ErrOperationCompleted, ErrClosed or ErrSessionLeft: no more use
 	calls       map[string]trackedCall
-	temps       map[string]struct{}
+	temps       map[string]string // registered temp path → the temp root it lies below
 	callSeq     int64
+
+	// tempMu serialises the registration and unregistration of temp
+	// resources, so that the temp registry file (see store.TempList) is
+	// written in the order of the changes.
+	tempMu sync.Mutex
 }
 
 // Operation is one session of this process on an operation: what
@@ -168,9 +172,10 @@ func (c *client) JoinOperation(ctx context.Context, id string, opts JoinOptions)
 // livenessBackend is implemented by backends that can prove a process alive
 // to the others on the same host.
 type livenessBackend interface {
-	holdLiveness(id string, who participant) (release func(), err error)
-	// dead reports whether p's liveness lock proves it gone.
-	dead(id string, p participant) bool
+	holdLiveness(id string, who participant) (*store.Liveness, error)
+	// probe reports what p's liveness file shows: its lock free (p is
+	// gone), and the time of p's last touch (a beat without the lock).
+	probe(id string, p participant) store.LiveProbe
 }
 
 // open adds a session to operation id, creating the process's state of it
@@ -197,12 +202,12 @@ func (c *client) open(ctx context.Context, id string, cb OperationCallback, writ
 
 	if first {
 		if lb, ok := c.b.(livenessBackend); ok {
-			release, err := lb.holdLiveness(id, c.who)
+			live, err := lb.holdLiveness(id, c.who)
 			if err != nil {
 				c.forget(st)
 				return nil, err
 			}
-			st.release = release
+			st.live = live
 		}
 	}
 	d, err := write(ctx)
@@ -240,7 +245,7 @@ func (c *client) newOpState(id string) *opState {
 		failed:   make(chan struct{}),
 		sessions: make(map[int]*Operation),
 		calls:    make(map[string]trackedCall),
-		temps:    make(map[string]struct{}),
+		temps:    make(map[string]string),
 	}
 }
 
@@ -276,8 +281,8 @@ func (st *opState) end(err error) bool {
 		st.mon.halt()
 	}
 	st.cancel(err)
-	if st.release != nil {
-		st.release()
+	if st.live != nil {
+		st.live.Release()
 	}
 	Cleanup().removeOp(st, temps)
 	return true
@@ -500,15 +505,17 @@ func (st *opState) fail(info OperationFailedInfo) {
 	}
 	st.failure = &info
 	calls := slices.Collect(maps.Values(st.calls))
-	temps := slices.Collect(maps.Keys(st.temps))
+	temps := maps.Clone(st.temps)
 	st.mu.Unlock()
 
 	st.cancel(&OperationFailedError{Info: info})
 	for _, call := range calls {
 		call.operationFailed(info)
 	}
-	for _, path := range temps {
-		os.RemoveAll(path)
+	// This process registered them itself; deepest first, and never
+	// through a symbolic link below their root.
+	for _, path := range slices.Backward(slices.Sorted(maps.Keys(temps))) {
+		_ = removeBelow(temps[path], path, -1) // no one to tell here
 	}
 	// Tell the coordinator this process is done cleaning up; the
 	// operation may already be archived, which is fine.
@@ -645,56 +652,113 @@ func (op *Operation) DeleteCallFrame(ctx context.Context, callID string) error {
 
 // RegisterTempResource records path as a temporary file or directory of
 // this process: it is deleted when the operation fails, when this process
-// is cleaned up after a signal, and by a survivor on this host when this
-// process crashes.
+// is cleaned up after a signal, and, on the local backend, by a survivor
+// on this host that runs as the same user when this process crashes (see
+// the package doc, Temporary files). Its cleaned absolute form must lie
+// below one of Options.TempRoots (else ErrInvalidArgument); it is deleted
+// without following a symbolic link below that root.
 func (op *Operation) RegisterTempResource(ctx context.Context, path string) error {
-	path, err := tempPath(path)
+	st := op.st
+	path, root, err := tempPath(path, st.c.opts.TempRoots)
 	if err != nil {
 		return err
 	}
 	if err := op.usable(); err != nil {
 		return err
 	}
-	ctx, cancel := op.st.c.bound(ctx)
+	ctx, cancel := st.c.bound(ctx)
 	defer cancel()
-	if err := op.st.c.b.registerTemp(ctx, op.st.id, op.st.c.who, path); err != nil {
+	st.tempMu.Lock()
+	defer st.tempMu.Unlock()
+	// The registry first: a process killed between the two writes leaves
+	// a path it asked to register, not one that no survivor may delete.
+	if err := st.writeTemps(path, ""); err != nil {
+		return fmt.Errorf("ledger: record temp resource %s: %w", path, err)
+	}
+	if err := st.c.b.registerTemp(ctx, st.id, st.c.who, path); err != nil {
+		st.writeTemps("", "")
 		return err
 	}
-	op.st.mu.Lock()
-	if _, ok := op.st.temps[path]; !ok && op.st.ended == nil {
-		Cleanup().addTemp(path)
+	st.mu.Lock()
+	if _, ok := st.temps[path]; !ok && st.ended == nil {
+		Cleanup().addTemp(path, root)
 	}
-	op.st.temps[path] = struct{}{}
-	op.st.mu.Unlock()
+	st.temps[path] = root
+	st.mu.Unlock()
 	return nil
 }
 
 // UnregisterTempResource forgets a registered path without deleting it.
 func (op *Operation) UnregisterTempResource(ctx context.Context, path string) error {
-	path, err := tempPath(path)
+	st := op.st
+	path, err := absTempPath(path)
 	if err != nil {
 		return err
 	}
 	if err := op.usable(); err != nil {
 		return err
 	}
-	ctx, cancel := op.st.c.bound(ctx)
+	ctx, cancel := st.c.bound(ctx)
 	defer cancel()
-	if err := op.st.c.b.unregisterTemp(ctx, op.st.id, op.st.c.who, path); err != nil {
+	st.tempMu.Lock()
+	defer st.tempMu.Unlock()
+	// The registry first: no survivor deletes what this process kept.
+	if err := st.writeTemps("", path); err != nil {
+		return fmt.Errorf("ledger: record temp resource %s: %w", path, err)
+	}
+	if err := st.c.b.unregisterTemp(ctx, st.id, st.c.who, path); err != nil {
+		st.writeTemps("", "")
 		return err
 	}
-	op.st.mu.Lock()
-	if _, ok := op.st.temps[path]; ok && op.st.ended == nil {
+	st.mu.Lock()
+	if _, ok := st.temps[path]; ok && st.ended == nil {
 		Cleanup().dropTemp(path)
 	}
-	delete(op.st.temps, path)
-	op.st.mu.Unlock()
+	delete(st.temps, path)
+	st.mu.Unlock()
 	return nil
 }
 
-// tempPath checks a temp resource path and makes it absolute: it is
-// deleted by whichever process cleans up, from whatever directory it is in.
-func tempPath(path string) (string, error) {
+// writeTemps writes the temp registry of this process on the local
+// backend (nothing on the remote one): the paths of st.temps, with add and
+// without drop (either may be empty). The caller holds st.tempMu.
+func (st *opState) writeTemps(add, drop string) error {
+	if st.live == nil {
+		return nil
+	}
+	st.mu.Lock()
+	paths := make([]string, 0, len(st.temps)+1)
+	for p := range st.temps {
+		if p != drop && p != add {
+			paths = append(paths, p)
+		}
+	}
+	st.mu.Unlock()
+	if add != "" {
+		paths = append(paths, add)
+	}
+	slices.Sort(paths)
+	return st.live.WriteTemps(st.c.who.Host, paths)
+}
+
+// tempPath checks a temp resource path and makes it absolute, so that it
+// is deleted by whichever process cleans up, from whatever directory it is
+// in, and returns the first of roots it lies below.
+func tempPath(path string, roots []string) (abs, root string, err error) {
+	abs, err = absTempPath(path)
+	if err != nil {
+		return "", "", err
+	}
+	root, ok := rootOf(roots, abs)
+	if !ok {
+		return "", "", fmt.Errorf("%w: temp resource path %s is not below Options.TempRoots %q", ErrInvalidArgument, abs, roots)
+	}
+	return abs, root, nil
+}
+
+// absTempPath checks a temp resource path and returns it clean and
+// absolute.
+func absTempPath(path string) (string, error) {
 	if path == "" || strings.ContainsRune(path, 0) {
 		return "", fmt.Errorf("%w: temp resource path %q", ErrInvalidArgument, path)
 	}

@@ -208,7 +208,10 @@ func (b *remoteBackend) close() error {
 }
 
 func part(who participant) wire.Participant {
-	return wire.Participant{ParticipantID: who.ID, ParticipantPID: who.PID, Host: who.Host}
+	return wire.Participant{
+		ParticipantID: who.ID, ParticipantPID: who.PID, Host: who.Host,
+		HeartbeatIntervalMs: ms(who.Interval), StaleThresholdMs: ms(who.Stale),
+	}
 }
 
 // post sends req to path and decodes the answer into resp (if not nil).
@@ -421,7 +424,6 @@ func (b *remoteBackend) reportCrash(ctx context.Context, id string, who, victim 
 	var r struct {
 		Data    *store.Data `json:"data"`
 		Crashed bool        `json:"crashed"`
-		Temps   []string    `json:"temps"`
 	}
 	if err := b.post(ctx, wire.PathCrash, false, req, &r); err != nil {
 		return crashReport{}, err
@@ -429,7 +431,7 @@ func (b *remoteBackend) reportCrash(ctx context.Context, id string, who, victim 
 	if r.Data == nil {
 		return crashReport{}, fmt.Errorf("ledger: %s: the server answered without the state", wire.PathCrash)
 	}
-	return crashReport{Data: r.Data, Crashed: r.Crashed, Temps: r.Temps}, nil
+	return crashReport{Data: r.Data, Crashed: r.Crashed}, nil
 }
 
 func (b *remoteBackend) cleanedUp(ctx context.Context, id string, who participant) (*store.Data, error) {

@@ -65,8 +65,9 @@ type ServerOptions struct {
 	// operation. Zero means 5s.
 	TrailInterval time.Duration
 
-	// StaleThreshold is the stale threshold the server's orphan sweep
-	// assumes of the participants (see Server). Zero means 15s.
+	// StaleThreshold is the period of the server's orphan sweep (see
+	// Server); participants are judged by the settings in their own
+	// records. Zero means 15s.
 	StaleThreshold time.Duration
 
 	// Logger receives one line per request at debug level (failures of the
@@ -108,9 +109,11 @@ func isLoopbackHost(host string) bool {
 // starts and then every StaleThreshold: a live operation whose
 // participants are all gone (none left to coordinate) is marked failed
 // and archived. It judges a participant gone by a heartbeat older than
-// three stale thresholds plus a minute (clocks of other hosts may be off).
+// three of the participant's own stale thresholds (15s for a record
+// without one) plus a minute (clocks of other hosts may be off).
 // The server never deletes files outside its directory: temp resources
-// are deleted by the participants, which name them.
+// registered through it are recorded as such (registeredVia "server") and
+// deleted by their registrants alone.
 type Server struct {
 	opts  ServerOptions
 	b     *localBackend // nil when err is set
@@ -162,7 +165,7 @@ func NewServer(o ServerOptions) *Server {
 // sweeper is the participant the server sweeps orphans as. Its host is
 // empty, which no participant's is: the sweep then never takes a
 // participant for one on its own host (whose liveness lock it could
-// check), and never deletes the temp resources that clients named.
+// check). It deletes no temp resources: its backend has no tempCleaner.
 func sweeper() participant {
 	return participant{ID: "ledger-server", PID: os.Getpid(), Host: ""}
 }
@@ -367,11 +370,18 @@ func (s *Server) crash(ctx context.Context, q *wire.CrashRequest) (reply, error)
 	if err != nil {
 		return nil, err
 	}
-	return wire.CrashReply{Success: true, Data: store.Encode(rep.Data), Crashed: rep.Crashed, Temps: rep.Temps}, nil
+	return wire.CrashReply{Success: true, Data: store.Encode(rep.Data), Crashed: rep.Crashed}, nil
 }
 
+// who names the participant a request acts for. It is marked as acting
+// through the server: the temp resources it registers are recorded so,
+// and deleted by no one but itself.
 func who(p wire.Participant) participant {
-	return participant{ID: p.ParticipantID, PID: p.ParticipantPID, Host: p.Host}
+	return participant{
+		ID: p.ParticipantID, PID: p.ParticipantPID, Host: p.Host,
+		Interval: recordedMs(p.HeartbeatIntervalMs, 0), Stale: recordedMs(p.StaleThresholdMs, 0),
+		viaServer: true,
+	}
 }
 
 // data turns a backend result into a DataReply.

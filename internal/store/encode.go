@@ -173,6 +173,9 @@ func (e *encoder) encode(d *Data) {
 			if r.Host != "" {
 				e.str("host", r.Host)
 			}
+			if r.RegisteredVia != "" {
+				e.str("registeredVia", r.RegisteredVia)
+			}
 			e.close('}')
 		}
 		e.close(']')
@@ -192,6 +195,12 @@ func (e *encoder) encode(d *Data) {
 			e.time("joinedAt", p.JoinedAt)
 			e.time("lastHeartbeat", p.LastHeartbeat)
 			e.str("state", p.State)
+			if p.HeartbeatIntervalMs != 0 {
+				e.int("heartbeatIntervalMs", p.HeartbeatIntervalMs)
+			}
+			if p.StaleThresholdMs != 0 {
+				e.int("staleThresholdMs", p.StaleThresholdMs)
+			}
 			e.close('}')
 		}
 		e.close(']')
