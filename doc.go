@@ -66,7 +66,13 @@
 // writes a call frame (CALL_STARTED) and returns a *Call[T]; End(ctx,
 // result) removes the frame (CALL_ENDED) and runs OnCompletion with the
 // result; Fail(ctx, err) removes it (CALL_FAILED) and runs OnCleanup. A
-// second End or Fail is ErrCallCompleted. Call ids have the form
+// second End or Fail is ErrCallCompleted. An End or Fail that did not reach
+// the ledger (a full disk, a lock timeout, a server that answered 500)
+// leaves the call open, whatever the error: call it again. Only an answer
+// proving the frame or the operation gone (ErrCallNotFound,
+// ErrOperationNotFound, an *OperationFailedError, ErrOperationCompleted)
+// ends the call without it. A spawned call retries its end by itself (see
+// SpawnCall). Call ids have the form
 // call_{participant}_{n}_{4 hex}. CreateCallFrame and DeleteCallFrame write
 // raw frames with no tracking, events or callbacks.
 //

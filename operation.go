@@ -418,6 +418,18 @@ func (st *opState) observe(d *store.Data) {
 	}
 }
 
+// learn takes in what an error answered by the ledger says of the
+// operation: that it failed (an *OperationFailedError) or completed.
+func (st *opState) learn(err error) {
+	var ofe *OperationFailedError
+	switch {
+	case errors.As(err, &ofe):
+		st.fail(ofe.Info)
+	case errors.Is(err, ErrOperationCompleted):
+		st.end(fmt.Errorf("%w: %s", ErrOperationCompleted, st.id))
+	}
+}
+
 // Log appends msg to the operation log at the given level.
 func (op *Operation) Log(ctx context.Context, level LogLevel, msg string) error {
 	if level < LogDebug || level > LogError {
