@@ -118,8 +118,10 @@ type SpawnedCall[T any] struct {
 //     fallback value (ok == true), which then ends as a success. Otherwise
 //     the frame is removed (CALL_FAILED), OnCleanup runs and, unless
 //     opts.Contained, the operation fails: the failure is recorded in the
-//     ledger, Failed closes and OnOperationFailed and OnCleanup of every
-//     other running call run; then Done closes. Err is a *CallFailedError
+//     ledger and Failure reports it; then Done closes. The other running
+//     calls hear of the failure (OnOperationFailed, OnCleanup) and then
+//     Failed closes on a goroutine of the library, which Done does not
+//     wait for. Err is a *CallFailedError
 //     wrapping the work's error or a *PanicError (value and stack). A panic
 //     never crashes the process.
 //   - Cancellation: the work returned an error after its context was
@@ -141,8 +143,8 @@ type SpawnedCall[T any] struct {
 // process crashed, as for a Call that was never ended.
 //
 // OnCleanup runs at most once per call. Callbacks run on the call's
-// goroutine (OnOperationFailed on the goroutine that saw the failure),
-// never under a lock, and must not panic. Close cancels every spawned call
+// goroutine (OnOperationFailed on it or on the goroutine that delivers the
+// operation's failure), never under a lock, and must not panic. Close cancels every spawned call
 // and waits for its goroutine.
 func SpawnCall[T any](op *Operation, work func(ctx context.Context, call *SpawnedCall[T]) (T, error), opts CallOptions[T]) *SpawnedCall[T] {
 	c := newSpawnedCall(op, opts)
