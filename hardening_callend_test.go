@@ -260,3 +260,73 @@ func TestCallEndRetriedAfterServerError(t *testing.T) {
 	assert.False(t, failed)
 	require.NoError(t, l.Close())
 }
+
+// TestCallSettledByTheLedger: an answer that proves the frame or the
+// operation gone ends a call although End or Fail did not apply.
+func TestCallSettledByTheLedger(t *testing.T) {
+	ctx := context.Background()
+
+	t.Run("frame gone", func(t *testing.T) {
+		e := localEnv(t)
+		l := e.Open("alice", ledger.Options{})
+		op, err := l.CreateOperation(ctx, ledger.CreateOptions{})
+		require.NoError(t, err)
+		c, err := ledger.StartCall(ctx, op, ledger.CallOptions[int]{})
+		require.NoError(t, err)
+		require.NoError(t, op.DeleteCallFrame(ctx, c.ID()))
+
+		require.ErrorIs(t, c.End(ctx, 1), ledger.ErrCallNotFound)
+		assert.True(t, c.IsCompleted())
+		assert.Zero(t, op.PendingCallCount())
+		require.ErrorIs(t, c.End(ctx, 1), ledger.ErrCallCompleted)
+		// Nothing of the call is left: Close leaves, it reports no crash.
+		require.NoError(t, l.Close())
+		d := readState(t, e.dir, op.ID())
+		assert.Equal(t, ledger.StateRunning, d.OperationState)
+		require.Len(t, d.Participants, 1)
+		assert.Equal(t, ledger.ParticipantLeft, d.Participants[0].State)
+	})
+
+	for _, end := range []string{"End", "Fail"} {
+		t.Run("operation failed/"+end, func(t *testing.T) {
+			e := localEnv(t)
+			// alice hears of the failure only from the answer to End or
+			// Fail; bob coordinates it and archives the operation.
+			alice := e.Open("alice", ledger.Options{HeartbeatInterval: time.Hour, StaleThreshold: 2 * time.Hour, LivenessPoll: time.Hour})
+			bob := e.Open("bob", ledger.Options{StaleThreshold: 10 * time.Second})
+			op, err := alice.CreateOperation(ctx, ledger.CreateOptions{})
+			require.NoError(t, err)
+			var opFailed, cleanups, completions atomic.Int32
+			c, err := ledger.StartCall(ctx, op, ledger.CallOptions[int]{Callback: ledger.CallCallback[int]{
+				OnOperationFailed: func(ledger.OperationFailedInfo) { opFailed.Add(1) },
+				OnCleanup:         func() { cleanups.Add(1) },
+				OnCompletion:      func(int) { completions.Add(1) },
+			}})
+			require.NoError(t, err)
+			joined, err := bob.JoinOperation(ctx, op.ID(), ledger.JoinOptions{})
+			require.NoError(t, err)
+			bc, err := ledger.StartCall(ctx, joined, ledger.CallOptions[int]{})
+			require.NoError(t, err)
+			require.NoError(t, bc.Fail(ctx, errors.New("bob broke")))
+			waitFor(t, 5*time.Second, "the failure to be archived", func() bool {
+				return readState(t, e.dir, op.ID()).OperationState == ledger.StateFailed
+			})
+
+			if end == "End" {
+				err = c.End(ctx, 1)
+			} else {
+				err = c.Fail(ctx, errors.New("alice broke too"))
+			}
+			var ofe *ledger.OperationFailedError
+			require.ErrorAs(t, err, &ofe)
+			assert.Equal(t, "bob broke", ofe.Info.Reason)
+			assert.True(t, c.IsCompleted())
+			assert.Zero(t, op.PendingCallCount())
+			waitClosed(t, op.Failed(), 5*time.Second, "alice to take in the failure")
+			assert.Equal(t, int32(1), opFailed.Load(), "OnOperationFailed")
+			assert.Equal(t, int32(1), cleanups.Load(), "OnCleanup")
+			assert.Zero(t, completions.Load(), "OnCompletion")
+			require.ErrorIs(t, c.End(ctx, 1), ledger.ErrCallCompleted)
+		})
+	}
+}
