@@ -56,6 +56,11 @@ type Call[T any] struct {
 	opts    CallOptions[T]
 	started time.Time
 
+	// failOnce runs OnOperationFailed and OnCleanup of the operation's
+	// failure at most once, and makes a second caller wait until they
+	// have run.
+	failOnce sync.Once
+
 	mu      sync.Mutex // guards state, cleaned
 	state   endState
 	cleaned bool // OnCleanup has run
@@ -121,21 +126,26 @@ func (c *Call[T]) begin() error {
 // settle takes in the answer err of the ledger to End or Fail and reports
 // whether the call is over. An answer that proves the frame or the
 // operation gone ends the call; one saying that the operation failed or
-// completed is taken in first, so that the call, still tracked, hears of
-// the failure as every running call does. Any other error reopens the call.
+// completed is taken in by the process, and a failure runs the call's
+// OnOperationFailed and OnCleanup (once: the failure's delivery may run
+// them too). Any other error reopens the call.
 func (c *Call[T]) settle(err error) (over bool) {
-	st := c.op.st
 	if !settled(err) {
 		c.set(endOpen)
 		return false
 	}
 	if err == nil {
 		c.set(endApplied)
-	} else {
-		st.learn(err)
-		c.set(endGone)
+		c.op.untrack(c.id)
+		return true
 	}
+	c.op.st.learn(err)
+	c.set(endGone)
 	c.op.untrack(c.id)
+	var ofe *OperationFailedError
+	if errors.As(err, &ofe) {
+		c.operationFailed(ofe.Info)
+	}
 	return true
 }
 
@@ -148,7 +158,9 @@ func (c *Call[T]) set(s endState) {
 // End ends the call with its result: the frame is removed (CALL_ENDED),
 // then OnCompletion runs. A second End or Fail returns ErrCallCompleted.
 // When End returns an error, the call is open again unless the ledger
-// answered that the call or its operation is gone (see Call).
+// answered that the call or its operation is gone (see Call); when the
+// operation had failed, End runs OnOperationFailed and OnCleanup before it
+// returns, as the failure does for every running call.
 func (c *Call[T]) End(ctx context.Context, result T) error {
 	if err := c.begin(); err != nil {
 		return err
@@ -173,8 +185,8 @@ func (c *Call[T]) End(ctx context.Context, result T) error {
 // closes, on a goroutine of the library (see Failure in the package doc).
 // When Fail returns an error, the call is open again unless the ledger
 // answered that the call or its operation is gone (see Call); when the
-// operation failed before, the call hears of it as every running call
-// does, and OnCleanup runs then.
+// operation had failed, Fail runs OnOperationFailed and then OnCleanup
+// before it returns, as the failure does for every running call.
 func (c *Call[T]) Fail(ctx context.Context, cause error) error {
 	if err := c.begin(); err != nil {
 		return err
@@ -189,9 +201,7 @@ func (c *Call[T]) Fail(ctx context.Context, cause error) error {
 	if !c.settle(err) {
 		return err
 	}
-	if !errors.Is(err, ErrOperationFailed) {
-		c.cleanup()
-	}
+	c.cleanup()
 	if err == nil {
 		st.observe(d)
 	}
@@ -221,19 +231,19 @@ func (c *Call[T]) cleanup() {
 }
 
 // operationFailed implements trackedCall: unless End or Fail reached the
-// ledger, it runs OnOperationFailed and then OnCleanup, once.
+// ledger, it runs OnOperationFailed and then OnCleanup, once. A concurrent
+// second caller returns after they have run.
 func (c *Call[T]) operationFailed(info OperationFailedInfo) {
-	c.mu.Lock()
-	skip := c.state == endApplied || c.cleaned
-	c.cleaned = true
-	c.mu.Unlock()
-	if skip {
-		return
-	}
-	if f := c.opts.Callback.OnOperationFailed; f != nil {
-		f(info)
-	}
-	if f := c.opts.Callback.OnCleanup; f != nil {
-		f()
-	}
+	c.failOnce.Do(func() {
+		c.mu.Lock()
+		applied := c.state == endApplied
+		c.mu.Unlock()
+		if applied {
+			return
+		}
+		if f := c.opts.Callback.OnOperationFailed; f != nil {
+			f(info)
+		}
+		c.cleanup()
+	})
 }

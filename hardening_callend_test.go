@@ -322,6 +322,10 @@ func TestCallSettledByTheLedger(t *testing.T) {
 			assert.Equal(t, "bob broke", ofe.Info.Reason)
 			assert.True(t, c.IsCompleted())
 			assert.Zero(t, op.PendingCallCount())
+			// The call's own callbacks have run when End or Fail returns,
+			// once, however the failure's delivery raced with it.
+			assert.Equal(t, int32(1), opFailed.Load(), "OnOperationFailed")
+			assert.Equal(t, int32(1), cleanups.Load(), "OnCleanup")
 			waitClosed(t, op.Failed(), 5*time.Second, "alice to take in the failure")
 			assert.Equal(t, int32(1), opFailed.Load(), "OnOperationFailed")
 			assert.Equal(t, int32(1), cleanups.Load(), "OnCleanup")

@@ -144,8 +144,8 @@ type SpawnedCall[T any] struct {
 //
 // OnCleanup runs at most once per call. Callbacks run on the call's
 // goroutine (OnOperationFailed on it or on the goroutine that delivers the
-// operation's failure), never under a lock, and must not panic. Close cancels every spawned call
-// and waits for its goroutine.
+// operation's failure), never under a lock, and must not panic. Close
+// cancels every spawned call and waits for its goroutine.
 func SpawnCall[T any](op *Operation, work func(ctx context.Context, call *SpawnedCall[T]) (T, error), opts CallOptions[T]) *SpawnedCall[T] {
 	c := newSpawnedCall(op, opts)
 	switch {
