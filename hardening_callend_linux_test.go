@@ -67,6 +67,7 @@ func TestCallEndRetriedAfterDiskFull(t *testing.T) {
 	err = c.End(ctx, 1)
 	require.ErrorIs(t, err, syscall.ENOSPC)
 	assert.False(t, c.IsCompleted())
+	assert.ErrorIs(t, op.Leave(ctx, ledger.LeaveOptions{}), ledger.ErrPendingCalls, "the call still runs")
 
 	require.NoError(t, os.Remove(fill))
 	require.NoError(t, c.End(ctx, 1), "End once the space is back")
