@@ -81,8 +81,8 @@ func (l LogLevel) String() string {
 
 // OperationCallback receives the events of one session. Every field may be
 // nil. Callbacks run on library goroutines, never on the goroutine of the
-// method that discovered the event, and never under a file lock; Close
-// waits for them.
+// method that discovered the event, and never under a file lock. Close
+// waits for them, so a callback must not call Close.
 type OperationCallback struct {
 	// OnHeartbeatSuccess is called after every heartbeat that succeeded.
 	OnHeartbeatSuccess func(op *Operation, r HeartbeatResult)
