@@ -3,6 +3,7 @@ package ledger_test
 import (
 	"context"
 	"errors"
+	"fmt"
 	"sync"
 	"testing"
 	"time"
@@ -170,9 +171,10 @@ func TestStateDeliversFailureOnLibraryGoroutines(t *testing.T) {
 	require.NoError(t, joined.SetAbortFlag(ctx, true))
 	require.False(t, op.IsAborted(), "alice heard of the abort before CheckAbort")
 	returnsWhileBlocked(t, aborted, "CheckAbort", func() error {
-		v, err := op.CheckAbort(ctx)
-		assert.True(t, v)
-		return err
+		if v, err := op.CheckAbort(ctx); err != nil || !v {
+			return fmt.Errorf("CheckAbort = %t, %v; want true", v, err)
+		}
+		return nil
 	})
 	assert.True(t, op.IsAborted())
 
