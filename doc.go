@@ -66,7 +66,13 @@
 // writes a call frame (CALL_STARTED) and returns a *Call[T]; End(ctx,
 // result) removes the frame (CALL_ENDED) and runs OnCompletion with the
 // result; Fail(ctx, err) removes it (CALL_FAILED) and runs OnCleanup. A
-// second End or Fail is ErrCallCompleted. Call ids have the form
+// second End or Fail is ErrCallCompleted. An End or Fail that did not reach
+// the ledger (a full disk, a lock timeout, a server that answered 500)
+// leaves the call open, whatever the error: call it again. Only an answer
+// proving the frame or the operation gone (ErrCallNotFound,
+// ErrOperationNotFound, an *OperationFailedError, ErrOperationCompleted)
+// ends the call without it. A spawned call retries its end by itself (see
+// SpawnCall). Call ids have the form
 // call_{participant}_{n}_{4 hex}. CreateCallFrame and DeleteCallFrame write
 // raw frames with no tracking, events or callbacks.
 //
@@ -79,15 +85,22 @@
 // When a call that is not contained fails, the failure (failedAt, reason,
 // crashed call ids) is recorded in the ledger and the operation becomes
 // failed and is archived, or goes to cleanup while frames of other calls
-// are still active. In this process Failed closes, Failure tells
-// why, Context is cancelled with an *OperationFailedError (which matches
-// ErrOperationFailed), the other running calls get OnOperationFailed and
-// OnCleanup, the temp resources registered by this process are deleted and
-// every session's OnFailure runs.
+// are still active. Whatever part of this process sees the failure first
+// (Call.Fail, a spawned call, State, CheckAbort, SetAbortFlag or the
+// monitor), it is taken in through one path: at once, before that method
+// returns, Failure tells why and Context is cancelled with an
+// *OperationFailedError (which matches ErrOperationFailed). Then, on a
+// goroutine of the library, never the caller's, the calls that were
+// running get OnOperationFailed and OnCleanup, the temp resources
+// registered by this process are deleted and its frames marked cleaned up;
+// then Failed closes and every session's OnFailure runs. So a Call.Fail
+// returns at once however long those callbacks take; wait on Failed to
+// know that this process has cleaned up.
 //
 // SetAbortFlag writes the abort flag; CheckAbort reads it. A process that
-// sees the flag set is aborted, once: Aborted closes, OnAbort runs and
-// Context is cancelled with ErrAborted. TriggerAbort aborts this process
+// sees the flag set is aborted, once: before the method that saw it
+// returns, Aborted closes and Context is cancelled with ErrAborted; OnAbort
+// runs on a goroutine of the library. TriggerAbort aborts this process
 // only, without writing the ledger. Clearing the flag does not undo an
 // abort that a process has already seen.
 //
@@ -303,9 +316,11 @@
 // decodes the file again only when its bytes differ; a change still reads
 // the whole file, so its cost grows with the number of frames.
 //
-// Callbacks run with no lock held, on a goroutine of the library (the one
-// that saw the event, or one of their own for heartbeat, abort and failure
-// events); a slow callback delays that goroutine only. OnLogLine sees
+// Callbacks run with no lock held, on a goroutine of the library: a
+// call's own callbacks on the goroutine that ends it (the caller's, for
+// End and Fail of a Call), those of heartbeat, abort and failure events on
+// goroutines of their own; a slow callback delays that goroutine only, and
+// Close waits for it. OnLogLine sees
 // the lines this process writes, not those of others. Files are created
 // with mode 0644 less the umask. Log files are not fsynced, even with
 // Durable.

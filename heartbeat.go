@@ -441,28 +441,15 @@ func (m *monitor) crash(ctx context.Context, victim participant, seen store.Time
 	return rep.Data
 }
 
-// react takes in abort, failure and completion. Callbacks run in their own
-// goroutine so that a slow one never delays a beat.
+// react takes in abort, failure and completion through the path every
+// discoverer uses (opState.observe, opState.fail), whose callbacks run on
+// goroutines of their own, so that a slow one never delays a beat.
 func (m *monitor) react(d *store.Data, failure *OperationFailedInfo) {
-	st := m.st
 	if d != nil {
-		st.mu.Lock()
-		st.see(d)
-		st.mu.Unlock()
-		if d.Aborted && !isClosed(st.aborted) {
-			st.c.goTracked(st.abort)
-		}
-		switch d.OperationState {
-		case store.StateCleanup, store.StateFailed:
-			info := failureInfo(d)
-			failure = &info
-		case store.StateCompleted:
-			st.end(ErrOperationCompleted)
-		}
+		m.st.observe(d)
 	}
-	if failure != nil && !isClosed(st.failed) {
-		info := *failure
-		st.c.goTracked(func() { st.fail(info) })
+	if failure != nil {
+		m.st.fail(*failure)
 	}
 }
 
@@ -612,12 +599,3 @@ func (op *Operation) StopHeartbeat() { op.st.mon.setPaused(true) }
 func (op *Operation) StartHeartbeat() { op.st.mon.setPaused(false) }
 
 func (m *monitor) setPaused(p bool) { m.paused.Store(p) }
-
-func isClosed(ch <-chan struct{}) bool {
-	select {
-	case <-ch:
-		return true
-	default:
-		return false
-	}
-}

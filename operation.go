@@ -79,15 +79,19 @@ func (l LogLevel) String() string {
 }
 
 // OperationCallback receives the events of one session. Every field may be
-// nil. Callbacks run on library goroutines, never under a file lock.
+// nil. Callbacks run on library goroutines, never on the goroutine of the
+// method that discovered the event, and never under a file lock. Close
+// waits for them, so a callback must not call Close.
 type OperationCallback struct {
 	// OnHeartbeatSuccess is called after every heartbeat that succeeded.
 	OnHeartbeatSuccess func(op *Operation, r HeartbeatResult)
 	// OnHeartbeatError is called for every heartbeat problem.
 	OnHeartbeatError func(op *Operation, err *HeartbeatError)
-	// OnAbort is called once when the operation is aborted.
+	// OnAbort is called once when the operation is aborted, after Aborted
+	// has closed.
 	OnAbort func(op *Operation)
-	// OnFailure is called once when the operation fails.
+	// OnFailure is called once when the operation fails, after this
+	// process has cleaned up and Failed has closed.
 	OnFailure func(op *Operation, info OperationFailedInfo)
 }
 
@@ -365,10 +369,15 @@ func (op *Operation) IsAborted() bool {
 	}
 }
 
-// Failed returns a channel that is closed when the operation fails.
+// Failed returns a channel that is closed once the operation has failed
+// and this process has cleaned up: the calls that were running heard of
+// it (OnOperationFailed, OnCleanup), its temp resources are deleted and
+// its frames marked cleaned up. Failure reports the failure before that.
 func (op *Operation) Failed() <-chan struct{} { return op.st.failed }
 
-// Failure returns why the operation failed, once it has.
+// Failure returns why the operation failed, once this process knows it has:
+// as soon as the method that saw the failure returns (Call.Fail, State,
+// ...), before its callbacks run and before Failed closes.
 func (op *Operation) Failure() (OperationFailedInfo, bool) {
 	op.st.mu.Lock()
 	defer op.st.mu.Unlock()
@@ -423,6 +432,18 @@ func (st *opState) observe(d *store.Data) {
 	}
 }
 
+// learn takes in what an error answered by the ledger says of the
+// operation: that it failed (an *OperationFailedError) or completed.
+func (st *opState) learn(err error) {
+	var ofe *OperationFailedError
+	switch {
+	case errors.As(err, &ofe):
+		st.fail(ofe.Info)
+	case errors.Is(err, ErrOperationCompleted):
+		st.end(fmt.Errorf("%w: %s", ErrOperationCompleted, st.id))
+	}
+}
+
 // Log appends msg to the operation log at the given level.
 func (op *Operation) Log(ctx context.Context, level LogLevel, msg string) error {
 	if level < LogDebug || level > LogError {
@@ -437,9 +458,10 @@ func (op *Operation) Log(ctx context.Context, level LogLevel, msg string) error 
 }
 
 // SetAbortFlag sets (or clears) the abort flag in the ledger. Setting it
-// aborts the operation in this process at once and in the others at their
-// next heartbeat or liveness poll. Clearing it does not undo an abort that
-// a process has already seen.
+// aborts the operation in this process at once (Aborted is closed when
+// SetAbortFlag returns; OnAbort runs on a goroutine of the library) and in
+// the others at their next heartbeat or liveness poll. Clearing it does
+// not undo an abort that a process has already seen.
 func (op *Operation) SetAbortFlag(ctx context.Context, aborted bool) error {
 	if err := op.usable(); err != nil {
 		return err
@@ -465,14 +487,14 @@ func (op *Operation) CheckAbort(ctx context.Context) (bool, error) {
 }
 
 // TriggerAbort aborts the operation in this process only, without writing
-// the ledger: Aborted closes, OnAbort runs and call contexts are cancelled
-// with ErrAborted. Use SetAbortFlag to abort every participant.
+// the ledger: when it returns, Aborted is closed and call contexts are
+// cancelled with ErrAborted; OnAbort runs on a goroutine of the library.
+// Use SetAbortFlag to abort every participant.
 func (op *Operation) TriggerAbort() { op.st.abort() }
 
 // abort aborts the operation in this process, once: the call contexts are
-// cancelled with ErrAborted, Aborted closes and every session's OnAbort
-// runs. Callbacks run with no lock held and may use the operation; a call
-// of abort from one of them returns at once.
+// cancelled with ErrAborted and Aborted closes before abort returns; every
+// session's OnAbort runs on a goroutine of the library (see deliver).
 func (st *opState) abort() {
 	st.mu.Lock()
 	seen := st.abortSeen
@@ -483,20 +505,19 @@ func (st *opState) abort() {
 	}
 	st.cancel(ErrAborted)
 	close(st.aborted)
-	for _, op := range st.sessionList() {
-		if op.cb.OnAbort != nil {
-			op.cb.OnAbort(op)
+	st.deliver(func() {
+		for _, op := range st.sessionList() {
+			if op.cb.OnAbort != nil {
+				op.cb.OnAbort(op)
+			}
 		}
-	}
+	})
 }
 
-// fail makes the operation failed in this process, once: call contexts are
-// cancelled with an *OperationFailedError, every active call runs
-// OnOperationFailed and OnCleanup, this process's temp resources are
-// deleted and its frames marked cleaned up; then Failed closes (so a
-// program that ends on Failed ends cleaned up) and every session's
-// OnFailure runs. Callbacks run with no lock held and may use the
-// operation; a call of fail from one of them returns at once.
+// fail makes the operation failed in this process, once. Before fail
+// returns, the failure is recorded (Failure reports it) and the call
+// contexts are cancelled with an *OperationFailedError; the rest runs on a
+// goroutine of the library (see deliver): cleanUp.
 func (st *opState) fail(info OperationFailedInfo) {
 	st.mu.Lock()
 	if st.failure != nil {
@@ -505,10 +526,23 @@ func (st *opState) fail(info OperationFailedInfo) {
 	}
 	st.failure = &info
 	calls := slices.Collect(maps.Values(st.calls))
-	temps := maps.Clone(st.temps)
 	st.mu.Unlock()
 
 	st.cancel(&OperationFailedError{Info: info})
+	st.deliver(func() { st.cleanUp(info, calls) })
+}
+
+// cleanUp finishes the failure of the operation in this process: every
+// call that was running when it failed runs OnOperationFailed and
+// OnCleanup, this process's temp resources are deleted and its frames
+// marked cleaned up; then Failed closes (so a program that ends on Failed
+// ends cleaned up) and every session's OnFailure runs. Callbacks run with
+// no lock held and may use the operation.
+func (st *opState) cleanUp(info OperationFailedInfo, calls []trackedCall) {
+	st.mu.Lock()
+	temps := maps.Clone(st.temps)
+	st.mu.Unlock()
+
 	for _, call := range calls {
 		call.operationFailed(info)
 	}
@@ -527,6 +561,18 @@ func (st *opState) fail(info OperationFailedInfo) {
 		if op.cb.OnFailure != nil {
 			op.cb.OnFailure(op, info)
 		}
+	}
+}
+
+// deliver runs f, the callbacks and the slow work of an abort or a
+// failure, on a goroutine of its own that Close waits for: whoever saw the
+// event (State, SetAbortFlag, Call.Fail, a spawned call, the monitor)
+// never runs other code's callbacks or waits for them. Each event is
+// delivered once; abort and failure do not wait for each other. Once Close
+// has begun, no goroutine may start, and f runs on the caller's goroutine.
+func (st *opState) deliver(f func()) {
+	if !st.c.goTracked(f) {
+		f()
 	}
 }
 
