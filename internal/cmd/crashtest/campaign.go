@@ -56,9 +56,9 @@ type campaign struct {
 
 	claimed atomic.Int64 // kills claimed by the slots
 	gen     atomic.Int64 // worker processes started
-	hbErrs  atomic.Int64 // heartbeat errors of the supervisor
 
-	mu       sync.Mutex // guards kills, failures, stopped
+	mu       sync.Mutex     // guards kills, failures, stopped, hbErrs
+	hbErrs   map[string]int // heartbeat errors of the supervisor, by type
 	kills    []kill
 	failures []string // workers that ended on their own, not by a kill
 	stopped  []string // workers stopped at the end, through standard input
@@ -110,7 +110,8 @@ func newCampaign(cfg config) (*campaign, error) {
 	if err != nil {
 		return nil, err
 	}
-	c := &campaign{cfg: cfg, base: base, dir: filepath.Join(base, "ledger"), journals: filepath.Join(base, "journals")}
+	c := &campaign{cfg: cfg, base: base, dir: filepath.Join(base, "ledger"), journals: filepath.Join(base, "journals"),
+		hbErrs: make(map[string]int)}
 	if err := os.Mkdir(c.journals, 0o755); err != nil {
 		return nil, err
 	}
@@ -122,7 +123,7 @@ func newCampaign(cfg config) (*campaign, error) {
 	c.lg, err = ledger.NewLocalLedger(ledger.Options{
 		BasePath: c.dir, ParticipantID: "supervisor", NoSignalHandler: true,
 		HeartbeatInterval: cfg.heartbeat, StaleThreshold: cfg.stale,
-		Callback: ledger.LedgerCallback{OnGlobalHeartbeatError: func(string, *ledger.HeartbeatError) { c.hbErrs.Add(1) }},
+		Callback: ledger.LedgerCallback{OnGlobalHeartbeatError: c.heartbeatError},
 	})
 	if err == nil {
 		c.op, err = c.lg.CreateOperation(context.Background(), ledger.CreateOptions{Description: "crashtest"})
@@ -307,10 +308,18 @@ func (c *campaign) finish() []string {
 		notes = append(notes, fmt.Sprintf("supervisor: Close: %v", err))
 	}
 	c.stopServer()
-	if n := c.hbErrs.Load(); n > 0 {
-		notes = append(notes, fmt.Sprintf("supervisor: %d heartbeat errors", n))
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if len(c.hbErrs) > 0 {
+		notes = append(notes, fmt.Sprintf("supervisor: heartbeat errors %v", c.hbErrs))
 	}
 	return notes
+}
+
+func (c *campaign) heartbeatError(_ string, err *ledger.HeartbeatError) {
+	c.mu.Lock()
+	c.hbErrs[err.Type.String()]++
+	c.mu.Unlock()
 }
 
 // startServer starts `ledger serve` on a free loopback port.
@@ -324,7 +333,12 @@ func (c *campaign) startServer() error {
 		}
 	}
 	c.server = exec.Command(bin, "serve", "--dir", c.dir, "--addr", "127.0.0.1:0")
-	c.server.Stderr = os.Stderr
+	logf, err := os.Create(filepath.Join(c.base, "server.log"))
+	if err != nil {
+		return err
+	}
+	defer logf.Close() // the server has its own descriptor
+	c.server.Stderr = logf
 	out, err := c.server.StdoutPipe()
 	if err != nil {
 		return err
