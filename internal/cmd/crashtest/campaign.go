@@ -112,27 +112,38 @@ func newCampaign(cfg config) (*campaign, error) {
 	}
 	c := &campaign{cfg: cfg, base: base, dir: filepath.Join(base, "ledger"), journals: filepath.Join(base, "journals"),
 		hbErrs: make(map[string]int)}
-	if err := os.Mkdir(c.journals, 0o755); err != nil {
-		return nil, err
-	}
-	if cfg.remote {
-		if err := c.startServer(); err != nil {
-			return nil, err
-		}
-	}
-	c.lg, err = ledger.NewLocalLedger(ledger.Options{
-		BasePath: c.dir, ParticipantID: "supervisor", NoSignalHandler: true,
-		HeartbeatInterval: cfg.heartbeat, StaleThreshold: cfg.stale,
-		Callback: ledger.LedgerCallback{OnGlobalHeartbeatError: c.heartbeatError},
-	})
-	if err == nil {
-		c.op, err = c.lg.CreateOperation(context.Background(), ledger.CreateOptions{Description: "crashtest"})
-	}
-	if err != nil {
+	if err := c.open(); err != nil {
 		c.stopServer()
+		os.RemoveAll(base)
 		return nil, err
 	}
 	return c, nil
+}
+
+// open starts the server (remote only) and the supervisor's operation.
+func (c *campaign) open() error {
+	if err := os.Mkdir(c.journals, 0o755); err != nil {
+		return err
+	}
+	if c.cfg.remote {
+		if err := c.startServer(); err != nil {
+			return err
+		}
+	}
+	lg, err := ledger.NewLocalLedger(ledger.Options{
+		BasePath: c.dir, ParticipantID: "supervisor", NoSignalHandler: true,
+		HeartbeatInterval: c.cfg.heartbeat, StaleThreshold: c.cfg.stale,
+		Callback: ledger.LedgerCallback{OnGlobalHeartbeatError: c.heartbeatError},
+	})
+	if err != nil {
+		return err
+	}
+	if c.op, err = lg.CreateOperation(context.Background(), ledger.CreateOptions{Description: "crashtest"}); err != nil {
+		lg.Close()
+		return err
+	}
+	c.lg = lg
+	return nil
 }
 
 // slots runs the worker slots until the kills are done, checking the files
