@@ -312,6 +312,9 @@ func (c *campaign) pending(d *store.Data) int {
 // the checks that follow say whether it matters.
 func (c *campaign) finish() []string {
 	var notes []string
+	if ents, err := os.ReadDir(filepath.Join(c.dir, c.op.ID()+".live")); err == nil {
+		notes = append(notes, fmt.Sprintf("liveness files before the archive: %d", len(ents)))
+	}
 	if err := c.op.Complete(context.Background()); err != nil {
 		notes = append(notes, fmt.Sprintf("supervisor: Complete: %v", err))
 	}
