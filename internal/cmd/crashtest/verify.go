@@ -16,14 +16,13 @@ import (
 type calls struct {
 	started map[string]bool   // tokens of B records: StartCall was called
 	callID  map[string]string // token -> call id, from S records
-	token   map[string]string // call id -> token, from S records
 	acked   []string          // tokens of A records, in journal order
 }
 
 // readJournals reads every journal in dir. A last line without its newline
 // (none is expected: each record is one write) is ignored.
 func readJournals(dir string) (*calls, error) {
-	c := &calls{started: map[string]bool{}, callID: map[string]string{}, token: map[string]string{}}
+	c := &calls{started: map[string]bool{}, callID: map[string]string{}}
 	paths, err := filepath.Glob(filepath.Join(dir, "*.journal"))
 	if err != nil {
 		return nil, err
@@ -48,7 +47,7 @@ func (c *calls) read(path string) error {
 		case len(f) == 2 && f[0] == recBegin:
 			c.started[f[1]] = true
 		case len(f) == 3 && f[0] == recStarted:
-			c.callID[f[1]], c.token[f[2]] = f[2], f[1]
+			c.callID[f[1]] = f[2]
 		case len(f) == 2 && f[0] == recAcked:
 			c.acked = append(c.acked, f[1])
 		case len(f) >= 1 && (f[0] == recJoined || f[0] == recClosed):
