@@ -92,6 +92,7 @@ func measure(cfg config, p int) (row, error) {
 	if err != nil {
 		return row{}, err
 	}
+	start := time.Now().UTC()
 	if cfg.progress != nil {
 		fmt.Fprintf(cfg.progress, "contention: P=%d: %d workers joined, running for %v\n", p, p, cfg.d)
 	}
@@ -99,6 +100,10 @@ func measure(cfg config, p int) (row, error) {
 	results := collect(ws, &r)
 	r.add(results, cfg.d)
 	r.verdicts(dir, op.ID())
+	if r.Verdicts > 0 {
+		const ms = "15:04:05.000"
+		r.Details = append(r.Details, fmt.Sprintf("the calls ran from %s to %s UTC", start.Format(ms), start.Add(cfg.d).Format(ms)))
+	}
 	for k, v := range hb.snapshot() {
 		r.HB[k] += v
 	}
@@ -215,6 +220,9 @@ func (r *row) verdicts(dir, id string) {
 	for line := range strings.SplitSeq(string(log), "\n") {
 		if _, rest, ok := strings.Cut(line, " CRASH_DETECTED "); ok {
 			crashed[strings.Fields(rest)[0]] = true
+			if len(crashed) <= maxErrors {
+				r.Details = append(r.Details, "false verdict: "+line)
+			}
 		}
 	}
 	var d ledger.Data
