@@ -58,7 +58,8 @@ func (r row) hbString() string {
 	return strings.Join(parts, ",")
 }
 
-// worker is a running worker process.
+// worker is a running worker process. Its stderr is written by exec's
+// copying goroutine and read only after Wait.
 type worker struct {
 	id     string
 	cmd    *exec.Cmd

@@ -205,7 +205,9 @@ type proc struct {
 	stderr tail
 }
 
-// tail keeps the end of what a worker writes to standard error.
+// tail keeps the end of what a worker writes to standard error. The
+// goroutine of exec that copies the output writes it; it is read after Wait,
+// which waits for that goroutine, so it needs no mutex.
 type tail struct{ b []byte }
 
 func (t *tail) Write(p []byte) (int, error) {
