@@ -132,7 +132,8 @@ func startWorkers(cfg config, dir, op string, p int) ([]*worker, error) {
 	}
 	for _, w := range ws {
 		if line, err := w.stdout.ReadString('\n'); err != nil || line != "ready\n" {
-			return fail(fmt.Errorf("worker %s: %q %v: %s", w.id, line, err, w.stderr.String()))
+			_, err := fail(fmt.Errorf("worker %s: %q %v", w.id, line, err))
+			return nil, fmt.Errorf("%w: %s", err, w.stderr.String()) // after Wait
 		}
 	}
 	for _, w := range ws {
