@@ -54,10 +54,12 @@ func TestCampaignLocal(t *testing.T) {
 }
 
 // TestCampaignRemote runs it through a real `ledger serve` process; the
-// kills are seen by heartbeat staleness, so the intervals are short.
+// kills are seen by heartbeat staleness, so the intervals are short, but
+// long enough that a loaded machine does not starve a live worker past
+// the threshold.
 func TestCampaignRemote(t *testing.T) {
 	cfg := smallCampaign(t, 6)
-	cfg.remote, cfg.heartbeat, cfg.stale = true, 100*time.Millisecond, time.Second
+	cfg.remote, cfg.heartbeat, cfg.stale = true, 250*time.Millisecond, 3*time.Second
 	cfg.detect = detectTime(cfg)
 	res, err := run(cfg)
 	require.NoError(t, err)
