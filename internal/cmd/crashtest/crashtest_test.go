@@ -60,6 +60,7 @@ func TestCampaignLocal(t *testing.T) {
 func TestCampaignRemote(t *testing.T) {
 	cfg := smallCampaign(t, 6)
 	cfg.remote, cfg.heartbeat, cfg.stale = true, 250*time.Millisecond, 3*time.Second
+	cfg.life = 300 * time.Millisecond // a remote worker takes longer to join
 	cfg.detect = detectTime(cfg)
 	res, err := run(cfg)
 	require.NoError(t, err)
