@@ -29,15 +29,22 @@
 //   - doubled: a call id or StartCall logged twice, a call ended twice
 //     (two CALL_ENDED, or CALL_ENDED and a crash), a participant declared
 //     crashed twice;
-//   - undetected: a killed worker that had joined whose participant record
-//     is not crashed, or that no CRASH_DETECTED names;
+//   - undetected: a killed worker that had joined (it has a participant
+//     record) whose record is not crashed at the end;
 //   - falsecrash: a verdict on a participant that was not killed;
 //   - inconsistent: the log, the final state and the journals disagree
 //     otherwise (a call nobody started, one that never ended, ...);
 //   - workerfail: a worker that failed on its own.
 //
+// loggaps counts, without failing, the changes that are in the state but
+// whose log line a kill cut off (the store renames the state file, then
+// appends to the log): a frame that CRASH_DETECTED lists without a
+// CALL_STARTED, a verdict with no CRASH_DETECTED line, and so on, where the
+// writer that would have logged it was killed.
+//
 // It prints the details, then one verdict line, and exits with status 1 if
-// any count is not zero. The directory is removed after a PASS unless -keep.
+// any other count is not zero. The directory is removed after a PASS unless
+// -keep.
 package main
 
 import (
