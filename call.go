@@ -18,7 +18,7 @@ type CallCallback[T any] struct {
 	OnCompletion func(result T)
 	// OnCleanup runs after the call failed (or, for a spawned call, was
 	// cancelled), and when the operation fails while the call runs; at
-	// most once for a spawned call.
+	// most once per call.
 	OnCleanup func()
 	// OnCallCrashed runs when the work of a spawned call fails or panics;
 	// returning ok == true turns the failure into success with fallback.
@@ -42,15 +42,39 @@ type CallOptions[T any] struct {
 // Call is a tracked call whose work the caller runs: StartCall writes its
 // frame, End or Fail removes it. A *Call is safe for concurrent use; the zero
 // value is not usable.
+//
+// A call is over once End or Fail reached the ledger, or once the ledger
+// answered that it never can: the frame is gone (ErrCallNotFound), or the
+// operation is (ErrOperationNotFound, an *OperationFailedError,
+// ErrOperationCompleted). Any other error of End or Fail (a full disk, a
+// lock timeout, a server that answered 500, a lost connection) leaves the
+// call open, whatever the error: its frame is still in the ledger, End or
+// Fail may be called again, and Leave and Close treat the call as running.
 type Call[T any] struct {
 	op      *Operation
 	id      string
 	opts    CallOptions[T]
 	started time.Time
 
-	mu   sync.Mutex // guards done
-	done bool
+	// failOnce runs OnOperationFailed and OnCleanup of the operation's
+	// failure at most once, and makes a second caller wait until they
+	// have run.
+	failOnce sync.Once
+
+	mu      sync.Mutex // guards state, cleaned
+	state   endState
+	cleaned bool // OnCleanup has run
 }
+
+// endState is how far End or Fail of a Call got.
+type endState int
+
+const (
+	endOpen    endState = iota // no End or Fail in flight, none reached the ledger
+	endPending                 // an End or Fail is in flight
+	endApplied                 // End or Fail reached the ledger
+	endGone                    // the ledger answered that it never can
+)
 
 // StartCall starts a tracked call: its frame is in the ledger (CALL_STARTED)
 // when StartCall returns.
@@ -79,58 +103,92 @@ func (c *Call[T]) Description() string { return c.opts.Description }
 // StartedAt returns when the call started.
 func (c *Call[T]) StartedAt() time.Time { return c.started }
 
-// IsCompleted reports whether End or Fail has succeeded.
+// IsCompleted reports whether the call is over: End or Fail reached the
+// ledger, or the ledger answered that they never can (see Call).
 func (c *Call[T]) IsCompleted() bool {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	return c.done
+	return c.state == endApplied || c.state == endGone
 }
 
-// finish marks the call done, or returns ErrCallCompleted. undo reverts it
-// when the ledger could not be written, so that End or Fail can be retried.
-func (c *Call[T]) finish() (undo func(), err error) {
+// begin claims the call for one End or Fail, or returns ErrCallCompleted
+// when the call is over or another End or Fail is in flight.
+func (c *Call[T]) begin() error {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	if c.done {
-		return nil, fmt.Errorf("%w: %s", ErrCallCompleted, c.id)
+	if c.state != endOpen {
+		return fmt.Errorf("%w: %s", ErrCallCompleted, c.id)
 	}
-	c.done = true
-	return func() {
-		c.mu.Lock()
-		c.done = false
-		c.mu.Unlock()
-	}, nil
+	c.state = endPending
+	return nil
+}
+
+// settle takes in the answer err of the ledger to End or Fail and reports
+// whether the call is over. An answer that proves the frame or the
+// operation gone ends the call; one saying that the operation failed or
+// completed is taken in by the process, and a failure runs the call's
+// OnOperationFailed and OnCleanup (once: the failure's delivery may run
+// them too). Any other error reopens the call.
+func (c *Call[T]) settle(err error) (over bool) {
+	if !settled(err) {
+		c.set(endOpen)
+		return false
+	}
+	if err == nil {
+		c.set(endApplied)
+		c.op.untrack(c.id)
+		return true
+	}
+	c.op.st.learn(err)
+	c.set(endGone)
+	c.op.untrack(c.id)
+	var ofe *OperationFailedError
+	if errors.As(err, &ofe) {
+		c.operationFailed(ofe.Info)
+	}
+	return true
+}
+
+func (c *Call[T]) set(s endState) {
+	c.mu.Lock()
+	c.state = s
+	c.mu.Unlock()
 }
 
 // End ends the call with its result: the frame is removed (CALL_ENDED),
 // then OnCompletion runs. A second End or Fail returns ErrCallCompleted.
+// When End returns an error, the call is open again unless the ledger
+// answered that the call or its operation is gone (see Call); when the
+// operation had failed, End runs OnOperationFailed and OnCleanup before it
+// returns, as the failure does for every running call.
 func (c *Call[T]) End(ctx context.Context, result T) error {
-	undo, err := c.finish()
-	if err != nil {
+	if err := c.begin(); err != nil {
 		return err
 	}
 	st := c.op.st
 	ctx, cancel := st.c.bound(ctx)
 	defer cancel()
-	if _, _, err := st.apply(ctx, removeFrameOp{who: st.c.who, callID: c.id, kind: frameCall}); err != nil {
-		if retryable(err) {
-			undo()
+	_, _, err := st.apply(ctx, removeFrameOp{who: st.c.who, callID: c.id, kind: frameCall})
+	if c.settle(err) && err == nil {
+		if f := c.opts.Callback.OnCompletion; f != nil {
+			f(result)
 		}
-		return err
 	}
-	c.op.untrack(c.id)
-	if f := c.opts.Callback.OnCompletion; f != nil {
-		f(result)
-	}
-	return nil
+	return err
 }
 
 // Fail ends the call as failed with cause: the frame is removed
 // (CALL_FAILED) and OnCleanup runs. Unless the call is Contained, the
-// operation fails: the failure is recorded in the ledger and Failed closes.
+// operation fails: the failure is recorded in the ledger, and when Fail
+// returns, Failure reports it and Context is cancelled; the other calls of
+// this process hear of it, its temp resources are deleted and then Failed
+// closes, on a goroutine of the library (see Failure in the package doc).
+// When Fail returns an error, the call is open again unless the ledger
+// answered that the call or its operation is gone (see Call); when the
+// operation had failed, Fail runs OnOperationFailed and then OnCleanup
+// before it returns, as the failure does for every running call.
 func (c *Call[T]) Fail(ctx context.Context, cause error) error {
-	undo, err := c.finish()
-	if err != nil {
+	if err := c.begin(); err != nil {
 		return err
 	}
 	if cause == nil {
@@ -140,35 +198,52 @@ func (c *Call[T]) Fail(ctx context.Context, cause error) error {
 	ctx, cancel := st.c.bound(ctx)
 	defer cancel()
 	v, _, err := st.apply(ctx, failFrameOp{who: st.c.who, callID: c.id, reason: cause.Error(), stack: string(debug.Stack())})
-	if err != nil {
-		if retryable(err) {
-			undo()
-		}
+	if !c.settle(err) {
 		return err
 	}
-	c.op.untrack(c.id)
-	if f := c.opts.Callback.OnCleanup; f != nil {
+	c.cleanup()
+	if err == nil {
+		st.observe(v)
+	}
+	return err
+}
+
+// settled reports whether err, the answer of the ledger to the end of a
+// call, settles the call: nil (the change reached the ledger), or an
+// answer proving that it never can: the frame is gone (ErrCallNotFound),
+// or the operation is (ErrOperationNotFound), failed or completed. Every
+// other error leaves the frame in the ledger as it was, as far as this
+// process can know, so the end may be tried again.
+func settled(err error) bool {
+	return err == nil || errors.Is(err, ErrCallNotFound) || errors.Is(err, ErrOperationNotFound) ||
+		errors.Is(err, ErrOperationFailed) || errors.Is(err, ErrOperationCompleted)
+}
+
+// cleanup runs OnCleanup, once.
+func (c *Call[T]) cleanup() {
+	c.mu.Lock()
+	ran := c.cleaned
+	c.cleaned = true
+	c.mu.Unlock()
+	if f := c.opts.Callback.OnCleanup; f != nil && !ran {
 		f()
 	}
-	st.observe(v)
-	return nil
 }
 
-// retryable reports whether a failed ledger write may be tried again: the
-// lock could not be had, the caller gave up, or the request to a ledger
-// server failed on the way.
-func retryable(err error) bool {
-	var ce *connError
-	return errors.Is(err, ErrLockTimeout) || errors.Is(err, context.DeadlineExceeded) ||
-		errors.Is(err, context.Canceled) || errors.As(err, &ce)
-}
-
-// operationFailed implements trackedCall.
+// operationFailed implements trackedCall: unless End or Fail reached the
+// ledger, it runs OnOperationFailed and then OnCleanup, once. A concurrent
+// second caller returns after they have run.
 func (c *Call[T]) operationFailed(info OperationFailedInfo) {
-	if f := c.opts.Callback.OnOperationFailed; f != nil {
-		f(info)
-	}
-	if f := c.opts.Callback.OnCleanup; f != nil {
-		f()
-	}
+	c.failOnce.Do(func() {
+		c.mu.Lock()
+		applied := c.state == endApplied
+		c.mu.Unlock()
+		if applied {
+			return
+		}
+		if f := c.opts.Callback.OnOperationFailed; f != nil {
+			f(info)
+		}
+		c.cleanup()
+	})
 }

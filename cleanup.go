@@ -11,9 +11,13 @@ import (
 	"path/filepath"
 	"runtime/debug"
 	"slices"
+	"strings"
 	"sync"
 	"syscall"
 	"time"
+
+	"github.com/tomdist/ledger/internal/dirstore"
+	"github.com/tomdist/ledger/journal"
 )
 
 // DefaultSignalGrace is the default of Options.SignalGrace.
@@ -57,10 +61,17 @@ type CleanupHandler struct {
 	mu     sync.Mutex // guards every field below
 	lastID CleanupID
 	fns    map[CleanupID]func(context.Context) error
-	temps  map[string]int    // absolute temp path → number of open operations that registered it
-	ops    map[*opState]bool // open operations → whether their ledger lets the handler take signals
-	watch  *signalWatch      // the goroutine that receives signals; nil while none are taken
-	dying  bool              // a signal is being handled; the process is about to die
+	temps  map[string]tempHold // absolute temp path → its root and the open operations that registered it
+	ops    map[*opState]bool   // open operations → whether their ledger lets the handler take signals
+	watch  *signalWatch        // the goroutine that receives signals; nil while none are taken
+	dying  bool                // a signal is being handled; the process is about to die
+}
+
+// tempHold is a registered temp path: the temp root it lies below, and how
+// many open operations of this process registered it.
+type tempHold struct {
+	root string
+	n    int
 }
 
 // signalWatch is one run of the goroutine that receives signals. Whoever
@@ -74,7 +85,7 @@ type signalWatch struct {
 
 var theCleanup = &CleanupHandler{
 	fns:   make(map[CleanupID]func(context.Context) error),
-	temps: make(map[string]int),
+	temps: make(map[string]tempHold),
 	ops:   make(map[*opState]bool),
 }
 
@@ -107,12 +118,13 @@ func (h *CleanupHandler) Unregister(id CleanupID) {
 
 // Run runs every registered callback, newest first, and then deletes every
 // temp resource that an open operation of this process registered (files
-// and directories with everything in them; paths that no longer exist are
-// skipped). It does not stop at an error or a panic: the errors of all
-// callbacks (a panic becomes a *PanicError) and deletions are returned
-// joined. Each callback runs once: Run removes the callbacks it runs, so a
-// second Run only runs callbacks registered since. The temp resources stay
-// registered until their operations unregister them or end.
+// and directories with everything in them, never following a symbolic
+// link below the temp root; paths that no longer exist are skipped). It
+// does not stop at an error or a panic: the errors of all callbacks (a
+// panic becomes a *PanicError) and deletions are returned joined. Each
+// callback runs once: Run removes the callbacks it runs, so a second Run
+// only runs callbacks registered since. The temp resources stay registered
+// until their operations unregister them or end.
 //
 // Run waits for every callback; ctx is passed to them, and they should
 // return when it is done.
@@ -146,15 +158,16 @@ func callCleanup(ctx context.Context, fn func(context.Context) error) (err error
 	return fn(ctx)
 }
 
-// removeTemps deletes every registered temp path, deepest first.
+// removeTemps deletes every registered temp path, deepest first. These
+// are this process's own: it registered them itself.
 func (h *CleanupHandler) removeTemps() error {
 	h.mu.Lock()
-	paths := slices.Sorted(maps.Keys(h.temps))
+	temps := maps.Clone(h.temps)
 	h.mu.Unlock()
 
 	var errs []error
-	for _, p := range slices.Backward(paths) {
-		if err := os.RemoveAll(p); err != nil {
+	for _, p := range slices.Backward(slices.Sorted(maps.Keys(temps))) {
+		if err := removeBelow(temps[p].root, p, -1); err != nil {
 			errs = append(errs, fmt.Errorf("ledger: remove temp resource: %w", err))
 		}
 	}
@@ -171,12 +184,97 @@ func tempKey(path string) string {
 	return filepath.Clean(path)
 }
 
-// addTemp registers path for one more operation. The caller holds the
-// operation's st.mu and calls addTemp once per operation and path.
-func (h *CleanupHandler) addTemp(path string) {
+// below reports whether path lies below root (not at it), both clean and
+// absolute, by their names alone, and returns it relative to root.
+func below(root, path string) (string, bool) {
+	rel, err := filepath.Rel(root, path)
+	if err != nil || rel == "." || rel == ".." || strings.HasPrefix(rel, ".."+string(filepath.Separator)) {
+		return "", false
+	}
+	return rel, true
+}
+
+// rootOf returns the first of roots that path lies below.
+func rootOf(roots []string, path string) (string, bool) {
+	for _, r := range roots {
+		if _, ok := below(r, path); ok {
+			return r, true
+		}
+	}
+	return "", false
+}
+
+// tempCleaner deletes the temp resources of dead participant processes
+// for a LocalLedger, under the rule of the package doc (Temporary files):
+// only what a process of this user on this host registered through a
+// LocalLedger, as its temp registry proves (see store.TempList), below
+// this ledger's temp roots, owned by this user, never through a symbolic
+// link. What the ledger lists is never taken for such proof: anyone who
+// can write the directory or reach a ledger server can write it. A ledger
+// server has no tempCleaner: it deletes nothing.
+type tempCleaner struct {
+	reg   tempRegistry
+	host  string   // this host
+	uid   int      // this process's effective user
+	roots []string // Options.TempRoots
+}
+
+// tempRegistry is implemented by stores that keep the temp registries of
+// their participant processes (internal/dirstore).
+type tempRegistry interface {
+	ReadTemps(id string, m journal.Member) (*dirstore.TempList, error)
+	RemoveTemps(id string, m journal.Member)
+}
+
+func newTempCleaner(reg tempRegistry, o Options) *tempCleaner {
+	return &tempCleaner{reg: reg, host: hostname(), uid: os.Geteuid(), roots: o.TempRoots}
+}
+
+// collect returns the paths in the temp registry of process p if a process
+// of this user on this host wrote it, and else none. The caller reads it
+// before it records p's crash: recording it may archive the operation,
+// and the registry with it.
+func (c *tempCleaner) collect(id string, p participant) []string {
+	if c == nil || p.Host != c.host {
+		return nil
+	}
+	list, err := c.reg.ReadTemps(id, p.member(0))
+	if err != nil || list.UID != c.uid || list.Host != c.host {
+		return nil
+	}
+	return list.Paths
+}
+
+// remove deletes the paths of process p that collect returned, deepest
+// first, each only if it lies below a temp root and belongs to this user,
+// and then p's temp registry. A path it refuses or cannot delete stays:
+// there is no one to tell.
+func (c *tempCleaner) remove(id string, p participant, paths []string) {
+	if c == nil || len(paths) == 0 {
+		return
+	}
+	for _, path := range slices.Backward(slices.Sorted(slices.Values(paths))) {
+		path = filepath.Clean(path)
+		if root, ok := rootOf(c.roots, path); ok && filepath.IsAbs(path) {
+			_ = removeBelow(root, path, c.uid)
+		}
+	}
+	c.reg.RemoveTemps(id, p.member(0))
+}
+
+// addTemp registers path, below root, for one more operation. The caller
+// holds the operation's st.mu and calls addTemp once per operation and
+// path.
+func (h *CleanupHandler) addTemp(path, root string) {
 	h.mu.Lock()
 	defer h.mu.Unlock()
-	h.temps[tempKey(path)]++
+	k := tempKey(path)
+	t := h.temps[k]
+	if t.n == 0 {
+		t.root = root
+	}
+	t.n++
+	h.temps[k] = t
 }
 
 // dropTemp undoes one addTemp; the path is forgotten when no operation
@@ -188,10 +286,11 @@ func (h *CleanupHandler) dropTemp(path string) {
 }
 
 func (h *CleanupHandler) dropTempLocked(key string) {
-	switch n := h.temps[key]; {
-	case n > 1:
-		h.temps[key] = n - 1
-	case n == 1:
+	switch t := h.temps[key]; {
+	case t.n > 1:
+		t.n--
+		h.temps[key] = t
+	case t.n == 1:
 		delete(h.temps, key)
 	}
 }
@@ -346,8 +445,10 @@ func (h *CleanupHandler) shutdown(ops []*opState, grace time.Duration) error {
 // reportGone tells the ledger of every operation in ops, at the same time
 // and within d, that this process is gone: its participant record and
 // active frames are marked crashed, and the other participants react on
-// their next poll instead of after the stale threshold. Temp resources of
-// this participant that the ledger still lists are deleted too.
+// their next poll instead of after the stale threshold. Nothing the ledger
+// lists is deleted: the temp resources this process registered itself
+// were deleted by removeTemps, and what else the ledger lists in its name
+// anyone may have written there.
 func reportGone(ops []*opState, d time.Duration) error {
 	ctx, cancel := context.WithTimeout(context.Background(), d)
 	defer cancel()
@@ -355,13 +456,8 @@ func reportGone(ops []*opState, d time.Duration) error {
 	var wg sync.WaitGroup
 	for i, st := range ops {
 		wg.Go(func() {
-			_, out, err := st.apply(ctx, crashOp{who: st.c.who, victim: st.c.who})
-			if err != nil {
+			if _, _, err := st.apply(ctx, crashOp{who: st.c.who, victim: st.c.who}); err != nil {
 				errs[i] = fmt.Errorf("ledger: report %s gone from %s: %w", st.c.who.ID, st.id, err)
-				return
-			}
-			for _, p := range out.temps {
-				os.RemoveAll(p)
 			}
 		})
 	}

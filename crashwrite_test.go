@@ -31,7 +31,10 @@ func fWriterRole() {
 		os.Exit(1)
 	}
 	ctx := context.Background()
-	l, err := ledger.Connect(ctx, ledger.Options{BasePath: os.Getenv("FND_DIR"), ParticipantID: "writer", NoSignalHandler: true})
+	l, err := ledger.Connect(ctx, ledger.Options{
+		BasePath: os.Getenv("FND_DIR"), ParticipantID: "writer", NoSignalHandler: true,
+		TempRoots: []string{"/nonexistent/fnd-writer"}, // the temp paths below are never created
+	})
 	if err != nil {
 		fail(err)
 	}

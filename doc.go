@@ -66,7 +66,13 @@
 // writes a call frame (CALL_STARTED) and returns a *Call[T]; End(ctx,
 // result) removes the frame (CALL_ENDED) and runs OnCompletion with the
 // result; Fail(ctx, err) removes it (CALL_FAILED) and runs OnCleanup. A
-// second End or Fail is ErrCallCompleted. Call ids have the form
+// second End or Fail is ErrCallCompleted. An End or Fail that did not reach
+// the ledger (a full disk, a lock timeout, a server that answered 500)
+// leaves the call open, whatever the error: call it again. Only an answer
+// proving the frame or the operation gone (ErrCallNotFound,
+// ErrOperationNotFound, an *OperationFailedError, ErrOperationCompleted)
+// ends the call without it. A spawned call retries its end by itself (see
+// SpawnCall). Call ids have the form
 // call_{participant}_{n}_{4 hex}. CreateCallFrame and DeleteCallFrame write
 // raw frames with no tracking, events or callbacks.
 //
@@ -79,15 +85,22 @@
 // When a call that is not contained fails, the failure (failedAt, reason,
 // crashed call ids) is recorded in the ledger and the operation becomes
 // failed and is archived, or goes to cleanup while frames of other calls
-// are still active. In this process Failed closes, Failure tells
-// why, Context is cancelled with an *OperationFailedError (which matches
-// ErrOperationFailed), the other running calls get OnOperationFailed and
-// OnCleanup, the temp resources registered by this process are deleted and
-// every session's OnFailure runs.
+// are still active. Whatever part of this process sees the failure first
+// (Call.Fail, a spawned call, State, CheckAbort, SetAbortFlag or the
+// monitor), it is taken in through one path: at once, before that method
+// returns, Failure tells why and Context is cancelled with an
+// *OperationFailedError (which matches ErrOperationFailed). Then, on a
+// goroutine of the library, never the caller's, the calls that were
+// running get OnOperationFailed and OnCleanup, the temp resources
+// registered by this process are deleted and its frames marked cleaned up;
+// then Failed closes and every session's OnFailure runs. So a Call.Fail
+// returns at once however long those callbacks take; wait on Failed to
+// know that this process has cleaned up.
 //
 // SetAbortFlag writes the abort flag; CheckAbort reads it. A process that
-// sees the flag set is aborted, once: Aborted closes, OnAbort runs and
-// Context is cancelled with ErrAborted. TriggerAbort aborts this process
+// sees the flag set is aborted, once: before the method that saw it
+// returns, Aborted closes and Context is cancelled with ErrAborted; OnAbort
+// runs on a goroutine of the library. TriggerAbort aborts this process
 // only, without writing the ledger. Clearing the flag does not undo an
 // abort that a process has already seen.
 //
@@ -123,10 +136,19 @@
 // participant process holds a flock on its own file in {id}.live/ while it
 // takes part: an observer on the same host that can take that lock knows
 // the process is gone, at once. A participant whose heartbeat has not
-// changed for StaleThreshold, measured on the observer's monotonic clock
-// from when it last saw the value change, is declared crashed too; so wall
-// clocks that disagree never cause a verdict, and a process paused for less
-// than the threshold is never declared crashed.
+// changed for its StaleThreshold, measured on the observer's monotonic
+// clock from when it last saw the value change, is declared crashed too;
+// so wall clocks that disagree never cause a verdict, and a process paused
+// for less than the threshold is never declared crashed. Each participant
+// is judged by its own settings: its record carries its HeartbeatInterval
+// and StaleThreshold (heartbeatIntervalMs and staleThresholdMs, written on
+// create and join), and a record without them, as the Dart ledger writes,
+// has the defaults (5s and 15s). On the local backend a heartbeat also
+// touches the participant's liveness file, which needs no lock of the
+// operation, and observers on the same host count a change of its time as
+// a beat: a participant whose ledger heartbeat waits for a lock that call
+// traffic keeps busy is not stale. (The ledger heartbeat is still written,
+// for observers on other hosts and readers of State.)
 //
 // The first observer records the crash under the file lock (CRASH_DETECTED,
 // detectionTimestamp, the participant and its frames crashed) and becomes
@@ -135,7 +157,8 @@
 // cleanup): every live participant runs OnOperationFailed and OnCleanup of
 // its running calls, cancels its spawned calls, deletes its temp resources,
 // marks its frames cleanedUp and runs OnFailure of its sessions. The
-// coordinator deletes the crashed participant's temp resources on its host,
+// coordinator deletes the crashed participant's temp resources, as far as
+// the rule of Temporary files allows,
 // and once every frame is cleaned up, or two heartbeat intervals have
 // passed, removes the frames, sets the state failed (removalTimestamp,
 // OPERATION_FAILED) and archives the operation. If the coordinator is gone,
@@ -149,8 +172,8 @@
 // ledgerNotFound, lockFailed, abortFlagSet (reported once), heartbeatStale
 // or ioError) run on a goroutine of their own, so a slow callback never
 // delays a beat; successes that pile up are coalesced to the latest.
-// StopHeartbeat pauses the beats (the others will declare this process
-// crashed after their threshold).
+// StopHeartbeat pauses the beats, liveness file touches included (the
+// others will declare this process crashed after its threshold).
 //
 // Close settles each open operation: with no call of this process running
 // its sessions leave; with a Call never ended, the process reports itself
@@ -161,7 +184,7 @@
 // While an operation is open in the process, the ledger handles SIGINT and
 // SIGTERM: it runs the callbacks registered with Cleanup().Register (newest
 // first, for at most Options.SignalGrace, 5s by default), deletes the temp
-// resources registered with Operation.RegisterTempResource, marks this
+// resources it registered with Operation.RegisterTempResource, marks this
 // participant and its call frames crashed in every open operation so the
 // other participants react at once (a call that fails on crash fails the
 // operation), and then dies from the same signal, so a shell sees exit
@@ -172,6 +195,44 @@
 // A program that handles signals itself sets Options.NoSignalHandler and
 // calls Cleanup().Run(ctx) from its handler: Run runs each callback once,
 // newest first, deletes the temp resources and returns every error joined.
+//
+// # Temporary files
+//
+// RegisterTempResource records a file or directory to be deleted when the
+// operation fails or its registrant is gone. A ledger is shared, by
+// processes of several users and by clients of a server, so who deletes
+// what is strict: a process deletes a temp resource only if its own user
+// registered it, and never through a symbolic link.
+//
+//   - A process deletes the paths it registered itself, from its own list
+//     in memory: when the operation fails, after SIGINT or SIGTERM, and in
+//     Cleanup().Run, never following a symbolic link below their temp
+//     root. It never deletes what the ledger lists in its name.
+//   - When a participant process crashes, the coordinator deletes its temp
+//     resources only if the coordinator is a LocalLedger on the same host,
+//     and only the paths in the crashed process's temp registry: the file
+//     {id}.live/{participant}.{pid}.temps that a LocalLedger writes on
+//     every registration, with mode 0600, naming its operation,
+//     participant, pid and host. The registry counts only if it is a
+//     regular file with one link that the coordinator's own user owns and
+//     nobody else may write, and names the process it stands for. The
+//     orphan sweep of a LocalLedger does the same for the processes of an
+//     orphaned operation.
+//   - Every such path must lie below one of the deleter's
+//     Options.TempRoots (the system temp directory by default; registering
+//     a path outside them is refused with ErrInvalidArgument), compared by
+//     the cleaned absolute names, and belong to the deleting user. Every
+//     directory from the root down is opened without following a symbolic
+//     link, and the tree is removed through those descriptors; a link at
+//     the path is removed, not followed.
+//   - The tempResources list in the ledger is never a reason to delete
+//     anything: whoever can write the directory or reach a ledger server
+//     can write it. Paths registered through a server are recorded with
+//     registeredVia "server" and deleted by their registrant alone; the
+//     server deletes nothing.
+//
+// A participant that leaves, completes or closes normally forgets its
+// temp resources: its registry is removed, and nobody deletes them after.
 //
 // # Worker processes
 //
@@ -225,7 +286,7 @@
 //	{base}/{id}.operation.log         "<RFC3339 UTC> [LEVEL] <participantId> <EVENT or message>"
 //	{base}/{id}.operation.debug.log   DEBUG lines
 //	{base}/{id}_trail/{elapsed ms}_{id}.json
-//	{base}/{id}.live/                 liveness lock files
+//	{base}/{id}.live/                 liveness lock files and temp registries
 //	{base}/backup/{id}/               operation.json, operation.log, operation.debug.log, trail/
 //
 // Every change takes the flock, reads the state, writes a new temp file
@@ -255,9 +316,11 @@
 // decodes the file again only when its bytes differ; a change still reads
 // the whole file, so its cost grows with the number of frames.
 //
-// Callbacks run with no lock held, on a goroutine of the library (the one
-// that saw the event, or one of their own for heartbeat, abort and failure
-// events); a slow callback delays that goroutine only. OnLogLine sees
+// Callbacks run with no lock held, on a goroutine of the library: a
+// call's own callbacks on the goroutine that ends it (the caller's, for
+// End and Fail of a Call), those of heartbeat, abort and failure events on
+// goroutines of their own; a slow callback delays that goroutine only, and
+// Close waits for it. OnLogLine sees
 // the lines this process writes, not those of others. Files are created
 // with mode 0644 less the umask. Log files are not fsynced, even with
 // Durable.

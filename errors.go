@@ -50,7 +50,8 @@ var (
 	// ledger.
 	ErrCallNotFound = errors.New("ledger: call not found")
 
-	// ErrCallCompleted is returned by a second End or Fail of a call.
+	// ErrCallCompleted is returned by End or Fail of a call that is over,
+	// or while another End or Fail of it is in flight.
 	ErrCallCompleted = errors.New("ledger: call already completed")
 
 	// ErrSessionLeft is returned when a session is used after Leave.

@@ -1,7 +1,15 @@
 package ledger
 
-import "github.com/tomdist/ledger/internal/store"
+import (
+	"github.com/tomdist/ledger/internal/dirstore"
+	"github.com/tomdist/ledger/internal/store"
+)
 
 // SetClockSkew shifts the wall clock this test process writes into the
 // ledger (test seam; see store.SetClockSkew).
 var SetClockSkew = store.SetClockSkew
+
+// SetWriteFault makes every later journal append of this process fail
+// with the error f returns for the journal's path, if any (test seam; see
+// dirstore.SetWriteFault).
+var SetWriteFault = dirstore.SetWriteFault

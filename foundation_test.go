@@ -717,6 +717,7 @@ func TestAbortFlag(t *testing.T) {
 			t.Fatal(err)
 		}
 		waitClosed(t, op.Aborted(), time.Second, "alice's Aborted")
+		waitFor(t, time.Second, "alice's OnAbort", func() bool { return abortCount("alice") == 1 })
 		if !op.IsAborted() || abortCount("alice") != 1 || !errors.Is(context.Cause(op.Context()), ledger.ErrAborted) {
 			t.Errorf("alice: aborted %t, OnAbort %d times, cause %v", op.IsAborted(), abortCount("alice"), context.Cause(op.Context()))
 		}
@@ -724,6 +725,7 @@ func TestAbortFlag(t *testing.T) {
 			t.Fatalf("bob's CheckAbort: %t, %v", v, err)
 		}
 		waitClosed(t, joined.Aborted(), time.Second, "bob's Aborted")
+		waitFor(t, time.Second, "bob's OnAbort", func() bool { return abortCount("bob") == 1 })
 		if err := op.SetAbortFlag(ctx, true); err != nil {
 			t.Fatal(err)
 		}
@@ -755,6 +757,7 @@ func TestAbortFlag(t *testing.T) {
 		local := fJoin(t, carol, op2.ID(), ledger.JoinOptions{Callback: onAbort("carol")})
 		local.TriggerAbort()
 		local.TriggerAbort()
+		waitFor(t, time.Second, "carol's OnAbort", func() bool { return abortCount("carol") == 1 })
 		if !local.IsAborted() || abortCount("carol") != 1 || !errors.Is(context.Cause(local.Context()), ledger.ErrAborted) {
 			t.Errorf("carol after TriggerAbort: aborted %t, OnAbort %d", local.IsAborted(), abortCount("carol"))
 		}

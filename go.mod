@@ -12,5 +12,6 @@ require (
 
 require (
 	github.com/google/uuid v1.6.0 // indirect
+	github.com/stretchr/testify v1.12.1
 	go.yaml.in/yaml/v3 v3.0.5 // indirect
 )

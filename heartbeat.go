@@ -148,26 +148,13 @@ func (op *Operation) Heartbeat(ctx context.Context) (HeartbeatResult, error) {
 }
 
 // StopHeartbeat pauses the automatic heartbeats of this process on the
-// operation (for every session). Other participants will declare it
-// crashed once its heartbeat is older than their stale threshold.
+// operation (for every session), the touches of its liveness file
+// included. Other participants will declare it crashed once its heartbeat
+// is older than its stale threshold.
 func (op *Operation) StopHeartbeat() { op.st.mon.setPaused(true) }
 
 // StartHeartbeat resumes automatic heartbeats after StopHeartbeat. They run
 // from the start of the operation; calling it otherwise has no effect.
 func (op *Operation) StartHeartbeat() { op.st.mon.setPaused(false) }
 
-func (m *monitor) setPaused(p bool) {
-	select {
-	case m.paused <- p:
-	case <-m.stop:
-	}
-}
-
-func isClosed(ch <-chan struct{}) bool {
-	select {
-	case <-ch:
-		return true
-	default:
-		return false
-	}
-}
+func (m *monitor) setPaused(p bool) { m.paused.Store(p) }

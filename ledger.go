@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"path/filepath"
 	"strings"
 	"sync"
 	"time"
@@ -47,17 +48,22 @@ type Options struct {
 	// Callback receives ledger-wide events.
 	Callback LedgerCallback
 
-	// HeartbeatInterval is the time between heartbeats. Zero means 5s.
+	// HeartbeatInterval is the time between heartbeats of this
+	// participant. It is written into the participant's record, and the
+	// others judge the participant by it. Zero means 5s.
 	HeartbeatInterval time.Duration
 
-	// StaleThreshold is how long a participant may be silent (paused,
-	// hung, cut off) and still not be declared crashed. An observer
-	// declares it crashed once it has seen no new heartbeat of it for
-	// StaleThreshold plus 1.25 HeartbeatInterval, the longest gap between
-	// two beats of a healthy participant (jitter included), so a pause
-	// shorter than StaleThreshold is never a crash. It must exceed
-	// HeartbeatInterval. Zero means 15s, or 3 HeartbeatIntervals if that
-	// is longer.
+	// StaleThreshold is how long this participant may be silent (paused,
+	// hung, cut off) and still not be declared crashed. It is written into
+	// the participant's record with HeartbeatInterval: an observer
+	// declares the participant crashed once it has seen no new heartbeat
+	// of it for the participant's StaleThreshold plus 1.25 of its
+	// HeartbeatInterval, the longest gap between two beats of a healthy
+	// participant (jitter included), whatever the observer's own settings,
+	// so a pause shorter than StaleThreshold is never a crash. A record
+	// without settings (the Dart ledger writes none) is judged by the
+	// defaults. It must exceed HeartbeatInterval. Zero means 15s, or 3
+	// HeartbeatIntervals if that is longer.
 	StaleThreshold time.Duration
 
 	// LivenessPoll is the interval of the same-host liveness check of the
@@ -81,6 +87,16 @@ type Options struct {
 	// while operations are open. Programs that handle signals themselves
 	// should set it and call Cleanup().Run.
 	NoSignalHandler bool
+
+	// TempRoots are the directories below which temp resources may lie.
+	// RegisterTempResource refuses (ErrInvalidArgument) a path whose
+	// cleaned absolute form is not below one of them, and a LocalLedger
+	// deletes the temp resources of a crashed process of its user only
+	// below them (see the package doc, Temporary files). Symbolic links
+	// in a root itself are followed; below a root, none ever is. Relative
+	// roots are taken from the working directory of Connect. Zero means
+	// the system temp directory, os.TempDir().
+	TempRoots []string
 
 	// SignalGrace bounds how long the cleanup callbacks may run after
 	// SIGINT or SIGTERM before the process dies anyway (see
@@ -181,9 +197,34 @@ func (o Options) withDefaults() (Options, error) {
 	if o.SignalGrace == 0 {
 		o.SignalGrace = DefaultSignalGrace
 	}
+	roots, err := tempRoots(o.TempRoots)
+	if err != nil {
+		return o, err
+	}
+	o.TempRoots = roots
 	o.MaxBackups = keep(o.MaxBackups, DefaultMaxBackups)
 	o.MaxTrail = keep(o.MaxTrail, DefaultMaxTrail)
 	return o, nil
+}
+
+// tempRoots returns the roots of Options.TempRoots in a new slice, cleaned
+// and absolute; none means the system temp directory.
+func tempRoots(roots []string) ([]string, error) {
+	if len(roots) == 0 {
+		roots = []string{os.TempDir()}
+	}
+	out := make([]string, len(roots))
+	for i, r := range roots {
+		if r == "" || strings.ContainsRune(r, 0) {
+			return nil, fmt.Errorf("ledger: Options.TempRoots[%d] (%q) is not a directory name", i, r)
+		}
+		abs, err := filepath.Abs(r)
+		if err != nil {
+			return nil, fmt.Errorf("ledger: Options.TempRoots[%d]: %w", i, err)
+		}
+		out[i] = abs
+	}
+	return out, nil
 }
 
 // keep turns a count option into the store's: zero means def, and a
@@ -274,9 +315,22 @@ type participant struct {
 	PID  int
 	Host string
 
-	Interval time.Duration // its heartbeat interval
-	Stale    time.Duration // its stale threshold
-	Remote   bool          // it takes part through a ledger server
+	// Interval and Stale are the participant's own heartbeat settings,
+	// which create and join write into its record for the others to judge
+	// it by. Zero, for a participant known by name only (a victim) or a
+	// client that does not send them, writes none: the defaults apply.
+	Interval, Stale time.Duration
+	// viaServer marks a participant that a ledger server acts for: it
+	// holds no lease (its record says remote), its temp resources are
+	// recorded as registered through the server, and a crash it reports
+	// leaves the victim's temp records listed, as it deletes none. Only
+	// the server sets it.
+	viaServer bool
+}
+
+// participantOf names the participant process of a record.
+func participantOf(p *store.Participant) participant {
+	return participant{ID: p.ParticipantID, PID: p.PID, Host: p.Host}
 }
 
 func (p participant) key() string { return store.Key(p.ID, p.PID, p.Host) }
@@ -373,8 +427,8 @@ type client struct {
 func newClient(o Options, b backend) *client {
 	life, cancel := context.WithCancelCause(context.Background())
 	return &client{
-		opts:   o,
-		b:      b,
+		opts: o,
+		b:    b,
 		who: participant{
 			ID: o.ParticipantID, PID: o.ParticipantPID, Host: hostname(),
 			Interval: o.HeartbeatInterval, Stale: o.StaleThreshold,
@@ -454,4 +508,13 @@ func (c *client) bound(ctx context.Context) (context.Context, context.CancelFunc
 		return ctx, func() {}
 	}
 	return context.WithTimeout(ctx, c.opts.LockTimeout)
+}
+
+// temps returns what deletes the temp resources of dead processes for
+// the client: a LocalLedger's tempCleaner, or nil.
+func (c *client) temps() *tempCleaner {
+	if b, ok := c.b.(*storeBackend); ok {
+		return b.temps
+	}
+	return nil
 }

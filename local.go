@@ -3,7 +3,6 @@ package ledger
 import (
 	"context"
 	"fmt"
-	"os"
 	"time"
 
 	"github.com/tomdist/ledger/internal/dirstore"
@@ -35,7 +34,7 @@ func NewLocalLedger(o Options) (*LocalLedger, error) {
 		return nil, fmt.Errorf("ledger: open %s: %w", o.BasePath, err)
 	}
 	l := &LocalLedger{dir: dir}
-	b := &storeBackend{s: dir}
+	b := &storeBackend{s: dir, temps: newTempCleaner(dir, o)}
 	l.client = newClient(o, b)
 	l.goTracked(func() { b.sweepLoop(l.life, l.who, o.StaleThreshold) })
 	return l, nil
@@ -91,11 +90,22 @@ func (b *storeBackend) sweep(ctx context.Context, who participant) {
 		if !orphaned(v.d, dead) {
 			continue
 		}
-		_, out, err := b.apply(ctx, id, v, sweepOp{who: who, dead: dead})
-		if err == nil {
-			for _, p := range out.temps {
-				os.RemoveAll(p)
-			}
+		// Nobody uses an orphan: the temp resources of its dead go before
+		// it is archived, and their registries with it, so that whoever
+		// sees it archived sees them gone.
+		b.removeTemps(v.d, dead)
+		b.apply(ctx, id, v, sweepOp{who: who, dead: dead})
+	}
+}
+
+// removeTemps deletes what the temp registries of the dead participant
+// processes of d allow this ledger to delete (see tempCleaner).
+func (b *storeBackend) removeTemps(d *store.Data, dead map[string]bool) {
+	for i := range d.Participants {
+		p := &d.Participants[i]
+		if p.State == store.ParticipantCrashed || dead[p.Key()] {
+			who := participantOf(p)
+			b.temps.remove(d.OperationID, who, b.temps.collect(d.OperationID, who))
 		}
 	}
 }

@@ -4,9 +4,9 @@ import (
 	"context"
 	"errors"
 	"math/rand/v2"
-	"os"
 	"slices"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/tomdist/ledger/internal/store"
@@ -31,7 +31,7 @@ type monitor struct {
 	stop   chan struct{} // closed to stop the loop
 	done   chan struct{} // closed when the loop has returned
 	once   sync.Once     // guards close(stop)
-	paused chan bool     // StartHeartbeat/StopHeartbeat
+	paused atomic.Bool   // StopHeartbeat: no beats
 	beats  chan beatReq  // Operation.Heartbeat
 	gone   chan participant
 	notes  notifier
@@ -60,7 +60,6 @@ func (st *opState) startBackground() {
 		st:       st,
 		stop:     make(chan struct{}),
 		done:     make(chan struct{}),
-		paused:   make(chan bool),
 		beats:    make(chan beatReq),
 		gone:     make(chan participant, 16),
 		seen:     make(map[string]seenBeat),
@@ -110,14 +109,12 @@ func (m *monitor) run() {
 	coord.Stop()
 	defer coord.Stop()
 	m.catchUp(ctx, coord)
-	paused := false
 	for {
 		select {
 		case <-m.stop:
 			return
 		case <-ctx.Done():
 			return
-		case paused = <-m.paused:
 		case req := <-m.beats:
 			r, err := m.beat(req.ctx, coord)
 			req.reply <- beatReply{r, err}
@@ -132,7 +129,7 @@ func (m *monitor) run() {
 		case <-coord.C:
 			m.coordinate(ctx, m.st.view().d, coord)
 		case <-beat.C:
-			if !paused {
+			if !m.paused.Load() {
 				m.beat(ctx, coord)
 			}
 			beat.Reset(jitter(o.HeartbeatInterval))
@@ -209,7 +206,7 @@ func (m *monitor) take(ctx context.Context, v view, coord *time.Timer) {
 	if d == nil {
 		return
 	}
-	m.react(d, nil)
+	m.react(&v, nil)
 	m.observeLeases(d)
 	if d.OperationState == store.StateCleanup {
 		m.coordinate(ctx, d, coord)
@@ -419,40 +416,30 @@ func settingsOf(p *store.Participant) (interval, threshold time.Duration) {
 }
 
 // crash reports victim crashed and, if this process declared it,
-// deletes the victim's temp resources on this host, then takes in the
-// new state.
+// deletes the victim's temp resources that the rule allows (see
+// tempCleaner: on a LocalLedger only), then takes in the new state.
 func (m *monitor) crash(ctx context.Context, victim participant, seen store.Time, coord *time.Timer) {
+	temps := m.st.c.temps()
+	paths := temps.collect(m.st.id, victim) // before the report archives them
 	v, out, err := m.st.apply(ctx, crashOp{who: m.st.c.who, victim: victim, seen: seen})
 	if err != nil {
 		return
 	}
 	if out.crashed {
-		for _, path := range out.temps {
-			os.RemoveAll(path)
-		}
+		temps.remove(m.st.id, victim, paths)
 	}
 	m.take(ctx, v, coord)
 }
 
-// react takes in abort, failure and completion. Callbacks run in their own
-// goroutine so that a slow one never delays the monitor.
-func (m *monitor) react(d *store.Data, failure *OperationFailedInfo) {
-	st := m.st
-	if d != nil {
-		if d.Aborted && !isClosed(st.aborted) {
-			st.c.goTracked(st.abort)
-		}
-		switch d.OperationState {
-		case store.StateCleanup, store.StateFailed:
-			info := failureInfo(d)
-			failure = &info
-		case store.StateCompleted:
-			st.end(ErrOperationCompleted)
-		}
+// react takes in abort, failure and completion, through the one path
+// that delivers them (observe, fail): callbacks run on goroutines of their
+// own, so that a slow one never delays the monitor.
+func (m *monitor) react(v *view, failure *OperationFailedInfo) {
+	if v != nil {
+		m.st.observe(*v)
 	}
-	if failure != nil && !isClosed(st.failed) {
-		info := *failure
-		st.c.goTracked(func() { st.fail(info) })
+	if failure != nil {
+		m.st.fail(*failure)
 	}
 }
 

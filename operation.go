@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"maps"
-	"os"
 	"path/filepath"
 	"slices"
 	"strings"
@@ -81,15 +80,19 @@ func (l LogLevel) String() string {
 }
 
 // OperationCallback receives the events of one session. Every field may be
-// nil. Callbacks run on library goroutines, never under a file lock.
+// nil. Callbacks run on library goroutines, never on the goroutine of the
+// method that discovered the event, and never under a file lock. Close
+// waits for them, so a callback must not call Close.
 type OperationCallback struct {
 	// OnHeartbeatSuccess is called after every heartbeat that succeeded.
 	OnHeartbeatSuccess func(op *Operation, r HeartbeatResult)
 	// OnHeartbeatError is called for every heartbeat problem.
 	OnHeartbeatError func(op *Operation, err *HeartbeatError)
-	// OnAbort is called once when the operation is aborted.
+	// OnAbort is called once when the operation is aborted, after Aborted
+	// has closed.
 	OnAbort func(op *Operation)
-	// OnFailure is called once when the operation fails.
+	// OnFailure is called once when the operation fails, after this
+	// process has cleaned up and Failed has closed.
 	OnFailure func(op *Operation, info OperationFailedInfo)
 }
 
@@ -128,8 +131,13 @@ type opState struct {
 	abortSeen   bool                 // set once by abort
 	ended       error                // ErrOperationCompleted, ErrClosed or ErrSessionLeft: no more use
 	calls       map[string]trackedCall
-	temps       map[string]struct{}
+	temps       map[string]string // registered temp path → the temp root it lies below
 	callSeq     int64
+
+	// tempMu serialises the registration and unregistration of temp
+	// resources, so that the temp registry file (see store.TempList) is
+	// written in the order of the changes.
+	tempMu sync.Mutex
 }
 
 // Operation is one session of this process on an operation: what
@@ -234,7 +242,7 @@ func (c *client) newOpState(id string) *opState {
 		failed:   make(chan struct{}),
 		sessions: make(map[int]*Operation),
 		calls:    make(map[string]trackedCall),
-		temps:    make(map[string]struct{}),
+		temps:    make(map[string]string),
 	}
 }
 
@@ -370,10 +378,15 @@ func (op *Operation) IsAborted() bool {
 	}
 }
 
-// Failed returns a channel that is closed when the operation fails.
+// Failed returns a channel that is closed once the operation has failed
+// and this process has cleaned up: the calls that were running heard of
+// it (OnOperationFailed, OnCleanup), its temp resources are deleted and
+// its frames marked cleaned up. Failure reports the failure before that.
 func (op *Operation) Failed() <-chan struct{} { return op.st.failed }
 
-// Failure returns why the operation failed, once it has.
+// Failure returns why the operation failed, once this process knows it has:
+// as soon as the method that saw the failure returns (Call.Fail, State,
+// ...), before its callbacks run and before Failed closes.
 func (op *Operation) Failure() (OperationFailedInfo, bool) {
 	op.st.mu.Lock()
 	defer op.st.mu.Unlock()
@@ -429,6 +442,18 @@ func (st *opState) observe(v view) {
 	}
 }
 
+// learn takes in what an error answered by the ledger says of the
+// operation: that it failed (an *OperationFailedError) or completed.
+func (st *opState) learn(err error) {
+	var ofe *OperationFailedError
+	switch {
+	case errors.As(err, &ofe):
+		st.fail(ofe.Info)
+	case errors.Is(err, ErrOperationCompleted):
+		st.end(fmt.Errorf("%w: %s", ErrOperationCompleted, st.id))
+	}
+}
+
 // Log appends msg to the operation log at the given level.
 func (op *Operation) Log(ctx context.Context, level LogLevel, msg string) error {
 	if level < LogDebug || level > LogError {
@@ -444,9 +469,10 @@ func (op *Operation) Log(ctx context.Context, level LogLevel, msg string) error 
 }
 
 // SetAbortFlag sets (or clears) the abort flag in the ledger. Setting it
-// aborts the operation in this process at once and in the others at their
-// next heartbeat or liveness poll. Clearing it does not undo an abort that
-// a process has already seen.
+// aborts the operation in this process at once (Aborted is closed when
+// SetAbortFlag returns; OnAbort runs on a goroutine of the library) and in
+// the others at their next heartbeat or liveness poll. Clearing it does
+// not undo an abort that a process has already seen.
 func (op *Operation) SetAbortFlag(ctx context.Context, aborted bool) error {
 	if err := op.usable(); err != nil {
 		return err
@@ -472,14 +498,14 @@ func (op *Operation) CheckAbort(ctx context.Context) (bool, error) {
 }
 
 // TriggerAbort aborts the operation in this process only, without writing
-// the ledger: Aborted closes, OnAbort runs and call contexts are cancelled
-// with ErrAborted. Use SetAbortFlag to abort every participant.
+// the ledger: when it returns, Aborted is closed and call contexts are
+// cancelled with ErrAborted; OnAbort runs on a goroutine of the library.
+// Use SetAbortFlag to abort every participant.
 func (op *Operation) TriggerAbort() { op.st.abort() }
 
 // abort aborts the operation in this process, once: the call contexts are
-// cancelled with ErrAborted, Aborted closes and every session's OnAbort
-// runs. Callbacks run with no lock held and may use the operation; a call
-// of abort from one of them returns at once.
+// cancelled with ErrAborted and Aborted closes before abort returns; every
+// session's OnAbort runs on a goroutine of the library (see deliver).
 func (st *opState) abort() {
 	st.mu.Lock()
 	seen := st.abortSeen
@@ -490,20 +516,19 @@ func (st *opState) abort() {
 	}
 	st.cancel(ErrAborted)
 	close(st.aborted)
-	for _, op := range st.sessionList() {
-		if op.cb.OnAbort != nil {
-			op.cb.OnAbort(op)
+	st.deliver(func() {
+		for _, op := range st.sessionList() {
+			if op.cb.OnAbort != nil {
+				op.cb.OnAbort(op)
+			}
 		}
-	}
+	})
 }
 
-// fail makes the operation failed in this process, once: call contexts are
-// cancelled with an *OperationFailedError, every active call runs
-// OnOperationFailed and OnCleanup, this process's temp resources are
-// deleted and its frames marked cleaned up; then Failed closes (so a
-// program that ends on Failed ends cleaned up) and every session's
-// OnFailure runs. Callbacks run with no lock held and may use the
-// operation; a call of fail from one of them returns at once.
+// fail makes the operation failed in this process, once. Before fail
+// returns, the failure is recorded (Failure reports it) and the call
+// contexts are cancelled with an *OperationFailedError; the rest runs on a
+// goroutine of the library (see deliver): cleanUp.
 func (st *opState) fail(info OperationFailedInfo) {
 	st.mu.Lock()
 	if st.failure != nil {
@@ -512,15 +537,30 @@ func (st *opState) fail(info OperationFailedInfo) {
 	}
 	st.failure = &info
 	calls := slices.Collect(maps.Values(st.calls))
-	temps := slices.Collect(maps.Keys(st.temps))
 	st.mu.Unlock()
 
 	st.cancel(&OperationFailedError{Info: info})
+	st.deliver(func() { st.cleanUp(info, calls) })
+}
+
+// cleanUp finishes the failure of the operation in this process: every
+// call that was running when it failed runs OnOperationFailed and
+// OnCleanup, this process's temp resources are deleted and its frames
+// marked cleaned up; then Failed closes (so a program that ends on Failed
+// ends cleaned up) and every session's OnFailure runs. Callbacks run with
+// no lock held and may use the operation.
+func (st *opState) cleanUp(info OperationFailedInfo, calls []trackedCall) {
+	st.mu.Lock()
+	temps := maps.Clone(st.temps)
+	st.mu.Unlock()
+
 	for _, call := range calls {
 		call.operationFailed(info)
 	}
-	for _, path := range temps {
-		os.RemoveAll(path)
+	// This process registered them itself; deepest first, and never
+	// through a symbolic link below their root.
+	for _, path := range slices.Backward(slices.Sorted(maps.Keys(temps))) {
+		_ = removeBelow(temps[path], path, -1) // no one to tell here
 	}
 	// Tell the coordinator this process is done cleaning up; the
 	// operation may already be archived, which is fine.
@@ -532,6 +572,18 @@ func (st *opState) fail(info OperationFailedInfo) {
 		if op.cb.OnFailure != nil {
 			op.cb.OnFailure(op, info)
 		}
+	}
+}
+
+// deliver runs f, the callbacks and the slow work of an abort or a
+// failure, on a goroutine of its own that Close waits for: whoever saw the
+// event (State, SetAbortFlag, Call.Fail, a spawned call, the monitor)
+// never runs other code's callbacks or waits for them. Each event is
+// delivered once; abort and failure do not wait for each other. Once Close
+// has begun, no goroutine may start, and f runs on the caller's goroutine.
+func (st *opState) deliver(f func()) {
+	if !st.c.goTracked(f) {
+		f()
 	}
 }
 
@@ -659,56 +711,121 @@ func (op *Operation) DeleteCallFrame(ctx context.Context, callID string) error {
 
 // RegisterTempResource records path as a temporary file or directory of
 // this process: it is deleted when the operation fails, when this process
-// is cleaned up after a signal, and by a survivor on this host when this
-// process crashes.
+// is cleaned up after a signal, and, on the local backend, by a survivor
+// on this host that runs as the same user when this process crashes (see
+// the package doc, Temporary files). Its cleaned absolute form must lie
+// below one of Options.TempRoots (else ErrInvalidArgument); it is deleted
+// without following a symbolic link below that root.
 func (op *Operation) RegisterTempResource(ctx context.Context, path string) error {
-	path, err := tempPath(path)
+	st := op.st
+	path, root, err := tempPath(path, st.c.opts.TempRoots)
 	if err != nil {
 		return err
 	}
 	if err := op.usable(); err != nil {
 		return err
 	}
-	ctx, cancel := op.st.c.bound(ctx)
+	ctx, cancel := st.c.bound(ctx)
 	defer cancel()
-	if _, _, err := op.st.apply(ctx, tempOp{who: op.st.c.who, path: path}); err != nil {
+	st.tempMu.Lock()
+	defer st.tempMu.Unlock()
+	// The registry first: a process killed between the two writes leaves
+	// a path it asked to register, not one that no survivor may delete.
+	if err := st.writeTemps(path, ""); err != nil {
+		return fmt.Errorf("ledger: record temp resource %s: %w", path, err)
+	}
+	if _, _, err := st.apply(ctx, tempOp{who: st.c.who, path: path}); err != nil {
+		st.writeTemps("", "")
 		return err
 	}
-	op.st.mu.Lock()
-	if _, ok := op.st.temps[path]; !ok && op.st.ended == nil {
-		Cleanup().addTemp(path)
+	st.mu.Lock()
+	if _, ok := st.temps[path]; !ok && st.ended == nil {
+		Cleanup().addTemp(path, root)
 	}
-	op.st.temps[path] = struct{}{}
-	op.st.mu.Unlock()
+	st.temps[path] = root
+	st.mu.Unlock()
 	return nil
 }
 
 // UnregisterTempResource forgets a registered path without deleting it.
 func (op *Operation) UnregisterTempResource(ctx context.Context, path string) error {
-	path, err := tempPath(path)
+	st := op.st
+	path, err := absTempPath(path)
 	if err != nil {
 		return err
 	}
 	if err := op.usable(); err != nil {
 		return err
 	}
-	ctx, cancel := op.st.c.bound(ctx)
+	ctx, cancel := st.c.bound(ctx)
 	defer cancel()
-	if _, _, err := op.st.apply(ctx, tempOp{who: op.st.c.who, path: path, unregister: true}); err != nil {
+	st.tempMu.Lock()
+	defer st.tempMu.Unlock()
+	// The registry first: no survivor deletes what this process kept.
+	if err := st.writeTemps("", path); err != nil {
+		return fmt.Errorf("ledger: record temp resource %s: %w", path, err)
+	}
+	if _, _, err := st.apply(ctx, tempOp{who: st.c.who, path: path, unregister: true}); err != nil {
+		st.writeTemps("", "")
 		return err
 	}
-	op.st.mu.Lock()
-	if _, ok := op.st.temps[path]; ok && op.st.ended == nil {
+	st.mu.Lock()
+	if _, ok := st.temps[path]; ok && st.ended == nil {
 		Cleanup().dropTemp(path)
 	}
-	delete(op.st.temps, path)
-	op.st.mu.Unlock()
+	delete(st.temps, path)
+	st.mu.Unlock()
 	return nil
 }
 
-// tempPath checks a temp resource path and makes it absolute: it is
-// deleted by whichever process cleans up, from whatever directory it is in.
-func tempPath(path string) (string, error) {
+// writeTemps writes the temp registry of this process on the local
+// backend (nothing on the remote one): the paths of st.temps, with add and
+// without drop (either may be empty). The caller holds st.tempMu.
+func (st *opState) writeTemps(add, drop string) error {
+	reg, ok := st.lease.(tempRecorder)
+	if !ok {
+		return nil
+	}
+	st.mu.Lock()
+	paths := make([]string, 0, len(st.temps)+1)
+	for p := range st.temps {
+		if p != drop && p != add {
+			paths = append(paths, p)
+		}
+	}
+	st.mu.Unlock()
+	if add != "" {
+		paths = append(paths, add)
+	}
+	slices.Sort(paths)
+	return reg.WriteTemps(st.c.who.Host, paths)
+}
+
+// tempRecorder is implemented by leases that keep their holder's temp
+// registry: the proof a survivor needs to delete temp resources of a
+// dead process (see tempCleaner).
+type tempRecorder interface {
+	WriteTemps(host string, paths []string) error
+}
+
+// tempPath checks a temp resource path and makes it absolute, so that it
+// is deleted by whichever process cleans up, from whatever directory it is
+// in, and returns the first of roots it lies below.
+func tempPath(path string, roots []string) (abs, root string, err error) {
+	abs, err = absTempPath(path)
+	if err != nil {
+		return "", "", err
+	}
+	root, ok := rootOf(roots, abs)
+	if !ok {
+		return "", "", fmt.Errorf("%w: temp resource path %s is not below Options.TempRoots %q", ErrInvalidArgument, abs, roots)
+	}
+	return abs, root, nil
+}
+
+// absTempPath checks a temp resource path and returns it clean and
+// absolute.
+func absTempPath(path string) (string, error) {
 	if path == "" || strings.ContainsRune(path, 0) {
 		return "", fmt.Errorf("%w: temp resource path %q", ErrInvalidArgument, path)
 	}

@@ -413,7 +413,7 @@ func (b *remoteBackend) apply(ctx context.Context, id string, v view, c change) 
 	if err != nil {
 		return v, outcome{}, err
 	}
-	return nv, outcome{crashed: t.Crashed, temps: t.Temps}, nil
+	return nv, outcome{crashed: t.Crashed}, nil
 }
 
 // request returns the route and body of change c.

@@ -32,8 +32,7 @@ type tx struct {
 	log []journal.LogLine
 
 	// What the change found, for its caller.
-	crashed bool     // reportCrash declared the victim crashed
-	temps   []string // temp resources the caller must delete
+	crashed bool // crashOp declared the victim crashed
 }
 
 // errNoChange, returned by a change, ends it without a record: the state
@@ -121,7 +120,7 @@ func (p participant) record(t store.Time) store.Participant {
 	return store.Participant{
 		ParticipantID: p.ID, PID: p.PID, Host: p.Host, Sessions: 1,
 		JoinedAt: t, LastHeartbeat: t, State: store.ParticipantActive,
-		HeartbeatIntervalMs: ms(p.Interval), StaleThresholdMs: ms(p.Stale), Remote: p.Remote,
+		HeartbeatIntervalMs: ms(p.Interval), StaleThresholdMs: ms(p.Stale), Remote: p.viaServer,
 	}
 }
 
@@ -323,8 +322,13 @@ func (c tempOp) apply(tx *tx) error {
 	if slices.ContainsFunc(d.TempResources, func(r store.TempResource) bool { return r.Path == c.path }) {
 		return errNoChange
 	}
+	via := store.ViaLocal
+	if c.who.viaServer {
+		via = store.ViaServer
+	}
 	d.TempResources = append(d.TempResources, store.TempResource{
 		Path: c.path, Owner: c.who.PID, RegisteredAt: tx.now, ParticipantID: c.who.ID, Host: c.who.Host,
+		RegisteredVia: via,
 	})
 	tx.logf("DEBUG", c.who.ID, "TEMP_REGISTERED %s", c.path)
 	return nil
@@ -346,7 +350,7 @@ func (c crashOp) apply(tx *tx) error {
 	if !c.seen.IsZero() && !tx.d.Participants[i].LastHeartbeat.Equal(c.seen.Time) {
 		return errNoChange // it beat since the reporter looked
 	}
-	tx.temps = markCrashed(tx, c.who, c.victim)
+	markCrashed(tx, c.who, c.victim)
 	tx.crashed = true
 	return nil
 }
@@ -354,10 +358,11 @@ func (c crashOp) apply(tx *tx) error {
 // markCrashed records that the victim process is gone, as seen by who:
 // its participant record and frames are marked crashed (CRASH_DETECTED);
 // its contained frames are removed; if a frame fails on crash, the
-// operation fails with who as coordinator. It returns the victim's temp
-// resources on who's host, which it removes from the ledger for who to
-// delete.
-func markCrashed(tx *tx, who, victim participant) []string {
+// operation fails with who as coordinator. The victim's temp records that
+// who will try to delete (see tempsHandledBy) leave the ledger; who
+// deletes only what the victim's temp registry lists, never what the
+// ledger does.
+func markCrashed(tx *tx, who, victim participant) {
 	d := tx.d
 	d.Participants[d.Participant(victim.ID, victim.Host, victim.PID)].State = store.ParticipantCrashed
 	var failing, contained []string
@@ -377,19 +382,22 @@ func markCrashed(tx *tx, who, victim participant) []string {
 	d.CallFrames = slices.DeleteFunc(d.CallFrames, func(f store.CallFrame) bool {
 		return f.State == store.FrameCrashed && !f.FailOnCrash
 	})
-	var temps []string
 	d.TempResources = slices.DeleteFunc(d.TempResources, func(r store.TempResource) bool {
-		mine := r.ParticipantID == victim.ID && r.Owner == victim.PID && r.Host == who.Host
-		if mine {
-			temps = append(temps, r.Path)
-		}
-		return mine
+		return r.ParticipantID == victim.ID && r.Owner == victim.PID && tempsHandledBy(r, who)
 	})
 	if len(failing) > 0 && d.OperationState == store.StateRunning {
 		reason := fmt.Sprintf("participant %s crashed", victim.key())
 		recordFailure(tx, who, victim.ID, reason, failing)
 	}
-	return temps
+}
+
+// tempsHandledBy reports whether who, cleaning up after the temp
+// resource's registrant, will try to delete it: a LocalLedger on its host
+// does, for a path registered through a LocalLedger; a participant acting
+// through a server never does. Such records leave the ledger then; others
+// stay listed, as nobody will delete them.
+func tempsHandledBy(r store.TempResource, who participant) bool {
+	return r.RegisteredVia == store.ViaLocal && r.Host == who.Host && !who.viaServer
 }
 
 // cleanedUpOp marks the active frames of who cleaned up.
@@ -436,7 +444,6 @@ func (c sweepOp) apply(tx *tx) error {
 	if !orphaned(d, c.dead) {
 		return errNoChange
 	}
-	tx.temps = orphanTemps(d, c.who)
 	var calls []string
 	for i := range d.CallFrames {
 		calls = append(calls, d.CallFrames[i].CallID)
@@ -446,7 +453,7 @@ func (c sweepOp) apply(tx *tx) error {
 			d.Participants[i].State = store.ParticipantCrashed
 		}
 	}
-	d.TempResources = slices.DeleteFunc(d.TempResources, func(r store.TempResource) bool { return r.Host == c.who.Host })
+	d.TempResources = slices.DeleteFunc(d.TempResources, func(r store.TempResource) bool { return tempsHandledBy(r, c.who) })
 	tx.logf("ERROR", c.who.ID, "CRASH_DETECTED all participants are gone (orphan sweep)")
 	if d.OperationState == store.StateRunning {
 		now := tx.now
@@ -476,13 +483,3 @@ func orphaned(d *store.Data, dead map[string]bool) bool {
 	return died
 }
 
-// orphanTemps returns the temp resources of d on who's host.
-func orphanTemps(d *store.Data, who participant) []string {
-	var paths []string
-	for _, r := range d.TempResources {
-		if r.Host == who.Host {
-			paths = append(paths, r.Path)
-		}
-	}
-	return paths
-}

@@ -61,8 +61,9 @@ type ServerOptions struct {
 	// means 100; negative keeps none.
 	MaxTrail int
 
-	// StaleThreshold is how often the server sweeps the directory for
-	// orphans (see Server). Zero means 15s.
+	// StaleThreshold is the period of the server's orphan sweep (see
+	// Server); participants are judged by the settings in their own
+	// records. Zero means 15s.
 	StaleThreshold time.Duration
 
 	// StreamGrace is how long a client whose stream dropped may take to
@@ -109,9 +110,11 @@ func isLoopbackHost(host string) bool {
 // starts and then every StaleThreshold: a live operation whose
 // participants are all gone (none left to coordinate) is marked failed
 // and archived. It judges a participant gone by a heartbeat older than
-// three stale thresholds plus a minute (clocks of other hosts may be off).
+// three of the participant's own stale thresholds (15s for a record
+// without one) plus a minute (clocks of other hosts may be off).
 // The server never deletes files outside its directory: temp resources
-// are deleted by the participants, which name them.
+// registered through it are recorded as such (registeredVia "server") and
+// deleted by their registrants alone.
 type Server struct {
 	opts  ServerOptions
 	b     *storeBackend // nil when err is set

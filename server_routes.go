@@ -142,7 +142,7 @@ func remote(p wire.Participant) participant {
 	return participant{
 		ID: p.ParticipantID, PID: p.ParticipantPID, Host: p.Host,
 		Interval: msDuration(p.HeartbeatIntervalMs), Stale: msDuration(p.StaleThresholdMs),
-		Remote: true,
+		viaServer: true,
 	}
 }
 
@@ -287,7 +287,7 @@ func (s *Server) answer(co *cachedOp, pos wire.Position, out outcome, sh shape) 
 		return rawJSON(append(b, '}'))
 	}
 	t := co.tailAfter(journal.Rev(*pos.After))
-	t.Crashed, t.Temps = out.crashed, out.temps
+	t.Crashed = out.crashed
 	return t
 }
 

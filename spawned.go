@@ -1,6 +1,7 @@
 package ledger
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -107,7 +108,7 @@ type SpawnedCall[T any] struct {
 //   - Success: the work returned a nil error. The frame is removed
 //     (CALL_COMPLETED), then OnCompletion runs, then Done closes; so an
 //     operation may be completed right after Wait returns. (If the frame
-//     cannot be removed, the call fails with that error, alone; if the
+//     is gone, the call fails with ErrCallNotFound, alone; if the
 //     operation ended meanwhile, it counts as cancelled.)
 //   - Failure: the work returned an error while its context was live, or
 //     panicked (even after cancellation), or called runtime.Goexit.
@@ -115,8 +116,10 @@ type SpawnedCall[T any] struct {
 //     fallback value (ok == true), which then ends as a success. Otherwise
 //     the frame is removed (CALL_FAILED), OnCleanup runs and, unless
 //     opts.Contained, the operation fails: the failure is recorded in the
-//     ledger, Failed closes and OnOperationFailed and OnCleanup of every
-//     other running call run; then Done closes. Err is a *CallFailedError
+//     ledger and Failure reports it; then Done closes. The other running
+//     calls hear of the failure (OnOperationFailed, OnCleanup) and then
+//     Failed closes on a goroutine of the library, which Done does not
+//     wait for. Err is a *CallFailedError
 //     wrapping the work's error or a *PanicError (value and stack). A panic
 //     never crashes the process.
 //   - Cancellation: the work returned an error after its context was
@@ -125,10 +128,22 @@ type SpawnedCall[T any] struct {
 //     Done closes; the call does not fail the operation. Err is a
 //     *CallCancelledError (ErrCancelled) unwrapping to the cause.
 //
+// The end of a call reaches the ledger before the call has an outcome. A
+// write that fails for any reason but an answer proving the frame or the
+// operation gone (see Call) is retried, with pauses from 10ms growing to a
+// second (at most one HeartbeatInterval), until the ledger takes it: a
+// full disk, a lock held too long or a server that answered 500 delays the
+// end of the call, never loses it. Meanwhile the call runs: IsCompleted is
+// false, Done is open, Leave waits for it. The retries stop when the
+// operation fails or ends in this process (the call ends as it would have
+// then), or when Close begins: the call then fails with an error matching
+// ErrClosed, its frame is still in the ledger, and Close reports this
+// process crashed, as for a Call that was never ended.
+//
 // OnCleanup runs at most once per call. Callbacks run on the call's
-// goroutine (OnOperationFailed on the goroutine that saw the failure),
-// never under a lock, and must not panic. Close cancels every spawned call
-// and waits for its goroutine.
+// goroutine (OnOperationFailed on it or on the goroutine that delivers the
+// operation's failure), never under a lock, and must not panic. Close
+// cancels every spawned call and waits for its goroutine.
 func SpawnCall[T any](op *Operation, work func(ctx context.Context, call *SpawnedCall[T]) (T, error), opts CallOptions[T]) *SpawnedCall[T] {
 	c := newSpawnedCall(op, opts)
 	switch {
@@ -247,16 +262,24 @@ func (c *SpawnedCall[T]) call(ctx context.Context, work func(context.Context, *S
 // the cause of the work's context if it was done when the work returned.
 func (c *SpawnedCall[T]) endSuccess(v T, cause error) {
 	st := c.op.st
-	ctx, cancel := st.c.bound(context.Background())
-	_, _, err := st.apply(ctx, removeFrameOp{who: st.c.who, callID: c.id, kind: frameSpawned})
-	cancel()
+	err, stopped := c.persist(func(ctx context.Context) error {
+		_, _, err := st.apply(ctx, removeFrameOp{who: st.c.who, callID: c.id, kind: frameSpawned})
+		return err
+	})
 	switch {
-	case err != nil && cause != nil:
+	case errors.Is(stopped, ErrClosed):
+		c.finish(callFailed, fmt.Errorf("ledger: call %s: removing its frame: %w (stopped by %w)", c.id, err, stopped), true)
+		return
+	case stopped != nil:
+		c.finishCancelled(stopped, false)
+		return
+	case err != nil && (cause != nil || errors.Is(err, ErrOperationFailed) || errors.Is(err, ErrOperationCompleted)):
 		// The operation ended under the work: there is no frame to remove.
-		c.finishCancelled(cause)
+		st.learn(err)
+		c.finishCancelled(cmp.Or(cause, err), false)
 		return
 	case err != nil:
-		c.finish(callFailed, fmt.Errorf("ledger: call %s: removing its frame: %w", c.id, err))
+		c.finish(callFailed, fmt.Errorf("ledger: call %s: removing its frame: %w", c.id, err), false)
 		return
 	}
 	c.mu.Lock()
@@ -283,21 +306,76 @@ func (c *SpawnedCall[T]) endFailed(werr error) {
 	if p, ok := werr.(*PanicError); ok {
 		reason, stack = fmt.Sprint("panic: ", p.Value), string(p.Stack)
 	}
-	ctx, cancel := st.c.bound(context.Background())
-	v, _, err := st.apply(ctx, failFrameOp{who: st.c.who, callID: c.id, reason: reason, stack: stack})
-	cancel()
+	var v view
+	err, stopped := c.persist(func(ctx context.Context) (err error) {
+		v, _, err = st.apply(ctx, failFrameOp{who: st.c.who, callID: c.id, reason: reason, stack: stack})
+		return err
+	})
+	// The outcome is set before the operation's failure is taken in, so
+	// that Sync counts this call as failed, not unknown.
 	c.mu.Lock()
 	c.state, c.err, c.kill = callFailed, &CallFailedError{CallID: c.id, Err: werr}, nil
 	c.mu.Unlock()
-	c.op.untrack(c.id)
+	if !errors.Is(stopped, ErrClosed) {
+		st.learn(err)
+		c.op.untrack(c.id)
+	}
 	c.cleanup()
-	if err == nil {
+	if err == nil && stopped == nil {
 		// Fails the operation in this process when the ledger recorded
-		// the failure; the outcome above is set first, so Sync counts this
-		// call as failed, not unknown.
+		// the failure.
 		st.observe(v)
 	}
 	close(c.done)
+}
+
+// persist makes change, one end of the call in the ledger, until the
+// ledger takes it or answers that it never can (see settled), pausing
+// between attempts from 10ms up to a second (or one HeartbeatInterval, if
+// shorter). It returns the ledger's last answer and, if it stopped trying
+// first, why (see opState.retryEnd).
+func (c *SpawnedCall[T]) persist(change func(ctx context.Context) error) (err, stopped error) {
+	st := c.op.st
+	pause := 10 * time.Millisecond
+	var timer *time.Timer
+	for {
+		ctx, cancel := st.c.bound(context.Background())
+		err = change(ctx)
+		cancel()
+		if settled(err) {
+			return err, nil
+		}
+		if stopped := st.retryEnd(); stopped != nil {
+			return err, stopped
+		}
+		if timer == nil {
+			timer = time.NewTimer(pause)
+			defer timer.Stop()
+		} else {
+			timer.Reset(pause)
+		}
+		select {
+		case <-timer.C:
+		case <-st.c.life.Done():
+		}
+		pause = min(2*pause, time.Second, st.c.opts.HeartbeatInterval)
+	}
+}
+
+// retryEnd returns why the calls of st stop trying to reach the ledger:
+// ErrClosed once Close has begun, else an *OperationFailedError once the
+// operation has failed in this process, or the error that ended it here;
+// nil while it goes on.
+func (st *opState) retryEnd() error {
+	if st.c.life.Err() != nil {
+		return ErrClosed
+	}
+	st.mu.Lock()
+	defer st.mu.Unlock()
+	if st.failure != nil {
+		return &OperationFailedError{Info: *st.failure}
+	}
+	return st.ended
 }
 
 // fallback runs OnCallCrashed; a panic in it means no fallback.
@@ -314,32 +392,42 @@ func fallback[T any](f func(error) (T, bool), err error) (v T, ok bool) {
 // endCancelled removes the frame and ends the call as cancelled by cause.
 func (c *SpawnedCall[T]) endCancelled(cause error) {
 	st := c.op.st
-	ctx, cancel := st.c.bound(context.Background())
-	if _, _, err := st.apply(ctx, removeFrameOp{who: st.c.who, callID: c.id, kind: frameRaw}); err == nil {
+	err, stopped := c.persist(func(ctx context.Context) error {
+		_, _, err := st.apply(ctx, removeFrameOp{who: st.c.who, callID: c.id, kind: frameRaw})
+		return err
+	})
+	if err == nil {
 		// Best effort: the frame is gone, the line only explains why.
+		ctx, cancel := st.c.bound(context.Background())
 		_, _, _ = st.apply(ctx, logOp{who: st.c.who, level: LogInfo, msg: "CALL_CANCELLED " + c.id + " " + cause.Error()})
+		cancel()
 	}
-	cancel()
-	c.finishCancelled(cause)
+	st.learn(err)
+	c.finishCancelled(cause, errors.Is(stopped, ErrClosed))
 }
 
-// finishCancelled ends a cancelled call whose frame is gone. When the
-// operation's failure cancelled it, OnOperationFailed has run first (here,
-// or on the goroutine that saw the failure).
-func (c *SpawnedCall[T]) finishCancelled(cause error) {
+// finishCancelled ends a cancelled call. When the operation's failure
+// cancelled it, OnOperationFailed has run first (here, or on the goroutine
+// that delivers the failure). kept is as for finish.
+func (c *SpawnedCall[T]) finishCancelled(cause error, kept bool) {
 	var ofe *OperationFailedError
 	if errors.As(cause, &ofe) {
 		c.operationFailed(ofe.Info)
 	}
-	c.finish(callCancelled, &CallCancelledError{CallID: c.id, Cause: cause})
+	c.finish(callCancelled, &CallCancelledError{CallID: c.id, Cause: cause}, kept)
 }
 
-// finish ends a call that did not succeed, whose frame is already gone.
-func (c *SpawnedCall[T]) finish(s callState, err error) {
+// finish ends a call that did not succeed. Its frame is gone, unless kept:
+// Close stopped the retries of a frame still in the ledger; the call then
+// stays tracked, so that Close reports this process crashed rather than
+// leave a frame that nobody removes.
+func (c *SpawnedCall[T]) finish(s callState, err error, kept bool) {
 	c.mu.Lock()
 	c.state, c.err, c.kill = s, err, nil
 	c.mu.Unlock()
-	c.op.untrack(c.id)
+	if !kept {
+		c.op.untrack(c.id)
+	}
 	c.cleanup()
 	close(c.done)
 }

@@ -15,12 +15,14 @@ import (
 // for its clients.
 type storeBackend struct {
 	s journal.Store
+	// temps deletes the temp resources of dead processes; nil for the
+	// server and for stores without temp registries.
+	temps *tempCleaner
 }
 
 // outcome is what a change found, beyond the state.
 type outcome struct {
-	crashed bool     // a crashOp declared its victim crashed
-	temps   []string // temp resources the caller must delete
+	crashed bool // a crashOp declared its victim crashed
 }
 
 // create creates an operation.
@@ -86,7 +88,7 @@ func (b *storeBackend) applyKeyed(ctx context.Context, id string, v view, c chan
 			}
 			return journal.Change{}, err
 		}
-		out = outcome{crashed: tx.crashed, temps: tx.temps}
+		out = outcome{crashed: tx.crashed}
 		recs, err := records(cur.d, tx, key)
 		if err != nil {
 			return journal.Change{}, err

@@ -63,6 +63,7 @@ func TestRelativeTempPathIsRecordedAbsolute(t *testing.T) {
 		if err := call.Fail(ctx, errors.New("boom")); err != nil {
 			t.Fatal(err)
 		}
+		waitClosed(t, op.Failed(), 5*time.Second, "the cleanup of the failure")
 		if _, err := os.Stat(abs); !errors.Is(err, os.ErrNotExist) {
 			t.Fatalf("%s still there after the failure (%v)", abs, err)
 		}

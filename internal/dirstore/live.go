@@ -70,9 +70,13 @@ func beatName(id string, m journal.Member) string {
 // lease is a held lease file.
 type lease struct {
 	d    *Dir
+	id   string
+	m    journal.Member
 	name string
 	fl   *flock.Flock
-	once sync.Once
+
+	mu       sync.Mutex // guards released, and the temp registry file
+	released bool
 }
 
 // Hold implements journal.Store.
@@ -104,7 +108,7 @@ func (d *Dir) Hold(ctx context.Context, id string, m journal.Member) (journal.Le
 		d.root.Remove(tmp)
 		return nil, err
 	}
-	return &lease{d: d, name: name, fl: fl}, nil
+	return &lease{d: d, id: id, m: m, name: name, fl: fl}, nil
 }
 
 // createTempFile creates a temp file in dir holding m as JSON.
@@ -131,13 +135,19 @@ func (l *lease) Beat(ctx context.Context) error {
 	return l.d.root.Chtimes(l.name, now, now)
 }
 
-// Release implements journal.Lease: the file goes, then the lock.
+// Release implements journal.Lease: the temp registry and the file go,
+// then the lock.
 func (l *lease) Release() error {
-	l.once.Do(func() {
-		l.d.root.Remove(l.name)
-		l.fl.Unlock()
-		l.d.root.Remove(filepath.ToSlash(filepath.Dir(l.name))) // fails, as it should, while others live
-	})
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if l.released {
+		return nil
+	}
+	l.released = true
+	l.d.root.Remove(tempsName(l.id, l.m))
+	l.d.root.Remove(l.name)
+	l.fl.Unlock()
+	l.d.root.Remove(liveName(l.id)) // fails, as it should, while others live
 	return nil
 }
 

@@ -33,8 +33,9 @@ const (
 )
 
 // Data is the content of one {id}.operation.json file. Its JSON keys are
-// those of the Dart ledger, plus description, participants, failure and the
-// participantId/host of temp resources.
+// those of the Dart ledger, plus description, participants (with their
+// heartbeat settings), failure and the participantId, host and
+// registeredVia of temp resources.
 //
 // A *Data handed out by the Store is shared and must not be modified; use
 // Clone to get a copy that may be.
@@ -75,7 +76,18 @@ type TempResource struct {
 	RegisteredAt  Time   `json:"registeredAt"`            // when it was registered
 	ParticipantID string `json:"participantId,omitempty"` // the participant that registered it
 	Host          string `json:"host,omitempty"`          // the host of that process
+	// RegisteredVia says how the path was registered: ViaLocal by a
+	// process on the ledger directory, ViaServer through a ledger server
+	// (the server writes it, whatever its client says). Empty in records
+	// of other writers, such as the Dart ledger.
+	RegisteredVia string `json:"registeredVia,omitempty"`
 }
+
+// Values of TempResource.RegisteredVia.
+const (
+	ViaLocal  = "local"
+	ViaServer = "server"
+)
 
 // Participant is one process taking part in the operation.
 type Participant struct {

@@ -173,6 +173,9 @@ func (e *encoder) encode(d *Data) {
 			if r.Host != "" {
 				e.str("host", r.Host)
 			}
+			if r.RegisteredVia != "" {
+				e.str("registeredVia", r.RegisteredVia)
+			}
 			e.close('}')
 		}
 		e.close(']')

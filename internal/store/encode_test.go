@@ -68,10 +68,14 @@ func fullData() *Data {
 			{ParticipantID: "bob", CallID: "call_bob_1_cd34", PID: 7, StartTime: t0, LastHeartbeat: t0, State: FrameCrashed},
 		},
 		TempResources: []TempResource{
-			{Path: "/tmp/x", Owner: 42, RegisteredAt: t0, ParticipantID: "alice", Host: "h1"},
+			{Path: "/tmp/x", Owner: 42, RegisteredAt: t0, ParticipantID: "alice", Host: "h1", RegisteredVia: ViaLocal},
 			{Path: "/tmp/y", Owner: 7, RegisteredAt: t0},
 		},
-		Participants:       []Participant{{ParticipantID: "alice", PID: 42, Host: "h1", Sessions: 2, JoinedAt: t0, LastHeartbeat: t0, State: ParticipantActive}},
+		Participants: []Participant{
+			{ParticipantID: "alice", PID: 42, Host: "h1", Sessions: 2, JoinedAt: t0, LastHeartbeat: t0, State: ParticipantActive,
+				HeartbeatIntervalMs: 5000, StaleThresholdMs: 15000},
+			{ParticipantID: "dart", PID: 7, Host: "h2", Sessions: 1, JoinedAt: t0, LastHeartbeat: t0, State: ParticipantLeft},
+		},
 		DetectionTimestamp: &det, RemovalTimestamp: &det,
 		Failure: &Failure{FailedAt: det, Reason: "boom", ParticipantID: "bob", CrashedCallIDs: []string{"call_bob_1_cd34"}},
 	}
@@ -117,6 +121,7 @@ func TestEncodeMatchesEncodingJSON(t *testing.T) {
 			d.CallFrames[0].PID = -1
 			d.TempResources[0].Owner = 1 << 62
 			d.Participants[0].Sessions = 0
+			d.Participants[0].HeartbeatIntervalMs, d.Participants[0].StaleThresholdMs = -1, 1<<40
 		}},
 	}
 	for i, s := range nasty {
@@ -128,6 +133,7 @@ func TestEncodeMatchesEncodingJSON(t *testing.T) {
 			d.CallFrames[0].Description, d.CallFrames[0].Host = s, s
 			d.CallFrames[0].Resources = []string{s, s}
 			d.TempResources[0].Path = s
+			d.TempResources[0].RegisteredVia = s
 			d.Participants[0].State = s
 			d.Failure.Reason = s
 			d.Failure.CrashedCallIDs = []string{s}
@@ -273,7 +279,9 @@ func FuzzEncode(f *testing.F) {
 		data.CallFrames[0].PID = n
 		data.CallFrames[1].Resources = []string{a, b, c, d}
 		data.TempResources[1].Path, data.TempResources[1].Owner = d, n
+		data.TempResources[1].RegisteredVia = a
 		data.Participants[0].ParticipantID = c
+		data.Participants[1].HeartbeatIntervalMs, data.Participants[1].StaleThresholdMs = n, -n
 		data.Failure.Reason = a + b
 		if flag {
 			data.CallFrames = append(data.CallFrames, CallFrame{CallID: a, Description: b})

@@ -471,6 +471,9 @@ func (e *CorruptError) Is(target error) bool { return target == ErrCorrupt }
 // writeFile replaces path with data through a new temp file in the same
 // directory. The file gets mode 0644 less the umask.
 func (s *Store) writeFile(path string, data []byte) error {
+	if err := injectedWriteFault(path); err != nil {
+		return err
+	}
 	fd, tmp, err := createTemp(path)
 	if err != nil {
 		return err

@@ -48,9 +48,8 @@ type Tail struct {
 	Rev uint64 `json:"rev"`
 	// Archived reports that the operation is archived.
 	Archived bool `json:"archived,omitempty"`
-	// Crashed and Temps answer PathCrash (see CrashReply).
-	Crashed bool     `json:"crashed,omitempty"`
-	Temps   []string `json:"temps,omitempty"`
+	// Crashed answers PathCrash: this report declared the victim crashed.
+	Crashed bool `json:"crashed,omitempty"`
 	// Vitals answer PathHeartbeat: what the server knows of the liveness
 	// of each member.
 	Vitals []Vital `json:"vitals,omitempty"`

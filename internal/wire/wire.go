@@ -132,9 +132,6 @@ type CrashReply struct {
 	Data    json.RawMessage `json:"data"`
 	// Crashed is true when this report declared the victim crashed.
 	Crashed bool `json:"crashed"`
-	// Temps are the victim's temp resources on the reporter's host, removed
-	// from the ledger for the reporter to delete.
-	Temps []string `json:"temps,omitempty"`
 }
 
 // Request is implemented by every request body: Validate reports the first
@@ -158,13 +155,13 @@ type Participant struct {
 	ParticipantPID int    `json:"participantPid"`
 	Host           string `json:"host"`
 	// HeartbeatIntervalMs and StaleThresholdMs are the participant's own
-	// heartbeat settings, recorded on create and join so that the others
-	// judge it by them. Zero means the defaults.
+	// heartbeat settings, written into its record on create and join (not
+	// in Dart). Absent means the defaults, 5s and 15s.
 	HeartbeatIntervalMs int `json:"heartbeatIntervalMs,omitempty"`
 	StaleThresholdMs    int `json:"staleThresholdMs,omitempty"`
 }
 
-// Validate checks the three fields.
+// Validate checks the fields.
 func (p *Participant) Validate() error { return p.validate("") }
 
 func (p *Participant) validate(prefix string) error {
@@ -182,6 +179,12 @@ func (p *Participant) validate(prefix string) error {
 	}
 	if reason := checkHost(p.Host); reason != "" {
 		return &FieldError{prefix + "host", reason}
+	}
+	if p.HeartbeatIntervalMs < 0 {
+		return &FieldError{prefix + "heartbeatIntervalMs", "negative"}
+	}
+	if p.StaleThresholdMs < 0 {
+		return &FieldError{prefix + "staleThresholdMs", "negative"}
 	}
 	return nil
 }
@@ -380,7 +383,8 @@ func (r *CallFailRequest) Validate() error {
 }
 
 // TempRequest registers or unregisters a temp resource of the participant.
-// The server records the path; it never touches it.
+// The server records the path as registered through it; it never touches
+// it, and no other participant deletes it.
 type TempRequest struct {
 	Participant
 	Position
