@@ -111,11 +111,11 @@ func (b *storeBackend) removeTemps(d *store.Data, dead map[string]bool) {
 }
 
 // dead returns the keys of the active participants of d that are
-// certainly dead: their lease is there but free, or they hold no lease
-// and their last beat is older than three of their own stale thresholds
-// by the wall clock, plus a minute for clocks of other hosts. (Live
-// monitors judge staleness on their own monotonic clocks; the sweep has no
-// history to do so.)
+// certainly dead: their lease ended (on this host), or their last beat
+// (their record's or their vital's, the later) is older than three of
+// their own stale thresholds by the wall clock, plus a minute for clocks
+// of other hosts. (Live monitors judge staleness on their own monotonic
+// clocks; the sweep has no history to do so.)
 func (b *storeBackend) dead(ctx context.Context, d *store.Data, who participant) map[string]bool {
 	vitals, err := b.s.Vitals(ctx, d.OperationID)
 	if err != nil {
@@ -131,19 +131,20 @@ func (b *storeBackend) dead(ctx context.Context, d *store.Data, who participant)
 		if v != nil && v.Held {
 			continue
 		}
+		if v != nil && v.Lease && p.Host == who.Host {
+			dead[p.Key()] = true // its lease ended: its process is gone
+			continue
+		}
 		beat := p.LastHeartbeat.Time
 		if v != nil && v.Beat.After(beat) {
 			beat = v.Beat
 		}
-		limit := 3 * DefaultStaleThreshold
+		_, stale := settingsOf(p)
+		limit := 3 * stale
 		if p.Host != who.Host {
 			limit += time.Minute
 		}
-		if v != nil && v.TTL > 0 {
-			limit = 3*v.TTL + limit - 3*DefaultStaleThreshold
-		}
-		leaseFree := v != nil && !v.Held && p.Host == who.Host && v.Host == who.Host
-		if leaseFree || time.Since(beat) > limit {
+		if time.Since(beat) > limit {
 			dead[p.Key()] = true
 		}
 	}

@@ -47,11 +47,14 @@ type monitor struct {
 	abortSent    bool      // abortFlagSet reported
 }
 
-// seenBeat is the last heartbeat seen of a participant and when (on this
-// process's monotonic clock) it was first seen with that value.
+// seenBeat is the last heartbeat seen of a participant, in its record and
+// in its vital, and when (on this process's monotonic clock) either was
+// first seen with its value. The two are compared each with itself only:
+// they come from different clocks (the participant's, the store's).
 type seenBeat struct {
-	beat time.Time
-	at   time.Time
+	record time.Time
+	vital  time.Time
+	at     time.Time
 }
 
 // startBackground starts the monitor of st; opState.end stops it.
@@ -364,13 +367,13 @@ func (m *monitor) judge(ctx context.Context, d *store.Data, vitals []journal.Vit
 			r.ParticipantAges[k] = now.Sub(m.lastBeat)
 			continue
 		}
-		beat := p.LastHeartbeat.Time
-		if v := vitalOf(vitals, &p); v != nil && v.Beat.After(beat) {
-			beat = v.Beat
+		cur := seenBeat{record: p.LastHeartbeat.Time, at: now}
+		if v := vitalOf(vitals, &p); v != nil {
+			cur.vital = v.Beat
 		}
 		s, ok := m.seen[k]
-		if !ok || !s.beat.Equal(beat) {
-			s = seenBeat{beat: beat, at: now}
+		if !ok || !s.record.Equal(cur.record) || !s.vital.Equal(cur.vital) {
+			s = cur
 			m.seen[k] = s
 		}
 		r.ParticipantAges[k] = now.Sub(s.at)

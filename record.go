@@ -282,6 +282,7 @@ func decodeState(b []byte) (*store.Data, error) {
 	if err := json.Unmarshal(b, d); err != nil {
 		return nil, err
 	}
+	d.JournalRev = 0 // a position of the document, not of the state
 	normalize(d)
 	return d, nil
 }

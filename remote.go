@@ -475,11 +475,15 @@ func (b *remoteBackend) request(id string, v view, c change) (string, any) {
 	return "", nil
 }
 
-// read implements backend: the view the stream keeps, when it is ahead,
-// or else one request.
+// read implements backend: an operation that its stream follows is read
+// from the view the stream keeps (the stream brings every change, and
+// wakes the monitor when it does); any other with one request.
 func (b *remoteBackend) read(ctx context.Context, id string, v view) (view, error) {
-	if sv, ok := b.streamed(id); ok && v.newer(sv) {
-		return sv, nil
+	if sv, ok := b.streamed(id); ok {
+		if v.newer(sv) {
+			return sv, nil
+		}
+		return v, nil
 	}
 	req := &wire.OperationRequest{Participant: part(b.who), Position: at(v), OperationID: id}
 	nv, _, err := b.tail(ctx, wire.PathState, v, req)

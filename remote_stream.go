@@ -30,7 +30,8 @@ type streamView struct {
 	v  view
 }
 
-// streamed returns the view the stream of id keeps, if there is one.
+// streamed returns the view the stream of id keeps, and whether id is
+// followed by a stream (or by polling where streaming fails).
 func (b *remoteBackend) streamed(id string) (view, bool) {
 	b.mu.Lock()
 	sv := b.streams[id]
@@ -40,7 +41,7 @@ func (b *remoteBackend) streamed(id string) (view, bool) {
 	}
 	sv.mu.Lock()
 	defer sv.mu.Unlock()
-	return sv.v, sv.v.d != nil
+	return sv.v, true
 }
 
 // watch implements backend: it starts the stream of id, which wakes the

@@ -128,6 +128,11 @@ type Server struct {
 	stopSweep context.CancelFunc // ends the orphan sweep
 	swept     chan struct{}      // closed when the sweep has ended
 
+	// streams ends every stream when the server shuts down: a stream is
+	// a request that would otherwise keep a graceful shutdown waiting.
+	streams    context.Context
+	endStreams context.CancelFunc
+
 	closed atomic.Bool
 }
 
@@ -159,6 +164,7 @@ func NewServer(o ServerOptions) *Server {
 	s.live = newStreamLiveness(s)
 	ctx, cancel := context.WithCancel(context.Background())
 	s.stopSweep, s.swept = cancel, make(chan struct{})
+	s.streams, s.endStreams = context.WithCancel(context.Background())
 	threshold := cmp.Or(o.StaleThreshold, DefaultStaleThreshold)
 	go func() {
 		defer close(s.swept)
@@ -205,8 +211,15 @@ func (s *Server) Close() error {
 	}
 	s.stopSweep()
 	<-s.swept
-	s.live.stop()
+	s.shutdownStreams()
 	return s.b.close()
+}
+
+// shutdownStreams ends every stream, without a verdict on their
+// participants: the server going away is not their death.
+func (s *Server) shutdownStreams() {
+	s.live.stop()
+	s.endStreams()
 }
 
 // Timeouts of the http.Server that Serve runs.
@@ -240,6 +253,7 @@ func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
 	if s.log != nil {
 		hs.ErrorLog = slog.NewLogLogger(s.log.Handler(), slog.LevelWarn)
 	}
+	hs.RegisterOnShutdown(s.shutdownStreams)
 	errc := make(chan error, 1)
 	go func() { errc <- hs.Serve(ln) }()
 	select {

@@ -52,7 +52,9 @@ func (s *Server) stream(w *respWriter, r *http.Request) {
 		w.fail(s.mapError(err))
 		return
 	}
-	ctx := r.Context()
+	ctx, cancel := context.WithCancel(r.Context())
+	defer cancel()
+	defer context.AfterFunc(s.streams, cancel)()
 	wake, err := s.b.watch(ctx, id)
 	if err != nil {
 		w.fail(s.mapError(err))

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"time"
 
+	"github.com/tomdist/ledger/internal/dirstore"
 	"github.com/tomdist/ledger/internal/store"
 	"github.com/tomdist/ledger/journal"
 )
@@ -40,7 +41,7 @@ func (b *storeBackend) createKeyed(ctx context.Context, c createOp, key string) 
 	if err != nil {
 		return view{}, err
 	}
-	tail, err := b.s.Create(ctx, c.id, journal.Change{Records: recs, Snapshot: store.Encode(tx.d)})
+	tail, err := b.s.Create(ctx, c.id, journal.Change{Records: recs, Snapshot: snapshot(tx.d, journal.Rev(len(recs)))})
 	if err != nil {
 		return view{}, storeError(err)
 	}
@@ -79,7 +80,7 @@ func (b *storeBackend) applyKeyed(ctx context.Context, id string, v view, c chan
 		if err := finished(cur.d); err != nil {
 			// Finished but not archived: its writer died in between.
 			failed = err
-			return journal.Change{Snapshot: store.Encode(cur.d), Archive: true}, nil
+			return journal.Change{Snapshot: snapshot(cur.d, cur.rev), Archive: true}, nil
 		}
 		tx := &tx{d: cur.d.Clone(), now: store.Now()}
 		if err := c.apply(tx); err != nil {
@@ -97,10 +98,10 @@ func (b *storeBackend) applyKeyed(ctx context.Context, id string, v view, c chan
 		ch := journal.Change{Records: recs}
 		switch {
 		case tx.d.Finished():
-			ch.Snapshot, ch.Archive = store.Encode(tx.d), true
+			ch.Snapshot, ch.Archive = snapshot(tx.d, after.rev), true
 			after.done = true
 		case after.rev-cur.base >= compactAfter(tx.d):
-			ch.Snapshot = store.Encode(tx.d)
+			ch.Snapshot = snapshot(tx.d, after.rev)
 			after.base = after.rev
 		}
 		return ch, nil
@@ -168,6 +169,14 @@ func (b *storeBackend) readTail(ctx context.Context, id string, v view) (view, j
 	return nv, tail, nil
 }
 
+// snapshot returns the state d, at position rev of its journal, as a
+// document: the Dart layout, with journalRev (see store.Data).
+func snapshot(d *store.Data, rev journal.Rev) []byte {
+	h := *d
+	h.JournalRev = uint64(rev)
+	return store.Encode(&h)
+}
+
 // storeError maps the errors of a store to the ledger's.
 func storeError(err error) error {
 	switch {
@@ -180,7 +189,11 @@ func storeError(err error) error {
 	case errors.Is(err, journal.ErrLocked):
 		return fmt.Errorf("%w: %w", ErrLockTimeout, err)
 	case errors.Is(err, journal.ErrCorrupt):
-		return fmt.Errorf("%w: %w", ErrCorruptLedger, err)
+		var ce *dirstore.CorruptError
+		if errors.As(err, &ce) {
+			return &CorruptError{Path: ce.Path, Err: ce.Err}
+		}
+		return &CorruptError{Path: "", Err: err}
 	}
 	return err
 }

@@ -245,6 +245,9 @@ type Store interface {
 // Vital is what a store knows of one member's liveness.
 type Vital struct {
 	Member
+	// Lease reports that the member took a lease; Held, whether it still
+	// holds it: a lease that is no longer held ended.
+	Lease bool
 	// Held reports that the member holds a lease now.
 	Held bool
 	// Beat is the time of its last heartbeat, by the clock of the

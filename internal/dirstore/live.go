@@ -8,6 +8,7 @@ import (
 	"hash/fnv"
 	"io/fs"
 	"os"
+	"path"
 	"path/filepath"
 	"strconv"
 	"strings"
@@ -227,9 +228,17 @@ func (d *Dir) vital(name string, lease bool) (journal.Vital, bool) {
 	b, err := readFileNoFollow(d.root, name)
 	var mf memberFile
 	if err != nil || json.Unmarshal(b, &mf) != nil || mf.ID == "" {
-		return journal.Vital{}, false
+		if !lease {
+			return journal.Vital{}, false
+		}
+		// A lease file without its member (an earlier version's): its
+		// name says who, and a lease is of this host.
+		var ok bool
+		if mf, ok = memberOfLeaseName(path.Base(name), d.host); !ok {
+			return journal.Vital{}, false
+		}
 	}
-	v := journal.Vital{Member: mf.member(), Beat: fi.ModTime()}
+	v := journal.Vital{Member: mf.member(), Beat: fi.ModTime(), Lease: lease}
 	if lease {
 		v.Held = d.held(name)
 	}
@@ -312,4 +321,18 @@ func (lv *liveness) close() {
 	lv.mu.Lock()
 	lv.closed = true
 	lv.mu.Unlock()
+}
+
+// memberOfLeaseName reads "{participant}.{pid}.lock".
+func memberOfLeaseName(name, host string) (memberFile, bool) {
+	base, ok := strings.CutSuffix(name, ".lock")
+	i := strings.LastIndexByte(base, '.')
+	if !ok || i <= 0 {
+		return memberFile{}, false
+	}
+	pid, err := strconv.Atoi(base[i+1:])
+	if err != nil || pid <= 0 {
+		return memberFile{}, false
+	}
+	return memberFile{ID: base[:i], PID: pid, Host: host}, true
 }

@@ -36,6 +36,13 @@ func (d *Dir) lockOp(ctx context.Context, id string, e *entry, create bool) (unl
 			if errors.Is(err, errAbandoned) {
 				return nil, lockTimeout(d.lockPath(id), ctx)
 			}
+			if errors.Is(err, fs.ErrNotExist) && !create && d.lockable(id) {
+				// A live operation whose lock file is not there yet
+				// (written by the Dart ledger, or archived lock files
+				// removed and then ...): make it.
+				create = true
+				continue
+			}
 			<-e.sem
 			if errors.Is(err, fs.ErrNotExist) {
 				return nil, notFound(id)
@@ -91,4 +98,13 @@ func waitLock(ctx context.Context, fl *flock.Flock, giveBack func()) error {
 
 func lockTimeout(path string, ctx context.Context) error {
 	return fmt.Errorf("%w: %s: %w", journal.ErrLocked, path, context.Cause(ctx))
+}
+
+// lockable reports whether an operation without a lock file may have one
+// made: it has a journal, or a state document to adopt.
+func (d *Dir) lockable(id string) bool {
+	if _, err := d.root.Lstat(journalName(id)); err == nil {
+		return true
+	}
+	return d.adoptable(id)
 }

@@ -2,6 +2,7 @@ package dirstore
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -401,6 +402,10 @@ func (d *Dir) readOther(id string, after journal.Rev) (journal.Tail, error) {
 		if err != nil {
 			return journal.Tail{}, err
 		}
+		if derived(doc) {
+			// Written from a journal that is gone.
+			return journal.Tail{}, notFound(id)
+		}
 		t := journal.Tail{Base: 1, Archived: name != stateName(id)}
 		if after != 1 {
 			t.Snapshot = doc
@@ -420,6 +425,9 @@ func (d *Dir) adopt(id string) (*os.File, error) {
 	}
 	if err != nil {
 		return nil, err
+	}
+	if derived(doc) {
+		return nil, notFound(id) // its journal is gone
 	}
 	logEnd := [2]int64{fileSize(d.root, logName(id, false)), fileSize(d.root, logName(id, true))}
 	hdr, err := encodeHeader(header{OperationID: id, Created: time.Now().UTC(), Base: 1, LogEnd: logEnd}, doc)
@@ -478,4 +486,21 @@ func (d *Dir) notify(id string, tail journal.Tail, after journal.Rev) {
 	if cb := d.opts.OnBackupCreated; cb != nil && tail.Archived {
 		cb(id, filepath.Join(d.path, backupDir, id))
 	}
+}
+
+// derived reports whether a state document was written from a journal
+// (it has journalRev): such a document alone is no operation, its journal
+// is gone. The Dart ledger's documents have no journalRev.
+func derived(doc []byte) bool {
+	var v struct {
+		JournalRev uint64 `json:"journalRev"`
+	}
+	return json.Unmarshal(doc, &v) == nil && v.JournalRev != 0
+}
+
+// adoptable reports whether id has a state document without a journal
+// that a change may give one (see adopt).
+func (d *Dir) adoptable(id string) bool {
+	doc, err := readFileNoFollow(d.root, stateName(id))
+	return err == nil && !derived(doc)
 }

@@ -53,6 +53,11 @@ type Data struct {
 	DetectionTimestamp *Time          `json:"detectionTimestamp,omitempty"` // when a failure or crash was detected
 	RemovalTimestamp   *Time          `json:"removalTimestamp,omitempty"`   // when the frames were removed after it
 	Failure            *Failure       `json:"failure,omitempty"`            // why the operation failed, once it has
+	// JournalRev is the position in the operation's journal of a state
+	// written as a document (a snapshot, operation.json): a document with
+	// it was written from a journal, one without (the Dart ledger's) was
+	// not. Zero elsewhere.
+	JournalRev uint64 `json:"journalRev,omitempty"`
 }
 
 // CallFrame is one tracked call while it runs.

@@ -229,6 +229,10 @@ func (e *encoder) encode(d *Data) {
 		}
 		e.close('}')
 	}
+	if d.JournalRev != 0 {
+		e.key("journalRev")
+		e.b = strconv.AppendUint(e.b, d.JournalRev, 10)
+	}
 	e.close('}')
 }
 
