@@ -551,8 +551,13 @@ func (s *Server) serve(w *respWriter, r *http.Request) {
 			return
 		}
 	}
+	timeout, err := s.requestTimeout(r)
+	if err != nil {
+		w.fail(s.mapError(err))
+		return
+	}
 	r.Body = http.MaxBytesReader(w.w, r.Body, wire.MaxBody)
-	ctx, cancel := context.WithTimeout(r.Context(), s.requestTimeout(r))
+	ctx, cancel := context.WithTimeout(r.Context(), timeout)
 	defer cancel()
 	rep, err := rt.serve(s, ctx, r)
 	if err != nil {
@@ -563,13 +568,23 @@ func (s *Server) serve(w *respWriter, r *http.Request) {
 }
 
 // requestTimeout is how long a request may wait for a lock: the server's
-// LockTimeout, or less when the client said it will not wait that long.
-func (s *Server) requestTimeout(r *http.Request) time.Duration {
-	d := s.opts.LockTimeout
-	if ms, err := strconv.ParseInt(r.Header.Get(wire.HeaderTimeout), 10, 64); err == nil && ms > 0 {
-		d = min(d, time.Duration(ms)*time.Millisecond)
+// LockTimeout, or less when the client said in wire.HeaderTimeout that it
+// will not wait that long. A header that is malformed or given twice is a
+// bad request (see wire.HeaderTimeout).
+func (s *Server) requestTimeout(r *http.Request) (time.Duration, error) {
+	vs := r.Header.Values(wire.HeaderTimeout)
+	switch len(vs) {
+	case 0:
+		return s.opts.LockTimeout, nil
+	case 1:
+	default:
+		return 0, badRequest("header %s given %d times", wire.HeaderTimeout, len(vs))
 	}
-	return d
+	d, ok := wire.ParseTimeout(vs[0], s.opts.LockTimeout)
+	if !ok {
+		return 0, badRequest("header %s: %.40q is not a positive number of milliseconds", wire.HeaderTimeout, vs[0])
+	}
+	return d, nil
 }
 
 // authorize checks the bearer token in constant time; without a token it
