@@ -1,10 +1,15 @@
 package ledger_test
 
 import (
+	"bufio"
+	"context"
 	"encoding/json"
+	"io"
+	"net"
 	"net/http"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
@@ -100,6 +105,74 @@ func TestServerLedgerTimeoutHeader(t *testing.T) {
 					assert.Equal(t, "bad_request", code)
 				}
 			}
+		})
+	}
+}
+
+// serveRaw runs Server.Serve (with its real timeouts) over a fresh
+// directory on 127.0.0.1 and returns the address; alice has created
+// hardeningOp. The server stops when the test ends.
+func serveRaw(t *testing.T, o ledger.ServerOptions) string {
+	t.Helper()
+	o.BasePath = t.TempDir()
+	srv := ledger.NewServer(o)
+	require.NoError(t, srv.Err())
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	require.NoError(t, err)
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- srv.Serve(ctx, ln) }()
+	t.Cleanup(func() {
+		cancel()
+		assert.NoError(t, <-done)
+		srv.Close()
+	})
+	base := "http://" + ln.Addr().String()
+	r := rawRequest{path: "/operation/create", token: "Bearer " + o.Token, body: `{` + whoJSON("alice") + `,"operationId":"` + hardeningOp + `"}`}.do(t, base)
+	require.Equal(t, http.StatusOK, r.status, "create: %s", r.body)
+	return ln.Addr().String()
+}
+
+// TestServerAnswersBeforeTheBody writes only the head of requests that
+// declare a body, on raw connections, and reads the answer with a
+// deadline: a body too large by its Content-Length (with or without
+// Expect: 100-continue), or a request refused before its body matters,
+// is answered at once, without the server waiting for a body byte, and
+// the connection is closed after it.
+func TestServerAnswersBeforeTheBody(t *testing.T) {
+	addr := serveRaw(t, ledger.ServerOptions{Token: "tok"})
+	for _, tc := range []struct {
+		name, head string
+		want       int
+		code       string
+	}{
+		{"2 MiB", "POST /operation/log HTTP/1.1\r\nAuthorization: Bearer tok\r\nContent-Type: application/json\r\nContent-Length: 2097152\r\n", 413, "too_large"},
+		{"2 MiB expecting 100-continue", "POST /operation/log HTTP/1.1\r\nAuthorization: Bearer tok\r\nContent-Type: application/json\r\nContent-Length: 2097152\r\nExpect: 100-continue\r\n", 413, "too_large"},
+		{"one byte too many", "POST /operation/log HTTP/1.1\r\nAuthorization: Bearer tok\r\nContent-Type: application/json\r\nContent-Length: 1048577\r\n", 413, "too_large"},
+		{"small body, wrong token", "POST /operation/log HTTP/1.1\r\nAuthorization: Bearer tik\r\nContent-Type: application/json\r\nContent-Length: 100\r\n", 401, "unauthorized"},
+		{"small body, unknown path", "POST /operation/explode HTTP/1.1\r\nAuthorization: Bearer tok\r\nContent-Type: application/json\r\nContent-Length: 100\r\n", 404, "not_found"},
+		{"small body, not JSON", "POST /operation/log HTTP/1.1\r\nAuthorization: Bearer tok\r\nContent-Type: text/plain\r\nContent-Length: 100\r\n", 415, "unsupported_media"},
+		{"small body, bad timeout", "POST /operation/log HTTP/1.1\r\nAuthorization: Bearer tok\r\nContent-Type: application/json\r\nLedger-Timeout: -1\r\nContent-Length: 100\r\n", 400, "bad_request"},
+		{"chunked, wrong token", "POST /operation/log HTTP/1.1\r\nAuthorization: Bearer tik\r\nContent-Type: application/json\r\nTransfer-Encoding: chunked\r\n", 401, "unauthorized"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			conn, err := net.Dial("tcp", addr)
+			require.NoError(t, err)
+			defer conn.Close()
+			_, err = io.WriteString(conn, tc.head+"Host: "+addr+"\r\n\r\n")
+			require.NoError(t, err)
+			// The server's read timeout is 30s: an answer within 10s
+			// did not wait for the body.
+			require.NoError(t, conn.SetReadDeadline(time.Now().Add(10*time.Second)))
+			br := bufio.NewReader(conn)
+			res, err := http.ReadResponse(br, nil)
+			require.NoError(t, err, "no answer while the body is unsent")
+			defer res.Body.Close()
+			var e struct{ Code string }
+			require.NoError(t, json.NewDecoder(res.Body).Decode(&e))
+			assert.Equal(t, tc.want, res.StatusCode)
+			assert.Equal(t, tc.code, e.Code)
+			assert.True(t, res.Close, "the connection is kept for a body the server will not read")
 		})
 	}
 }

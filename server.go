@@ -505,6 +505,9 @@ func decodeError(err error) error {
 func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	start := time.Now()
 	rw := &respWriter{w: w}
+	if r.ContentLength != 0 {
+		rw.body = &bodyReader{r: http.MaxBytesReader(w, r.Body, wire.MaxBody)}
+	}
 	s.serve(rw, r)
 	if s.log == nil {
 		return
@@ -556,9 +559,17 @@ func (s *Server) serve(w *respWriter, r *http.Request) {
 		w.fail(s.mapError(err))
 		return
 	}
-	r.Body = http.MaxBytesReader(w.w, r.Body, wire.MaxBody)
 	ctx, cancel := context.WithTimeout(r.Context(), timeout)
 	defer cancel()
+	// The handlers read a copy of r whose body is limited: r itself
+	// keeps the body net/http made, which net/http inspects after the
+	// reply to decide whether to read the rest (a body of another type
+	// it always tries to read, waiting for the client) or to close.
+	r = r.WithContext(ctx)
+	r.Body = http.NoBody
+	if w.body != nil {
+		r.Body = io.NopCloser(w.body)
+	}
 	rep, err := rt.serve(s, ctx, r)
 	if err != nil {
 		w.fail(s.mapError(err))
@@ -676,9 +687,25 @@ var errorCodes = []struct {
 // respWriter writes JSON replies and remembers the status for the log.
 type respWriter struct {
 	w      http.ResponseWriter
+	body   *bodyReader // the request body; nil if it declared none
 	status int
 	code   string // error code, if the request failed
 	err    string // error message, if the request failed
+}
+
+// bodyReader reads a request body of at most wire.MaxBody bytes and
+// remembers whether it was read to its end.
+type bodyReader struct {
+	r   io.Reader
+	eof bool
+}
+
+func (b *bodyReader) Read(p []byte) (int, error) {
+	n, err := b.r.Read(p)
+	if err == io.EOF {
+		b.eof = true
+	}
+	return n, err
 }
 
 func (w *respWriter) fail(b errorBody) {
@@ -702,6 +729,14 @@ func (w *respWriter) reply(status int, v any) {
 		}
 	}
 	h := w.w.Header()
+	if w.body != nil && !w.body.eof {
+		// The reply comes before the body was read (or read to its
+		// end): closing the connection after it keeps net/http from
+		// reading the rest first, which a client that sends nothing
+		// more before it has the answer would hold up until the read
+		// timeout.
+		h.Set("Connection", "close")
+	}
 	h.Set("Content-Type", "application/json")
 	h.Set("Content-Length", strconv.Itoa(len(body)))
 	h.Set("Cache-Control", "no-store")
