@@ -176,3 +176,70 @@ func TestServerAnswersBeforeTheBody(t *testing.T) {
 		})
 	}
 }
+
+// TestServerBearerScheme sends Authorization headers to a server with a
+// token: the scheme is case-insensitive (RFC 7235) and may be followed by
+// several spaces; an empty, wrong, partial or doubled credential is a 401
+// with a Bearer challenge.
+func TestServerBearerScheme(t *testing.T) {
+	base := startHardeningServer(t)
+	for _, tc := range []struct {
+		name   string
+		values []string // Authorization lines
+		want   int
+	}{
+		{"canonical", []string{"Bearer tok"}, 200},
+		{"lower case", []string{"bearer tok"}, 200},
+		{"upper case", []string{"BEARER tok"}, 200},
+		{"mixed case", []string{"bEaReR tok"}, 200},
+		{"two spaces", []string{"Bearer  tok"}, 200},
+		{"none", nil, 401},
+		{"empty header", []string{""}, 401},
+		{"scheme only", []string{"Bearer"}, 401},
+		{"scheme and spaces", []string{"Bearer    "}, 401},
+		{"no space", []string{"Bearertok"}, 401},
+		{"tab", []string{"Bearer\ttok"}, 401},
+		{"wrong token", []string{"bearer tik"}, 401},
+		{"token twice", []string{"Bearer tok tok"}, 401},
+		{"other scheme", []string{"Basic tok"}, 401},
+		{"scheme prefix", []string{"Bear tok"}, 401},
+		{"bare token", []string{"tok"}, 401},
+		{"two headers, right first", []string{"Bearer tok", "Bearer tik"}, 401},
+		{"two headers, both right", []string{"Bearer tok", "Bearer tok"}, 401},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			req, err := http.NewRequest(http.MethodPost, base+"/operation/log", strings.NewReader(logBody))
+			require.NoError(t, err)
+			req.Header.Set("Content-Type", "application/json")
+			if tc.values != nil {
+				req.Header["Authorization"] = tc.values
+			}
+			res, err := http.DefaultClient.Do(req)
+			require.NoError(t, err)
+			defer res.Body.Close()
+			var e struct{ Code string }
+			_ = json.NewDecoder(res.Body).Decode(&e) // a reply without a code has none
+			assert.Equal(t, tc.want, res.StatusCode)
+			if tc.want == 401 {
+				assert.Equal(t, "unauthorized", e.Code)
+				assert.True(t, strings.HasPrefix(res.Header.Get("WWW-Authenticate"), "Bearer "), "challenge %q", res.Header.Get("WWW-Authenticate"))
+			}
+		})
+	}
+}
+
+// TestServerTokenThatCannotBeSent checks that a server token a client
+// could not send in an Authorization header (empty once trimmed, or with
+// a space or control byte) is refused by NewServer, naming the field.
+func TestServerTokenThatCannotBeSent(t *testing.T) {
+	for _, tok := range []string{" ", "  \t", "a b", "tok ", " tok", "to\nk", "tok\x00", "tok\x7f"} {
+		srv := ledger.NewServer(ledger.ServerOptions{BasePath: t.TempDir(), Token: tok})
+		if assert.Error(t, srv.Err(), "token %q", tok) {
+			assert.Contains(t, srv.Err().Error(), "ServerOptions.Token")
+		}
+		srv.Close()
+	}
+	srv := ledger.NewServer(ledger.ServerOptions{BasePath: t.TempDir(), Token: "Zm9v-_.~+/=é"})
+	assert.NoError(t, srv.Err())
+	srv.Close()
+}

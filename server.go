@@ -34,7 +34,9 @@ type ServerOptions struct {
 	BasePath string
 
 	// Token is the bearer token every request but GET /health and GET
-	// /status must carry (Authorization: Bearer <token>). Zero means no
+	// /status must carry (Authorization: Bearer <token>; the scheme in
+	// any case). It may not hold spaces or control characters, which a
+	// header cannot carry in a token: NewServer refuses it. Zero means no
 	// token: then the server may only listen on loopback (see
 	// CheckListenAddr), and requests must name the server by IP address or
 	// "localhost" in their Host header, which keeps web pages from reaching
@@ -170,6 +172,11 @@ func sweeper() participant {
 func (o ServerOptions) check() error {
 	if o.BasePath == "" {
 		return errors.New("ledger: ServerOptions.BasePath is empty")
+	}
+	for i := 0; i < len(o.Token); i++ {
+		if c := o.Token[i]; c <= ' ' || c == 0x7f {
+			return fmt.Errorf("ledger: ServerOptions.Token has byte %q at %d: a bearer token cannot carry spaces or control characters", c, i)
+		}
 	}
 	if o.LockTimeout < 0 {
 		return fmt.Errorf("ledger: ServerOptions.LockTimeout (%v) must not be negative", o.LockTimeout)
@@ -598,7 +605,8 @@ func (s *Server) requestTimeout(r *http.Request) (time.Duration, error) {
 	return d, nil
 }
 
-// authorize checks the bearer token in constant time; without a token it
+// authorize checks the bearer token in constant time (comparing hashes,
+// so that not even its length shows); without a token it
 // checks that the Host header names the server by IP or as localhost.
 func (s *Server) authorize(r *http.Request) error {
 	if s.opts.Token == "" {
@@ -612,14 +620,27 @@ func (s *Server) authorize(r *http.Request) error {
 		}
 		return &httpError{http.StatusForbidden, wire.CodeForbiddenHost, "ledger: without a token the server answers only requests to an IP address or localhost, not " + strconv.Quote(r.Host)}
 	}
-	const prefix = "Bearer "
-	auth := r.Header.Get("Authorization")
-	got, found := strings.CutPrefix(auth, prefix)
+	got, found := bearerToken(r.Header.Values("Authorization"))
 	sum := sha256.Sum256([]byte(got))
 	if !found || subtle.ConstantTimeCompare(sum[:], s.token[:]) != 1 {
 		return &httpError{http.StatusUnauthorized, wire.CodeUnauthorized, "ledger: missing or wrong bearer token"}
 	}
 	return nil
+}
+
+// bearerToken returns the token of the Authorization header of a request
+// that has exactly one: "Bearer", in any case (RFC 7235), one or more
+// spaces and a token that is not empty.
+func bearerToken(header []string) (string, bool) {
+	if len(header) != 1 {
+		return "", false
+	}
+	scheme, rest, found := strings.Cut(header[0], " ")
+	if !found || !strings.EqualFold(scheme, "Bearer") {
+		return "", false
+	}
+	tok := strings.TrimLeft(rest, " ")
+	return tok, tok != ""
 }
 
 // errorBody is what mapError makes of an error.
