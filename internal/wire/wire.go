@@ -63,8 +63,8 @@ func ParseTimeout(v string, limit time.Duration) (time.Duration, bool) {
 		return limit, true // more than 30,000 years
 	}
 	ms, err := strconv.ParseInt(v, 10, 64) // at most 15 digits: it fits
-	if err != nil || ms >= int64(limit/time.Millisecond) {
-		return limit, true
+	if err != nil || ms > int64(limit/time.Millisecond) {
+		return limit, true // ms milliseconds exceed limit
 	}
 	return time.Duration(ms) * time.Millisecond, true
 }
