@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"context"
 	"encoding/json"
+	"fmt"
 	"io"
 	"net"
 	"net/http"
@@ -70,7 +71,7 @@ func TestServerLedgerTimeoutHeader(t *testing.T) {
 		want   int
 	}{
 		{"absent", nil, 200},
-		{"one ms", []string{"1000"}, 200},
+		{"a second", []string{"1000"}, 200},
 		{"above the lock timeout", []string{"3600000"}, 200},
 		{"overflows a Duration", []string{"9223372036854775"}, 200},
 		{"max int64", []string{"9223372036854775807"}, 200},
@@ -242,4 +243,29 @@ func TestServerTokenThatCannotBeSent(t *testing.T) {
 	srv := ledger.NewServer(ledger.ServerOptions{BasePath: t.TempDir(), Token: "Zm9v-_.~+/=é"})
 	assert.NoError(t, srv.Err())
 	srv.Close()
+}
+
+// TestServerKeepsTheConnectionAfterABodyItRead checks the other side of
+// TestServerAnswersBeforeTheBody: an error found after the whole body was
+// read (here an unknown operation) leaves the connection open for the
+// next request.
+func TestServerKeepsTheConnectionAfterABodyItRead(t *testing.T) {
+	addr := serveRaw(t, ledger.ServerOptions{Token: "tok"})
+	conn, err := net.Dial("tcp", addr)
+	require.NoError(t, err)
+	defer conn.Close()
+	br := bufio.NewReader(conn)
+	body := `{` + whoJSON("bob") + `,"operationId":"20240101T00:00:00.000-nobody-00000000","message":"m"}`
+	for i := range 2 {
+		_, err = fmt.Fprintf(conn, "POST /operation/log HTTP/1.1\r\nHost: %s\r\nAuthorization: Bearer tok\r\nContent-Type: application/json\r\nContent-Length: %d\r\n\r\n%s", addr, len(body), body)
+		require.NoError(t, err)
+		require.NoError(t, conn.SetReadDeadline(time.Now().Add(10*time.Second)))
+		res, err := http.ReadResponse(br, nil)
+		require.NoError(t, err, "request %d", i)
+		_, err = io.Copy(io.Discard, res.Body)
+		require.NoError(t, err)
+		res.Body.Close()
+		assert.Equal(t, http.StatusNotFound, res.StatusCode)
+		assert.False(t, res.Close, "request %d: the connection is closed after an error", i)
+	}
 }
