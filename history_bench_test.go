@@ -1,0 +1,93 @@
+package ledger_test
+
+import (
+	"context"
+	"fmt"
+	"os/exec"
+	"testing"
+
+	"github.com/tomdist/ledger"
+	"github.com/tomdist/ledger/internal/store"
+)
+
+// historyOps is how many live and how many archived operations the
+// directory of BenchmarkHistory holds.
+const historyOps = 10_000
+
+// BenchmarkHistory measures what a long history costs the things that
+// look at the whole directory: opening a LocalLedger, one orphan sweep and
+// `ledger ls`, in a directory of historyOps live operations (whose
+// participants all left, so that the sweep reads but keeps them) and
+// historyOps archived ones (MaxBackups negative keeps them all). These
+// costs should follow the live operations, not the archive.
+//
+//	go test -run '^$' -bench History -benchtime=5x -count=3 .
+func BenchmarkHistory(b *testing.B) {
+	dir := b.TempDir()
+	historyDir(b, dir)
+	o := ledger.Options{BasePath: dir, ParticipantID: "bench", NoSignalHandler: true, MaxBackups: -1}
+	b.Run("open", func(b *testing.B) {
+		for b.Loop() {
+			l, err := ledger.NewLocalLedger(o)
+			if err != nil {
+				b.Fatal(err)
+			}
+			b.StopTimer()
+			l.Close() // also ends the sweep the ledger started
+			b.StartTimer()
+		}
+	})
+	b.Run("sweep", func(b *testing.B) {
+		l, err := ledger.NewLocalLedger(o)
+		if err != nil {
+			b.Fatal(err)
+		}
+		defer l.Close()
+		for b.Loop() {
+			ledger.Sweep(context.Background(), l)
+		}
+	})
+	b.Run("ls", func(b *testing.B) {
+		bin := ledgerBinary(b)
+		for b.Loop() {
+			if out, err := exec.Command(bin, "ls", "--dir", dir).CombinedOutput(); err != nil {
+				b.Fatalf("ledger ls: %v\n%s", err, out)
+			}
+		}
+	})
+}
+
+// historyDir fills dir with historyOps live and historyOps archived
+// operations, written by the store as a ledger writes them.
+func historyDir(b *testing.B, dir string) {
+	b.Helper()
+	st, err := store.Open(dir, store.Options{})
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer st.Close()
+	ctx := context.Background()
+	for i := range 2 * historyOps {
+		id := fmt.Sprintf("20250101T00:00:00.000-hist-%08x", i)
+		now := store.Now()
+		d := &store.Data{
+			OperationID: id, InitiatorID: "hist", StartTime: now, OperationState: store.StateRunning,
+			LastHeartbeat: now, CallFrames: []store.CallFrame{}, TempResources: []store.TempResource{},
+			Participants: []store.Participant{{
+				ParticipantID: "hist", PID: 1, Host: "elsewhere", JoinedAt: now, LastHeartbeat: now,
+				State: store.ParticipantLeft,
+			}},
+		}
+		err := st.Create(ctx, d, func(tx *store.Tx) { tx.Log("INFO", "hist", "OPERATION_CREATED") })
+		if err == nil && i%2 == 1 {
+			_, err = st.Update(ctx, id, func(tx *store.Tx) error {
+				tx.Data.OperationState = store.StateCompleted
+				tx.Log("INFO", "hist", "OPERATION_COMPLETED")
+				return nil
+			})
+		}
+		if err != nil {
+			b.Fatal(err)
+		}
+	}
+}
