@@ -134,19 +134,15 @@ func (s *Store) Close() error {
 }
 
 // StatePath returns the path of the state file of id.
-func (s *Store) StatePath(id string) string {
-	return filepath.Join(s.dir, id+".operation.json")
-}
+func (s *Store) StatePath(id string) string { return s.path(stateName(id)) }
 
-func (s *Store) lockPath(id string) string { return s.StatePath(id) + ".lock" }
-func (s *Store) logPath(id string) string  { return filepath.Join(s.dir, id+".operation.log") }
-func (s *Store) debugLogPath(id string) string {
-	return filepath.Join(s.dir, id+".operation.debug.log")
-}
-func (s *Store) trailDir(id string) string { return filepath.Join(s.dir, id+"_trail") }
+func (s *Store) lockPath(id string) string     { return s.path(lockName(id)) }
+func (s *Store) logPath(id string) string      { return s.path(logName(id)) }
+func (s *Store) debugLogPath(id string) string { return s.path(debugLogName(id)) }
+func (s *Store) trailDir(id string) string     { return s.path(trailName(id)) }
 
 // BackupDir returns the directory an archived operation is moved to.
-func (s *Store) BackupDir(id string) string { return filepath.Join(s.dir, "backup", id) }
+func (s *Store) BackupDir(id string) string { return s.path(backupDirName(id)) }
 
 func (s *Store) entry(id string) *entry {
 	s.mu.Lock()
