@@ -436,7 +436,10 @@ func (s *Store) load(e *entry, id, path string, locked bool) (*Data, error) {
 	}
 	if d.OperationID != id {
 		// The id names the files a change writes: never trust another.
-		return nil, &CorruptError{Path: path, Err: fmt.Errorf("operationId %q does not match the file name", d.OperationID)}
+		return nil, &CorruptError{Path: path, Field: "operationId", Err: fmt.Errorf("%q does not match the file name", d.OperationID)}
+	}
+	if fe := validate(d); fe != nil {
+		return nil, &CorruptError{Path: path, Field: fe.field, Err: fe.err}
 	}
 	if e != nil {
 		e.setCache(&cached{raw: buf, data: d}) // buf belongs to the cache now
@@ -447,14 +450,19 @@ func (s *Store) load(e *entry, id, path string, locked bool) (*Data, error) {
 	return d, nil
 }
 
-// CorruptError reports a ledger file that does not parse. The file is left
-// as it is. It matches ErrCorrupt with errors.Is.
+// CorruptError reports a ledger file that does not parse, or whose
+// content is not a valid state. The file is left as it is. It matches
+// ErrCorrupt with errors.Is.
 type CorruptError struct {
-	Path string // the file that does not parse
-	Err  error  // the parse error
+	Path  string // the file
+	Field string // the JSON field that is missing or invalid, as "callFrames[2].state"; empty if the file does not parse
+	Err   error  // what is wrong
 }
 
 func (e *CorruptError) Error() string {
+	if e.Field != "" {
+		return fmt.Sprintf("ledger: corrupt ledger file %s: field %s: %v", e.Path, e.Field, e.Err)
+	}
 	return fmt.Sprintf("ledger: corrupt ledger file %s: %v", e.Path, e.Err)
 }
 

@@ -726,7 +726,7 @@ func TestReadsDuringChanges(t *testing.T) {
 			tx.Data.Description = n
 			tx.Data.CallFrames = tx.Data.CallFrames[:0]
 			for k := range 3 {
-				tx.Data.CallFrames = append(tx.Data.CallFrames, CallFrame{CallID: fmt.Sprintf("c%s-%d", n, k)})
+				tx.Data.CallFrames = append(tx.Data.CallFrames, validFrame(fmt.Sprintf("c%s-%d", n, k)))
 			}
 			return nil
 		})
