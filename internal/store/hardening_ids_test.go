@@ -50,7 +50,16 @@ func checkNames(t *testing.T, s *Store, ids []string) {
 	t.Helper()
 	owner := map[string]string{backupName: "the store"}
 	for _, id := range ids {
+		tmp := tempName(stateName(id))
+		if !isTempName(tmp) {
+			t.Errorf("id %q: the temp name %q is not taken for one", id, tmp)
+		}
 		for _, n := range storeNames(s, id) {
+			if isTempName(filepath.Base(n)) {
+				t.Errorf("id %q: name %q is taken for a temp name", id, n)
+			}
+		}
+		for _, n := range append(storeNames(s, id), tmp) {
 			if !filepath.IsLocal(n) || filepath.Clean(n) != n {
 				t.Errorf("id %q: name %q is not a clean path inside the directory", id, n)
 			}

@@ -22,11 +22,9 @@ import (
 	"errors"
 	"fmt"
 	"io/fs"
-	"math/rand/v2"
 	"os"
 	"path/filepath"
 	"slices"
-	"strconv"
 	"strings"
 	"sync"
 	"time"
@@ -110,7 +108,7 @@ func Open(dir string, opts Options) (*Store, error) {
 		return nil, err
 	}
 	s := &Store{dir: dir, opts: opts, ops: make(map[string]*entry)}
-	s.removeStaleTemps()
+	s.sweepDir()
 	return s, nil
 }
 
@@ -502,11 +500,10 @@ func (s *Store) writeFile(path string, data []byte) error {
 	return nil
 }
 
-// createTemp creates path.tmp-{random}: random, not pid-based, because
-// processes in different pid namespaces may share a ledger directory.
+// createTemp creates a new temp file for path (see tempName).
 func createTemp(path string) (int, string, error) {
 	for range 100 {
-		tmp := path + ".tmp-" + strconv.FormatUint(rand.Uint64(), 36)
+		tmp := tempName(path)
 		fd, err := sysOpen("create", tmp, unix.O_WRONLY|unix.O_CREAT|unix.O_EXCL, 0o644)
 		if errors.Is(err, fs.ErrExist) {
 			continue
@@ -531,18 +528,6 @@ func syncDir(dir string) error {
 	}
 	defer unix.Close(fd)
 	return syncFD(dir, fd)
-}
-
-// removeStaleTemps deletes temp files older than a minute: a writer that was
-// killed between create and rename leaves one; live writers finish in far
-// less.
-func (s *Store) removeStaleTemps() {
-	matches, _ := filepath.Glob(filepath.Join(s.dir, "*.operation.json.tmp-*"))
-	for _, m := range matches {
-		if fi, err := os.Stat(m); err == nil && time.Since(fi.ModTime()) > time.Minute {
-			os.Remove(m)
-		}
-	}
 }
 
 // List returns the ids of the live operations in the directory.

@@ -627,7 +627,7 @@ func TestDurableSyncsFileAndDirectory(t *testing.T) {
 		var temps, dirs int
 		for _, p := range synced {
 			switch {
-			case strings.Contains(p, ".operation.json.tmp-"):
+			case isTempName(filepath.Base(p)):
 				temps++
 			case p == dir:
 				dirs++
@@ -642,8 +642,8 @@ func TestDurableSyncsFileAndDirectory(t *testing.T) {
 
 func TestStaleTempFilesRemovedOnOpen(t *testing.T) {
 	dir := t.TempDir()
-	stale := filepath.Join(dir, "op1.operation.json.tmp-old")
-	fresh := filepath.Join(dir, "op1.operation.json.tmp-new")
+	stale := filepath.Join(dir, tempName("op1.operation.json"))
+	fresh := filepath.Join(dir, tempName("op1.operation.json"))
 	for _, p := range []string{stale, fresh} {
 		if err := os.WriteFile(p, []byte("{"), 0o644); err != nil {
 			t.Fatal(err)
