@@ -24,7 +24,6 @@ import (
 	"io/fs"
 	"os"
 	"path/filepath"
-	"slices"
 	"strings"
 	"sync"
 	"time"
@@ -188,17 +187,27 @@ func (s *Store) lock(ctx context.Context, id string, create bool) (*entry, func(
 func (s *Store) openLock(id string, create bool) (*os.File, error) {
 	path := s.lockPath(id)
 	if !create {
-		f, err := os.OpenFile(path, os.O_RDWR, 0)
+		f, err := openNoFollow(path, os.O_RDWR)
 		if !errors.Is(err, fs.ErrNotExist) {
 			return f, err
 		}
 		// A state without a lock file was written by another
 		// implementation; no state at all is an unknown operation.
-		if _, err := os.Stat(s.StatePath(id)); errors.Is(err, fs.ErrNotExist) {
+		if _, err := os.Lstat(s.StatePath(id)); errors.Is(err, fs.ErrNotExist) {
 			return nil, notFound(id)
 		}
 	}
-	return os.OpenFile(path, os.O_RDWR|os.O_CREATE, 0o644)
+	return openNoFollow(path, os.O_RDWR|os.O_CREATE)
+}
+
+// openNoFollow opens path with O_NOFOLLOW: a symbolic link is a
+// CorruptError, and O_CREATE never creates what a dangling link names.
+func openNoFollow(path string, flag int) (*os.File, error) {
+	f, err := os.OpenFile(path, flag|unix.O_NOFOLLOW, 0o644)
+	if errors.Is(err, unix.ELOOP) {
+		return nil, &CorruptError{Path: path, Err: errSymlink}
+	}
+	return f, err
 }
 
 // unlock releases the locks taken by lock. When the operation turned out
@@ -303,8 +312,8 @@ func (s *Store) create(ctx context.Context, d *Data, logs func(tx *Tx), n *notes
 		return err
 	}
 	defer unlock()
-	for _, p := range []string{s.StatePath(id), filepath.Join(s.BackupDir(id), "operation.json")} {
-		if _, err := os.Stat(p); err == nil {
+	for _, p := range []string{s.StatePath(id), filepath.Join(s.BackupDir(id), archivedState)} {
+		if _, err := os.Lstat(p); err == nil {
 			return fmt.Errorf("%w: %s", ErrExists, id)
 		}
 	}
@@ -399,7 +408,10 @@ func (s *Store) Read(id string) (*Data, error) {
 	}
 	d, err := s.load(s.entry(id), id, s.StatePath(id), false)
 	if errors.Is(err, fs.ErrNotExist) {
-		d, err = s.load(nil, id, filepath.Join(s.BackupDir(id), "operation.json"), false)
+		var raw []byte
+		if raw, err = s.readArchived(id, archivedState); err == nil {
+			d, err = decode(id, filepath.Join(s.BackupDir(id), archivedState), raw)
+		}
 	}
 	if errors.Is(err, fs.ErrNotExist) {
 		return nil, notFound(id)
@@ -428,8 +440,23 @@ func (s *Store) load(e *entry, id, path string, locked bool) (*Data, error) {
 			return d, nil
 		}
 	}
+	d, err := decode(id, path, buf)
+	if err != nil {
+		return nil, err
+	}
+	if e != nil {
+		e.setCache(&cached{raw: buf, data: d}) // buf belongs to the cache now
+		if locked {
+			e.rbuf = nil
+		}
+	}
+	return d, nil
+}
+
+// decode decodes and validates the state file of id read from path.
+func decode(id, path string, raw []byte) (*Data, error) {
 	d := new(Data)
-	if err := json.Unmarshal(buf, d); err != nil {
+	if err := json.Unmarshal(raw, d); err != nil {
 		return nil, &CorruptError{Path: path, Err: err}
 	}
 	if d.OperationID != id {
@@ -438,12 +465,6 @@ func (s *Store) load(e *entry, id, path string, locked bool) (*Data, error) {
 	}
 	if fe := validate(d); fe != nil {
 		return nil, &CorruptError{Path: path, Field: fe.field, Err: fe.err}
-	}
-	if e != nil {
-		e.setCache(&cached{raw: buf, data: d}) // buf belongs to the cache now
-		if locked {
-			e.rbuf = nil
-		}
 	}
 	return d, nil
 }
@@ -541,43 +562,6 @@ func (s *Store) List() ([]string, error) {
 		if id, ok := strings.CutSuffix(de.Name(), ".operation.json"); ok && CheckOperationID(id) == nil {
 			ids = append(ids, id)
 		}
-	}
-	return ids, nil
-}
-
-// ListArchived returns the ids of archived operations, oldest first.
-func (s *Store) ListArchived() ([]string, error) {
-	ents, err := os.ReadDir(filepath.Join(s.dir, "backup"))
-	if errors.Is(err, fs.ErrNotExist) {
-		return nil, nil
-	}
-	if err != nil {
-		return nil, err
-	}
-	type backup struct {
-		id  string
-		mod time.Time
-	}
-	var bs []backup
-	for _, de := range ents {
-		if !de.IsDir() || CheckOperationID(de.Name()) != nil {
-			continue
-		}
-		fi, err := de.Info()
-		if err != nil {
-			continue
-		}
-		bs = append(bs, backup{de.Name(), fi.ModTime()})
-	}
-	slices.SortFunc(bs, func(a, b backup) int {
-		if c := a.mod.Compare(b.mod); c != 0 {
-			return c
-		}
-		return strings.Compare(a.id, b.id)
-	})
-	ids := make([]string, len(bs))
-	for i, b := range bs {
-		ids[i] = b.id
 	}
 	return ids, nil
 }
