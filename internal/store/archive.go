@@ -37,7 +37,7 @@ func (s *Store) archive(e *entry, id string, n *notes) error {
 			return err
 		}
 	}
-	e.stale = true
+	e.gone = true
 	r.RemoveAll(filepath.Base(s.liveDir(id))) // a link goes, not its target
 	if s.opts.Durable {
 		for _, dir := range []string{dst, backupName, "."} {

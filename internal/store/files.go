@@ -32,7 +32,7 @@ func (s *Store) log(ctx context.Context, id string, line logLine, n *notes) erro
 	}
 	defer unlock()
 	if _, err := os.Lstat(s.StatePath(id)); errors.Is(err, fs.ErrNotExist) {
-		e.stale = true
+		e.gone = true
 		return notFound(id)
 	}
 	return s.appendLogs(id, []logLine{line}, n)

@@ -16,7 +16,6 @@
 package store
 
 import (
-	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -25,7 +24,6 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
-	"sync"
 	"time"
 
 	"golang.org/x/sys/unix"
@@ -45,61 +43,6 @@ type Options struct {
 	OnBackupCreated func(operationID, dir string) // called after an archive
 }
 
-// Store is a ledger directory. It is safe for concurrent use, and several
-// Stores, in one process or many, may share a directory.
-type Store struct {
-	dir  string
-	opts Options
-
-	mu  sync.Mutex // guards ops
-	ops map[string]*entry
-}
-
-// entry is the per-operation state of one Store. The goroutine holding sem
-// owns the fields marked so.
-type entry struct {
-	sem    chan struct{} // one token: the holder owns the lock of the operation
-	lock   *os.File      // the open lock file, nil until needed (sem)
-	stale  bool          // the operation is no longer live: drop lock on unlock (sem)
-	rbuf   []byte        // read buffer for the next load under the lock (sem)
-	frames frameCache    // the last encoding, reused while frames are unchanged (sem)
-	spare  []byte        // buffer for the next encoding, seen by no one else (sem)
-	spans  []span        // spans for the next encoding (sem)
-	trail  time.Time     // last trail snapshot of this process (sem)
-
-	// mu guards cache. A reader holds it while it compares a file with
-	// cache.raw, so that the sem holder reuses an encoding's buffer only
-	// once no reader can be looking at it.
-	mu    sync.Mutex
-	cache *cached // the last state file read or written
-}
-
-// cached is one state file, byte for byte, and its decoding. The decoding
-// is reused when the file read has exactly these bytes: comparing costs
-// far less than decoding, and unlike a comparison of inode numbers and
-// times it cannot be fooled by a reused inode written in the same clock
-// tick.
-type cached struct {
-	raw  []byte // the whole file; not modified while cached
-	data *Data  // shared, never modified
-}
-
-// cachedData returns the cached decoding of raw, if raw is what is cached.
-func (e *entry) cachedData(raw []byte) *Data {
-	e.mu.Lock()
-	defer e.mu.Unlock()
-	if e.cache != nil && bytes.Equal(e.cache.raw, raw) {
-		return e.cache.data
-	}
-	return nil
-}
-
-func (e *entry) setCache(c *cached) {
-	e.mu.Lock()
-	e.cache = c
-	e.mu.Unlock()
-}
-
 // Open returns the Store for dir, creating the directory if needed, and
 // removes temp files that a killed writer left behind.
 func Open(dir string, opts Options) (*Store, error) {
@@ -107,6 +50,7 @@ func Open(dir string, opts Options) (*Store, error) {
 		return nil, err
 	}
 	s := &Store{dir: dir, opts: opts, ops: make(map[string]*entry)}
+	s.recent.Init()
 	s.sweepDir()
 	return s, nil
 }
@@ -114,19 +58,12 @@ func Open(dir string, opts Options) (*Store, error) {
 // Dir returns the directory of the store.
 func (s *Store) Dir() string { return s.dir }
 
-// Close waits for the changes in progress and releases the open lock files.
+// Close waits, at most a second, for the changes in progress and the lock
+// waits that their callers gave up (see lock.go). The Store keeps no
+// descriptor open between changes, so there is nothing else to release.
 // The Store must not be used after.
 func (s *Store) Close() error {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	for id, e := range s.ops {
-		e.sem <- struct{}{}
-		if e.lock != nil {
-			e.lock.Close()
-			e.lock = nil
-		}
-		delete(s.ops, id)
-	}
+	s.busy.wait(closeGrace)
 	return nil
 }
 
@@ -141,118 +78,7 @@ func (s *Store) trailDir(id string) string     { return s.path(trailName(id)) }
 // BackupDir returns the directory an archived operation is moved to.
 func (s *Store) BackupDir(id string) string { return s.path(backupDirName(id)) }
 
-func (s *Store) entry(id string) *entry {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	e := s.ops[id]
-	if e == nil {
-		e = &entry{sem: make(chan struct{}, 1)}
-		s.ops[id] = e
-	}
-	return e
-}
-
 func notFound(id string) error { return fmt.Errorf("%w: %s", ErrNotFound, id) }
-
-// lock takes the in-process lock and the file lock of id, waiting no longer
-// than ctx allows. Unless create is set, an operation without a lock file
-// and without a state file is ErrNotFound, and no file is created.
-func (s *Store) lock(ctx context.Context, id string, create bool) (*entry, func(), error) {
-	e := s.entry(id)
-	select {
-	case e.sem <- struct{}{}:
-	case <-ctx.Done():
-		return nil, nil, fmt.Errorf("%w %s: %w", ErrLockTimeout, s.lockPath(id), context.Cause(ctx))
-	}
-	if e.lock == nil {
-		f, err := s.openLock(id, create)
-		if err != nil {
-			<-e.sem
-			return nil, nil, err
-		}
-		e.lock = f
-	}
-	if err := flockContext(ctx, e.lock); err != nil {
-		<-e.sem
-		if ctx.Err() != nil {
-			return nil, nil, fmt.Errorf("%w %s: %w", ErrLockTimeout, s.lockPath(id), err)
-		}
-		return nil, nil, fmt.Errorf("ledger: lock %s: %w", s.lockPath(id), err)
-	}
-	return e, func() { s.unlock(e) }, nil
-}
-
-// openLock opens the lock file of id. The lock file is permanent: it is
-// never deleted, so every process locks the same inode.
-func (s *Store) openLock(id string, create bool) (*os.File, error) {
-	path := s.lockPath(id)
-	if !create {
-		f, err := openNoFollow(path, os.O_RDWR)
-		if !errors.Is(err, fs.ErrNotExist) {
-			return f, err
-		}
-		// A state without a lock file was written by another
-		// implementation; no state at all is an unknown operation.
-		if _, err := os.Lstat(s.StatePath(id)); errors.Is(err, fs.ErrNotExist) {
-			return nil, notFound(id)
-		}
-	}
-	return openNoFollow(path, os.O_RDWR|os.O_CREATE)
-}
-
-// openNoFollow opens path with O_NOFOLLOW: a symbolic link is a
-// CorruptError, and O_CREATE never creates what a dangling link names.
-func openNoFollow(path string, flag int) (*os.File, error) {
-	f, err := os.OpenFile(path, flag|unix.O_NOFOLLOW, 0o644)
-	if errors.Is(err, unix.ELOOP) {
-		return nil, &CorruptError{Path: path, Err: errSymlink}
-	}
-	return f, err
-}
-
-// unlock releases the locks taken by lock. When the operation turned out
-// not to be live, the lock file is closed and the cached state dropped, so
-// that a long-lived process does not keep a descriptor per operation it
-// ever touched.
-func (s *Store) unlock(e *entry) {
-	if e.stale {
-		e.lock.Close() // releases the flock
-		e.lock, e.stale = nil, false
-		e.rbuf, e.spare, e.spans, e.frames = nil, nil, nil, frameCache{}
-		e.setCache(nil)
-	} else {
-		_ = unix.Flock(int(e.lock.Fd()), unix.LOCK_UN)
-	}
-	<-e.sem
-}
-
-// flockContext takes an exclusive flock on f, polling with a growing pause
-// so that a waiter honours ctx (a blocking flock cannot be interrupted).
-func flockContext(ctx context.Context, f *os.File) error {
-	pause := 20 * time.Microsecond
-	var timer *time.Timer
-	for {
-		err := unix.Flock(int(f.Fd()), unix.LOCK_EX|unix.LOCK_NB)
-		if err == nil {
-			return nil
-		}
-		if !errors.Is(err, unix.EWOULDBLOCK) && !errors.Is(err, unix.EINTR) {
-			return err
-		}
-		if timer == nil {
-			timer = time.NewTimer(pause)
-			defer timer.Stop()
-		} else {
-			timer.Reset(pause)
-		}
-		select {
-		case <-timer.C:
-		case <-ctx.Done():
-			return context.Cause(ctx)
-		}
-		pause = min(pause*2, 2*time.Millisecond)
-	}
-}
 
 // Tx is one change of a state file, handed to the function given to Update.
 // Lines logged through it are appended after the state is written, while
@@ -312,10 +138,14 @@ func (s *Store) create(ctx context.Context, d *Data, logs func(tx *Tx), n *notes
 		return err
 	}
 	defer unlock()
-	for _, p := range []string{s.StatePath(id), filepath.Join(s.BackupDir(id), archivedState)} {
-		if _, err := os.Lstat(p); err == nil {
-			return fmt.Errorf("%w: %s", ErrExists, id)
-		}
+	if _, err := os.Lstat(s.StatePath(id)); err == nil {
+		return fmt.Errorf("%w: %s", ErrExists, id)
+	}
+	// From here on, until a state is written, the operation has no live
+	// state: its lock file goes on unlock.
+	e.gone = true
+	if _, err := os.Lstat(filepath.Join(s.BackupDir(id), archivedState)); err == nil {
+		return fmt.Errorf("%w: %s", ErrExists, id)
 	}
 	tx := &Tx{Data: d}
 	if logs != nil {
@@ -349,7 +179,7 @@ func (s *Store) update(ctx context.Context, id string, fn func(tx *Tx) error, n 
 	defer unlock()
 	cur, err := s.load(e, id, s.StatePath(id), true)
 	if errors.Is(err, fs.ErrNotExist) {
-		e.stale = true
+		e.gone = true
 		return nil, notFound(id)
 	}
 	if err != nil {
@@ -386,6 +216,7 @@ func (s *Store) commit(e *entry, id string, tx *Tx, n *notes) error {
 	if err := s.writeFile(s.StatePath(id), raw); err != nil {
 		return err
 	}
+	e.gone = false
 	e.setCache(&cached{raw: raw, data: tx.Data})
 	// The encoding before is no longer cached (a reader comparing with it
 	// held mu, taken by setCache): its buffer is free.

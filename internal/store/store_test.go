@@ -510,8 +510,8 @@ func TestArchiveAndPrune(t *testing.T) {
 		if _, err := os.Stat(s.StatePath(id)); !errors.Is(err, fs.ErrNotExist) {
 			t.Errorf("live state of %s still there: %v", id, err)
 		}
-		if _, err := os.Stat(s.lockPath(id)); err != nil {
-			t.Errorf("lock file of %s deleted: %v", id, err)
+		if _, err := os.Stat(s.lockPath(id)); !errors.Is(err, fs.ErrNotExist) {
+			t.Errorf("lock file of archived %s kept: %v", id, err)
 		}
 		d, err := s.Read(id)
 		if err != nil || d.OperationState != StateCompleted {
