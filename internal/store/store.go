@@ -58,6 +58,17 @@ func Open(dir string, opts Options) (*Store, error) {
 // Dir returns the directory of the store.
 func (s *Store) Dir() string { return s.dir }
 
+// Probe checks that the directory can be used now: it opens it, as every
+// change opens files in it. The error says why not: no descriptor left
+// (EMFILE), no permission, no directory.
+func (s *Store) Probe() error {
+	fd, err := sysOpen("open", s.dir, unix.O_RDONLY|unix.O_DIRECTORY, 0)
+	if err != nil {
+		return err
+	}
+	return unix.Close(fd)
+}
+
 // Close waits, at most a second, for the changes in progress and the lock
 // waits that their callers gave up (see lock.go). The Store keeps no
 // descriptor open between changes, so there is nothing else to release.
