@@ -10,32 +10,42 @@ import (
 // Store is a ledger directory. It is safe for concurrent use, and several
 // Stores, in one process or many, may share a directory.
 //
-// A Store keeps no descriptor open between changes, and an entry (caches)
-// for at most maxIdleEntries operations that no goroutine is using, so
-// that a long-lived process (the server) does not grow with every
-// operation it ever touched.
+// A Store keeps no descriptor open between changes. It keeps entries
+// (caches) of operations that no goroutine is using only within
+// entryBudget, dropping the least recently used first, so that a
+// long-lived process (the server) does not grow with every operation it
+// ever touched; an operation found gone (archived, unknown) loses its
+// entry at once.
 type Store struct {
 	dir  string
 	opts Options
 
-	mu     sync.Mutex        // guards ops, recent, and refs and elem of every entry
+	mu     sync.Mutex        // guards ops, recent, cost, and elem, refs and cost of every entry
 	ops    map[string]*entry // by operation id
 	recent list.List         // of *entry, the most recently used first
+	cost   int64             // the estimated memory of the entries in ops
 
 	busy activity // goroutines that hold or wait for a lock of this Store (lock.go)
 }
 
-// maxIdleEntries is how many entries of operations that no goroutine is
-// using a Store keeps: an entry saves a decode when the file has not
-// changed, which matters for the operations in use, not for history.
-const maxIdleEntries = 128
+// entryBudget bounds the estimated memory of a Store's entries (see
+// entryCost); entries in use are kept beyond it. An entry saves a decode
+// when a state file has not changed since this process read or wrote it,
+// which matters to the operations in use and to the orphan sweep, which
+// reads every live operation. A variable, so that tests can make it small.
+var entryBudget int64 = 64 << 20
+
+// entryCost estimates the memory of an entry caching a state file of n
+// bytes: the entry, the file, its decoding and the encoding buffers.
+func entryCost(n int) int64 { return 512 + 4*int64(n) }
 
 // entry is the per-operation state of one Store. The goroutine holding sem
 // owns the fields marked so.
 type entry struct {
 	id   string        // the operation; set once
-	elem *list.Element // in Store.recent (Store.mu)
+	elem *list.Element // in Store.recent; nil once dropped (Store.mu)
 	refs int           // goroutines between acquire and release (Store.mu)
+	cost int64         // counted in Store.cost while not dropped (Store.mu)
 
 	sem    chan struct{} // one token: the holder owns the lock of the operation
 	gone   bool          // the operation has no live state: its lock file goes on unlock (sem)
@@ -72,10 +82,23 @@ func (e *entry) cachedData(raw []byte) *Data {
 	return nil
 }
 
-func (e *entry) setCache(c *cached) {
+// setCache caches c in e (nil: nothing) and counts what it costs.
+func (s *Store) setCache(e *entry, c *cached) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
 	e.mu.Lock()
 	e.cache = c
 	e.mu.Unlock()
+	if e.elem == nil {
+		return // dropped: a reader's, counted nowhere
+	}
+	n := 0
+	if c != nil {
+		n = len(c.raw)
+	}
+	s.cost += entryCost(n) - e.cost
+	e.cost = entryCost(n)
+	s.trim()
 }
 
 // entry returns the entry of id for a reader, which may go on using it
@@ -103,9 +126,8 @@ func (s *Store) acquire(id string) *entry {
 func (s *Store) release(e *entry, drop bool) {
 	s.mu.Lock()
 	e.refs--
-	if drop && e.refs == 0 && s.ops[e.id] == e {
-		s.recent.Remove(e.elem)
-		delete(s.ops, e.id)
+	if drop && e.refs == 0 && e.elem != nil {
+		s.dropLocked(e)
 	}
 	s.mu.Unlock()
 	s.busy.done()
@@ -116,29 +138,39 @@ func (s *Store) entryLocked(id string) *entry {
 		s.recent.MoveToFront(e.elem)
 		return e
 	}
-	e := &entry{id: id, sem: make(chan struct{}, 1)}
+	e := &entry{id: id, sem: make(chan struct{}, 1), cost: entryCost(0)}
 	e.elem = s.recent.PushFront(e)
 	s.ops[id] = e
+	s.cost += e.cost
 	s.trim()
 	return e
 }
 
-// trim drops the least recently used entries that no goroutine holds,
-// beyond maxIdleEntries.
+// trim drops the least recently used entries that no goroutine holds
+// while all entries cost more than entryBudget.
 func (s *Store) trim() {
-	for el := s.recent.Back(); el != nil && len(s.ops) > maxIdleEntries; {
+	for el := s.recent.Back(); el != nil && s.cost > entryBudget; {
 		prev := el.Prev()
 		if e := el.Value.(*entry); e.refs == 0 {
-			s.recent.Remove(el)
-			delete(s.ops, e.id)
+			s.dropLocked(e)
 		}
 		el = prev
 	}
 }
 
-// forget drops what the entry caches of an operation that is gone. The
-// caller holds sem.
-func (e *entry) forget() {
+// dropLocked removes e from the Store; readers that hold it may go on
+// using it.
+func (s *Store) dropLocked(e *entry) {
+	s.recent.Remove(e.elem)
+	e.elem = nil
+	delete(s.ops, e.id)
+	s.cost -= e.cost
+	e.cost = 0
+}
+
+// forget drops what e caches of an operation that is gone. The caller
+// holds e.sem.
+func (s *Store) forget(e *entry) {
 	e.rbuf, e.spare, e.spans, e.frames = nil, nil, nil, frameCache{}
-	e.setCache(nil)
+	s.setCache(e, nil)
 }

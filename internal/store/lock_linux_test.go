@@ -100,13 +100,17 @@ func TestLockerRetriesOnUnlinkedLockFile(t *testing.T) {
 }
 
 // TestStoreKeepsNoDescriptorPerOperation: a long-lived Store that touched
-// many operations keeps neither a descriptor nor an entry for each.
+// many operations keeps no descriptor for each, and its entries within
+// entryBudget.
 func TestStoreKeepsNoDescriptorPerOperation(t *testing.T) {
+	old := entryBudget
+	entryBudget = 20 * entryCost(1000) // some 40 small states
+	t.Cleanup(func() { entryBudget = old })
 	dir := t.TempDir()
 	s := openStore(t, dir, Options{})
 	ctx := context.Background()
 	before := openFDs(t)
-	const n = 3 * maxIdleEntries
+	const n = 300
 	for i := range n {
 		id := fmt.Sprintf("op%d", i)
 		create(t, s, id)
@@ -118,7 +122,8 @@ func TestStoreKeepsNoDescriptorPerOperation(t *testing.T) {
 	assert.Less(t, openFDs(t), before+10, "descriptors kept open")
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	assert.LessOrEqual(t, len(s.ops), maxIdleEntries, "entries kept")
+	assert.LessOrEqual(t, s.cost, entryBudget, "entries kept")
+	assert.Less(t, len(s.ops), n/2, "entries kept")
 }
 
 func openFDs(t *testing.T) int {
