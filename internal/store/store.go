@@ -2,7 +2,7 @@
 // Dart layout of a ledger directory:
 //
 //	{base}/{id}.operation.json        state (JSON, 2-space indent)
-//	{base}/{id}.operation.json.lock   flock target; permanent
+//	{base}/{id}.operation.json.lock   flock target, removed with the operation (lock.go)
 //	{base}/{id}.operation.log         INFO and above
 //	{base}/{id}.operation.debug.log   DEBUG
 //	{base}/{id}_trail/{elapsed}_{id}.json
@@ -10,9 +10,11 @@
 //	{base}/backup/{id}/{operation.json, operation.log, operation.debug.log, trail/}
 //
 // Every change is: in-process lock → flock of the lock file → read →
-// modify → write a temp file → (fsync) → rename → (fsync dir) → unlock.
-// Files are never written in place, so a reader without the lock always sees
-// a whole file. The callbacks of Options run after the locks are released.
+// validate → modify → write a temp file → (fsync) → rename → (fsync dir) →
+// unlock. Files are never written in place, so a reader without the lock
+// always sees a whole file. The callbacks of Options run after the locks
+// are released. names.go lists every name the store uses, safefs.go says
+// how it keeps from following symbolic links, lock.go how it locks.
 package store
 
 import (
@@ -20,9 +22,11 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"io/fs"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"time"
 
@@ -162,7 +166,11 @@ func (s *Store) create(ctx context.Context, d *Data, logs func(tx *Tx), n *notes
 	if logs != nil {
 		logs(tx)
 	}
-	return s.commit(e, id, tx, n)
+	err = s.commit(e, id, tx, n)
+	if _, serr := os.Lstat(s.StatePath(id)); err != nil && serr == nil {
+		e.gone = false // written, though the change failed after
+	}
+	return err
 }
 
 // Update applies fn to the current state of id under the lock and writes
@@ -228,7 +236,7 @@ func (s *Store) commit(e *entry, id string, tx *Tx, n *notes) error {
 		return err
 	}
 	e.gone = false
-	e.setCache(&cached{raw: raw, data: tx.Data})
+	s.setCache(e, &cached{raw: raw, data: tx.Data})
 	// The encoding before is no longer cached (a reader comparing with it
 	// held mu, taken by setCache): its buffer is free.
 	e.spare, e.spans = e.frames.accept(tx.Data.CallFrames, raw, spans)
@@ -287,7 +295,7 @@ func (s *Store) load(e *entry, id, path string, locked bool) (*Data, error) {
 		return nil, err
 	}
 	if e != nil {
-		e.setCache(&cached{raw: buf, data: d}) // buf belongs to the cache now
+		s.setCache(e, &cached{raw: buf, data: d}) // buf belongs to the cache now
 		if locked {
 			e.rbuf = nil
 		}
@@ -393,17 +401,29 @@ func syncDir(dir string) error {
 	return syncFD(dir, fd)
 }
 
-// List returns the ids of the live operations in the directory.
+// List returns the ids of the live operations in the directory, sorted.
+// It reads the directory in batches and keeps only the ids.
 func (s *Store) List() ([]string, error) {
-	ents, err := os.ReadDir(s.dir)
+	f, err := os.Open(s.dir)
 	if err != nil {
 		return nil, err
 	}
+	defer f.Close()
 	var ids []string
-	for _, de := range ents {
-		if id, ok := strings.CutSuffix(de.Name(), ".operation.json"); ok && CheckOperationID(id) == nil {
-			ids = append(ids, id)
+	for {
+		names, err := f.Readdirnames(1024)
+		for _, name := range names {
+			if id, ok := strings.CutSuffix(name, ".operation.json"); ok && CheckOperationID(id) == nil {
+				ids = append(ids, id)
+			}
+		}
+		if err == io.EOF {
+			break
+		}
+		if err != nil {
+			return nil, err
 		}
 	}
+	slices.Sort(ids)
 	return ids, nil
 }
