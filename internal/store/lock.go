@@ -88,7 +88,7 @@ func (s *Store) unlock(e *entry, id string, fl *flock.Flock) {
 	if gone {
 		unix.Unlink(s.lockPath(id))
 		e.gone = false
-		e.forget()
+		s.forget(e)
 	}
 	fl.Unlock() // releases the flock and closes the file
 	<-e.sem
@@ -100,30 +100,15 @@ func (s *Store) unlock(e *entry, id string, fl *flock.Flock) {
 func (s *Store) flock(ctx context.Context, e *entry, id string, create bool) (*flock.Flock, error) {
 	path := s.lockPath(id)
 	for {
-		fl := newFlock(path, create)
-		err := s.wait(ctx, e, fl)
-		if errors.Is(err, fs.ErrNotExist) && !create {
-			// A state without a lock file was written by another
-			// implementation; no state at all is an unknown operation.
-			if _, serr := os.Lstat(s.StatePath(id)); errors.Is(serr, fs.ErrNotExist) {
-				return nil, notFound(id)
-			}
-			fl = newFlock(path, true)
-			err = s.wait(ctx, e, fl)
-		}
-		switch {
-		case errors.Is(err, errAbandoned):
+		fl, err := s.flockFile(ctx, e, id, create)
+		if err != nil {
 			return nil, err
-		case errors.Is(err, unix.ELOOP):
-			return nil, &CorruptError{Path: path, Err: errSymlink}
-		case err != nil:
-			return nil, fmt.Errorf("ledger: lock %s: %w", path, err)
 		}
 		same, err := lockedAt(fl, path)
 		if same {
 			return fl, nil
 		}
-		fl.Unlock()
+		fl.Unlock() // a file unlinked while we waited: start again
 		if err != nil {
 			return nil, fmt.Errorf("ledger: lock %s: %w", path, err)
 		}
@@ -131,6 +116,29 @@ func (s *Store) flock(ctx context.Context, e *entry, id string, create bool) (*f
 			return nil, s.lockTimeout(ctx, id)
 		}
 	}
+}
+
+// flockFile opens the lock file of id and takes its flock.
+func (s *Store) flockFile(ctx context.Context, e *entry, id string, create bool) (*flock.Flock, error) {
+	path := s.lockPath(id)
+	fl := newFlock(path, create)
+	err := s.wait(ctx, e, fl)
+	if errors.Is(err, fs.ErrNotExist) && !create {
+		// A state without a lock file was written by another
+		// implementation; no state at all is an unknown operation.
+		if _, serr := os.Lstat(s.StatePath(id)); errors.Is(serr, fs.ErrNotExist) {
+			return nil, notFound(id)
+		}
+		fl = newFlock(path, true)
+		err = s.wait(ctx, e, fl)
+	}
+	switch {
+	case err == nil, errors.Is(err, errAbandoned):
+		return fl, err
+	case errors.Is(err, unix.ELOOP):
+		return nil, &CorruptError{Path: path, Err: errSymlink}
+	}
+	return nil, fmt.Errorf("ledger: lock %s: %w", path, err)
 }
 
 // newFlock returns the flock of the lock file at path, which is opened
