@@ -60,9 +60,10 @@ func isTempName(name string) bool {
 //     an os.Root of the directory, so that no name can reach outside it
 //     whatever is swapped in meanwhile, and checks with Lstat that no
 //     directory it enters is a link (realDir). The archive of an
-//     operation fails with errSymlink; pruning and trail snapshots skip.
-//     A link swapped in between the check and the use can only lead
-//     inside the directory, whose writers could change it anyway.
+//     operation fails with errSymlink; pruning removes nothing and
+//     returns errSymlink; a trail snapshot is skipped. A link swapped in
+//     between the check and the use can only lead inside the directory,
+//     whose writers could change it anyway.
 
 // errSymlink is the complaint about a symbolic link met where the store
 // expects a file or directory of its own.
