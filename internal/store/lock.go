@@ -7,6 +7,7 @@ import (
 	"io/fs"
 	"os"
 	"sync"
+	"syscall"
 	"time"
 
 	"github.com/gofrs/flock"
@@ -20,9 +21,11 @@ import (
 //     it holds the entry's sem from before it opens the lock file until
 //     the flock is given back. Other goroutines of the process wait for
 //     sem, honouring their contexts.
-//   - The flock is a blocking flock(2), so that waiters of all processes
-//     queue in the kernel and the lock passes to one of them the moment
-//     it is released. A blocking flock cannot be interrupted; a waiter
+//   - A free lock is taken at once (LOCK_NB on a plain descriptor). A
+//     taken one is waited for with a blocking flock(2) (gofrs/flock's
+//     Lock), so that waiters of all processes queue in the kernel and the
+//     lock passes to one of them the moment it is released, never idle
+//     between polls. A blocking flock cannot be interrupted; a waiter
 //     whose context ends returns ErrLockTimeout at once and leaves its
 //     wait to a goroutine that, when granted, gives the lock straight
 //     back and then releases sem. That goroutine holds sem meanwhile, so
@@ -34,9 +37,9 @@ import (
 // or a lock file left by an older version), so that lock files follow the
 // live operations. A locker that was granted the flock of a lock file
 // that was unlinked meanwhile holds a lock nobody else looks at: it
-// compares the locked descriptor with the path (os.SameFile on Lstat) and
-// starts again; the operation is then not found, and its lock file is not
-// created again. Every process sharing a directory must use this
+// compares the locked descriptor with the path (device and inode, fstat
+// against lstat) and starts again; the operation is then not found, and
+// its lock file is not created again. Every process sharing a directory must use this
 // protocol: a process that keeps lock files forever and never checks
 // them would lock the unlinked file.
 //
@@ -65,7 +68,7 @@ func (s *Store) lock(ctx context.Context, id string, create bool) (*entry, func(
 		s.release(e, false)
 		return nil, nil, s.lockTimeout(ctx, id)
 	}
-	fl, err := s.flock(ctx, e, id, create)
+	h, err := s.flock(ctx, e, id, create)
 	switch {
 	case errors.Is(err, errAbandoned):
 		return nil, nil, s.lockTimeout(ctx, id)
@@ -74,7 +77,7 @@ func (s *Store) lock(ctx context.Context, id string, create bool) (*entry, func(
 		s.release(e, false)
 		return nil, nil, err
 	}
-	return e, func() { s.unlock(e, id, fl) }, nil
+	return e, func() { s.unlock(e, id, h) }, nil
 }
 
 func (s *Store) lockTimeout(ctx context.Context, id string) error {
@@ -83,93 +86,134 @@ func (s *Store) lockTimeout(ctx context.Context, id string) error {
 
 // unlock releases the locks taken by lock. The lock file of an operation
 // found gone is removed first, while still locked.
-func (s *Store) unlock(e *entry, id string, fl *flock.Flock) {
+func (s *Store) unlock(e *entry, id string, h held) {
 	gone := e.gone
 	if gone {
 		unix.Unlink(s.lockPath(id))
 		e.gone = false
 		s.forget(e)
 	}
-	fl.Unlock() // releases the flock and closes the file
+	h.release()
 	<-e.sem
 	s.release(e, gone)
 }
 
 // flock takes the flock of the lock file of id, which is the file at its
 // path when granted. The caller holds e.sem.
-func (s *Store) flock(ctx context.Context, e *entry, id string, create bool) (*flock.Flock, error) {
+func (s *Store) flock(ctx context.Context, e *entry, id string, create bool) (held, error) {
 	path := s.lockPath(id)
 	for {
-		fl, err := s.flockFile(ctx, e, id, create)
+		h, err := s.flockFile(ctx, e, id, create)
 		if err != nil {
-			return nil, err
+			return held{}, err
 		}
-		same, err := lockedAt(fl, path)
+		same, err := lockedAt(h, path)
 		if same {
-			return fl, nil
+			return h, nil
 		}
-		fl.Unlock() // a file unlinked while we waited: start again
+		h.release() // a file unlinked while we waited: start again
 		if err != nil {
-			return nil, fmt.Errorf("ledger: lock %s: %w", path, err)
+			return held{}, fmt.Errorf("ledger: lock %s: %w", path, err)
 		}
 		if ctx.Err() != nil {
-			return nil, s.lockTimeout(ctx, id)
+			return held{}, s.lockTimeout(ctx, id)
 		}
 	}
 }
 
 // flockFile opens the lock file of id and takes its flock.
-func (s *Store) flockFile(ctx context.Context, e *entry, id string, create bool) (*flock.Flock, error) {
+func (s *Store) flockFile(ctx context.Context, e *entry, id string, create bool) (held, error) {
 	path := s.lockPath(id)
-	fl := newFlock(path, create)
-	err := s.wait(ctx, e, fl)
+	h, err := s.takeFlock(ctx, e, path, create)
 	if errors.Is(err, fs.ErrNotExist) && !create {
 		// A state without a lock file was written by another
 		// implementation; no state at all is an unknown operation.
 		if _, serr := os.Lstat(s.StatePath(id)); errors.Is(serr, fs.ErrNotExist) {
-			return nil, notFound(id)
+			return held{}, notFound(id)
 		}
-		fl = newFlock(path, true)
-		err = s.wait(ctx, e, fl)
+		h, err = s.takeFlock(ctx, e, path, true)
 	}
+	var ce *CorruptError
 	switch {
-	case err == nil, errors.Is(err, errAbandoned):
-		return fl, err
+	case err == nil, errors.Is(err, errAbandoned), errors.As(err, &ce):
+		return h, err
 	case errors.Is(err, unix.ELOOP):
-		return nil, &CorruptError{Path: path, Err: errSymlink}
+		return held{}, &CorruptError{Path: path, Err: errSymlink}
 	}
-	return nil, fmt.Errorf("ledger: lock %s: %w", path, err)
+	return held{}, fmt.Errorf("ledger: lock %s: %w", path, err)
 }
 
-// newFlock returns the flock of the lock file at path, which is opened
-// only to lock it and closed when unlocked, never through a link.
-func newFlock(path string, create bool) *flock.Flock {
-	return flock.New(path, flock.SetFlag(lockFlag(create)), flock.SetPermissions(0o644))
+// takeFlock takes the flock of the lock file at path: at once if it is
+// free, or else after a wait in the kernel's queue (see wait).
+func (s *Store) takeFlock(ctx context.Context, e *entry, path string, create bool) (held, error) {
+	if h, ok, err := tryFlock(path, create); ok || err != nil {
+		return h, err
+	}
+	fl := flock.New(path, flock.SetFlag(lockFlag(create)), flock.SetPermissions(0o644))
+	return held{fd: -1, fl: fl}, s.wait(ctx, e, fl)
 }
 
-// lockedAt reports whether the locked file of fl is the file at path now.
-func lockedAt(fl *flock.Flock, path string) (bool, error) {
-	held, err := fl.Stat() // of the open descriptor
+// held is the flock of a lock file, held by this process. A lock taken
+// at once is a plain descriptor, as the hot path uses them (sysfile.go
+// says why); one taken after a wait in the kernel is a gofrs Flock. The
+// lock file is open only while locked, and never opened through a link.
+type held struct {
+	fd int          // the descriptor of a lock taken at once; -1 otherwise
+	fl *flock.Flock // a lock taken after a wait; nil otherwise
+}
+
+// tryFlock opens the lock file at path and takes its flock if it is free;
+// if another holds it, ok is false and err nil.
+func tryFlock(path string, create bool) (h held, ok bool, err error) {
+	fd, err := sysOpen("open", path, lockFlag(create), 0o644)
 	if err != nil {
-		return false, err
+		return held{}, false, err
 	}
-	now, err := os.Lstat(path)
-	if errors.Is(err, fs.ErrNotExist) {
+	if err := unix.Flock(fd, unix.LOCK_EX|unix.LOCK_NB); err != nil {
+		unix.Close(fd)
+		if err == unix.EWOULDBLOCK {
+			return held{}, false, nil
+		}
+		return held{}, false, &fs.PathError{Op: "flock", Path: path, Err: err}
+	}
+	return held{fd: fd}, true, nil
+}
+
+// release gives the flock back and closes the lock file.
+func (h held) release() {
+	if h.fl != nil {
+		h.fl.Unlock()
+		return
+	}
+	unix.Close(h.fd) // the only descriptor of this open file: the flock goes
+}
+
+// lockedAt reports whether the file locked by h is the file at path now.
+func lockedAt(h held, path string) (bool, error) {
+	var st, now unix.Stat_t
+	if h.fl != nil {
+		fi, err := h.fl.Stat() // of the open descriptor
+		if err != nil {
+			return false, err
+		}
+		sys := fi.Sys().(*syscall.Stat_t)
+		st.Dev, st.Ino = sys.Dev, sys.Ino
+	} else if err := unix.Fstat(h.fd, &st); err != nil {
+		return false, &fs.PathError{Op: "fstat", Path: path, Err: err}
+	}
+	switch err := unix.Lstat(path, &now); {
+	case err == unix.ENOENT:
 		return false, nil
+	case err != nil:
+		return false, &fs.PathError{Op: "lstat", Path: path, Err: err}
 	}
-	if err != nil {
-		return false, err
-	}
-	return os.SameFile(held, now), nil
+	return st.Dev == now.Dev && st.Ino == now.Ino, nil
 }
 
 // wait takes the flock of fl, blocking in the kernel. If ctx ends first,
 // wait returns errAbandoned and leaves the wait to a goroutine that gives
 // the lock back when granted and then releases e.sem and e's ref.
 func (s *Store) wait(ctx context.Context, e *entry, fl *flock.Flock) error {
-	if ok, err := fl.TryLock(); ok || err != nil {
-		return err
-	}
 	if ctx.Done() == nil {
 		return fl.Lock()
 	}

@@ -74,12 +74,12 @@ func (s *Store) removeLeftoverLock(id string) {
 	if !stale(path) {
 		return
 	}
-	fl := newFlock(path, false)
-	if ok, err := fl.TryLock(); !ok || err != nil {
+	h, ok, _ := tryFlock(path, false)
+	if !ok {
 		return
 	}
-	defer fl.Unlock()
-	if same, _ := lockedAt(fl, path); !same {
+	defer h.release()
+	if same, _ := lockedAt(h, path); !same {
 		return
 	}
 	if _, err := os.Lstat(s.StatePath(id)); errors.Is(err, fs.ErrNotExist) {
