@@ -259,8 +259,8 @@
 // Each process keeps the last state it read or wrote of the operations
 // it uses (and of up to 128 it no longer uses) and decodes the file again
 // only when its bytes differ; a change still reads the whole file, so its
-// cost grows with the number of frames. No descriptor stays open between
-// changes.
+// cost grows with the number of frames. At most 16 lock files per ledger
+// stay open between changes.
 //
 // Callbacks run with no lock held, on a goroutine of the library (the one
 // that saw the event, or one of their own for heartbeat, abort and failure

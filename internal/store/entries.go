@@ -10,9 +10,9 @@ import (
 // Store is a ledger directory. It is safe for concurrent use, and several
 // Stores, in one process or many, may share a directory.
 //
-// A Store keeps no descriptor open between changes. It keeps entries
-// (caches) of operations that no goroutine is using only within
-// entryBudget, dropping the least recently used first, so that a
+// A Store keeps at most maxKeptLocks lock files open between changes. It
+// keeps entries (caches) of operations that no goroutine is using only
+// within entryBudget, dropping the least recently used first, so that a
 // long-lived process (the server) does not grow with every operation it
 // ever touched; an operation found gone (archived, unknown) loses its
 // entry at once.
@@ -20,10 +20,12 @@ type Store struct {
 	dir  string
 	opts Options
 
-	mu     sync.Mutex        // guards ops, recent, cost, and elem, refs and cost of every entry
+	mu     sync.Mutex        // guards the fields below, and the fields of entries marked Store.mu
 	ops    map[string]*entry // by operation id
 	recent list.List         // of *entry, the most recently used first
 	cost   int64             // the estimated memory of the entries in ops
+	kept   list.List         // of *entry keeping a lock file open, the most recently used first (kept.go)
+	closed bool              // Close was called: keep no lock file open
 
 	busy activity // goroutines that hold or wait for a lock of this Store (lock.go)
 }
@@ -46,6 +48,13 @@ type entry struct {
 	elem *list.Element // in Store.recent; nil once dropped (Store.mu)
 	refs int           // goroutines between acquire and release (Store.mu)
 	cost int64         // counted in Store.cost while not dropped (Store.mu)
+
+	// The lock file kept open between changes (kept.go), or keptFD -1.
+	// Written under Store.mu by the sem holder, or by anyone while refs
+	// is 0; read by the sem holder.
+	keptFD           int
+	keptDev, keptIno uint64
+	keptElem         *list.Element // in Store.kept
 
 	sem    chan struct{} // one token: the holder owns the lock of the operation
 	gone   bool          // the operation has no live state: its lock file goes on unlock (sem)
@@ -118,6 +127,9 @@ func (s *Store) acquire(id string) *entry {
 	defer s.mu.Unlock()
 	e := s.entryLocked(id)
 	e.refs++
+	if e.keptElem != nil {
+		s.kept.MoveToFront(e.keptElem)
+	}
 	return e
 }
 
@@ -129,6 +141,9 @@ func (s *Store) release(e *entry, drop bool) {
 	if drop && e.refs == 0 && e.elem != nil {
 		s.dropLocked(e)
 	}
+	if s.closed && e.refs == 0 && e.keptElem != nil {
+		s.closeKeptLocked(e) // an abandoned wait that outlived Close
+	}
 	s.mu.Unlock()
 	s.busy.done()
 }
@@ -138,7 +153,7 @@ func (s *Store) entryLocked(id string) *entry {
 		s.recent.MoveToFront(e.elem)
 		return e
 	}
-	e := &entry{id: id, sem: make(chan struct{}, 1), cost: entryCost(0)}
+	e := &entry{id: id, sem: make(chan struct{}, 1), cost: entryCost(0), keptFD: -1}
 	e.elem = s.recent.PushFront(e)
 	s.ops[id] = e
 	s.cost += e.cost
@@ -161,6 +176,9 @@ func (s *Store) trim() {
 // dropLocked removes e from the Store; readers that hold it may go on
 // using it.
 func (s *Store) dropLocked(e *entry) {
+	if e.keptElem != nil {
+		s.closeKeptLocked(e)
+	}
 	s.recent.Remove(e.elem)
 	e.elem = nil
 	delete(s.ops, e.id)

@@ -31,17 +31,18 @@ import (
 //     back and then releases sem. That goroutine holds sem meanwhile, so
 //     an operation has at most one such wait per Store.
 //
-// The lock file is open only while locked (or waited for): a Store keeps
-// no descriptor per operation. It is removed, while still locked, when
-// the operation turns out to have no live state (archived, never created,
-// or a lock file left by an older version), so that lock files follow the
-// live operations. A locker that was granted the flock of a lock file
-// that was unlinked meanwhile holds a lock nobody else looks at: it
-// compares the locked descriptor with the path (device and inode, fstat
-// against lstat) and starts again; the operation is then not found, and
-// its lock file is not created again. Every process sharing a directory must use this
-// protocol: a process that keeps lock files forever and never checks
-// them would lock the unlinked file.
+// A Store keeps no descriptor per operation: a lock file is open while
+// locked or waited for, and at most maxKeptLocks of them stay open
+// between changes (kept.go). A lock file is removed, while still locked,
+// when the operation turns out to have no live state (archived, never
+// created, or a lock file left by an older version), so that lock files
+// follow the live operations. A locker that was granted the flock of a
+// lock file that was unlinked meanwhile holds a lock nobody else looks
+// at: it compares the locked descriptor with the path (device and inode,
+// fstat against lstat) and starts again; the operation is then not
+// found, and its lock file is not created again. Every process sharing a
+// directory must use this protocol: a process that keeps lock files
+// forever and never checks them would lock the unlinked file.
 //
 // Store.Close waits for such abandoned waits for at most closeGrace. One
 // still waiting then (its lock is held by a process that does not let go)
@@ -68,7 +69,11 @@ func (s *Store) lock(ctx context.Context, id string, create bool) (*entry, func(
 		s.release(e, false)
 		return nil, nil, s.lockTimeout(ctx, id)
 	}
-	h, err := s.flock(ctx, e, id, create)
+	h, ok := s.reuseKept(e, s.lockPath(id))
+	var err error
+	if !ok {
+		h, err = s.flock(ctx, e, id, create)
+	}
 	switch {
 	case errors.Is(err, errAbandoned):
 		return nil, nil, s.lockTimeout(ctx, id)
@@ -93,7 +98,7 @@ func (s *Store) unlock(e *entry, id string, h held) {
 		e.gone = false
 		s.forget(e)
 	}
-	h.release()
+	s.unflock(e, h, gone)
 	<-e.sem
 	s.release(e, gone)
 }
@@ -107,7 +112,7 @@ func (s *Store) flock(ctx context.Context, e *entry, id string, create bool) (he
 		if err != nil {
 			return held{}, err
 		}
-		same, err := lockedAt(h, path)
+		same, err := lockedAt(&h, path)
 		if same {
 			return h, nil
 		}
@@ -155,11 +160,14 @@ func (s *Store) takeFlock(ctx context.Context, e *entry, path string, create boo
 
 // held is the flock of a lock file, held by this process. A lock taken
 // at once is a plain descriptor, as the hot path uses them (sysfile.go
-// says why); one taken after a wait in the kernel is a gofrs Flock. The
-// lock file is open only while locked, and never opened through a link.
+// says why), which may be kept open for the next change (kept.go); one
+// taken after a wait in the kernel is a gofrs Flock, closed when
+// released. A lock file is never opened through a link.
 type held struct {
-	fd int          // the descriptor of a lock taken at once; -1 otherwise
-	fl *flock.Flock // a lock taken after a wait; nil otherwise
+	fd       int          // the descriptor of a lock taken at once; -1 otherwise
+	dev, ino uint64       // the locked file, once lockedAt compared it
+	kept     bool         // fd is the entry's kept lock file (kept.go)
+	fl       *flock.Flock // a lock taken after a wait; nil otherwise
 }
 
 // tryFlock opens the lock file at path and takes its flock if it is free;
@@ -188,26 +196,31 @@ func (h held) release() {
 	unix.Close(h.fd) // the only descriptor of this open file: the flock goes
 }
 
-// lockedAt reports whether the file locked by h is the file at path now.
-func lockedAt(h held, path string) (bool, error) {
-	var st, now unix.Stat_t
+// lockedAt reports whether the file locked by h is the file at path now,
+// and sets h.dev and h.ino.
+func lockedAt(h *held, path string) (bool, error) {
 	if h.fl != nil {
 		fi, err := h.fl.Stat() // of the open descriptor
 		if err != nil {
 			return false, err
 		}
 		sys := fi.Sys().(*syscall.Stat_t)
-		st.Dev, st.Ino = sys.Dev, sys.Ino
-	} else if err := unix.Fstat(h.fd, &st); err != nil {
-		return false, &fs.PathError{Op: "fstat", Path: path, Err: err}
+		h.dev, h.ino = uint64(sys.Dev), sys.Ino
+	} else {
+		var st unix.Stat_t
+		if err := unix.Fstat(h.fd, &st); err != nil {
+			return false, &fs.PathError{Op: "fstat", Path: path, Err: err}
+		}
+		h.dev, h.ino = uint64(st.Dev), st.Ino
 	}
+	var now unix.Stat_t
 	switch err := unix.Lstat(path, &now); {
 	case err == unix.ENOENT:
 		return false, nil
 	case err != nil:
 		return false, &fs.PathError{Op: "lstat", Path: path, Err: err}
 	}
-	return st.Dev == now.Dev && st.Ino == now.Ino, nil
+	return uint64(now.Dev) == h.dev && now.Ino == h.ino, nil
 }
 
 // wait takes the flock of fl, blocking in the kernel. If ctx ends first,

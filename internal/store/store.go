@@ -74,11 +74,11 @@ func (s *Store) Probe() error {
 }
 
 // Close waits, at most a second, for the changes in progress and the lock
-// waits that their callers gave up (see lock.go). The Store keeps no
-// descriptor open between changes, so there is nothing else to release.
-// The Store must not be used after.
+// waits that their callers gave up (see lock.go), then closes the lock
+// files it keeps open (kept.go). The Store must not be used after.
 func (s *Store) Close() error {
 	s.busy.wait(closeGrace)
+	s.closeKept()
 	return nil
 }
 

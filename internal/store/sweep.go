@@ -79,7 +79,7 @@ func (s *Store) removeLeftoverLock(id string) {
 		return
 	}
 	defer h.release()
-	if same, _ := lockedAt(h, path); !same {
+	if same, _ := lockedAt(&h, path); !same {
 		return
 	}
 	if _, err := os.Lstat(s.StatePath(id)); errors.Is(err, fs.ErrNotExist) {
