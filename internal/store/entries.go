@@ -20,7 +20,7 @@ type Store struct {
 	dir  string
 	opts Options
 
-	mu     sync.Mutex        // guards the fields below, and the fields of entries marked Store.mu
+	mu     sync.Mutex        // guards ops, recent, cost, kept, closed, and the fields of entries marked Store.mu
 	ops    map[string]*entry // by operation id
 	recent list.List         // of *entry, the most recently used first
 	cost   int64             // the estimated memory of the entries in ops

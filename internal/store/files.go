@@ -84,8 +84,8 @@ func (s *Store) ReadDebugLog(id string) ([]byte, error) {
 	return s.readLog(id, debugLogName(id), archivedDebugLog)
 }
 
-// readLog reads the log file live of id or else the file archived of its
-// archive, never through a symbolic link.
+// readLog reads the log named live in the directory, or else the file
+// named archived in the archive of id, never through a symbolic link.
 func (s *Store) readLog(id, live, archived string) ([]byte, error) {
 	if err := CheckOperationID(id); err != nil {
 		return nil, err

@@ -48,13 +48,13 @@ type Options struct {
 }
 
 // Open returns the Store for dir, creating the directory if needed, and
-// removes temp files that a killed writer left behind.
+// removes the temp files that killed writers and the lock files that
+// older versions left behind (sweep.go).
 func Open(dir string, opts Options) (*Store, error) {
 	if err := os.MkdirAll(dir, 0o755); err != nil {
 		return nil, err
 	}
 	s := &Store{dir: dir, opts: opts, ops: make(map[string]*entry)}
-	s.recent.Init()
 	s.sweepDir()
 	return s, nil
 }
@@ -335,7 +335,7 @@ func (e *CorruptError) Error() string {
 	return fmt.Sprintf("ledger: corrupt ledger file %s: %v", e.Path, e.Err)
 }
 
-// Unwrap returns the parse error.
+// Unwrap returns Err.
 func (e *CorruptError) Unwrap() error { return e.Err }
 
 // Is reports whether target is ErrCorrupt.
