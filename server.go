@@ -132,7 +132,7 @@ type Server struct {
 
 // NewServer returns a server over the ledger directory o.BasePath. It
 // never fails: if the directory cannot be opened or the options are bad,
-// Err says why and every request but /health and /status answers 503.
+// Err says why and every request but /status answers 503.
 func NewServer(o ServerOptions) *Server {
 	s := &Server{opts: o, log: o.Logger}
 	s.token = sha256.Sum256([]byte(o.Token))
@@ -409,9 +409,15 @@ func ok(err error) (reply, error) {
 	return wire.OK{Success: true}, nil
 }
 
+// health answers ok only if requests can be carried out now: the server
+// is ready and its directory can be opened (a server out of descriptors
+// answers 503, as every request would fail).
 func (s *Server) health(ctx context.Context, r *http.Request) (reply, error) {
 	if err := s.ready(); err != nil {
 		return nil, err
+	}
+	if err := s.b.st.Probe(); err != nil {
+		return nil, &httpError{http.StatusServiceUnavailable, wire.CodeUnavailable, "ledger: the ledger directory cannot be used: " + err.Error()}
 	}
 	return wire.Health{Status: "ok"}, nil
 }
