@@ -273,16 +273,19 @@
 // Errors are sentinels or typed errors to test with errors.Is and
 // errors.As, never by their text. An id from outside that does not have the
 // allowed form is ErrInvalidID (an *IDError), and nothing is written. A
-// ledger file that does not parse, or whose operationId is not the one its
-// name says, is ErrCorruptLedger (a *CorruptError naming the file); the
-// file is left as it is for inspection, never replaced.
+// state file that does not parse, whose operationId is not the one its
+// name says, or that lacks a required field or holds a value outside its
+// set, is ErrCorruptLedger (a *CorruptError naming the file and the
+// field); the file is left as it is for inspection, never replaced. So is
+// a symbolic link where the ledger expects a file or directory of its own:
+// the ledger never follows a link inside its directory.
 //
 // # Files on disk
 //
 // The layout is the Dart ledger's, plus the liveness directory:
 //
 //	{base}/{id}.operation.json        state (JSON, 2-space indent)
-//	{base}/{id}.operation.json.lock   flock target; never deleted
+//	{base}/{id}.operation.json.lock   flock target; removed with the operation
 //	{base}/{id}.operation.log         "<RFC3339 UTC> [LEVEL] <participantId> <EVENT or message>"
 //	{base}/{id}.operation.debug.log   DEBUG lines
 //	{base}/{id}_trail/{elapsed ms}_{id}.json
@@ -308,13 +311,17 @@
 // # Caveats
 //
 // Locks are flock(2) locks: a ledger directory on a network file system
-// that does not support them is not safe to share. Lock files stay after
-// their operation is archived (one empty file per operation), because
-// deleting a lock file lets two processes lock different files.
+// that does not support them is not safe to share. A lock file is removed,
+// under its lock, once its operation is archived or found gone; a process
+// that was waiting for it sees that the file it locked is no longer the
+// one at its path and starts again. Processes of older versions, which
+// keep lock files forever, must not share a directory with this one.
 //
-// Each process keeps the last state it read or wrote per operation and
-// decodes the file again only when its bytes differ; a change still reads
-// the whole file, so its cost grows with the number of frames.
+// Each process keeps the last state it read or wrote of the operations
+// it uses (and of up to 128 it no longer uses) and decodes the file again
+// only when its bytes differ; a change still reads the whole file, so its
+// cost grows with the number of frames. At most 16 lock files per ledger
+// stay open between changes.
 //
 // Callbacks run with no lock held, on a goroutine of the library: a
 // call's own callbacks on the goroutine that ends it (the caller's, for

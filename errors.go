@@ -99,11 +99,15 @@ type IDError = store.IDError
 // does not parse or lacks a field. The file is left as it is. It matches
 // ErrCorruptLedger.
 type CorruptError struct {
-	Path string // the file; on a remote ledger, its name without the directory
-	Err  error  // what is wrong with it
+	Path  string // the file; on a remote ledger, its name without the directory
+	Field string // the field that is missing or invalid, as "callFrames[2].state"; empty if the file does not parse
+	Err   error  // what is wrong with it
 }
 
 func (e *CorruptError) Error() string {
+	if e.Field != "" {
+		return fmt.Sprintf("ledger: corrupt ledger file %s: field %s: %v", e.Path, e.Field, e.Err)
+	}
 	return fmt.Sprintf("ledger: corrupt ledger file %s: %v", e.Path, e.Err)
 }
 

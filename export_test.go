@@ -1,6 +1,8 @@
 package ledger
 
 import (
+	"context"
+
 	"github.com/tomdist/ledger/internal/dirstore"
 	"github.com/tomdist/ledger/internal/store"
 )
@@ -13,3 +15,9 @@ var SetClockSkew = store.SetClockSkew
 // with the error f returns for the journal's path, if any (test seam; see
 // dirstore.SetWriteFault).
 var SetWriteFault = dirstore.SetWriteFault
+
+// Sweep runs one orphan sweep of l's directory, as the sweep loop of a
+// LocalLedger does when it opens and then every stale threshold.
+func Sweep(ctx context.Context, l *LocalLedger) {
+	l.client.b.(*storeBackend).sweep(ctx, l.who)
+}

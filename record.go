@@ -3,6 +3,7 @@ package ledger
 import (
 	"bytes"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"slices"
 
@@ -193,17 +194,29 @@ func applyOp(d *store.Data, o *op) error {
 			return fmt.Errorf("op %q without data", o.Op)
 		}
 		normalize(o.Data)
+		if fe := store.ValidateState(o.Data); fe != nil {
+			return fe
+		}
 	case opHead:
 		if o.Head == nil {
 			return fmt.Errorf("op %q without head", o.Op)
 		}
 		h := *o.Head
 		h.CallFrames, h.TempResources, h.Participants = d.CallFrames, d.TempResources, d.Participants
+		if h.OperationID != d.OperationID {
+			return &store.FieldError{Field: "operationId", Err: fmt.Errorf("%q changes to %q", d.OperationID, h.OperationID)}
+		}
+		if fe := store.ValidateState(&store.Data{OperationState: h.OperationState, StartTime: h.StartTime, InitiatorID: h.InitiatorID}); fe != nil {
+			return fe
+		}
 		*d = h
 	case opParticipant:
 		p := o.Participant
 		if p == nil {
 			return fmt.Errorf("op %q without participant", o.Op)
+		}
+		if fe := store.ValidateParticipant(p); fe != nil {
+			return &store.FieldError{Field: "participants." + fe.Field, Err: fe.Err}
 		}
 		if i := d.Participant(p.ParticipantID, p.Host, p.PID); i >= 0 {
 			d.Participants[i] = *p
@@ -214,6 +227,9 @@ func applyOp(d *store.Data, o *op) error {
 		f := o.Frame
 		if f == nil {
 			return fmt.Errorf("op %q without frame", o.Op)
+		}
+		if fe := store.ValidateFrame(f); fe != nil {
+			return &store.FieldError{Field: "callFrames." + fe.Field, Err: fe.Err}
 		}
 		if i := d.Frame(f.CallID); i >= 0 {
 			d.CallFrames[i] = *f
@@ -226,8 +242,8 @@ func applyOp(d *store.Data, o *op) error {
 		d.CallFrames = []store.CallFrame{}
 	case opTemp:
 		t := o.Temp
-		if t == nil {
-			return fmt.Errorf("op %q without temp", o.Op)
+		if t == nil || t.Path == "" {
+			return &store.FieldError{Field: "tempResources.path", Err: errors.New("missing")}
 		}
 		if i := slices.IndexFunc(d.TempResources, func(r store.TempResource) bool { return r.Path == t.Path }); i >= 0 {
 			d.TempResources[i] = *t
@@ -275,14 +291,17 @@ func fold(d *store.Data, tail journal.Tail) (*store.Data, error) {
 	return d, nil
 }
 
-// decodeState decodes a state document (a snapshot, or the Dart ledger's
-// operation.json).
+// decodeState decodes and validates a state document (a snapshot, or the
+// Dart ledger's operation.json).
 func decodeState(b []byte) (*store.Data, error) {
 	d := new(store.Data)
 	if err := json.Unmarshal(b, d); err != nil {
 		return nil, err
 	}
 	d.JournalRev = 0 // a position of the document, not of the state
+	if fe := store.ValidateState(d); fe != nil {
+		return nil, fe
+	}
 	normalize(d)
 	return d, nil
 }

@@ -24,6 +24,7 @@ import (
 	"github.com/tomdist/ledger/internal/dirstore"
 	"github.com/tomdist/ledger/internal/store"
 	"github.com/tomdist/ledger/internal/wire"
+	"github.com/tomdist/ledger/journal"
 )
 
 // ServerOptions configure NewServer. BasePath is required; the zero value
@@ -34,7 +35,9 @@ type ServerOptions struct {
 	BasePath string
 
 	// Token is the bearer token every request but GET /health and GET
-	// /status must carry (Authorization: Bearer <token>). Zero means no
+	// /status must carry (Authorization: Bearer <token>; the scheme in
+	// any case). It may not hold spaces or control characters, which a
+	// header cannot carry in a token: NewServer refuses it. Zero means no
 	// token: then the server may only listen on loopback (see
 	// CheckListenAddr), and requests must name the server by IP address or
 	// "localhost" in their Host header, which keeps web pages from reaching
@@ -138,7 +141,7 @@ type Server struct {
 
 // NewServer returns a server over the ledger directory o.BasePath. It
 // never fails: if the directory cannot be opened or the options are bad,
-// Err says why and every request but /health and /status answers 503.
+// Err says why and every request but /status answers 503.
 func NewServer(o ServerOptions) *Server {
 	s := &Server{opts: o, log: o.Logger}
 	s.token = sha256.Sum256([]byte(o.Token))
@@ -176,6 +179,11 @@ func NewServer(o ServerOptions) *Server {
 func (o ServerOptions) check() error {
 	if o.BasePath == "" {
 		return errors.New("ledger: ServerOptions.BasePath is empty")
+	}
+	for i := 0; i < len(o.Token); i++ {
+		if c := o.Token[i]; c <= ' ' || c == 0x7f {
+			return fmt.Errorf("ledger: ServerOptions.Token has byte %q at %d: a bearer token cannot carry spaces or control characters", c, i)
+		}
 	}
 	if o.LockTimeout < 0 {
 		return fmt.Errorf("ledger: ServerOptions.LockTimeout (%v) must not be negative", o.LockTimeout)
@@ -274,6 +282,9 @@ func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
 func (s *Server) health(c *call) (reply, error) {
 	if err := s.ready(); err != nil {
 		return nil, err
+	}
+	if err := probe(s.b.s); err != nil {
+		return nil, &httpError{http.StatusServiceUnavailable, wire.CodeUnavailable, "ledger: the ledger directory cannot be used: " + err.Error()}
 	}
 	return wire.Health{Status: "ok"}, nil
 }
@@ -384,6 +395,9 @@ func decodeError(err error) error {
 func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	start := time.Now()
 	rw := &respWriter{w: w}
+	if r.ContentLength != 0 {
+		rw.body = &bodyReader{r: http.MaxBytesReader(w, r.Body, wire.MaxBody)}
+	}
 	s.serve(rw, r)
 	if s.log == nil {
 		return
@@ -434,9 +448,22 @@ func (s *Server) serve(w *respWriter, r *http.Request) {
 		rt.stream(s, w, r)
 		return
 	}
-	r.Body = http.MaxBytesReader(w.w, r.Body, wire.MaxBody)
-	ctx, cancel := context.WithTimeout(r.Context(), s.requestTimeout(r))
+	timeout, err := s.requestTimeout(r)
+	if err != nil {
+		w.fail(s.mapError(err))
+		return
+	}
+	ctx, cancel := context.WithTimeout(r.Context(), timeout)
 	defer cancel()
+	// The handlers read a copy of r whose body is limited: r itself
+	// keeps the body net/http made, which net/http inspects after the
+	// reply to decide whether to read the rest (a body of another type
+	// it always tries to read, waiting for the client) or to close.
+	r = r.WithContext(ctx)
+	r.Body = http.NoBody
+	if w.body != nil {
+		r.Body = io.NopCloser(w.body)
+	}
 	c := &call{ctx: ctx, r: r}
 	if key := r.Header.Get(wire.HeaderIdempotencyKey); key != "" {
 		if err := checkKey(key); err != nil {
@@ -454,16 +481,27 @@ func (s *Server) serve(w *respWriter, r *http.Request) {
 }
 
 // requestTimeout is how long a request may wait for a lock: the server's
-// LockTimeout, or less when the client said it will not wait that long.
-func (s *Server) requestTimeout(r *http.Request) time.Duration {
-	d := s.opts.LockTimeout
-	if ms, err := strconv.ParseInt(r.Header.Get(wire.HeaderTimeout), 10, 64); err == nil && ms > 0 {
-		d = min(d, time.Duration(ms)*time.Millisecond)
+// LockTimeout, or less when the client said in wire.HeaderTimeout that it
+// will not wait that long. A header that is malformed or given twice is a
+// bad request (see wire.HeaderTimeout).
+func (s *Server) requestTimeout(r *http.Request) (time.Duration, error) {
+	vs := r.Header.Values(wire.HeaderTimeout)
+	switch len(vs) {
+	case 0:
+		return s.opts.LockTimeout, nil
+	case 1:
+	default:
+		return 0, badRequest("header %s given %d times", wire.HeaderTimeout, len(vs))
 	}
-	return d
+	d, ok := wire.ParseTimeout(vs[0], s.opts.LockTimeout)
+	if !ok {
+		return 0, badRequest("header %s: %.40q is not a positive number of milliseconds", wire.HeaderTimeout, vs[0])
+	}
+	return d, nil
 }
 
-// authorize checks the bearer token in constant time; without a token it
+// authorize checks the bearer token in constant time (comparing hashes,
+// so that not even its length shows); without a token it
 // checks that the Host header names the server by IP or as localhost.
 func (s *Server) authorize(r *http.Request) error {
 	if s.opts.Token == "" {
@@ -477,14 +515,27 @@ func (s *Server) authorize(r *http.Request) error {
 		}
 		return &httpError{http.StatusForbidden, wire.CodeForbiddenHost, "ledger: without a token the server answers only requests to an IP address or localhost, not " + strconv.Quote(r.Host)}
 	}
-	const prefix = "Bearer "
-	auth := r.Header.Get("Authorization")
-	got, found := strings.CutPrefix(auth, prefix)
+	got, found := bearerToken(r.Header.Values("Authorization"))
 	sum := sha256.Sum256([]byte(got))
 	if !found || subtle.ConstantTimeCompare(sum[:], s.token[:]) != 1 {
 		return &httpError{http.StatusUnauthorized, wire.CodeUnauthorized, "ledger: missing or wrong bearer token"}
 	}
 	return nil
+}
+
+// bearerToken returns the token of the Authorization header of a request
+// that has exactly one: "Bearer", in any case (RFC 7235), one or more
+// spaces and a token that is not empty.
+func bearerToken(header []string) (string, bool) {
+	if len(header) != 1 {
+		return "", false
+	}
+	scheme, rest, found := strings.Cut(header[0], " ")
+	if !found || !strings.EqualFold(scheme, "Bearer") {
+		return "", false
+	}
+	tok := strings.TrimLeft(rest, " ")
+	return tok, tok != ""
 }
 
 // errorBody is what mapError makes of an error.
@@ -552,9 +603,25 @@ var errorCodes = []struct {
 // respWriter writes JSON replies and remembers the status for the log.
 type respWriter struct {
 	w      http.ResponseWriter
+	body   *bodyReader // the request body; nil if it declared none
 	status int
 	code   string // error code, if the request failed
 	err    string // error message, if the request failed
+}
+
+// bodyReader reads a request body of at most wire.MaxBody bytes and
+// remembers whether it was read to its end.
+type bodyReader struct {
+	r   io.Reader
+	eof bool
+}
+
+func (b *bodyReader) Read(p []byte) (int, error) {
+	n, err := b.r.Read(p)
+	if err == io.EOF {
+		b.eof = true
+	}
+	return n, err
 }
 
 func (w *respWriter) fail(b errorBody) {
@@ -578,6 +645,14 @@ func (w *respWriter) reply(status int, v any) {
 		}
 	}
 	h := w.w.Header()
+	if w.body != nil && !w.body.eof {
+		// The reply comes before the body was read (or read to its
+		// end): closing the connection after it keeps net/http from
+		// reading the rest first, which a client that sends nothing
+		// more before it has the answer would hold up until the read
+		// timeout.
+		h.Set("Connection", "close")
+	}
 	h.Set("Content-Type", "application/json")
 	h.Set("Content-Length", strconv.Itoa(len(body)))
 	h.Set("Cache-Control", "no-store")
@@ -585,4 +660,14 @@ func (w *respWriter) reply(status int, v any) {
 	w.status = status
 	w.w.WriteHeader(status)
 	w.w.Write(body)
+}
+
+// probe checks that the store can be used, where it says how: a store
+// whose directory cannot be opened (out of descriptors, gone) is not
+// healthy, whatever else works.
+func probe(st journal.Store) error {
+	if p, ok := st.(interface{ Probe() error }); ok {
+		return p.Probe()
+	}
+	return nil
 }

@@ -66,7 +66,7 @@ func (b *storeBackend) applyKeyed(ctx context.Context, id string, v view, c chan
 		failed error // the change refused, or the operation had finished
 	)
 	tail, err := b.s.Update(ctx, id, v.rev, func(t journal.Tail) (journal.Change, error) {
-		cur, err := v.fold(t)
+		cur, err := foldFor(id, v, t)
 		if err != nil {
 			return journal.Change{}, err
 		}
@@ -159,7 +159,7 @@ func (b *storeBackend) readTail(ctx context.Context, id string, v view) (view, j
 	if err != nil {
 		return v, tail, storeError(err)
 	}
-	nv, err := v.fold(tail)
+	nv, err := foldFor(id, v, tail)
 	if err != nil {
 		return v, tail, err
 	}
@@ -167,6 +167,16 @@ func (b *storeBackend) readTail(ctx context.Context, id string, v view) (view, j
 		return v, tail, fmt.Errorf("%w: %s has no state", ErrCorruptLedger, id)
 	}
 	return nv, tail, nil
+}
+
+// foldFor is v.fold for operation id: a state of another operation in
+// its journal (a file renamed or forged) is corruption, never taken.
+func foldFor(id string, v view, t journal.Tail) (view, error) {
+	nv, err := v.fold(t)
+	if err == nil && nv.d != nil && nv.d.OperationID != id {
+		return v, &CorruptError{Path: t.Source, Field: "operationId", Err: fmt.Errorf("%q does not match the file name", nv.d.OperationID)}
+	}
+	return nv, err
 }
 
 // snapshot returns the state d, at position rev of its journal, as a

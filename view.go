@@ -1,7 +1,7 @@
 package ledger
 
 import (
-	"fmt"
+	"errors"
 	"time"
 
 	"github.com/tomdist/ledger/internal/store"
@@ -23,7 +23,12 @@ type view struct {
 func (v view) fold(tail journal.Tail) (view, error) {
 	d, err := fold(v.d, tail)
 	if err != nil {
-		return v, fmt.Errorf("%w: %w", ErrCorruptLedger, err)
+		ce := &CorruptError{Path: tail.Source, Err: err}
+		var fe *store.FieldError
+		if errors.As(err, &fe) {
+			ce.Field, ce.Err = fe.Field, fe.Err
+		}
+		return v, ce
 	}
 	return view{d: d, rev: tail.End(v.rev), base: max(tail.Base, v.base), done: v.done || tail.Archived}, nil
 }

@@ -128,6 +128,9 @@ type Tail struct {
 	// Archived reports that the operation is archived: no record will
 	// follow these.
 	Archived bool
+	// Source names what the tail was read from (a file, a key prefix),
+	// for the messages of errors found in it.
+	Source string
 }
 
 // End returns the position a reader that was at after reaches by reading

@@ -33,7 +33,6 @@ import (
 	"net"
 	"os"
 	"os/signal"
-	"path/filepath"
 	"strings"
 	"syscall"
 	"text/tabwriter"
@@ -340,34 +339,16 @@ func setupPrune(fs *flag.FlagSet) func(context.Context, string, []string, io.Wri
 		if *keep < 0 {
 			return fmt.Errorf("--keep (%d) must not be negative", *keep)
 		}
-		if _, err := os.Stat(filepath.Join(dir, "backup")); errors.Is(err, os.ErrNotExist) {
-			_, err = fmt.Fprintln(stdout, "pruned 0 archived operations, 0 kept")
-			return err
-		}
-		st, err := openStore(dir, store.Options{MaxBackups: *keep})
+		st, err := openStore(dir, store.Options{})
 		if err != nil {
 			return err
 		}
 		defer st.Close()
-		before, err := st.ListArchived()
+		removed, kept, err := st.PruneArchives(*keep)
 		if err != nil {
 			return err
 		}
-		if *keep == 0 {
-			// store.Prune keeps everything at 0; remove them all here.
-			for _, id := range before {
-				if err := os.RemoveAll(st.BackupDir(id)); err != nil {
-					return err
-				}
-			}
-		} else if err := st.Prune(); err != nil {
-			return err
-		}
-		after, err := st.ListArchived()
-		if err != nil {
-			return err
-		}
-		_, err = fmt.Fprintf(stdout, "pruned %d archived operations, %d kept\n", len(before)-len(after), len(after))
+		_, err = fmt.Fprintf(stdout, "pruned %d archived operations, %d kept\n", removed, kept)
 		return err
 	}
 }

@@ -292,3 +292,12 @@ func checkID(id string) error {
 	}
 	return nil
 }
+
+// Probe checks that the directory can be used: that it opens.
+func (d *Dir) Probe() error {
+	f, err := d.root.Open(".")
+	if err != nil {
+		return err
+	}
+	return f.Close()
+}

@@ -124,46 +124,90 @@ func (d *Dir) gone(id string) error {
 func (d *Dir) update(ctx context.Context, id string, e *entry, after journal.Rev, fn func(journal.Tail) (journal.Change, error)) (tail journal.Tail, f *os.File, from journal.Rev, appended bool, err error) {
 	f, err = d.root.OpenFile(journalName(id), os.O_RDWR|os.O_APPEND|noFollow, 0)
 	if errors.Is(err, fs.ErrNotExist) {
-		f, err = d.adopt(id)
+		return d.adoptAndChange(ctx, id, e, after, fn)
 	}
 	if err != nil {
 		return journal.Tail{}, nil, 0, false, err
 	}
-	tail, from, appended, err = d.change(ctx, id, e, f, after, fn)
-	return tail, f, from, appended, err
+	st, err := d.catchUpLocked(id, e, f, after)
+	if err != nil {
+		return journal.Tail{}, f, 0, false, err
+	}
+	c, err := fn(st.tail)
+	if err != nil {
+		return journal.Tail{}, f, 0, false, err
+	}
+	tail, appended, err = d.commit(ctx, id, e, f, st, c)
+	return tail, f, st.pos.rev, appended, err
 }
 
-// change reads the journal f after the caller's position, asks fn for the
-// change and applies it. It returns the tail, and the position after
-// which its records are those the change appended. The caller holds the
-// lock.
-func (d *Dir) change(ctx context.Context, id string, e *entry, f *os.File, after journal.Rev, fn func(journal.Tail) (journal.Change, error)) (journal.Tail, journal.Rev, bool, error) {
+// adoptAndChange runs an Update of an operation that has a state
+// document but no journal (the Dart ledger's, or an earlier version's):
+// fn sees the document as a snapshot at position 1, and only if it makes
+// a change is the document given a journal, which the change is appended
+// to. A change refused leaves the document as it is.
+func (d *Dir) adoptAndChange(ctx context.Context, id string, e *entry, after journal.Rev, fn func(journal.Tail) (journal.Change, error)) (journal.Tail, *os.File, journal.Rev, bool, error) {
+	t, err := d.readOther(id, after)
+	if err != nil {
+		return journal.Tail{}, nil, 0, false, err
+	}
+	if t.Archived {
+		return journal.Tail{}, nil, 0, false, fmt.Errorf("%w: %s", journal.ErrArchived, id)
+	}
+	c, err := fn(t)
+	if err != nil {
+		return journal.Tail{}, nil, 0, false, err
+	}
+	if len(c.Records) == 0 && c.Snapshot == nil {
+		return t, nil, 1, false, nil
+	}
+	f, err := d.adopt(id)
+	if err != nil {
+		return journal.Tail{}, nil, 0, false, err
+	}
+	st, err := d.catchUpLocked(id, e, f, 1)
+	if err != nil {
+		return journal.Tail{}, f, 0, false, err
+	}
+	st.tail = t
+	tail, appended, err := d.commit(ctx, id, e, f, st, c)
+	return tail, f, 1, appended, err
+}
+
+// catchUpLocked reads the journal f after the caller's position, under
+// the lock: a torn tail is cut, an operation marked archived is moved
+// away (ErrArchived), and log lines a killed writer did not write are
+// written.
+func (d *Dir) catchUpLocked(id string, e *entry, f *os.File, after journal.Rev) (state, error) {
 	st, err := d.catchUp(id, e, f, after, true)
 	if err != nil {
-		return journal.Tail{}, 0, false, err
+		return state{}, err
 	}
 	if st.archived {
 		if err := d.finishArchive(id); err != nil {
-			return journal.Tail{}, 0, false, err
+			return state{}, err
 		}
-		return journal.Tail{}, 0, false, fmt.Errorf("%w: %s", journal.ErrArchived, id)
+		return state{}, fmt.Errorf("%w: %s", journal.ErrArchived, id)
 	}
 	d.repairLogs(id, f, st)
-	c, err := fn(st.tail)
-	if err != nil {
-		return journal.Tail{}, 0, false, err
-	}
+	return st, nil
+}
+
+// commit applies change c to the journal f, read to st. It returns the
+// tail st holds followed by the records appended. The caller holds the
+// lock.
+func (d *Dir) commit(ctx context.Context, id string, e *entry, f *os.File, st state, c journal.Change) (journal.Tail, bool, error) {
 	if c.Archive && c.Snapshot == nil {
-		return journal.Tail{}, 0, false, errors.New("dirstore: an archiving change needs a snapshot")
+		return journal.Tail{}, false, errors.New("dirstore: an archiving change needs a snapshot")
 	}
-	tail, from := st.tail, st.pos.rev
+	tail := st.tail
 	if len(c.Records) > 0 {
 		recs, lines, logEnd, err := d.frame(id, st.pos.rev, st.pos.logEnd, time.Now(), c.Records)
 		if err != nil {
-			return journal.Tail{}, 0, false, err
+			return journal.Tail{}, false, err
 		}
 		if err := d.appendJournal(f, lines); err != nil {
-			return journal.Tail{}, 0, false, err
+			return journal.Tail{}, false, err
 		}
 		prev := st.pos.logEnd
 		st.pos.rev = recs[len(recs)-1].Rev
@@ -176,16 +220,16 @@ func (d *Dir) change(ctx context.Context, id string, e *entry, f *os.File, after
 	switch {
 	case c.Archive:
 		if err := d.archive(ctx, id, f, st.pos, c.Snapshot); err != nil {
-			return journal.Tail{}, 0, false, err
+			return journal.Tail{}, false, err
 		}
 		tail.Archived = true
 	case c.Snapshot != nil:
 		if err := d.compact(id, e, st.pos, c.Snapshot); err != nil {
-			return journal.Tail{}, 0, false, err
+			return journal.Tail{}, false, err
 		}
 		tail.Base = st.pos.rev
 	}
-	return tail, from, len(c.Records) > 0, nil
+	return tail, len(c.Records) > 0, nil
 }
 
 // frame gives records the positions after prev and encodes their lines.
@@ -277,7 +321,8 @@ func (d *Dir) catchUp(id string, e *entry, f *os.File, after journal.Rev, locked
 	pos.off += c.n
 	pos.logEnd = c.logEnd
 	e.setPos(pos)
-	return state{tail: journal.Tail{Base: pos.base, Records: c.records}, pos: pos, archived: c.archived}, nil
+	tail := journal.Tail{Base: pos.base, Records: c.records, Source: d.pathOf(journalName(id))}
+	return state{tail: tail, pos: pos, archived: c.archived}, nil
 }
 
 // readWhole reads the journal f from its start.
@@ -299,7 +344,9 @@ func (d *Dir) readWhole(id string, e *entry, f *os.File, fi fs.FileInfo, after j
 	if e != nil {
 		e.setPos(pos)
 	}
-	return state{tail: p.tail(after), pos: pos, archived: p.archived || p.hdr.Archived}, nil
+	t := p.tail(after)
+	t.Source = d.pathOf(journalName(id))
+	return state{tail: t, pos: pos, archived: p.archived || p.hdr.Archived}, nil
 }
 
 // tail returns what a reader at position after has not seen of p: the
@@ -388,7 +435,7 @@ func (d *Dir) readOther(id string, after journal.Rev) (journal.Tail, error) {
 			return journal.Tail{}, d.corrupt(backupName(id)+"/"+archivedJournal, err)
 		}
 		t := p.tail(after)
-		t.Archived = true
+		t.Archived, t.Source = true, d.pathOf(backupName(id)+"/"+archivedJournal)
 		return t, nil
 	}
 	if !errors.Is(err, fs.ErrNotExist) {
@@ -406,7 +453,7 @@ func (d *Dir) readOther(id string, after journal.Rev) (journal.Tail, error) {
 			// Written from a journal that is gone.
 			return journal.Tail{}, notFound(id)
 		}
-		t := journal.Tail{Base: 1, Archived: name != stateName(id)}
+		t := journal.Tail{Base: 1, Archived: name != stateName(id), Source: d.pathOf(name)}
 		if after != 1 {
 			t.Snapshot = doc
 		}
@@ -504,3 +551,6 @@ func (d *Dir) adoptable(id string) bool {
 	doc, err := readFileNoFollow(d.root, stateName(id))
 	return err == nil && !derived(doc)
 }
+
+// pathOf returns the path of a file of the directory.
+func (d *Dir) pathOf(name string) string { return filepath.Join(d.path, filepath.FromSlash(name)) }

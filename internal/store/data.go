@@ -249,8 +249,13 @@ func (t *Time) UnmarshalJSON(b []byte) error {
 }
 
 // ParseTime reads a timestamp in RFC 3339 or in the Dart offset-less form.
+// A time whose UTC year is not 0000 to 9999 (reachable through an offset)
+// is refused: it could not be written back in RFC 3339.
 func ParseTime(s string) (Time, error) {
 	if v, err := time.Parse(time.RFC3339Nano, s); err == nil {
+		if y := v.UTC().Year(); y < 0 || y > 9999 {
+			return Time{}, fmt.Errorf("timestamp %q is in year %d in UTC, outside RFC 3339", s, y)
+		}
 		return Time{v.UTC()}, nil
 	}
 	// Dart: 2024-01-15T10:30:00.123456 (no offset); also accept a space.

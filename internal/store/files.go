@@ -9,7 +9,6 @@ import (
 	"io/fs"
 	"os"
 	"path/filepath"
-	"slices"
 	"strings"
 	"sync"
 	"time"
@@ -35,8 +34,8 @@ func (s *Store) log(ctx context.Context, id string, line logLine, n *notes) erro
 		return err
 	}
 	defer unlock()
-	if _, err := os.Stat(s.StatePath(id)); errors.Is(err, fs.ErrNotExist) {
-		e.stale = true
+	if _, err := os.Lstat(s.StatePath(id)); errors.Is(err, fs.ErrNotExist) {
+		e.gone = true
 		return notFound(id)
 	}
 	return s.appendLogs(id, []logLine{line}, n)
@@ -80,128 +79,28 @@ func oneLine(msg string) string {
 
 // ReadLog returns the log of id (INFO and above), live or archived.
 func (s *Store) ReadLog(id string) ([]byte, error) {
-	return s.readLog(id, s.logPath(id), "operation.log")
+	return s.readLog(id, logName(id), archivedLog)
 }
 
 // ReadDebugLog returns the DEBUG log of id, live or archived.
 func (s *Store) ReadDebugLog(id string) ([]byte, error) {
-	return s.readLog(id, s.debugLogPath(id), "operation.debug.log")
+	return s.readLog(id, debugLogName(id), archivedDebugLog)
 }
 
+// readLog reads the log named live in the directory, or else the file
+// named archived in the archive of id, never through a symbolic link.
 func (s *Store) readLog(id, live, archived string) ([]byte, error) {
 	if err := CheckOperationID(id); err != nil {
 		return nil, err
 	}
-	b, err := os.ReadFile(live)
+	b, err := sysReadFile(s.path(live), func(size int) []byte { return make([]byte, size) })
 	if errors.Is(err, fs.ErrNotExist) {
-		b, err = os.ReadFile(filepath.Join(s.BackupDir(id), archived))
+		b, err = s.readArchived(id, archived)
 	}
 	if errors.Is(err, fs.ErrNotExist) {
 		return nil, fmt.Errorf("%w: %s", ErrNotFound, id)
 	}
 	return b, err
-}
-
-// archive moves the state, logs and trail of id to backup/{id}/ and prunes
-// old backups. The caller holds the lock; the lock file stays.
-func (s *Store) archive(e *entry, id string, n *notes) error {
-	dst := s.BackupDir(id)
-	if err := os.MkdirAll(dst, 0o755); err != nil {
-		return err
-	}
-	moves := []struct{ from, to string }{
-		{s.logPath(id), "operation.log"},
-		{s.debugLogPath(id), "operation.debug.log"},
-		{s.trailDir(id), "trail"},
-		{s.StatePath(id), "operation.json"}, // last: its absence means archived
-	}
-	for _, m := range moves {
-		err := os.Rename(m.from, filepath.Join(dst, m.to))
-		if err != nil && !errors.Is(err, fs.ErrNotExist) {
-			return err
-		}
-	}
-	e.stale = true
-	os.RemoveAll(s.liveDir(id))
-	if s.opts.Durable {
-		for _, dir := range []string{dst, filepath.Dir(dst), s.dir} {
-			if err := syncDir(dir); err != nil {
-				return err
-			}
-		}
-	}
-	now := time.Now()
-	os.Chtimes(dst, now, now) // the backup's age is its archive time
-	n.backup = dst
-	// Pruning is housekeeping: the operation is archived whatever it
-	// meets, and the next archive tries again.
-	_ = s.Prune()
-	return nil
-}
-
-// Prune removes the oldest archived operations beyond MaxBackups.
-func (s *Store) Prune() error {
-	if s.opts.MaxBackups <= 0 {
-		return nil
-	}
-	ids, err := s.ListArchived()
-	if err != nil {
-		return err
-	}
-	var errs []error
-	for len(ids) > s.opts.MaxBackups {
-		errs = append(errs, os.RemoveAll(s.BackupDir(ids[0])))
-		ids = ids[1:]
-	}
-	return errors.Join(errs...)
-}
-
-// snapshot links the state just written into the trail when one is due and
-// keeps at most MaxTrail snapshots. Snapshots are hard links: state files
-// are never changed after they are written. A snapshot is due when neither
-// this process nor any other took one within TrailInterval: the trail
-// directory's modification time is the time of the last snapshot of any
-// process. The caller holds the lock.
-func (s *Store) snapshot(e *entry, id string, d *Data) {
-	if s.opts.MaxTrail <= 0 || time.Since(e.trail) < s.opts.TrailInterval {
-		return
-	}
-	dir := s.trailDir(id)
-	if fi, err := os.Stat(dir); err == nil {
-		if age := time.Since(fi.ModTime()); age >= 0 && age < s.opts.TrailInterval {
-			e.trail = fi.ModTime()
-			return
-		}
-	} else if err := os.Mkdir(dir, 0o755); err != nil {
-		return
-	}
-	e.trail = time.Now()
-	elapsed := time.Since(d.StartTime.Time).Milliseconds()
-	name := fmt.Sprintf("%012d_%s.json", max(elapsed, 0), id)
-	if err := os.Link(s.StatePath(id), filepath.Join(dir, name)); err != nil {
-		return
-	}
-	ents, err := os.ReadDir(dir)
-	if err != nil || len(ents) <= s.opts.MaxTrail {
-		return
-	}
-	names := make([]string, len(ents))
-	for i, de := range ents {
-		names[i] = de.Name()
-	}
-	slices.Sort(names)
-	for _, n := range names[:len(names)-s.opts.MaxTrail] {
-		os.Remove(filepath.Join(dir, n))
-	}
-}
-
-// TrailLen returns how many trail snapshots id has (live or archived).
-func (s *Store) TrailLen(id string) int {
-	ents, err := os.ReadDir(s.trailDir(id))
-	if errors.Is(err, fs.ErrNotExist) {
-		ents, _ = os.ReadDir(filepath.Join(s.BackupDir(id), "trail"))
-	}
-	return len(ents)
 }
 
 func (s *Store) liveDir(id string) string { return filepath.Join(s.dir, id+".live") }
@@ -427,23 +326,23 @@ func (s *Store) ReadTemps(id, participant string, pid int) (*TempList, error) {
 	}
 	switch {
 	case st.Mode&unix.S_IFMT != unix.S_IFREG || st.Nlink != 1:
-		return nil, &CorruptError{path, errors.New("not a regular file with one link")}
+		return nil, &CorruptError{Path: path, Err: errors.New("not a regular file with one link")}
 	case st.Mode&0o022 != 0:
-		return nil, &CorruptError{path, errors.New("others than its owner may write it")}
+		return nil, &CorruptError{Path: path, Err: errors.New("others than its owner may write it")}
 	}
 	b, err := io.ReadAll(io.LimitReader(f, maxTempList+1))
 	if err != nil {
 		return nil, err
 	}
 	if len(b) > maxTempList {
-		return nil, &CorruptError{path, errors.New("too large")}
+		return nil, &CorruptError{Path: path, Err: errors.New("too large")}
 	}
 	var list TempList
 	if err := json.Unmarshal(b, &list); err != nil {
-		return nil, &CorruptError{path, err}
+		return nil, &CorruptError{Path: path, Err: err}
 	}
 	if list.OperationID != id || list.ParticipantID != participant || list.PID != pid {
-		return nil, &CorruptError{path, errors.New("it names another process")}
+		return nil, &CorruptError{Path: path, Err: errors.New("it names another process")}
 	}
 	list.UID = int(st.Uid)
 	return &list, nil

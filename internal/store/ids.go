@@ -49,6 +49,9 @@ func checkID(kind, id string, max int, colon bool) error {
 		return bad(fmt.Sprintf("longer than %d bytes", max))
 	case strings.Contains(id, ".."):
 		return bad(`contains ".."`)
+	case id == ".":
+		// As an operation id, its archive would be backup/ itself.
+		return bad(`is "."`)
 	}
 	for i := 0; i < len(id); i++ {
 		c := id[i]
@@ -61,13 +64,16 @@ func checkID(kind, id string, max int, colon bool) error {
 	return nil
 }
 
-// CheckOperationID validates an operation id: ^[A-Za-z0-9_.:-]{1,200}$ and no "..".
+// CheckOperationID validates an operation id: ^[A-Za-z0-9_.:-]{1,200}$,
+// no "..", and not ".". No name the store gives the files of one valid
+// operation is then a name of another's (see names.go).
 func CheckOperationID(id string) error { return checkID("operation", id, 200, true) }
 
 // CheckCallID validates a call id with the rules of operation ids.
 func CheckCallID(id string) error { return checkID("call", id, 200, true) }
 
-// CheckParticipantID validates a participant id: ^[A-Za-z0-9_.-]{1,64}$ and no "..".
+// CheckParticipantID validates a participant id: ^[A-Za-z0-9_.-]{1,64}$,
+// no "..", and not ".".
 func CheckParticipantID(id string) error { return checkID("participant", id, 64, false) }
 
 // NewOperationID returns YYYYMMDDTHH:MM:SS.mmm-{participantId}-{8 hex} (UTC).

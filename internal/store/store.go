@@ -2,7 +2,7 @@
 // Dart layout of a ledger directory:
 //
 //	{base}/{id}.operation.json        state (JSON, 2-space indent)
-//	{base}/{id}.operation.json.lock   flock target; permanent
+//	{base}/{id}.operation.json.lock   flock target, removed with the operation (lock.go)
 //	{base}/{id}.operation.log         INFO and above
 //	{base}/{id}.operation.debug.log   DEBUG
 //	{base}/{id}_trail/{elapsed}_{id}.json
@@ -10,25 +10,24 @@
 //	{base}/backup/{id}/{operation.json, operation.log, operation.debug.log, trail/}
 //
 // Every change is: in-process lock → flock of the lock file → read →
-// modify → write a temp file → (fsync) → rename → (fsync dir) → unlock.
-// Files are never written in place, so a reader without the lock always sees
-// a whole file. The callbacks of Options run after the locks are released.
+// validate → modify → write a temp file → (fsync) → rename → (fsync dir) →
+// unlock. Files are never written in place, so a reader without the lock
+// always sees a whole file. The callbacks of Options run after the locks
+// are released. names.go lists every name the store uses, safefs.go says
+// how it keeps from following symbolic links, lock.go how it locks.
 package store
 
 import (
-	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"io/fs"
-	"math/rand/v2"
 	"os"
 	"path/filepath"
 	"slices"
-	"strconv"
 	"strings"
-	"sync"
 	"time"
 
 	"golang.org/x/sys/unix"
@@ -48,208 +47,53 @@ type Options struct {
 	OnBackupCreated func(operationID, dir string) // called after an archive
 }
 
-// Store is a ledger directory. It is safe for concurrent use, and several
-// Stores, in one process or many, may share a directory.
-type Store struct {
-	dir  string
-	opts Options
-
-	mu  sync.Mutex // guards ops
-	ops map[string]*entry
-}
-
-// entry is the per-operation state of one Store. The goroutine holding sem
-// owns the fields marked so.
-type entry struct {
-	sem    chan struct{} // one token: the holder owns the lock of the operation
-	lock   *os.File      // the open lock file, nil until needed (sem)
-	stale  bool          // the operation is no longer live: drop lock on unlock (sem)
-	rbuf   []byte        // read buffer for the next load under the lock (sem)
-	frames frameCache    // the last encoding, reused while frames are unchanged (sem)
-	spare  []byte        // buffer for the next encoding, seen by no one else (sem)
-	spans  []span        // spans for the next encoding (sem)
-	trail  time.Time     // last trail snapshot of this process (sem)
-
-	// mu guards cache. A reader holds it while it compares a file with
-	// cache.raw, so that the sem holder reuses an encoding's buffer only
-	// once no reader can be looking at it.
-	mu    sync.Mutex
-	cache *cached // the last state file read or written
-}
-
-// cached is one state file, byte for byte, and its decoding. The decoding
-// is reused when the file read has exactly these bytes: comparing costs
-// far less than decoding, and unlike a comparison of inode numbers and
-// times it cannot be fooled by a reused inode written in the same clock
-// tick.
-type cached struct {
-	raw  []byte // the whole file; not modified while cached
-	data *Data  // shared, never modified
-}
-
-// cachedData returns the cached decoding of raw, if raw is what is cached.
-func (e *entry) cachedData(raw []byte) *Data {
-	e.mu.Lock()
-	defer e.mu.Unlock()
-	if e.cache != nil && bytes.Equal(e.cache.raw, raw) {
-		return e.cache.data
-	}
-	return nil
-}
-
-func (e *entry) setCache(c *cached) {
-	e.mu.Lock()
-	e.cache = c
-	e.mu.Unlock()
-}
-
 // Open returns the Store for dir, creating the directory if needed, and
-// removes temp files that a killed writer left behind.
+// removes the temp files that killed writers and the lock files that
+// older versions left behind (sweep.go).
 func Open(dir string, opts Options) (*Store, error) {
 	if err := os.MkdirAll(dir, 0o755); err != nil {
 		return nil, err
 	}
 	s := &Store{dir: dir, opts: opts, ops: make(map[string]*entry)}
-	s.removeStaleTemps()
+	s.sweepDir()
 	return s, nil
 }
 
 // Dir returns the directory of the store.
 func (s *Store) Dir() string { return s.dir }
 
-// Close waits for the changes in progress and releases the open lock files.
-// The Store must not be used after.
-func (s *Store) Close() error {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	for id, e := range s.ops {
-		e.sem <- struct{}{}
-		if e.lock != nil {
-			e.lock.Close()
-			e.lock = nil
-		}
-		delete(s.ops, id)
+// Probe checks that the directory can be used now: it opens it, as every
+// change opens files in it. The error says why not: no descriptor left
+// (EMFILE), no permission, no directory.
+func (s *Store) Probe() error {
+	fd, err := sysOpen("open", s.dir, unix.O_RDONLY|unix.O_DIRECTORY, 0)
+	if err != nil {
+		return err
 	}
+	return unix.Close(fd)
+}
+
+// Close waits, at most a second, for the changes in progress and the lock
+// waits that their callers gave up (see lock.go), then closes the lock
+// files it keeps open (kept.go). The Store must not be used after.
+func (s *Store) Close() error {
+	s.busy.wait(closeGrace)
+	s.closeKept()
 	return nil
 }
 
 // StatePath returns the path of the state file of id.
-func (s *Store) StatePath(id string) string {
-	return filepath.Join(s.dir, id+".operation.json")
-}
+func (s *Store) StatePath(id string) string { return s.path(stateName(id)) }
 
-func (s *Store) lockPath(id string) string { return s.StatePath(id) + ".lock" }
-func (s *Store) logPath(id string) string  { return filepath.Join(s.dir, id+".operation.log") }
-func (s *Store) debugLogPath(id string) string {
-	return filepath.Join(s.dir, id+".operation.debug.log")
-}
-func (s *Store) trailDir(id string) string { return filepath.Join(s.dir, id+"_trail") }
+func (s *Store) lockPath(id string) string     { return s.path(lockName(id)) }
+func (s *Store) logPath(id string) string      { return s.path(logName(id)) }
+func (s *Store) debugLogPath(id string) string { return s.path(debugLogName(id)) }
+func (s *Store) trailDir(id string) string     { return s.path(trailName(id)) }
 
 // BackupDir returns the directory an archived operation is moved to.
-func (s *Store) BackupDir(id string) string { return filepath.Join(s.dir, "backup", id) }
-
-func (s *Store) entry(id string) *entry {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	e := s.ops[id]
-	if e == nil {
-		e = &entry{sem: make(chan struct{}, 1)}
-		s.ops[id] = e
-	}
-	return e
-}
+func (s *Store) BackupDir(id string) string { return s.path(backupDirName(id)) }
 
 func notFound(id string) error { return fmt.Errorf("%w: %s", ErrNotFound, id) }
-
-// lock takes the in-process lock and the file lock of id, waiting no longer
-// than ctx allows. Unless create is set, an operation without a lock file
-// and without a state file is ErrNotFound, and no file is created.
-func (s *Store) lock(ctx context.Context, id string, create bool) (*entry, func(), error) {
-	e := s.entry(id)
-	select {
-	case e.sem <- struct{}{}:
-	case <-ctx.Done():
-		return nil, nil, fmt.Errorf("%w %s: %w", ErrLockTimeout, s.lockPath(id), context.Cause(ctx))
-	}
-	if e.lock == nil {
-		f, err := s.openLock(id, create)
-		if err != nil {
-			<-e.sem
-			return nil, nil, err
-		}
-		e.lock = f
-	}
-	if err := flockContext(ctx, e.lock); err != nil {
-		<-e.sem
-		if ctx.Err() != nil {
-			return nil, nil, fmt.Errorf("%w %s: %w", ErrLockTimeout, s.lockPath(id), err)
-		}
-		return nil, nil, fmt.Errorf("ledger: lock %s: %w", s.lockPath(id), err)
-	}
-	return e, func() { s.unlock(e) }, nil
-}
-
-// openLock opens the lock file of id. The lock file is permanent: it is
-// never deleted, so every process locks the same inode.
-func (s *Store) openLock(id string, create bool) (*os.File, error) {
-	path := s.lockPath(id)
-	if !create {
-		f, err := os.OpenFile(path, os.O_RDWR, 0)
-		if !errors.Is(err, fs.ErrNotExist) {
-			return f, err
-		}
-		// A state without a lock file was written by another
-		// implementation; no state at all is an unknown operation.
-		if _, err := os.Stat(s.StatePath(id)); errors.Is(err, fs.ErrNotExist) {
-			return nil, notFound(id)
-		}
-	}
-	return os.OpenFile(path, os.O_RDWR|os.O_CREATE, 0o644)
-}
-
-// unlock releases the locks taken by lock. When the operation turned out
-// not to be live, the lock file is closed and the cached state dropped, so
-// that a long-lived process does not keep a descriptor per operation it
-// ever touched.
-func (s *Store) unlock(e *entry) {
-	if e.stale {
-		e.lock.Close() // releases the flock
-		e.lock, e.stale = nil, false
-		e.rbuf, e.spare, e.spans, e.frames = nil, nil, nil, frameCache{}
-		e.setCache(nil)
-	} else {
-		_ = unix.Flock(int(e.lock.Fd()), unix.LOCK_UN)
-	}
-	<-e.sem
-}
-
-// flockContext takes an exclusive flock on f, polling with a growing pause
-// so that a waiter honours ctx (a blocking flock cannot be interrupted).
-func flockContext(ctx context.Context, f *os.File) error {
-	pause := 20 * time.Microsecond
-	var timer *time.Timer
-	for {
-		err := unix.Flock(int(f.Fd()), unix.LOCK_EX|unix.LOCK_NB)
-		if err == nil {
-			return nil
-		}
-		if !errors.Is(err, unix.EWOULDBLOCK) && !errors.Is(err, unix.EINTR) {
-			return err
-		}
-		if timer == nil {
-			timer = time.NewTimer(pause)
-			defer timer.Stop()
-		} else {
-			timer.Reset(pause)
-		}
-		select {
-		case <-timer.C:
-		case <-ctx.Done():
-			return context.Cause(ctx)
-		}
-		pause = min(pause*2, 2*time.Millisecond)
-	}
-}
 
 // Tx is one change of a state file, handed to the function given to Update.
 // Lines logged through it are appended after the state is written, while
@@ -309,16 +153,24 @@ func (s *Store) create(ctx context.Context, d *Data, logs func(tx *Tx), n *notes
 		return err
 	}
 	defer unlock()
-	for _, p := range []string{s.StatePath(id), filepath.Join(s.BackupDir(id), "operation.json")} {
-		if _, err := os.Stat(p); err == nil {
-			return fmt.Errorf("%w: %s", ErrExists, id)
-		}
+	if _, err := os.Lstat(s.StatePath(id)); err == nil {
+		return fmt.Errorf("%w: %s", ErrExists, id)
+	}
+	// From here on, until a state is written, the operation has no live
+	// state: its lock file goes on unlock.
+	e.gone = true
+	if _, err := os.Lstat(filepath.Join(s.BackupDir(id), archivedState)); err == nil {
+		return fmt.Errorf("%w: %s", ErrExists, id)
 	}
 	tx := &Tx{Data: d}
 	if logs != nil {
 		logs(tx)
 	}
-	return s.commit(e, id, tx, n)
+	err = s.commit(e, id, tx, n)
+	if _, serr := os.Lstat(s.StatePath(id)); err != nil && serr == nil {
+		e.gone = false // written, though the change failed after
+	}
+	return err
 }
 
 // Update applies fn to the current state of id under the lock and writes
@@ -346,7 +198,7 @@ func (s *Store) update(ctx context.Context, id string, fn func(tx *Tx) error, n 
 	defer unlock()
 	cur, err := s.load(e, id, s.StatePath(id), true)
 	if errors.Is(err, fs.ErrNotExist) {
-		e.stale = true
+		e.gone = true
 		return nil, notFound(id)
 	}
 	if err != nil {
@@ -383,7 +235,8 @@ func (s *Store) commit(e *entry, id string, tx *Tx, n *notes) error {
 	if err := s.writeFile(s.StatePath(id), raw); err != nil {
 		return err
 	}
-	e.setCache(&cached{raw: raw, data: tx.Data})
+	e.gone = false
+	s.setCache(e, &cached{raw: raw, data: tx.Data})
 	// The encoding before is no longer cached (a reader comparing with it
 	// held mu, taken by setCache): its buffer is free.
 	e.spare, e.spans = e.frames.accept(tx.Data.CallFrames, raw, spans)
@@ -405,7 +258,10 @@ func (s *Store) Read(id string) (*Data, error) {
 	}
 	d, err := s.load(s.entry(id), id, s.StatePath(id), false)
 	if errors.Is(err, fs.ErrNotExist) {
-		d, err = s.load(nil, id, filepath.Join(s.BackupDir(id), "operation.json"), false)
+		var raw []byte
+		if raw, err = s.readArchived(id, archivedState); err == nil {
+			d, err = decode(id, filepath.Join(s.BackupDir(id), archivedState), raw)
+		}
 	}
 	if errors.Is(err, fs.ErrNotExist) {
 		return nil, notFound(id)
@@ -434,16 +290,12 @@ func (s *Store) load(e *entry, id, path string, locked bool) (*Data, error) {
 			return d, nil
 		}
 	}
-	d := new(Data)
-	if err := json.Unmarshal(buf, d); err != nil {
-		return nil, &CorruptError{Path: path, Err: err}
-	}
-	if d.OperationID != id {
-		// The id names the files a change writes: never trust another.
-		return nil, &CorruptError{Path: path, Err: fmt.Errorf("operationId %q does not match the file name", d.OperationID)}
+	d, err := decode(id, path, buf)
+	if err != nil {
+		return nil, err
 	}
 	if e != nil {
-		e.setCache(&cached{raw: buf, data: d}) // buf belongs to the cache now
+		s.setCache(e, &cached{raw: buf, data: d}) // buf belongs to the cache now
 		if locked {
 			e.rbuf = nil
 		}
@@ -451,18 +303,39 @@ func (s *Store) load(e *entry, id, path string, locked bool) (*Data, error) {
 	return d, nil
 }
 
-// CorruptError reports a ledger file that does not parse. The file is left
-// as it is. It matches ErrCorrupt with errors.Is.
+// decode decodes and validates the state file of id read from path.
+func decode(id, path string, raw []byte) (*Data, error) {
+	d := new(Data)
+	if err := json.Unmarshal(raw, d); err != nil {
+		return nil, &CorruptError{Path: path, Err: err}
+	}
+	if d.OperationID != id {
+		// The id names the files a change writes: never trust another.
+		return nil, &CorruptError{Path: path, Field: "operationId", Err: fmt.Errorf("%q does not match the file name", d.OperationID)}
+	}
+	if fe := validate(d); fe != nil {
+		return nil, &CorruptError{Path: path, Field: fe.field, Err: fe.err}
+	}
+	return d, nil
+}
+
+// CorruptError reports a ledger file that does not parse, or whose
+// content is not a valid state. The file is left as it is. It matches
+// ErrCorrupt with errors.Is.
 type CorruptError struct {
-	Path string // the file that does not parse
-	Err  error  // the parse error
+	Path  string // the file
+	Field string // the JSON field that is missing or invalid, as "callFrames[2].state"; empty if the file does not parse
+	Err   error  // what is wrong
 }
 
 func (e *CorruptError) Error() string {
+	if e.Field != "" {
+		return fmt.Sprintf("ledger: corrupt ledger file %s: field %s: %v", e.Path, e.Field, e.Err)
+	}
 	return fmt.Sprintf("ledger: corrupt ledger file %s: %v", e.Path, e.Err)
 }
 
-// Unwrap returns the parse error.
+// Unwrap returns Err.
 func (e *CorruptError) Unwrap() error { return e.Err }
 
 // Is reports whether target is ErrCorrupt.
@@ -501,11 +374,10 @@ func (s *Store) writeFile(path string, data []byte) error {
 	return nil
 }
 
-// createTemp creates path.tmp-{random}: random, not pid-based, because
-// processes in different pid namespaces may share a ledger directory.
+// createTemp creates a new temp file for path (see tempName).
 func createTemp(path string) (int, string, error) {
 	for range 100 {
-		tmp := path + ".tmp-" + strconv.FormatUint(rand.Uint64(), 36)
+		tmp := tempName(path)
 		fd, err := sysOpen("create", tmp, unix.O_WRONLY|unix.O_CREAT|unix.O_EXCL, 0o644)
 		if errors.Is(err, fs.ErrExist) {
 			continue
@@ -532,66 +404,29 @@ func syncDir(dir string) error {
 	return syncFD(dir, fd)
 }
 
-// removeStaleTemps deletes temp files older than a minute: a writer that was
-// killed between create and rename leaves one; live writers finish in far
-// less.
-func (s *Store) removeStaleTemps() {
-	matches, _ := filepath.Glob(filepath.Join(s.dir, "*.operation.json.tmp-*"))
-	for _, m := range matches {
-		if fi, err := os.Stat(m); err == nil && time.Since(fi.ModTime()) > time.Minute {
-			os.Remove(m)
-		}
-	}
-}
-
-// List returns the ids of the live operations in the directory.
+// List returns the ids of the live operations in the directory, sorted.
+// It reads the directory in batches and keeps only the ids.
 func (s *Store) List() ([]string, error) {
-	ents, err := os.ReadDir(s.dir)
+	f, err := os.Open(s.dir)
 	if err != nil {
 		return nil, err
 	}
+	defer f.Close()
 	var ids []string
-	for _, de := range ents {
-		if id, ok := strings.CutSuffix(de.Name(), ".operation.json"); ok && CheckOperationID(id) == nil {
-			ids = append(ids, id)
+	for {
+		names, err := f.Readdirnames(1024)
+		for _, name := range names {
+			if id, ok := strings.CutSuffix(name, ".operation.json"); ok && CheckOperationID(id) == nil {
+				ids = append(ids, id)
+			}
 		}
-	}
-	return ids, nil
-}
-
-// ListArchived returns the ids of archived operations, oldest first.
-func (s *Store) ListArchived() ([]string, error) {
-	ents, err := os.ReadDir(filepath.Join(s.dir, "backup"))
-	if errors.Is(err, fs.ErrNotExist) {
-		return nil, nil
-	}
-	if err != nil {
-		return nil, err
-	}
-	type backup struct {
-		id  string
-		mod time.Time
-	}
-	var bs []backup
-	for _, de := range ents {
-		if !de.IsDir() || CheckOperationID(de.Name()) != nil {
-			continue
+		if err == io.EOF {
+			break
 		}
-		fi, err := de.Info()
 		if err != nil {
-			continue
+			return nil, err
 		}
-		bs = append(bs, backup{de.Name(), fi.ModTime()})
 	}
-	slices.SortFunc(bs, func(a, b backup) int {
-		if c := a.mod.Compare(b.mod); c != 0 {
-			return c
-		}
-		return strings.Compare(a.id, b.id)
-	})
-	ids := make([]string, len(bs))
-	for i, b := range bs {
-		ids[i] = b.id
-	}
+	slices.Sort(ids)
 	return ids, nil
 }

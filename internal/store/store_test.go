@@ -510,8 +510,8 @@ func TestArchiveAndPrune(t *testing.T) {
 		if _, err := os.Stat(s.StatePath(id)); !errors.Is(err, fs.ErrNotExist) {
 			t.Errorf("live state of %s still there: %v", id, err)
 		}
-		if _, err := os.Stat(s.lockPath(id)); err != nil {
-			t.Errorf("lock file of %s deleted: %v", id, err)
+		if _, err := os.Stat(s.lockPath(id)); !errors.Is(err, fs.ErrNotExist) {
+			t.Errorf("lock file of archived %s kept: %v", id, err)
 		}
 		d, err := s.Read(id)
 		if err != nil || d.OperationState != StateCompleted {
@@ -627,7 +627,7 @@ func TestDurableSyncsFileAndDirectory(t *testing.T) {
 		var temps, dirs int
 		for _, p := range synced {
 			switch {
-			case strings.Contains(p, ".operation.json.tmp-"):
+			case isTempName(filepath.Base(p)):
 				temps++
 			case p == dir:
 				dirs++
@@ -642,8 +642,8 @@ func TestDurableSyncsFileAndDirectory(t *testing.T) {
 
 func TestStaleTempFilesRemovedOnOpen(t *testing.T) {
 	dir := t.TempDir()
-	stale := filepath.Join(dir, "op1.operation.json.tmp-old")
-	fresh := filepath.Join(dir, "op1.operation.json.tmp-new")
+	stale := filepath.Join(dir, tempName("op1.operation.json"))
+	fresh := filepath.Join(dir, tempName("op1.operation.json"))
 	for _, p := range []string{stale, fresh} {
 		if err := os.WriteFile(p, []byte("{"), 0o644); err != nil {
 			t.Fatal(err)
@@ -726,7 +726,7 @@ func TestReadsDuringChanges(t *testing.T) {
 			tx.Data.Description = n
 			tx.Data.CallFrames = tx.Data.CallFrames[:0]
 			for k := range 3 {
-				tx.Data.CallFrames = append(tx.Data.CallFrames, CallFrame{CallID: fmt.Sprintf("c%s-%d", n, k)})
+				tx.Data.CallFrames = append(tx.Data.CallFrames, validFrame(fmt.Sprintf("c%s-%d", n, k)))
 			}
 			return nil
 		})

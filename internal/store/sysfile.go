@@ -15,23 +15,26 @@ import (
 // plain descriptors through these helpers. Errors are *fs.PathError, as
 // from package os.
 
-// sysOpen opens path, retrying on EINTR.
+// sysOpen opens path, retrying on EINTR. With O_NOFOLLOW, a symbolic
+// link at path is a CorruptError (see safefs.go).
 func sysOpen(op, path string, flags int, mode uint32) (int, error) {
 	for {
 		fd, err := unix.Open(path, flags|unix.O_CLOEXEC, mode)
-		if err == nil {
+		switch {
+		case err == nil:
 			return fd, nil
-		}
-		if !errors.Is(err, unix.EINTR) {
+		case err == unix.ELOOP && flags&unix.O_NOFOLLOW != 0:
+			return -1, &CorruptError{Path: path, Err: errSymlink}
+		case err != unix.EINTR:
 			return -1, &fs.PathError{Op: op, Path: path, Err: err}
 		}
 	}
 }
 
-// sysReadFile reads the whole file at path into a buffer from buf, which
+// sysReadFile reads the whole file at path (not through a link) into a buffer from buf, which
 // is handed the file's size and returns a slice of that length.
 func sysReadFile(path string, buf func(size int) []byte) ([]byte, error) {
-	fd, err := sysOpen("open", path, unix.O_RDONLY, 0)
+	fd, err := sysOpen("open", path, unix.O_RDONLY|unix.O_NOFOLLOW, 0)
 	if err != nil {
 		return nil, err
 	}
@@ -73,10 +76,10 @@ func sysWrite(path string, fd int, b []byte) error {
 	return nil
 }
 
-// sysAppend appends b to the file at path with one O_APPEND write, creating
-// the file if needed.
+// sysAppend appends b to the file at path (not through a link) with one
+// O_APPEND write, creating the file if needed.
 func sysAppend(path string, b []byte) error {
-	fd, err := sysOpen("open", path, unix.O_WRONLY|unix.O_APPEND|unix.O_CREAT, 0o644)
+	fd, err := sysOpen("open", path, unix.O_WRONLY|unix.O_APPEND|unix.O_CREAT|unix.O_NOFOLLOW, 0o644)
 	if err != nil {
 		return err
 	}

@@ -12,7 +12,9 @@ package wire
 import (
 	"encoding/json"
 	"fmt"
+	"strconv"
 	"strings"
+	"time"
 
 	"github.com/tomdist/ledger/internal/store"
 )
@@ -30,7 +32,42 @@ const MaxBody = 1 << 20
 // HeaderTimeout carries, in milliseconds, how long the client will wait for
 // the answer: the server gives up its lock wait before then, so the client
 // hears lock_timeout instead of timing out itself.
+//
+// The value is a positive decimal integer of ASCII digits only (leading
+// zeros allowed); see ParseTimeout. A value above the server's own lock
+// timeout, however large (also beyond what an int64 or a time.Duration
+// holds), is clamped to it. A request that sends the header more than
+// once, or with any other value (empty, 0, negative, signed, fractional,
+// with a unit, a list), gets 400 bad_request: the client has a bug, and a
+// guess at what it meant could make it wait for an answer that comes too
+// late. Without the header the server waits its own lock timeout.
 const HeaderTimeout = "Ledger-Timeout"
+
+// ParseTimeout reads one HeaderTimeout value as described there: it
+// returns the timeout, at most limit (which must not be negative), and
+// whether the value is well-formed.
+func ParseTimeout(v string, limit time.Duration) (time.Duration, bool) {
+	if v == "" {
+		return 0, false
+	}
+	for i := 0; i < len(v); i++ {
+		if v[i] < '0' || v[i] > '9' {
+			return 0, false
+		}
+	}
+	v = strings.TrimLeft(v, "0")
+	switch {
+	case v == "":
+		return 0, false // zero
+	case len(v) > 15:
+		return limit, true // more than 30,000 years
+	}
+	ms, err := strconv.ParseInt(v, 10, 64) // at most 15 digits: it fits
+	if err != nil || ms > int64(limit/time.Millisecond) {
+		return limit, true // ms milliseconds exceed limit
+	}
+	return time.Duration(ms) * time.Millisecond, true
+}
 
 // Paths of the protocol.
 const (

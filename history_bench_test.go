@@ -1,0 +1,162 @@
+package ledger_test
+
+import (
+	"context"
+	"fmt"
+	"os/exec"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/tomdist/ledger"
+	"github.com/tomdist/ledger/internal/store"
+)
+
+// historyOps is how many live and how many archived operations the
+// directory of BenchmarkHistory holds.
+const historyOps = 10_000
+
+// BenchmarkHistory measures what a long history costs the things that
+// look at the whole directory: opening a LocalLedger, one orphan sweep and
+// `ledger ls`, in a directory of historyOps live operations (whose
+// participants all left, so that the sweep reads but keeps them), first
+// alone, then with historyOps archived ones (MaxBackups negative keeps
+// them all). These costs should follow the live operations, not the
+// archive: the two should cost the same.
+//
+//	go test -run '^$' -bench History -benchtime=5x -count=3 .
+func BenchmarkHistory(b *testing.B) {
+	for _, archived := range []int{0, historyOps} {
+		b.Run(fmt.Sprintf("archived=%d", archived), func(b *testing.B) {
+			dir := b.TempDir()
+			historyDir(b, dir, historyOps, archived)
+			benchmarkDir(b, dir)
+		})
+	}
+}
+
+// benchmarkDir times opening a ledger on dir, one sweep and ledger ls.
+func benchmarkDir(b *testing.B, dir string) {
+	o := ledger.Options{BasePath: dir, ParticipantID: "bench", NoSignalHandler: true, MaxBackups: -1}
+	b.Run("open", func(b *testing.B) {
+		var best minTime
+		for b.Loop() {
+			t0 := time.Now()
+			l, err := ledger.NewLocalLedger(o)
+			best.add(t0)
+			if err != nil {
+				b.Fatal(err)
+			}
+			b.StopTimer()
+			l.Close() // also ends the sweep the ledger started
+			b.StartTimer()
+		}
+		best.report(b)
+	})
+	b.Run("sweep", func(b *testing.B) {
+		l, err := ledger.NewLocalLedger(o)
+		if err != nil {
+			b.Fatal(err)
+		}
+		defer l.Close()
+		var best minTime
+		var cpu minCPU
+		for b.Loop() {
+			t0, c0 := time.Now(), processCPU(b)
+			ledger.Sweep(context.Background(), l)
+			best.add(t0)
+			cpu.add(processCPU(b) - c0)
+		}
+		best.report(b)
+		cpu.report(b)
+	})
+	b.Run("ls", func(b *testing.B) {
+		bin := ledgerBinary(b)
+		var best minTime
+		var cpu minCPU
+		for b.Loop() {
+			t0 := time.Now()
+			cmd := exec.Command(bin, "ls", "--dir", dir)
+			out, err := cmd.CombinedOutput()
+			best.add(t0)
+			if err != nil {
+				b.Fatalf("ledger ls: %v\n%s", err, out)
+			}
+			cpu.add(cmd.ProcessState.UserTime() + cmd.ProcessState.SystemTime())
+		}
+		best.report(b)
+		cpu.report(b)
+	})
+}
+
+// minTime is the shortest of the timed runs: on a machine shared with
+// other work, the least disturbed run.
+type minTime time.Duration
+
+func (m *minTime) add(since time.Time) {
+	if d := minTime(time.Since(since)); *m == 0 || d < *m {
+		*m = d
+	}
+}
+
+func (m minTime) report(b *testing.B) {
+	b.ReportMetric(float64(time.Duration(m).Microseconds())/1000, "min-ms")
+}
+
+// minCPU is the least CPU time (user and system) of the timed runs: less
+// disturbed by other work than the time they took.
+type minCPU time.Duration
+
+func (m *minCPU) add(d time.Duration) {
+	if *m == 0 || minCPU(d) < *m {
+		*m = minCPU(d)
+	}
+}
+
+func (m minCPU) report(b *testing.B) {
+	b.ReportMetric(float64(time.Duration(m).Microseconds())/1000, "cpu-ms")
+}
+
+// processCPU returns the CPU time this process used so far.
+func processCPU(b *testing.B) time.Duration {
+	var ru syscall.Rusage
+	if err := syscall.Getrusage(syscall.RUSAGE_SELF, &ru); err != nil {
+		b.Fatal(err)
+	}
+	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
+}
+
+// historyDir fills dir with live and archived operations, written by the
+// store as a ledger writes them.
+func historyDir(b *testing.B, dir string, live, archived int) {
+	b.Helper()
+	st, err := store.Open(dir, store.Options{})
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer st.Close()
+	ctx := context.Background()
+	for i := range live + archived {
+		id := fmt.Sprintf("20250101T00:00:00.000-hist-%08x", i)
+		now := store.Now()
+		d := &store.Data{
+			OperationID: id, InitiatorID: "hist", StartTime: now, OperationState: store.StateRunning,
+			LastHeartbeat: now, CallFrames: []store.CallFrame{}, TempResources: []store.TempResource{},
+			Participants: []store.Participant{{
+				ParticipantID: "hist", PID: 1, Host: "elsewhere", JoinedAt: now, LastHeartbeat: now,
+				State: store.ParticipantLeft,
+			}},
+		}
+		err := st.Create(ctx, d, func(tx *store.Tx) { tx.Log("INFO", "hist", "OPERATION_CREATED") })
+		if err == nil && i >= live {
+			_, err = st.Update(ctx, id, func(tx *store.Tx) error {
+				tx.Data.OperationState = store.StateCompleted
+				tx.Log("INFO", "hist", "OPERATION_COMPLETED")
+				return nil
+			})
+		}
+		if err != nil {
+			b.Fatal(err)
+		}
+	}
+}
