@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"os"
 
 	"github.com/tomdist/ledger/internal/dirstore"
 	"github.com/tomdist/ledger/internal/store"
@@ -70,4 +71,35 @@ func (v *Viewer) Log(ctx context.Context, id string, debug bool) ([]byte, error)
 	}
 	b, err := v.b.s.ReadLog(ctx, id, debug)
 	return b, storeError(err)
+}
+
+// SetAbortFlag sets the abort flag of operation id, as the participant
+// by (a name for the log, such as "ledger-cli"), who need not take part:
+// every participant aborts. It returns the state after it.
+func (v *Viewer) SetAbortFlag(ctx context.Context, id, by string) (*Data, error) {
+	if err := store.CheckOperationID(id); err != nil {
+		return nil, err
+	}
+	if err := store.CheckParticipantID(by); err != nil {
+		return nil, err
+	}
+	who := participant{ID: by, PID: os.Getpid(), Host: hostname()}
+	nv, _, err := v.b.apply(ctx, id, view{}, abortOp{who: who, aborted: true})
+	if err != nil {
+		return nil, err
+	}
+	return nv.d.Clone(), nil
+}
+
+// Prune removes the oldest archived operations beyond keep and returns
+// how many it removed and kept, on stores that keep archives it can
+// count (a ledger directory).
+func (v *Viewer) Prune(ctx context.Context, keep int) (removed, kept int, err error) {
+	p, ok := v.b.s.(interface {
+		Prune(keep int) (removed, kept int, err error)
+	})
+	if !ok {
+		return 0, 0, fmt.Errorf("ledger: this store cannot prune its archive")
+	}
+	return p.Prune(keep)
 }

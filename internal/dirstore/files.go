@@ -191,6 +191,9 @@ func (d *Dir) backups() ([]backup, error) {
 	if err != nil {
 		return nil, err
 	}
+	if fi.Mode()&os.ModeSymlink != 0 {
+		return nil, fmt.Errorf("dirstore: %s is a symbolic link, not the store's directory", backupDir)
+	}
 	if !fi.IsDir() {
 		return nil, fmt.Errorf("dirstore: %s is not a directory", backupDir)
 	}
@@ -239,16 +242,31 @@ func (d *Dir) prune() error {
 	if d.opts.MaxBackups <= 0 {
 		return nil
 	}
+	_, _, err := d.Prune(d.opts.MaxBackups)
+	return err
+}
+
+// Prune removes the oldest archived operations beyond keep, and returns
+// how many it removed and kept. Only directories that hold an archive of
+// the operation they are named for are counted and removed.
+func (d *Dir) Prune(keep int) (removed, kept int, err error) {
+	if keep < 0 {
+		return 0, 0, fmt.Errorf("dirstore: cannot keep %d archives", keep)
+	}
 	bs, err := d.backups()
 	if err != nil {
-		return err
+		return 0, 0, err
 	}
 	var errs []error
-	for len(bs) > d.opts.MaxBackups {
-		errs = append(errs, d.root.RemoveAll(backupName(bs[0].id)))
+	for len(bs) > keep {
+		if err := d.root.RemoveAll(backupName(bs[0].id)); err != nil {
+			errs = append(errs, err)
+		} else {
+			removed++
+		}
 		bs = bs[1:]
 	}
-	return errors.Join(errs...)
+	return removed, len(bs), errors.Join(errs...)
 }
 
 // ensureDir makes name a directory of the root, refusing anything else
@@ -266,8 +284,11 @@ func (d *Dir) ensureDir(name string) error {
 	if err != nil {
 		return err
 	}
+	if fi.Mode()&os.ModeSymlink != 0 {
+		return fmt.Errorf("dirstore: %s is a symbolic link, not the store's directory", name)
+	}
 	if !fi.IsDir() {
-		return fmt.Errorf("dirstore: %s is not a directory (a symlink?)", name)
+		return fmt.Errorf("dirstore: %s is not a directory", name)
 	}
 	return nil
 }
