@@ -1,4 +1,4 @@
-package store
+package ledger_test
 
 import (
 	"context"
@@ -11,17 +11,13 @@ import (
 
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
-)
 
-// validFrame returns an active frame that passes validate.
-func validFrame(callID string) CallFrame {
-	now := Now()
-	return CallFrame{ParticipantID: "alice", CallID: callID, PID: 1, StartTime: now, LastHeartbeat: now, State: FrameActive}
-}
+	"github.com/tomdist/ledger"
+)
 
 // dartState is a state file as the Dart package writes it: offset-less
 // times, null timestamps, no participants, description or failure.
-const dartState = `{
+const dartStateFull = `{
   "operationId": "20240115T10:30:00.123-dart-0a1b2c3d",
   "initiatorId": "dart",
   "startTime": "2024-01-15T10:30:00.123456",
@@ -97,24 +93,29 @@ func TestStateValidatedOnLoad(t *testing.T) {
 	} {
 		t.Run(c.name, func(t *testing.T) {
 			var m map[string]any
-			require.NoError(t, json.Unmarshal([]byte(dartState), &m))
+			require.NoError(t, json.Unmarshal([]byte(dartStateFull), &m))
 			c.change(m)
 			raw, err := json.MarshalIndent(m, "", "  ")
 			require.NoError(t, err)
 			dir := t.TempDir()
 			path := filepath.Join(dir, id+".operation.json")
 			require.NoError(t, os.WriteFile(path, raw, 0o644))
-			s := openStore(t, dir, Options{})
-			_, rerr := s.Read(id)
-			_, uerr := s.Update(context.Background(), id, setDescription("touched"))
+			v, err := ledger.OpenViewer(ledger.Options{BasePath: dir})
+			require.NoError(t, err)
+			defer v.Close()
+			_, rerr := v.State(context.Background(), id)
+			l, err := ledger.NewLocalLedger(ledger.Options{BasePath: dir, ParticipantID: "go", NoSignalHandler: true})
+			require.NoError(t, err)
+			defer l.Close()
+			_, jerr := l.JoinOperation(context.Background(), id, ledger.JoinOptions{})
 			if c.field == "" {
 				assert.NoError(t, rerr)
-				assert.NoError(t, uerr)
+				assert.NoError(t, jerr)
 				return
 			}
-			for what, err := range map[string]error{"Read": rerr, "Update": uerr} {
-				var ce *CorruptError
-				if assert.ErrorIs(t, err, ErrCorrupt, what) && assert.True(t, errors.As(err, &ce), what) {
+			for what, err := range map[string]error{"State": rerr, "JoinOperation": jerr} {
+				var ce *ledger.CorruptError
+				if assert.ErrorIs(t, err, ledger.ErrCorruptLedger, what) && assert.True(t, errors.As(err, &ce), what) {
 					assert.Equal(t, path, ce.Path, what)
 					assert.Equal(t, c.field, ce.Field, what)
 					assert.True(t, strings.Contains(err.Error(), c.field), "%s: %v", what, err)
@@ -123,6 +124,8 @@ func TestStateValidatedOnLoad(t *testing.T) {
 			after, err := os.ReadFile(path)
 			require.NoError(t, err)
 			assert.Equal(t, string(raw), string(after), "file changed")
+			_, err = os.Stat(filepath.Join(dir, id+".operation.journal"))
+			assert.ErrorIs(t, err, os.ErrNotExist, "an invalid document was given a journal")
 		})
 	}
 }
