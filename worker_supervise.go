@@ -13,12 +13,18 @@ import (
 	"time"
 )
 
-// process is one worker process and its process group, whose id is the
-// process's pid. Three goroutines touch it: its owner (startWorker's
-// goroutine, locked to its thread), the call's goroutine (run), and anyone
-// who signals it (Kill, the CleanupHandler). The worker is reaped only once
-// it has exited and its group has had its signals, so that the group id
-// (the worker's pid) cannot be reused by then.
+// process is one worker process and its group: on Unix its process group,
+// whose id is the process's pid; on Windows its job object (see
+// procGroup). Three goroutines touch it: its owner (startWorker's
+// goroutine, locked to its thread where the parent-death signal needs
+// it), the call's goroutine (run), and anyone who signals it (Kill, the
+// CleanupHandler). The worker is reaped only once it has exited and its
+// group has had its signals, so that the group id (the worker's pid)
+// cannot be reused by then.
+//
+// The platform files provide procGroup and, as methods of process,
+// prepare, attach, waitExited, signal, groupRunning, killGroup, release
+// and exitSignal.
 type process struct {
 	spec   workerSpec
 	cmd    *exec.Cmd
@@ -36,9 +42,10 @@ type process struct {
 	// hooksOff is set once a hook panicked: no hook runs after that.
 	hooksOff atomic.Bool
 
-	mu      sync.Mutex // guards reaped, failErr
+	mu      sync.Mutex // guards reaped, failErr, group
 	reaped  bool       // no signal may be sent: the group id may be reused
 	failErr error      // why the call fails although the worker may not (set once)
+	group   procGroup  // what the platform keeps of the group
 }
 
 // fail makes the call fail with err (unless it failed already) and ends
@@ -84,11 +91,13 @@ func startWorker[T any](spec workerSpec, op *Operation, c *SpawnedCall[T], keepS
 	cmd.Dir = spec.dir
 	cmd.Env = spec.environ(op, c.ID())
 	cmd.Stdout, cmd.Stderr = p.stdout, p.stderr
-	cmd.SysProcAttr = procAttr()
 	// Wait returns at most this long after the process exited even when a
 	// process outside the group still holds its output open.
 	cmd.WaitDelay = spec.grace
 	p.cmd = cmd
+	if err := p.prepare(); err != nil {
+		return nil, fmt.Errorf("ledger: worker %s: %w", spec.path, err)
+	}
 	started := make(chan error, 1)
 	go p.own(started)
 	if err := <-started; err != nil {
@@ -124,44 +133,33 @@ func (p *process) kill(sig os.Signal) error {
 	return nil
 }
 
-// own starts the process and owns it until it is reaped. The parent-death
-// signal is bound to the OS thread that forks, not to the process, so this
-// goroutine stays locked to its thread for the whole life of the worker.
+// own starts the process and owns it until it is reaped. Where the
+// parent-death signal is bound to the OS thread that forks, not to the
+// process (Linux: pinThread), this goroutine stays locked to its thread
+// for the whole life of the worker.
 func (p *process) own(started chan<- error) {
-	runtime.LockOSThread()
-	defer runtime.UnlockOSThread()
+	if pinThread {
+		runtime.LockOSThread()
+		defer runtime.UnlockOSThread()
+	}
 	if err := p.cmd.Start(); err != nil {
+		p.release()
+		started <- err
+		return
+	}
+	if err := p.attach(); err != nil {
+		_ = p.cmd.Process.Kill()
+		_ = p.cmd.Wait()
+		p.release()
 		started <- err
 		return
 	}
 	started <- nil
-	waitExited(p.cmd.Process.Pid)
+	p.waitExited()
 	close(p.exited)
 	<-p.reap
 	p.waitErr = p.cmd.Wait()
 	close(p.done)
-}
-
-// signal sends sig to the whole process group, and to the worker itself if
-// it has left the group (setsid, setpgid), unless the worker has been
-// reaped.
-func (p *process) signal(sig os.Signal) error {
-	s, ok := sig.(syscall.Signal)
-	if !ok {
-		return fmt.Errorf("%w: signal %v", ErrInvalidArgument, sig)
-	}
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	if p.reaped {
-		return os.ErrProcessDone
-	}
-	pid := p.cmd.Process.Pid
-	err := syscall.Kill(-pid, s)
-	if pg, perr := syscall.Getpgid(pid); perr == nil && pg != pid {
-		// The worker is no longer in the group the first kill reached.
-		err = syscall.Kill(pid, s)
-	}
-	return err
 }
 
 // end of a worker's run.
@@ -195,7 +193,8 @@ func (p *process) run(ctx context.Context, poll func() bool) (runEnd, *os.Proces
 	}
 	state := p.cmd.ProcessState
 	if f := p.spec.onExit; f != nil && state != nil {
-		f(state.ExitCode())
+		code, _ := p.exitStatus(state)
+		f(code)
 	}
 	return end, state, p.waitErr
 }
@@ -226,6 +225,7 @@ func (p *process) supervise(ctx context.Context, poll func() bool) (end runEnd, 
 		close(p.reap)
 		<-p.done
 		p.sweep(deadline)
+		p.release()
 		close(p.swept)
 		Cleanup().Unregister(id)
 		if !finished {
@@ -322,7 +322,7 @@ func (p *process) cleanup(ctx context.Context) error {
 			select {
 			case <-p.swept:
 			default:
-				_ = syscall.Kill(-p.cmd.Process.Pid, syscall.SIGKILL)
+				p.killGroup()
 			}
 		}
 	}
@@ -332,24 +332,23 @@ func (p *process) cleanup(ctx context.Context) error {
 // sweepPoll is how often sweep looks at what is left of a process group.
 const sweepPoll = 10 * time.Millisecond
 
-// sweep ends what is left of the worker's process group once the worker
-// has been reaped. The group has had SIGTERM; whatever of it still runs at
-// deadline gets SIGKILL. (While members are left the group id cannot be
+// sweep ends what is left of the worker's group once the worker has been
+// reaped. The group has had SIGTERM; whatever of it still runs at deadline
+// gets SIGKILL. (On Unix, while members are left the group id cannot be
 // reused, so signalling it after the worker was reaped is safe.)
 func (p *process) sweep(deadline time.Time) {
-	pgid := p.cmd.Process.Pid
-	if syscall.Kill(-pgid, 0) != nil {
+	if !p.groupRunning() {
 		return // the group is gone (or out of reach): the common case
 	}
 	t := time.NewTicker(sweepPoll)
 	defer t.Stop()
-	for groupRunning(pgid) {
-		if !time.Now().Before(deadline) {
-			_ = syscall.Kill(-pgid, syscall.SIGKILL)
+	for time.Now().Before(deadline) {
+		<-t.C
+		if !p.groupRunning() {
 			return
 		}
-		<-t.C
 	}
+	p.killGroup()
 }
 
 // failure returns the *WorkerError of a worker that ended without a
@@ -360,14 +359,20 @@ func (p *process) failure(state *os.ProcessState, werr error, timedOut bool, mis
 		Stderr: p.stderr.tailText(),
 	}
 	if state != nil {
-		e.ExitCode = state.ExitCode()
-		if ws, ok := state.Sys().(syscall.WaitStatus); ok && ws.Signaled() {
-			e.Signal = ws.Signal()
-		}
+		e.ExitCode, e.Signal = p.exitStatus(state)
 	}
 	var ee *exec.ExitError
 	if errors.As(werr, &ee) {
 		e.Err = ee
 	}
 	return e
+}
+
+// exitStatus returns the exit status of the reaped worker and the signal
+// that ended it, or -1 and the signal if one did (see exitSignal).
+func (p *process) exitStatus(state *os.ProcessState) (int, os.Signal) {
+	if sig := p.exitSignal(state); sig != nil {
+		return -1, sig
+	}
+	return state.ExitCode(), nil
 }
