@@ -18,7 +18,8 @@ const (
 	// DefaultPollInterval is the default of FileWorker.PollInterval.
 	DefaultPollInterval = 100 * time.Millisecond
 	// DefaultKillGrace is the default of KillGrace: the time a worker's
-	// process group gets between SIGTERM and SIGKILL. It is shorter than
+	// process group gets between SIGTERM and SIGKILL (on Windows, between
+	// a Ctrl+Break and the job's termination). It is shorter than
 	// DefaultSignalGrace, so that a signalled orchestrator ends its workers
 	// before it dies.
 	DefaultKillGrace = 3 * time.Second
@@ -55,7 +56,8 @@ type Process struct {
 	// ErrWorkerTimeout. Zero means no limit.
 	Timeout time.Duration
 	// KillGrace is the time between SIGTERM and SIGKILL when the worker's
-	// process group is ended. Zero means DefaultKillGrace.
+	// process group is ended (on Windows, between a Ctrl+Break and the
+	// job's termination). Zero means DefaultKillGrace.
 	KillGrace time.Duration
 	// OnStdout receives each line the worker writes to its standard output,
 	// without the line break, as it comes (a stdio worker's result is
@@ -214,9 +216,12 @@ func ExecFileResultWorker[T any](op *Operation, w FileWorker[T]) *SpawnedCall[T]
 // standard error, and a decode error fails it with an error wrapping
 // Decode's. The program's standard input is empty.
 //
-// The worker runs in a process group of its own, and on Linux it is killed
-// (SIGKILL) should the orchestrator die first, even by SIGKILL (this
-// reaches the worker only, not processes it started). Cancel, Leave with
+// The worker runs in a process group of its own. On Linux and FreeBSD it
+// is killed (SIGKILL, the parent-death signal) should the orchestrator die
+// first, even by SIGKILL (this reaches the worker only, not processes it
+// started); on macOS nothing does that. On Windows the group is a job
+// object holding the worker and everything it starts, and the whole job
+// dies with the orchestrator, however it dies. Cancel, Leave with
 // CancelPendingCalls, abort, the failure or completion of the operation,
 // Close and Timeout end the whole group: SIGTERM, then SIGKILL to what is
 // left after KillGrace. Members of the group still running when the worker
@@ -230,6 +235,14 @@ func ExecFileResultWorker[T any](op *Operation, w FileWorker[T]) *SpawnedCall[T]
 // Kill sends a signal to the whole process group; the call's outcome is
 // then what the worker does with it (a worker that dies from it fails the
 // call). Use Cancel to stop a worker without failing the operation.
+//
+// Windows has no signals: SIGTERM is a Ctrl+Break sent to the worker's
+// console process group (a Go worker sees os.Interrupt), or, when this
+// process has no console to share with the worker, the job's termination
+// at once; SIGKILL is the termination of the job (exit status 137, which
+// a *WorkerError reports as os.Kill). Kill takes os.Interrupt and
+// syscall.SIGTERM (Ctrl+Break) and os.Kill there. See the README's
+// Platforms section for what each system gives.
 //
 // Unless w.NoLedgerEnv, the worker's environment holds EnvOperationID,
 // EnvCallID and the ledger's location (EnvBasePath for a local ledger,
