@@ -13,7 +13,6 @@ import (
 	"slices"
 	"strings"
 	"sync"
-	"syscall"
 	"time"
 
 	"github.com/tomdist/ledger/internal/dirstore"
@@ -22,10 +21,6 @@ import (
 
 // DefaultSignalGrace is the default of Options.SignalGrace.
 const DefaultSignalGrace = 5 * time.Second
-
-// handledSignals are the signals the handler takes over while operations
-// are open.
-var handledSignals = []os.Signal{syscall.SIGINT, syscall.SIGTERM}
 
 // CleanupID names a callback registered with a CleanupHandler. The zero
 // CleanupID names no callback.
@@ -50,6 +45,14 @@ type CleanupID uint64
 // no operation is open, the program's own signal behaviour is back.
 // Signals that were ignored when the handler started (such as SIGINT for a
 // background job) stay ignored.
+//
+// On Windows the handler takes os.Interrupt (Ctrl+C, Ctrl+Break) and
+// syscall.SIGTERM (the console window closed, logoff, shutdown: Windows
+// ends the process about 5 seconds after a close, whatever it does, so a
+// SignalGrace beyond that is cut short). A console event cannot be raised
+// again for the process alone: after the cleanup the process exits with
+// status STATUS_CONTROL_C_EXIT (0xC000013A), as the console's default
+// handler would have made it.
 //
 // A program that handles signals itself sets Options.NoSignalHandler and
 // calls Run from its own handler.
@@ -367,15 +370,6 @@ func (h *CleanupHandler) watchLoop(w *signalWatch) {
 	}
 }
 
-// passOn sends sig to the process again, once the handler no longer takes
-// it: a signal that arrived while the last operation was ending gets the
-// program's own treatment instead of being lost.
-func passOn(sig os.Signal) {
-	if s, ok := sig.(syscall.Signal); ok {
-		syscall.Kill(os.Getpid(), s)
-	}
-}
-
 // handleSignal cleans up after sig and ends the process with it; a second
 // signal on w ends it at once. It returns only if w was stopped before
 // the signal could be handled.
@@ -463,16 +457,4 @@ func reportGone(ops []*opState, d time.Duration) error {
 	}
 	wg.Wait()
 	return errors.Join(errs...)
-}
-
-// dieFrom ends the process with sig, as if the ledger had never taken it:
-// the shell sees the usual status (128 + signal number).
-func dieFrom(sig os.Signal) {
-	signal.Reset(sig)
-	s, _ := sig.(syscall.Signal)
-	syscall.Kill(os.Getpid(), s)
-	// The runtime ends the process when the signal arrives. Should it be
-	// blocked or ignored anyway, exit with the status a shell would show.
-	time.Sleep(time.Second)
-	os.Exit(128 + int(s))
 }

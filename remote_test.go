@@ -153,14 +153,14 @@ func (b *lockedBuffer) String() string {
 
 // startBinaryServer runs `ledger serve --dir dir --addr 127.0.0.1:0 args...`
 // and returns its URL once it listens. The process gets SIGTERM when the
-// test ends (SIGKILL if it does not stop), and SIGKILL if the test binary
-// dies first.
+// test ends (SIGKILL if it does not stop), and, where the system has a
+// parent-death signal, SIGKILL if the test binary dies first.
 func startBinaryServer(t testing.TB, dir string, args ...string) (string, *binaryServer) {
 	t.Helper()
 	bin := ledgerBinary(t)
 	cmd := exec.Command(bin, append([]string{"serve", "--dir", dir, "--addr", "127.0.0.1:0"}, args...)...)
 	cmd.Env = append(os.Environ(), ledger.TokenEnv+"=")
-	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
+	cmd.SysProcAttr = dieWithTestBinary()
 	bs := &binaryServer{cmd: cmd, stderr: &lockedBuffer{}, done: make(chan struct{})}
 	cmd.Stderr = bs.stderr
 	stdout, err := cmd.StdoutPipe()
