@@ -8,6 +8,7 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
@@ -43,8 +44,11 @@ func TestStateValidatedOnLoad(t *testing.T) {
 	}
 	participant := func(k string, v any) func(m map[string]any) {
 		return func(m map[string]any) {
+			// Heard of just now, so that the orphan sweep of the ledger that
+			// joins does not sweep the operation meanwhile.
+			now := time.Now().UTC().Format(time.RFC3339)
 			p := map[string]any{"participantId": "dart", "pid": 9, "host": "h", "sessions": 1,
-				"joinedAt": "2024-01-15T10:30:00Z", "lastHeartbeat": "2024-01-15T10:30:00Z", "state": "active"}
+				"joinedAt": now, "lastHeartbeat": now, "state": "active"}
 			if v == nil {
 				delete(p, k)
 			} else {

@@ -88,10 +88,7 @@ func (d *Dir) Hold(ctx context.Context, id string, m journal.Member) (journal.Le
 	if m.Host == "" {
 		m.Host = d.host
 	}
-	if err := d.ensureDir(liveName(id)); err != nil {
-		return nil, err
-	}
-	_, tmp, err := d.createTempFile(liveName(id), m)
+	tmp, err := d.liveTemp(id, m)
 	if err != nil {
 		return nil, err
 	}
@@ -110,6 +107,21 @@ func (d *Dir) Hold(ctx context.Context, id string, m journal.Member) (journal.Le
 		return nil, err
 	}
 	return &lease{d: d, id: id, m: m, name: name, fl: fl}, nil
+}
+
+// liveTemp creates a temp file holding m in the liveness directory of id,
+// creating the directory. The last lease to go removes the directory, so
+// it may vanish between the two: then both are tried again.
+func (d *Dir) liveTemp(id string, m journal.Member) (tmp string, err error) {
+	for range 10 {
+		if err = d.ensureDir(liveName(id)); err != nil {
+			return "", err
+		}
+		if _, tmp, err = d.createTempFile(liveName(id), m); !errors.Is(err, fs.ErrNotExist) {
+			return tmp, err
+		}
+	}
+	return "", err
 }
 
 // createTempFile creates a temp file in dir holding m as JSON.
@@ -165,10 +177,7 @@ func (d *Dir) Beat(ctx context.Context, id string, m journal.Member) error {
 	if err := d.root.Chtimes(name, now, now); err == nil {
 		return nil
 	}
-	if err := d.ensureDir(liveName(id)); err != nil {
-		return err
-	}
-	_, tmp, err := d.createTempFile(liveName(id), m)
+	tmp, err := d.liveTemp(id, m)
 	if err != nil {
 		return err
 	}
