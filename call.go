@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"runtime/debug"
+	"slices"
 	"sync"
 	"time"
 )
@@ -238,7 +239,10 @@ func (c *Call[T]) operationFailed(info OperationFailedInfo) {
 		c.mu.Lock()
 		applied := c.state == endApplied
 		c.mu.Unlock()
-		if applied {
+		// The call whose failure failed the operation hears of it from its
+		// own end, which may not have returned yet when the failure is
+		// pushed to this process.
+		if applied || slices.Contains(info.CrashedCallIDs, c.id) {
 			return
 		}
 		if f := c.opts.Callback.OnOperationFailed; f != nil {

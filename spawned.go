@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"os"
 	"runtime/debug"
+	"slices"
 	"sync"
 	"time"
 )
@@ -451,7 +452,10 @@ func (c *SpawnedCall[T]) operationFailed(info OperationFailedInfo) {
 		c.mu.Lock()
 		ended := c.state == callSucceeded || c.state == callFailed
 		c.mu.Unlock()
-		if ended {
+		// The call whose failure failed the operation hears of it from its
+		// own end, which may not have returned yet when the failure is
+		// pushed to this process.
+		if ended || slices.Contains(info.CrashedCallIDs, c.id) {
 			return
 		}
 		if f := c.opts.Callback.OnOperationFailed; f != nil {
