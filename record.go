@@ -160,15 +160,13 @@ func hasKey(recs []journal.Record, key string) bool {
 	return false
 }
 
-// apply returns d with the ops of a record body applied; d is not
-// modified. A nil d is the state before the first record.
+// apply applies the ops of a record body to d, which it may modify (the
+// caller owns it), and returns the state after them. A nil d is the state
+// before the first record.
 func apply(d *store.Data, raw []byte) (*store.Data, error) {
 	var b body
 	if err := json.Unmarshal(raw, &b); err != nil {
 		return nil, err
-	}
-	if d != nil {
-		d = d.Clone()
 	}
 	for _, o := range b.Ops {
 		if o.Op != opInit && d == nil {
@@ -280,6 +278,10 @@ func fold(d *store.Data, tail journal.Tail) (*store.Data, error) {
 			}
 			d = s
 		}
+	}
+	// d is shared; one copy takes every record of the tail.
+	if d != nil && len(tail.Records) > 0 && tail.Snapshot == nil {
+		d = d.Clone()
 	}
 	for _, r := range tail.Records {
 		nd, err := apply(d, r.Body)

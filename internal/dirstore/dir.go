@@ -171,6 +171,11 @@ type position struct {
 	rev     journal.Rev
 	off     int64
 	logEnd  [2]int64
+	// offs are where the records base+1 .. rev start in the file, so
+	// that a reader a little behind reads from its record, not from the
+	// file's start. Copies of a position share it; it is only appended
+	// to, so a copy sees a prefix that stays true.
+	offs []int64
 }
 
 // acquire returns the entry of id, counted as used until release.

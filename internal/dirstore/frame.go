@@ -13,7 +13,10 @@ import (
 )
 
 // A journal file is lines of the form "<crc> <json>\n", where crc is the
-// CRC-32C of the JSON in 8 hex digits. The first line is the header; when
+// CRC-32C of the rest of the line in 8 hex digits; a record line carries
+// its body after its JSON and a tab, "<crc> <json>\t<body>\n", so that
+// reading the store's own fields does not scan the body (JSON has no
+// raw tab). The first line is the header; when
 // the header says so, the snapshot follows it as raw bytes (its length and
 // CRC are in the header) and a newline; then come the records, one line
 // each. Lines are appended with O_APPEND under the operation's lock, so a
@@ -54,8 +57,9 @@ type line struct {
 	// LogEnd is the size of the info and debug logs once this record's
 	// lines are in them: a writer that finds them shorter appends what is
 	// missing.
-	LogEnd [2]int64        `json:"logEnd"`
-	Body   json.RawMessage `json:"body,omitempty"`
+	LogEnd [2]int64 `json:"logEnd"`
+	// Body is the record's body, written after the JSON and a tab.
+	Body []byte `json:"-"`
 	// Archive marks the end of the journal: the operation is being
 	// archived. It carries no record (Rev repeats the last one).
 	Archive bool `json:"archive,omitempty"`
@@ -67,11 +71,18 @@ type logEntry struct {
 	Message     string `json:"m"`
 }
 
-// appendFramed appends "<crc> <v as JSON>\n" to b.
-func appendFramed(b []byte, v any) ([]byte, error) {
+// appendFramed appends "<crc> <v as JSON>\n" to b, or with a body
+// "<crc> <v as JSON>\t<body>\n".
+func appendFramed(b []byte, v any, body ...byte) ([]byte, error) {
 	js, err := json.Marshal(v)
 	if err != nil {
 		return b, err
+	}
+	if body != nil {
+		if bytes.IndexByte(body, '\t') >= 0 {
+			return b, errors.New("dirstore: a record body may not contain a raw tab")
+		}
+		js = append(append(js, '\t'), body...)
 	}
 	if bytes.IndexByte(js, '\n') >= 0 {
 		return b, errors.New("dirstore: a journal line may not contain a line break")
@@ -124,6 +135,7 @@ type parsed struct {
 	snapshot []byte
 	body     int64 // offset of the first record line
 	records  []journal.Record
+	offs     []int64    // where each record starts in the file
 	logEnds  [][2]int64 // the log ends recorded with each record
 	logEnd   [2]int64   // log sizes after the last record
 	end      int64      // offset after the last complete line
@@ -172,6 +184,7 @@ func parseHeader(b []byte, id string) (header, []byte, int64, error) {
 // chunk is what parseRecords read of a run of record lines.
 type chunk struct {
 	records  []journal.Record
+	offs     []int64    // where each record read starts, from the chunk's start (all, not only those kept)
 	logEnds  [][2]int64 // the log ends recorded with each of records
 	logEnd   [2]int64   // the log ends after the last record
 	n        int64      // length of the complete lines read
@@ -196,6 +209,9 @@ func parseRecords(b []byte, prev, skip journal.Rev, logEnd [2]int64) (chunk, err
 			return c, err
 		}
 		var l line
+		if tab := bytes.IndexByte(js, '\t'); tab >= 0 {
+			js, l.Body = js[:tab], js[tab+1:]
+		}
 		if err := json.Unmarshal(js, &l); err != nil {
 			return c, fmt.Errorf("record after %d: %w", prev, err)
 		}
@@ -210,6 +226,7 @@ func parseRecords(b []byte, prev, skip journal.Rev, logEnd [2]int64) (chunk, err
 			}
 			prev = l.Rev
 			c.logEnd = l.LogEnd
+			c.offs = append(c.offs, c.n)
 			if l.Rev > skip {
 				c.records = append(c.records, l.record())
 				c.logEnds = append(c.logEnds, l.LogEnd)
@@ -228,7 +245,7 @@ func lastLine(b []byte) bool {
 }
 
 func (l *line) record() journal.Record {
-	r := journal.Record{Rev: l.Rev, Time: l.Time, Body: []byte(l.Body)}
+	r := journal.Record{Rev: l.Rev, Time: l.Time, Body: l.Body}
 	if len(l.Log) > 0 {
 		r.Log = make([]journal.LogLine, len(l.Log))
 		for i, e := range l.Log {

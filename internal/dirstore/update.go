@@ -1,6 +1,7 @@
 package dirstore
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -210,6 +211,12 @@ func (d *Dir) commit(ctx context.Context, id string, e *entry, f *os.File, st st
 			return journal.Tail{}, false, err
 		}
 		prev := st.pos.logEnd
+		at := st.pos.off
+		st.pos.offs = slices.Clip(st.pos.offs) // copies of pos share the array
+		for _, n := range lineLens(lines) {
+			st.pos.offs = append(st.pos.offs, at)
+			at += n
+		}
 		st.pos.rev = recs[len(recs)-1].Rev
 		st.pos.off += int64(len(lines))
 		st.pos.logEnd = logEnd
@@ -250,7 +257,7 @@ func (d *Dir) frame(id string, prev journal.Rev, logEnd [2]int64, now time.Time,
 		}
 		l.LogEnd = logEnd
 		var err error
-		if b, err = appendFramed(b, l); err != nil {
+		if b, err = appendFramed(b, l, r.Body...); err != nil {
 			return nil, nil, logEnd, fmt.Errorf("dirstore: record of %s: %w", id, err)
 		}
 		out[i] = r
@@ -294,32 +301,41 @@ func (d *Dir) catchUp(id string, e *entry, f *os.File, after journal.Rev, locked
 		return state{}, err
 	}
 	pos := e.getPos()
-	if pos.file == nil || !os.SameFile(pos.file, fi) || after < pos.base || after > pos.rev || fi.Size() < pos.off {
+	if pos.file == nil || !os.SameFile(pos.file, fi) || after < pos.base || after > pos.rev || fi.Size() < pos.off ||
+		journal.Rev(len(pos.offs)) != pos.rev-pos.base {
 		return d.readWhole(id, e, f, fi, after, locked)
 	}
-	// Records from the file's body to pos are known; read the rest, then
-	// the known ones the caller has not seen, if any, from the start.
+	// Read from the record after the caller's position: the records
+	// known to this process are re-read, not the whole file.
+	from, prev, logEnd := pos.off, pos.rev, pos.logEnd
 	if after < pos.rev {
-		return d.readWhole(id, e, f, fi, after, locked)
+		from, prev = pos.offs[after-pos.base], after
+		logEnd = [2]int64{-1, -1} // not known here; set by the records read
 	}
-	buf := make([]byte, fi.Size()-pos.off)
-	if _, err := f.ReadAt(buf, pos.off); err != nil && !errors.Is(err, io.EOF) {
+	buf := make([]byte, fi.Size()-from)
+	if _, err := f.ReadAt(buf, from); err != nil && !errors.Is(err, io.EOF) {
 		return state{}, err
 	}
-	c, err := parseRecords(buf, pos.rev, after, pos.logEnd)
+	c, err := parseRecords(buf, prev, after, logEnd)
 	if err != nil {
 		return state{}, d.corrupt(journalName(id), err)
 	}
 	if c.torn && locked {
-		if err := f.Truncate(pos.off + c.n); err != nil {
+		if err := f.Truncate(from + c.n); err != nil {
 			return state{}, err
 		}
 	}
-	if len(c.records) > 0 {
-		pos.rev = c.records[len(c.records)-1].Rev
+	// The records past pos are new to this process: remember where they
+	// start (in a new array: copies of pos share the old one).
+	pos.offs = slices.Clip(pos.offs)
+	for i, o := range c.offs {
+		if rev := prev + journal.Rev(i) + 1; rev > pos.rev {
+			pos.offs = append(pos.offs, from+o)
+		}
 	}
-	pos.off += c.n
-	pos.logEnd = c.logEnd
+	if end := from + c.n; end > pos.off {
+		pos.rev, pos.off, pos.logEnd = prev+journal.Rev(len(c.offs)), end, c.logEnd
+	}
 	e.setPos(pos)
 	tail := journal.Tail{Base: pos.base, Records: c.records, Source: d.pathOf(journalName(id))}
 	return state{tail: tail, pos: pos, archived: c.archived}, nil
@@ -340,7 +356,7 @@ func (d *Dir) readWhole(id string, e *entry, f *os.File, fi fs.FileInfo, after j
 			return state{}, err
 		}
 	}
-	pos := position{file: fi, created: p.hdr.Created, base: p.hdr.Base, body: p.body, rev: p.rev(), off: p.end, logEnd: p.logEnd}
+	pos := position{file: fi, created: p.hdr.Created, base: p.hdr.Base, body: p.body, rev: p.rev(), off: p.end, logEnd: p.logEnd, offs: p.offs}
 	if e != nil {
 		e.setPos(pos)
 	}
@@ -376,8 +392,11 @@ func parseJournal(b []byte, id string) (*parsed, error) {
 	if err != nil {
 		return nil, err
 	}
+	for i := range c.offs {
+		c.offs[i] += body
+	}
 	return &parsed{
-		hdr: h, snapshot: snap, body: body, records: c.records, logEnds: c.logEnds,
+		hdr: h, snapshot: snap, body: body, records: c.records, offs: c.offs, logEnds: c.logEnds,
 		logEnd: c.logEnd, end: body + c.n, archived: c.archived, torn: c.torn,
 	}, nil
 }
@@ -554,3 +573,17 @@ func (d *Dir) adoptable(id string) bool {
 
 // pathOf returns the path of a file of the directory.
 func (d *Dir) pathOf(name string) string { return filepath.Join(d.path, filepath.FromSlash(name)) }
+
+// lineLens returns the lengths of the lines of b, newlines included.
+func lineLens(b []byte) []int64 {
+	var ns []int64
+	for len(b) > 0 {
+		i := bytes.IndexByte(b, '\n')
+		if i < 0 {
+			i = len(b) - 1
+		}
+		ns = append(ns, int64(i+1))
+		b = b[i+1:]
+	}
+	return ns
+}
