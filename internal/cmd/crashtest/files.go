@@ -60,7 +60,7 @@ func (fc *fileChecker) entry(de fs.DirEntry, final bool) {
 	case strings.HasSuffix(name, ".operation.json"):
 		fc.state(path, strings.TrimSuffix(name, ".operation.json"))
 	case strings.HasSuffix(name, ".operation.json.lock"):
-	case strings.Contains(name, ".operation.json.tmp-"):
+	case strings.Contains(name, ".operation.json~tmp-"):
 		fc.temps++ // a write in progress, or one whose writer was killed
 	case strings.HasSuffix(name, ".operation.debug.log"):
 		fc.log(path, true, final)
