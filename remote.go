@@ -127,8 +127,8 @@ func NewRemoteClient(ctx context.Context, o Options) (*RemoteClient, error) {
 		return nil, err
 	}
 	rb := &remoteBackend{
-		tr:      newTransport(o.TLSConfig, 64),
-		token:   o.Token,
+		tr:        newTransport(o.TLSConfig, 64),
+		token:     o.Token,
 		timeout:   o.RequestTimeout,
 		retry:     o.Retry,
 		pollEvery: o.LivenessPoll,

@@ -87,7 +87,7 @@ func (c createOp) apply(tx *tx) error {
 		LastHeartbeat:  now,
 		CallFrames:     []store.CallFrame{},
 		TempResources:  []store.TempResource{},
-		Participants: []store.Participant{c.who.record(now)},
+		Participants:   []store.Participant{c.who.record(now)},
 	}
 	tx.logf("INFO", c.who.ID, "OPERATION_CREATED %s", c.description)
 	return nil
@@ -482,4 +482,3 @@ func orphaned(d *store.Data, dead map[string]bool) bool {
 	}
 	return died
 }
-
