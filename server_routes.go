@@ -3,6 +3,7 @@ package ledger
 import (
 	"context"
 	"errors"
+	"maps"
 	"net/http"
 	"os"
 	"time"
@@ -45,10 +46,12 @@ const (
 	shapeData              // {"success":true,"data":<state>}
 )
 
-var routes map[string]route
+// routes are the endpoints by path. Files of the package that serve more
+// (the dashboard, metrics) add theirs in an init function of their own.
+var routes = make(map[string]route)
 
 func init() {
-	routes = map[string]route{
+	maps.Copy(routes, map[string]route{
 		wire.PathHealth: {get: true, public: true, serve: (*Server).health},
 		wire.PathStatus: {get: true, public: true, serve: (*Server).status},
 		wire.PathStream: {get: true, stream: (*Server).stream},
@@ -105,7 +108,7 @@ func init() {
 		wire.PathTempUnregister: {serve: endpoint(func(s *Server, c *call, q *wire.TempRequest) (reply, error) {
 			return s.change(c, q.OperationID, q.Position, tempOp{who: remote(q.Participant), path: q.Path, unregister: true}, shapeOK)
 		})},
-	}
+	})
 }
 
 // startFrame serves /call/start (kind frameCall, or frameSpawned when the

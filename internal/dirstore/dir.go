@@ -22,6 +22,7 @@
 package dirstore
 
 import (
+	"container/list"
 	"context"
 	"errors"
 	"fmt"
@@ -74,8 +75,9 @@ type Dir struct {
 	opts Options
 	host string
 
-	mu     sync.Mutex // guards ops, closed
+	mu     sync.Mutex // guards ops, idle, closed
 	ops    map[string]*entry
+	idle   list.List // of *entry that nobody uses, most recent first
 	closed bool
 
 	watch watcher  // file system events, started by the first Watch
@@ -156,6 +158,8 @@ func backupName(id string) string { return backupDir + "/" + id }
 type entry struct {
 	sem  chan struct{} // one token: held while the operation is changed
 	refs int           // users of the entry; guarded by Dir.mu
+	id   string        // the operation; guarded by Dir.mu
+	idle *list.Element // in Dir.idle while nobody uses it; guarded by Dir.mu
 
 	mu  sync.Mutex // guards pos
 	pos position   // where this process last read the journal
@@ -178,6 +182,11 @@ type position struct {
 	offs []int64
 }
 
+// maxIdleEntries bounds the entries kept of operations nobody uses now:
+// their positions make the next read of those journals cheap, and a
+// long-lived process keeps no more of the operations it once touched.
+const maxIdleEntries = 256
+
 // acquire returns the entry of id, counted as used until release.
 func (d *Dir) acquire(id string) (*entry, error) {
 	d.mu.Lock()
@@ -190,18 +199,29 @@ func (d *Dir) acquire(id string) (*entry, error) {
 		e = &entry{sem: make(chan struct{}, 1)}
 		d.ops[id] = e
 	}
+	if e.idle != nil {
+		d.idle.Remove(e.idle)
+		e.idle = nil
+	}
 	e.refs++
 	return e, nil
 }
 
-// release drops a use of e; an entry nobody uses is forgotten, so that a
-// long-lived process keeps nothing of the operations it touched once.
+// release drops a use of e. An entry nobody uses is kept among the idle
+// ones, the least recently used of which go beyond maxIdleEntries.
 func (d *Dir) release(id string, e *entry) {
 	d.mu.Lock()
 	defer d.mu.Unlock()
 	e.refs--
-	if e.refs == 0 && d.ops[id] == e {
-		delete(d.ops, id)
+	if e.refs > 0 || d.ops[id] != e {
+		return
+	}
+	e.id = id
+	e.idle = d.idle.PushFront(e)
+	for d.idle.Len() > maxIdleEntries {
+		old := d.idle.Remove(d.idle.Back()).(*entry)
+		old.idle = nil
+		delete(d.ops, old.id)
 	}
 }
 
