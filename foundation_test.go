@@ -15,10 +15,10 @@ import (
 	"strconv"
 	"strings"
 	"sync"
-	"syscall"
 	"testing"
 	"time"
 
+	"github.com/gofrs/flock"
 	"github.com/tomdist/ledger"
 )
 
@@ -1089,10 +1089,8 @@ func init() { roles["fnd-flock"] = fFlockRole }
 // fFlockRole holds an exclusive flock on $FND_LOCK, says "locked", and
 // lets go when its stdin closes.
 func fFlockRole() {
-	f, err := os.OpenFile(os.Getenv("FND_LOCK"), os.O_RDWR, 0)
-	if err == nil {
-		err = syscall.Flock(int(f.Fd()), syscall.LOCK_EX)
-	}
+	// The lock file of a live operation exists: do not make one.
+	err := flock.New(os.Getenv("FND_LOCK"), flock.SetFlag(os.O_RDWR)).Lock()
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "fnd-flock:", err)
 		os.Exit(1)

@@ -19,10 +19,10 @@ import (
 	"strconv"
 	"strings"
 	"sync"
-	"syscall"
 	"testing"
 	"time"
 
+	"github.com/gofrs/flock"
 	"github.com/tomdist/ledger"
 )
 
@@ -479,14 +479,11 @@ func TestServerOperationsDoNotBlockEachOther(t *testing.T) {
 			t.Fatalf("create: %d %s", r.status, r.body)
 		}
 	}
-	lock, err := os.OpenFile(filepath.Join(dir, opA+".operation.lock"), os.O_RDWR, 0)
-	if err != nil {
+	lock := flock.New(filepath.Join(dir, opA+".operation.lock"), flock.SetFlag(os.O_RDWR))
+	if err := lock.Lock(); err != nil {
 		t.Fatal(err)
 	}
-	defer lock.Close()
-	if err := syscall.Flock(int(lock.Fd()), syscall.LOCK_EX); err != nil {
-		t.Fatal(err)
-	}
+	defer lock.Unlock()
 	doneA := make(chan rawReply, 1)
 	go func() {
 		doneA <- rawRequest{path: "/operation/log", body: `{` + whoJSON("alice") + `,"operationId":"` + opA + `","message":"a"}`}.do(t, base)
@@ -499,7 +496,7 @@ func TestServerOperationsDoNotBlockEachOther(t *testing.T) {
 		t.Fatalf("log of A answered %d while its lock was held", r.status)
 	default:
 	}
-	syscall.Flock(int(lock.Fd()), syscall.LOCK_UN)
+	lock.Unlock()
 	select {
 	case r := <-doneA:
 		if r.status != 200 {
