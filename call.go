@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"runtime/debug"
+	"slices"
 	"sync"
 	"time"
 )
@@ -87,7 +88,7 @@ func StartCall[T any](ctx context.Context, op *Operation, opts CallOptions[T]) (
 	ctx, cancel := st.c.bound(ctx)
 	defer cancel()
 	spec := frameSpec{CallID: c.id, Description: opts.Description, FailOnCrash: !opts.Contained, Kind: frameCall}
-	if err := st.c.b.addFrame(ctx, st.id, st.c.who, spec); err != nil {
+	if _, _, err := st.apply(ctx, addFrameOp{who: st.c.who, spec: spec}); err != nil {
 		return nil, err
 	}
 	op.track(c)
@@ -168,7 +169,7 @@ func (c *Call[T]) End(ctx context.Context, result T) error {
 	st := c.op.st
 	ctx, cancel := st.c.bound(ctx)
 	defer cancel()
-	err := st.c.b.removeFrame(ctx, st.id, st.c.who, c.id, frameCall)
+	_, _, err := st.apply(ctx, removeFrameOp{who: st.c.who, callID: c.id, kind: frameCall})
 	if c.settle(err) && err == nil {
 		if f := c.opts.Callback.OnCompletion; f != nil {
 			f(result)
@@ -197,13 +198,13 @@ func (c *Call[T]) Fail(ctx context.Context, cause error) error {
 	st := c.op.st
 	ctx, cancel := st.c.bound(ctx)
 	defer cancel()
-	d, err := st.c.b.failFrame(ctx, st.id, st.c.who, c.id, cause.Error(), string(debug.Stack()))
+	v, _, err := st.apply(ctx, failFrameOp{who: st.c.who, callID: c.id, reason: cause.Error(), stack: string(debug.Stack())})
 	if !c.settle(err) {
 		return err
 	}
 	c.cleanup()
 	if err == nil {
-		st.observe(d)
+		st.observe(v)
 	}
 	return err
 }
@@ -238,7 +239,10 @@ func (c *Call[T]) operationFailed(info OperationFailedInfo) {
 		c.mu.Lock()
 		applied := c.state == endApplied
 		c.mu.Unlock()
-		if applied {
+		// The call whose failure failed the operation hears of it from its
+		// own end, which may not have returned yet when the failure is
+		// pushed to this process.
+		if applied || slices.Contains(info.CrashedCallIDs, c.id) {
 			return
 		}
 		if f := c.opts.Callback.OnOperationFailed; f != nil {

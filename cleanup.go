@@ -13,18 +13,14 @@ import (
 	"slices"
 	"strings"
 	"sync"
-	"syscall"
 	"time"
 
-	"github.com/tomdist/ledger/internal/store"
+	"github.com/tomdist/ledger/internal/dirstore"
+	"github.com/tomdist/ledger/journal"
 )
 
 // DefaultSignalGrace is the default of Options.SignalGrace.
 const DefaultSignalGrace = 5 * time.Second
-
-// handledSignals are the signals the handler takes over while operations
-// are open.
-var handledSignals = []os.Signal{syscall.SIGINT, syscall.SIGTERM}
 
 // CleanupID names a callback registered with a CleanupHandler. The zero
 // CleanupID names no callback.
@@ -49,6 +45,14 @@ type CleanupID uint64
 // no operation is open, the program's own signal behaviour is back.
 // Signals that were ignored when the handler started (such as SIGINT for a
 // background job) stay ignored.
+//
+// On Windows the handler takes os.Interrupt (Ctrl+C, Ctrl+Break) and
+// syscall.SIGTERM (the console window closed, logoff, shutdown: Windows
+// ends the process about 5 seconds after a close, whatever it does, so a
+// SignalGrace beyond that is cut short). A console event cannot be raised
+// again for the process alone: after the cleanup the process exits with
+// status STATUS_CONTROL_C_EXIT (0xC000013A), as the console's default
+// handler would have made it.
 //
 // A program that handles signals itself sets Options.NoSignalHandler and
 // calls Run from its own handler.
@@ -212,14 +216,21 @@ func rootOf(roots []string, path string) (string, bool) {
 // can write the directory or reach a ledger server can write it. A ledger
 // server has no tempCleaner: it deletes nothing.
 type tempCleaner struct {
-	st    *store.Store
+	reg   tempRegistry
 	host  string   // this host
 	uid   int      // this process's effective user
 	roots []string // Options.TempRoots
 }
 
-func newTempCleaner(st *store.Store, o Options) *tempCleaner {
-	return &tempCleaner{st: st, host: hostname(), uid: os.Geteuid(), roots: o.TempRoots}
+// tempRegistry is implemented by stores that keep the temp registries of
+// their participant processes (internal/dirstore).
+type tempRegistry interface {
+	ReadTemps(id string, m journal.Member) (*dirstore.TempList, error)
+	RemoveTemps(id string, m journal.Member)
+}
+
+func newTempCleaner(reg tempRegistry, o Options) *tempCleaner {
+	return &tempCleaner{reg: reg, host: hostname(), uid: os.Geteuid(), roots: o.TempRoots}
 }
 
 // collect returns the paths in the temp registry of process p if a process
@@ -230,7 +241,7 @@ func (c *tempCleaner) collect(id string, p participant) []string {
 	if c == nil || p.Host != c.host {
 		return nil
 	}
-	list, err := c.st.ReadTemps(id, p.ID, p.PID)
+	list, err := c.reg.ReadTemps(id, p.member(0))
 	if err != nil || list.UID != c.uid || list.Host != c.host {
 		return nil
 	}
@@ -251,7 +262,7 @@ func (c *tempCleaner) remove(id string, p participant, paths []string) {
 			_ = removeBelow(root, path, c.uid)
 		}
 	}
-	c.st.RemoveTemps(id, p.ID, p.PID)
+	c.reg.RemoveTemps(id, p.member(0))
 }
 
 // addTemp registers path, below root, for one more operation. The caller
@@ -359,15 +370,6 @@ func (h *CleanupHandler) watchLoop(w *signalWatch) {
 	}
 }
 
-// passOn sends sig to the process again, once the handler no longer takes
-// it: a signal that arrived while the last operation was ending gets the
-// program's own treatment instead of being lost.
-func passOn(sig os.Signal) {
-	if s, ok := sig.(syscall.Signal); ok {
-		syscall.Kill(os.Getpid(), s)
-	}
-}
-
 // handleSignal cleans up after sig and ends the process with it; a second
 // signal on w ends it at once. It returns only if w was stopped before
 // the signal could be handled.
@@ -448,23 +450,11 @@ func reportGone(ops []*opState, d time.Duration) error {
 	var wg sync.WaitGroup
 	for i, st := range ops {
 		wg.Go(func() {
-			if _, err := st.c.b.reportCrash(ctx, st.id, st.c.who, st.c.who, store.Time{}); err != nil {
+			if _, _, err := st.apply(ctx, crashOp{who: st.c.who, victim: st.c.who}); err != nil {
 				errs[i] = fmt.Errorf("ledger: report %s gone from %s: %w", st.c.who.ID, st.id, err)
 			}
 		})
 	}
 	wg.Wait()
 	return errors.Join(errs...)
-}
-
-// dieFrom ends the process with sig, as if the ledger had never taken it:
-// the shell sees the usual status (128 + signal number).
-func dieFrom(sig os.Signal) {
-	signal.Reset(sig)
-	s, _ := sig.(syscall.Signal)
-	syscall.Kill(os.Getpid(), s)
-	// The runtime ends the process when the signal arrives. Should it be
-	// blocked or ignored anyway, exit with the status a shell would show.
-	time.Sleep(time.Second)
-	os.Exit(128 + int(s))
 }

@@ -161,9 +161,10 @@ func fCheckAcknowledged(dir string, acks []string) error {
 	if len(acks) == 0 {
 		// Killed before the operation was acknowledged: whatever state
 		// file exists must still parse.
-		paths, _ := filepath.Glob(filepath.Join(dir, "*.operation.json"))
+		paths, _ := filepath.Glob(filepath.Join(dir, "*.operation.journal"))
 		for _, p := range paths {
-			if _, err := fParseFile(p); err != nil {
+			id := strings.TrimSuffix(filepath.Base(p), ".operation.journal")
+			if _, err := fReadState(dir, id); err != nil {
 				return err
 			}
 		}
@@ -173,7 +174,7 @@ func fCheckAcknowledged(dir string, acks []string) error {
 	if kind != "op" {
 		return fmt.Errorf("first acknowledgement %q", acks[0])
 	}
-	d, err := fParseFile(fStatePath(dir, id))
+	d, err := fReadState(dir, id)
 	if err != nil {
 		return err
 	}

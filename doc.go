@@ -246,12 +246,13 @@
 // process group of its own. Cancel, abort, the failure or completion of the
 // operation, Leave with CancelPendingCalls, Close and Timeout end the whole
 // group: SIGTERM, then SIGKILL after KillGrace. The worker is always
-// reaped, and on Linux it dies with the orchestrator, even when the
-// orchestrator is killed with SIGKILL. The worker's environment names the
-// operation and the ledger (LEDGER_OPERATION_ID, LEDGER_CALL_ID,
-// LEDGER_BASE_PATH or LEDGER_SERVER_URL), so a Go worker joins with
-// JoinFromEnv and runs tracked calls of its own. Use Cancel, not Kill, to
-// stop a worker without failing the operation.
+// reaped, and on Linux, FreeBSD and Windows it dies with the orchestrator,
+// even when the orchestrator is killed with SIGKILL (not on macOS; the
+// README's Platforms section says what each system gives). The worker's
+// environment names the operation and the ledger (LEDGER_OPERATION_ID,
+// LEDGER_CALL_ID, LEDGER_BASE_PATH or LEDGER_SERVER_URL), so a Go worker
+// joins with JoinFromEnv and runs tracked calls of its own. Use Cancel,
+// not Kill, to stop a worker without failing the operation.
 //
 // # Remote
 //

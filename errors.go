@@ -94,9 +94,28 @@ var (
 // ErrInvalidID.
 type IDError = store.IDError
 
-// CorruptError reports a ledger file that does not parse. It matches
+// CorruptError reports a ledger file that does not have the form it must
+// have: a journal that fails its checksums in the middle, a state that
+// does not parse or lacks a field. The file is left as it is. It matches
 // ErrCorruptLedger.
-type CorruptError = store.CorruptError
+type CorruptError struct {
+	Path  string // the file; on a remote ledger, its name without the directory
+	Field string // the field that is missing or invalid, as "callFrames[2].state"; empty if the file does not parse
+	Err   error  // what is wrong with it
+}
+
+func (e *CorruptError) Error() string {
+	if e.Field != "" {
+		return fmt.Sprintf("ledger: corrupt ledger file %s: field %s: %v", e.Path, e.Field, e.Err)
+	}
+	return fmt.Sprintf("ledger: corrupt ledger file %s: %v", e.Path, e.Err)
+}
+
+// Unwrap returns what is wrong.
+func (e *CorruptError) Unwrap() error { return e.Err }
+
+// Is reports whether target is ErrCorruptLedger.
+func (e *CorruptError) Is(target error) bool { return target == ErrCorruptLedger }
 
 // OperationFailedInfo describes why an operation failed.
 type OperationFailedInfo struct {

@@ -3,6 +3,7 @@ package ledger
 import (
 	"context"
 
+	"github.com/tomdist/ledger/internal/dirstore"
 	"github.com/tomdist/ledger/internal/store"
 )
 
@@ -10,13 +11,13 @@ import (
 // ledger (test seam; see store.SetClockSkew).
 var SetClockSkew = store.SetClockSkew
 
-// SetWriteFault makes every later state file write of this process fail
-// with the error f returns for its path, if any (test seam; see
-// store.SetWriteFault).
-var SetWriteFault = store.SetWriteFault
+// SetWriteFault makes every later journal append of this process fail
+// with the error f returns for the journal's path, if any (test seam; see
+// dirstore.SetWriteFault).
+var SetWriteFault = dirstore.SetWriteFault
 
 // Sweep runs one orphan sweep of l's directory, as the sweep loop of a
 // LocalLedger does when it opens and then every stale threshold.
 func Sweep(ctx context.Context, l *LocalLedger) {
-	(&localBackend{st: l.store, temps: newTempCleaner(l.store, l.opts)}).sweep(ctx, l.who)
+	l.client.b.(*storeBackend).sweep(ctx, l.who)
 }

@@ -15,21 +15,46 @@ import (
 	"strconv"
 	"strings"
 	"sync"
-	"syscall"
 	"testing"
 	"time"
 
+	"github.com/gofrs/flock"
 	"github.com/tomdist/ledger"
 )
 
 // Helpers of the foundation tests carry an "f" prefix: other test files of
 // the package are written in parallel.
 
-// fStatePath is the live state file of id in dir.
-func fStatePath(dir, id string) string { return filepath.Join(dir, id+".operation.json") }
+// fStatePath is the file that holds the live state of id in dir: its
+// journal.
+func fStatePath(dir, id string) string { return filepath.Join(dir, id+".operation.journal") }
+
+// fDirState reads the state of id in dir, live or archived, through a
+// Viewer; it fails the test if the state cannot be read.
+func fDirState(t testing.TB, dir, id string) *ledger.Data {
+	t.Helper()
+	d, err := fReadState(dir, id)
+	if err != nil {
+		t.Fatalf("state of %s: %v", id, err)
+	}
+	return d
+}
+
+// fReadState reads the state of id in dir through a Viewer.
+func fReadState(dir, id string) (*ledger.Data, error) {
+	v, err := ledger.OpenViewer(ledger.Options{BasePath: dir})
+	if err != nil {
+		return nil, err
+	}
+	defer v.Close()
+	return v.State(context.Background(), id)
+}
 
 // fBackupDir is where id is archived.
 func fBackupDir(dir, id string) string { return filepath.Join(dir, "backup", id) }
+
+// fLockPath is the lock file of the live operation id in dir.
+func fLockPath(dir, id string) string { return filepath.Join(dir, id+".operation.lock") }
 
 // fParse parses a state file; it fails the test if it does not parse.
 func fParse(t testing.TB, path string) *ledger.Data {
@@ -353,11 +378,7 @@ func fCallerRole() {
 		fail(err)
 	}
 	parses := func() {
-		b, err := os.ReadFile(fStatePath(dir, id))
-		var d ledger.Data
-		if err == nil {
-			err = json.Unmarshal(b, &d)
-		}
+		d, err := fReadState(dir, id)
 		if err == nil && d.OperationID != id {
 			err = fmt.Errorf("operationId %q", d.OperationID)
 		}
@@ -446,7 +467,7 @@ func TestChildProcessesShareAnOperation(t *testing.T) {
 				t.Fatal("children did not finish")
 			}
 		}
-		d := fParse(t, fStatePath(e.dir, op.ID()))
+		d := fDirState(t, e.dir, op.ID())
 		if len(d.CallFrames) != 0 {
 			t.Errorf("frames left: %v", fCallIDs(d.CallFrames))
 		}
@@ -1009,7 +1030,7 @@ func TestLockWaitEndsWithContext(t *testing.T) {
 		ctx := context.Background()
 		alice := e.Open("alice", ledger.Options{})
 		op := fCreate(t, alice, ledger.CreateOptions{})
-		holder := child(t, "fnd-flock", "FND_LOCK="+fStatePath(e.dir, op.ID())+".lock")
+		holder := child(t, "fnd-flock", "FND_LOCK="+fLockPath(e.dir, op.ID()))
 		stdin, err := holder.StdinPipe()
 		if err != nil {
 			t.Fatal(err)
@@ -1068,10 +1089,8 @@ func init() { roles["fnd-flock"] = fFlockRole }
 // fFlockRole holds an exclusive flock on $FND_LOCK, says "locked", and
 // lets go when its stdin closes.
 func fFlockRole() {
-	f, err := os.OpenFile(os.Getenv("FND_LOCK"), os.O_RDWR, 0)
-	if err == nil {
-		err = syscall.Flock(int(f.Fd()), syscall.LOCK_EX)
-	}
+	// The lock file of a live operation exists: do not make one.
+	err := flock.New(os.Getenv("FND_LOCK"), flock.SetFlag(os.O_RDWR)).Lock()
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "fnd-flock:", err)
 		os.Exit(1)

@@ -64,6 +64,16 @@ func TestCallEndRetriedAfterDiskFull(t *testing.T) {
 
 	fill := filepath.Join(dir, "fill")
 	fillDisk(t, fill)
+	// Appends fill the last page of the journal before they need a new
+	// one: log until the journal is full too.
+	for i := 0; ; i++ {
+		err := op.Log(ctx, ledger.LogInfo, "x") // smaller than the record of End
+		if err != nil {
+			require.ErrorIs(t, err, syscall.ENOSPC)
+			break
+		}
+		require.Less(t, i, 10000, "the disk never filled")
+	}
 	err = c.End(ctx, 1)
 	require.ErrorIs(t, err, syscall.ENOSPC)
 	assert.False(t, c.IsCompleted())

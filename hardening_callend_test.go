@@ -2,13 +2,11 @@ package ledger_test
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"io"
 	"io/fs"
 	"net/http"
 	"net/http/httptest"
-	"os"
 	"path/filepath"
 	"sync/atomic"
 	"syscall"
@@ -32,7 +30,7 @@ type writeFault struct {
 // EIO until the returned fault is turned off.
 func injectWriteFault(t *testing.T, dir string, op *ledger.Operation) *writeFault {
 	t.Helper()
-	path := filepath.Join(dir, op.ID()+".operation.json")
+	path := filepath.Join(dir, op.ID()+".operation.journal")
 	f := &writeFault{}
 	f.on.Store(true)
 	ledger.SetWriteFault(func(p string) error {
@@ -163,14 +161,7 @@ func TestSpawnedCallEndRetryStopsAtClose(t *testing.T) {
 // readState decodes the state file of id in dir, live or archived.
 func readState(t *testing.T, dir, id string) *ledger.Data {
 	t.Helper()
-	b, err := os.ReadFile(filepath.Join(dir, id+".operation.json"))
-	if errors.Is(err, fs.ErrNotExist) {
-		b, err = os.ReadFile(filepath.Join(dir, "backup", id, "operation.json"))
-	}
-	require.NoError(t, err)
-	d := new(ledger.Data)
-	require.NoError(t, json.Unmarshal(b, d))
-	return d
+	return fDirState(t, dir, id)
 }
 
 // flakyServer serves a ledger directory over HTTP and answers the next

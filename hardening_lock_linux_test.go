@@ -114,7 +114,7 @@ func TestAbandonedLockWaitQueuesAndGivesBack(t *testing.T) {
 	alice := open("alice")
 	op, err := alice.CreateOperation(ctx, ledger.CreateOptions{})
 	require.NoError(t, err)
-	lock := filepath.Join(dir, op.ID()+".operation.json.lock")
+	lock := filepath.Join(dir, op.ID()+".operation.lock")
 	release := holdLock(t, lock)
 
 	short, cancel := context.WithTimeout(ctx, 100*time.Millisecond)

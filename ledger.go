@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/tomdist/ledger/internal/store"
+	"github.com/tomdist/ledger/journal"
 )
 
 // Defaults of Options.
@@ -307,20 +308,23 @@ func Connect(ctx context.Context, o Options) (Ledger, error) {
 	return l, nil
 }
 
-// participant names one process taking part.
+// participant names one process taking part, with what the others must
+// know to judge it.
 type participant struct {
 	ID   string
 	PID  int
 	Host string
+
 	// Interval and Stale are the participant's own heartbeat settings,
 	// which create and join write into its record for the others to judge
 	// it by. Zero, for a participant known by name only (a victim) or a
 	// client that does not send them, writes none: the defaults apply.
 	Interval, Stale time.Duration
-	// viaServer marks a participant that a ledger server acts for: its
-	// temp resources are recorded as registered through the server, and
-	// a crash it reports leaves the victim's temp records listed, as it
-	// deletes none. Only the server sets it.
+	// viaServer marks a participant that a ledger server acts for: it
+	// holds no lease (its record says remote), its temp resources are
+	// recorded as registered through the server, and a crash it reports
+	// leaves the victim's temp records listed, as it deletes none. Only
+	// the server sets it.
 	viaServer bool
 }
 
@@ -331,6 +335,11 @@ func participantOf(p *store.Participant) participant {
 
 func (p participant) key() string { return store.Key(p.ID, p.PID, p.Host) }
 
+// member returns p as a member of a journal store, with its TTL.
+func (p participant) member(ttl time.Duration) journal.Member {
+	return journal.Member{ID: p.ID, PID: p.PID, Host: p.Host, TTL: ttl}
+}
+
 var hostname = sync.OnceValue(func() string {
 	h, err := os.Hostname()
 	if err != nil || h == "" {
@@ -339,49 +348,43 @@ var hostname = sync.OnceValue(func() string {
 	return h
 })
 
-// backend is how the client core reaches a ledger: a local directory
-// (LocalLedger) or a ledger server (RemoteClient). Every method names the
-// participant it acts for, so that a server can serve many participants
-// without remembering any of them, and returns what the caller needs.
+// backend is how the client core reaches a ledger: a journal store, which
+// the rules run over in this process (storeBackend: LocalLedger, and
+// ledgers over other stores), or a ledger server, which runs them
+// (RemoteClient). Every change names the participant it acts for, so
+// that a server can serve many participants without remembering any of
+// them. The core keeps a view of each operation: backends are given the
+// view of their caller and return a newer one.
 type backend interface {
-	// create writes a new operation with who as its initiator.
-	create(ctx context.Context, id string, who participant, description string) (*store.Data, error)
-	// join adds a session of who to the operation.
-	join(ctx context.Context, id string, who participant) (*store.Data, error)
-	// leave ends a session of who; the last one marks the participant left.
-	leave(ctx context.Context, id string, who participant) error
-	// complete marks the operation completed and archives it.
-	complete(ctx context.Context, id string, who participant) (*store.Data, error)
-	// state reads the operation, live or archived.
-	state(ctx context.Context, id string) (*store.Data, error)
-	// log appends a line to the operation log.
-	log(ctx context.Context, id string, who participant, level LogLevel, msg string) error
-	// setAbort sets or clears the abort flag.
-	setAbort(ctx context.Context, id string, who participant, aborted bool) (*store.Data, error)
-	// addFrame adds a call frame.
-	addFrame(ctx context.Context, id string, who participant, f frameSpec) error
-	// removeFrame removes a call frame that ended well.
-	removeFrame(ctx context.Context, id string, who participant, callID string, kind frameKind) error
-	// failFrame removes the frame of a failed call and, when it fails on
-	// crash, records the failure of the operation. stack goes to the debug
-	// log.
-	failFrame(ctx context.Context, id string, who participant, callID, reason, stack string) (*store.Data, error)
-	// registerTemp and unregisterTemp record a temp resource of who.
-	registerTemp(ctx context.Context, id string, who participant, path string) error
-	unregisterTemp(ctx context.Context, id string, who participant, path string) error
-	// heartbeat refreshes the participant record and frames of who.
-	heartbeat(ctx context.Context, id string, who participant) (*store.Data, error)
-	// reportCrash declares victim crashed, unless its heartbeat changed
-	// since seen (zero seen: unconditionally, for a proof such as a free
-	// liveness lock or a process reporting itself after a signal).
-	reportCrash(ctx context.Context, id string, who, victim participant, seen store.Time) (crashReport, error)
-	// cleanedUp marks the active frames of who cleaned up.
-	cleanedUp(ctx context.Context, id string, who participant) (*store.Data, error)
-	// finishCleanup ends the cleanup phase: frames removed, state failed,
-	// archived.
-	finishCleanup(ctx context.Context, id string, who participant) (*store.Data, error)
+	// create creates an operation.
+	create(ctx context.Context, c createOp) (view, error)
+	// apply carries out a change on operation id for a caller whose view
+	// is v, and returns the view after it.
+	apply(ctx context.Context, id string, v view, c change) (view, outcome, error)
+	// read returns the view of operation id, live or archived, after v.
+	read(ctx context.Context, id string, v view) (view, error)
+	// watch returns a channel that receives a value whenever operation id
+	// may have changed; it is closed when ctx ends.
+	watch(ctx context.Context, id string) (<-chan struct{}, error)
+	// heartbeat proves who alive (through its lease, on a store that has
+	// one) and returns what is known of the liveness of every member and
+	// the view after v.
+	heartbeat(ctx context.Context, id string, who participant, lease journal.Lease, v view) ([]journal.Vital, view, error)
+	// state returns the view after v and the liveness of every member.
+	state(ctx context.Context, id string, v view) (view, []journal.Vital, error)
 	// close releases what the backend holds.
 	close() error
+}
+
+// leaseBackend is implemented by backends whose participants hold
+// leases: a process takes one before it creates or joins, and the others
+// observe it, so that its death is seen when it happens.
+type leaseBackend interface {
+	// hold takes the lease of who on operation id.
+	hold(ctx context.Context, id string, who participant, ttl time.Duration) (journal.Lease, error)
+	// observe returns a channel closed when the lease of p ends; an error
+	// when the store cannot see p's leases.
+	observe(ctx context.Context, id string, p participant) (<-chan struct{}, error)
 }
 
 // frameKind says how a frame came and went, which decides the log events.
@@ -505,4 +508,13 @@ func (c *client) bound(ctx context.Context) (context.Context, context.CancelFunc
 		return ctx, func() {}
 	}
 	return context.WithTimeout(ctx, c.opts.LockTimeout)
+}
+
+// temps returns what deletes the temp resources of dead processes for
+// the client: a LocalLedger's tempCleaner, or nil.
+func (c *client) temps() *tempCleaner {
+	if b, ok := c.b.(*storeBackend); ok {
+		return b.temps
+	}
+	return nil
 }

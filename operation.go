@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/tomdist/ledger/internal/store"
+	"github.com/tomdist/ledger/journal"
 )
 
 // Data is a snapshot of an operation's state as written in the ledger.
@@ -117,15 +118,15 @@ type opState struct {
 	ctx    context.Context
 	cancel context.CancelCauseFunc
 
-	aborted chan struct{}   // closed by abort
-	failed  chan struct{}   // closed by fail
-	live    *store.Liveness // the held liveness lock; nil for remote
+	aborted chan struct{} // closed by abort
+	failed  chan struct{} // closed by fail
+	lease   journal.Lease // proves this process alive; nil without a leaseBackend
 	mon     *monitor
 
 	mu          sync.Mutex // guards the fields below
 	sessions    map[int]*Operation
 	lastSession int
-	data        *store.Data          // last state seen; shared, never modified
+	v           view                 // the latest view of the operation
 	failure     *OperationFailedInfo // set once by fail
 	abortSeen   bool                 // set once by abort
 	ended       error                // ErrOperationCompleted, ErrClosed or ErrSessionLeft: no more use
@@ -156,8 +157,8 @@ type Operation struct {
 // CreateOperation starts an operation with this participant as initiator.
 func (c *client) CreateOperation(ctx context.Context, opts CreateOptions) (*Operation, error) {
 	id := store.NewOperationID(c.who.ID, time.Now())
-	return c.open(ctx, id, opts.Callback, func(ctx context.Context) (*store.Data, error) {
-		return c.b.create(ctx, id, c.who, opts.Description)
+	return c.open(ctx, id, opts.Callback, func(ctx context.Context, _ view) (view, error) {
+		return c.b.create(ctx, createOp{id: id, who: c.who, description: opts.Description})
 	})
 }
 
@@ -168,23 +169,15 @@ func (c *client) JoinOperation(ctx context.Context, id string, opts JoinOptions)
 	if err := store.CheckOperationID(id); err != nil {
 		return nil, err
 	}
-	return c.open(ctx, id, opts.Callback, func(ctx context.Context) (*store.Data, error) {
-		return c.b.join(ctx, id, c.who)
+	return c.open(ctx, id, opts.Callback, func(ctx context.Context, v view) (view, error) {
+		nv, _, err := c.b.apply(ctx, id, v, joinOp{who: c.who})
+		return nv, err
 	})
-}
-
-// livenessBackend is implemented by backends that can prove a process alive
-// to the others on the same host.
-type livenessBackend interface {
-	holdLiveness(id string, who participant) (*store.Liveness, error)
-	// probe reports what p's liveness file shows: its lock free (p is
-	// gone), and the time of p's last touch (a beat without the lock).
-	probe(id string, p participant) store.LiveProbe
 }
 
 // open adds a session to operation id, creating the process's state of it
 // on the first session.
-func (c *client) open(ctx context.Context, id string, cb OperationCallback, write func(context.Context) (*store.Data, error)) (*Operation, error) {
+func (c *client) open(ctx context.Context, id string, cb OperationCallback, write func(context.Context, view) (view, error)) (*Operation, error) {
 	ctx, cancel := c.bound(ctx)
 	defer cancel()
 	// One open at a time, so that a second session never sees the state
@@ -205,16 +198,16 @@ func (c *client) open(ctx context.Context, id string, cb OperationCallback, writ
 	c.mu.Unlock()
 
 	if first {
-		if lb, ok := c.b.(livenessBackend); ok {
-			live, err := lb.holdLiveness(id, c.who)
+		if lb, ok := c.b.(leaseBackend); ok {
+			lease, err := lb.hold(ctx, id, c.who, c.opts.StaleThreshold)
 			if err != nil {
 				c.forget(st)
 				return nil, err
 			}
-			st.live = live
+			st.lease = lease
 		}
 	}
-	d, err := write(ctx)
+	v, err := write(ctx, st.view())
 	if err != nil {
 		if first {
 			st.end(err)
@@ -224,13 +217,13 @@ func (c *client) open(ctx context.Context, id string, cb OperationCallback, writ
 	}
 	st.mu.Lock()
 	if first {
-		st.initiator = d.InitiatorID == c.who.ID
-		st.start = d.StartTime.Time
+		st.initiator = v.d.InitiatorID == c.who.ID
+		st.start = v.d.StartTime.Time
 		if st.ended == nil {
 			Cleanup().addOp(st) // open in the process until st.end
 		}
 	}
-	st.see(d)
+	st.see(v)
 	st.lastSession++
 	op := &Operation{st: st, session: st.lastSession, cb: cb, calls: make(map[string]trackedCall)}
 	st.sessions[op.session] = op
@@ -262,11 +255,27 @@ func (c *client) forget(st *opState) {
 	c.mu.Unlock()
 }
 
-// see records d as the latest known state. st.mu is held.
-func (st *opState) see(d *store.Data) {
-	if d != nil {
-		st.data = d
+// see takes in v if it is newer than the view st has. st.mu is held.
+func (st *opState) see(v view) {
+	if v.d != nil && st.v.newer(v) {
+		st.v = v
 	}
+}
+
+// view returns the latest view of the operation.
+func (st *opState) view() view {
+	st.mu.Lock()
+	defer st.mu.Unlock()
+	return st.v
+}
+
+// apply carries out c for this process and takes in the view after it.
+func (st *opState) apply(ctx context.Context, c change) (view, outcome, error) {
+	v, out, err := st.c.b.apply(ctx, st.id, st.view(), c)
+	st.mu.Lock()
+	st.see(v)
+	st.mu.Unlock()
+	return v, out, err
 }
 
 // end makes every handle of st unusable with err, cancels the call
@@ -285,8 +294,8 @@ func (st *opState) end(err error) bool {
 		st.mon.halt()
 	}
 	st.cancel(err)
-	if st.live != nil {
-		st.live.Release()
+	if st.lease != nil {
+		st.lease.Release()
 	}
 	Cleanup().removeOp(st, temps)
 	return true
@@ -305,10 +314,10 @@ func (st *opState) closeAll(ctx context.Context) error {
 	}
 	var err error
 	if running {
-		_, err = st.c.b.reportCrash(ctx, st.id, st.c.who, st.c.who, store.Time{})
+		_, _, err = st.apply(ctx, crashOp{who: st.c.who, victim: st.c.who})
 	} else {
 		for range sessions {
-			if err = st.c.b.leave(ctx, st.id, st.c.who); err != nil {
+			if _, _, err = st.apply(ctx, leaveOp{who: st.c.who}); err != nil {
 				break
 			}
 		}
@@ -399,12 +408,12 @@ func (op *Operation) State(ctx context.Context) (*Data, error) {
 	}
 	ctx, cancel := op.st.c.bound(ctx)
 	defer cancel()
-	d, err := op.st.c.b.state(ctx, op.st.id)
+	v, vitals, err := op.st.c.b.state(ctx, op.st.id, op.st.view())
 	if err != nil {
 		return nil, err
 	}
-	op.st.observe(d)
-	return d.Clone(), nil
+	op.st.observe(v)
+	return withBeats(v.d, vitals), nil
 }
 
 // CachedData returns the state as last seen by this process (on join, a
@@ -412,15 +421,16 @@ func (op *Operation) State(ctx context.Context) (*Data, error) {
 func (op *Operation) CachedData() *Data {
 	op.st.mu.Lock()
 	defer op.st.mu.Unlock()
-	return op.st.data.Clone()
+	return op.st.v.d.Clone()
 }
 
-// observe takes in a state read from the ledger: it reacts to abort,
+// observe takes in a view read from the ledger: it reacts to abort,
 // failure and completion recorded by others.
-func (st *opState) observe(d *store.Data) {
+func (st *opState) observe(v view) {
 	st.mu.Lock()
-	st.see(d)
+	st.see(v)
 	st.mu.Unlock()
+	d := v.d
 	if d.Aborted {
 		st.abort()
 	}
@@ -454,7 +464,8 @@ func (op *Operation) Log(ctx context.Context, level LogLevel, msg string) error 
 	}
 	ctx, cancel := op.st.c.bound(ctx)
 	defer cancel()
-	return op.st.c.b.log(ctx, op.st.id, op.st.c.who, level, msg)
+	_, _, err := op.st.apply(ctx, logOp{who: op.st.c.who, level: level, msg: msg})
+	return err
 }
 
 // SetAbortFlag sets (or clears) the abort flag in the ledger. Setting it
@@ -468,11 +479,11 @@ func (op *Operation) SetAbortFlag(ctx context.Context, aborted bool) error {
 	}
 	ctx, cancel := op.st.c.bound(ctx)
 	defer cancel()
-	d, err := op.st.c.b.setAbort(ctx, op.st.id, op.st.c.who, aborted)
+	v, _, err := op.st.apply(ctx, abortOp{who: op.st.c.who, aborted: aborted})
 	if err != nil {
 		return err
 	}
-	op.st.observe(d)
+	op.st.observe(v)
 	return nil
 }
 
@@ -554,7 +565,7 @@ func (st *opState) cleanUp(info OperationFailedInfo, calls []trackedCall) {
 	// Tell the coordinator this process is done cleaning up; the
 	// operation may already be archived, which is fine.
 	ctx, cancel := context.WithTimeout(context.Background(), st.c.opts.LockTimeout)
-	st.c.b.cleanedUp(ctx, st.id, st.c.who)
+	st.apply(ctx, cleanedUpOp{who: st.c.who})
 	cancel()
 	close(st.failed)
 	for _, op := range st.sessionList() {
@@ -680,7 +691,8 @@ func (op *Operation) CreateCallFrame(ctx context.Context, callID string) error {
 	}
 	ctx, cancel := op.st.c.bound(ctx)
 	defer cancel()
-	return op.st.c.b.addFrame(ctx, op.st.id, op.st.c.who, frameSpec{CallID: callID, Kind: frameRaw})
+	_, _, err := op.st.apply(ctx, addFrameOp{who: op.st.c.who, spec: frameSpec{CallID: callID, Kind: frameRaw}})
+	return err
 }
 
 // DeleteCallFrame removes a call frame from the ledger.
@@ -693,7 +705,8 @@ func (op *Operation) DeleteCallFrame(ctx context.Context, callID string) error {
 	}
 	ctx, cancel := op.st.c.bound(ctx)
 	defer cancel()
-	return op.st.c.b.removeFrame(ctx, op.st.id, op.st.c.who, callID, frameRaw)
+	_, _, err := op.st.apply(ctx, removeFrameOp{who: op.st.c.who, callID: callID, kind: frameRaw})
+	return err
 }
 
 // RegisterTempResource records path as a temporary file or directory of
@@ -721,7 +734,7 @@ func (op *Operation) RegisterTempResource(ctx context.Context, path string) erro
 	if err := st.writeTemps(path, ""); err != nil {
 		return fmt.Errorf("ledger: record temp resource %s: %w", path, err)
 	}
-	if err := st.c.b.registerTemp(ctx, st.id, st.c.who, path); err != nil {
+	if _, _, err := st.apply(ctx, tempOp{who: st.c.who, path: path}); err != nil {
 		st.writeTemps("", "")
 		return err
 	}
@@ -752,7 +765,7 @@ func (op *Operation) UnregisterTempResource(ctx context.Context, path string) er
 	if err := st.writeTemps("", path); err != nil {
 		return fmt.Errorf("ledger: record temp resource %s: %w", path, err)
 	}
-	if err := st.c.b.unregisterTemp(ctx, st.id, st.c.who, path); err != nil {
+	if _, _, err := st.apply(ctx, tempOp{who: st.c.who, path: path, unregister: true}); err != nil {
 		st.writeTemps("", "")
 		return err
 	}
@@ -769,7 +782,8 @@ func (op *Operation) UnregisterTempResource(ctx context.Context, path string) er
 // backend (nothing on the remote one): the paths of st.temps, with add and
 // without drop (either may be empty). The caller holds st.tempMu.
 func (st *opState) writeTemps(add, drop string) error {
-	if st.live == nil {
+	reg, ok := st.lease.(tempRecorder)
+	if !ok {
 		return nil
 	}
 	st.mu.Lock()
@@ -784,7 +798,14 @@ func (st *opState) writeTemps(add, drop string) error {
 		paths = append(paths, add)
 	}
 	slices.Sort(paths)
-	return st.live.WriteTemps(st.c.who.Host, paths)
+	return reg.WriteTemps(st.c.who.Host, paths)
+}
+
+// tempRecorder is implemented by leases that keep their holder's temp
+// registry: the proof a survivor needs to delete temp resources of a
+// dead process (see tempCleaner).
+type tempRecorder interface {
+	WriteTemps(host string, paths []string) error
 }
 
 // tempPath checks a temp resource path and makes it absolute, so that it
@@ -840,7 +861,7 @@ func (op *Operation) Leave(ctx context.Context, opts LeaveOptions) error {
 	delete(st.sessions, op.session)
 	last := len(st.sessions) == 0
 	st.mu.Unlock()
-	err := st.c.b.leave(ctx, st.id, st.c.who)
+	_, _, err := st.apply(ctx, leaveOp{who: st.c.who})
 	if errors.Is(err, ErrOperationFailed) || errors.Is(err, ErrOperationCompleted) {
 		err = nil // nothing left to leave
 	}
@@ -917,13 +938,9 @@ func (op *Operation) Complete(ctx context.Context) error {
 	}
 	ctx, cancel := st.c.bound(ctx)
 	defer cancel()
-	d, err := st.c.b.complete(ctx, st.id, st.c.who)
-	if err != nil {
+	if _, _, err := st.apply(ctx, completeOp{who: st.c.who}); err != nil {
 		return err
 	}
-	st.mu.Lock()
-	st.see(d)
-	st.mu.Unlock()
 	st.end(fmt.Errorf("%w: %s", ErrOperationCompleted, st.id))
 	st.stopped()
 	st.c.forget(st)

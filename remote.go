@@ -13,10 +13,13 @@ import (
 	"os"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 
-	"github.com/tomdist/ledger/internal/store"
+	"github.com/google/uuid"
+
 	"github.com/tomdist/ledger/internal/wire"
+	"github.com/tomdist/ledger/journal"
 )
 
 // Defaults of the remote options.
@@ -124,10 +127,12 @@ func NewRemoteClient(ctx context.Context, o Options) (*RemoteClient, error) {
 		return nil, err
 	}
 	rb := &remoteBackend{
-		tr:      newTransport(o.TLSConfig, 64),
-		token:   o.Token,
-		timeout: o.RequestTimeout,
-		retry:   o.Retry,
+		tr:        newTransport(o.TLSConfig, 64),
+		token:     o.Token,
+		timeout:   o.RequestTimeout,
+		retry:     o.Retry,
+		pollEvery: o.LivenessPoll,
+		streams:   make(map[string]*streamView),
 	}
 	rb.hc = &http.Client{Transport: rb.tr, CheckRedirect: noRedirects}
 	if o.ServerURL == "" {
@@ -181,7 +186,7 @@ func (b *remoteBackend) connect(ctx context.Context, raw string) (string, error)
 		return "", err
 	}
 	var st wire.Status
-	err = b.do(ctx, http.MethodGet, base, wire.PathStatus, true, nil, &st)
+	err = b.do(ctx, http.MethodGet, base, wire.PathStatus, "", nil, &st)
 	if err == nil && st.Service != wire.Service {
 		err = fmt.Errorf("it answers /status as %q, not %q", st.Service, wire.Service)
 	}
@@ -191,15 +196,20 @@ func (b *remoteBackend) connect(ctx context.Context, raw string) (string, error)
 	return base, nil
 }
 
-// remoteBackend implements backend over HTTP: one POST per method.
+// remoteBackend implements backend over HTTP: one POST per change, and a
+// stream per open operation.
 type remoteBackend struct {
-	base    string
-	hc      *http.Client
-	tr      *http.Transport
-	token   string
-	timeout time.Duration // of one attempt
-	retry   RetryPolicy
-	who     participant // for requests that take no participant
+	base      string
+	hc        *http.Client
+	tr        *http.Transport
+	token     string
+	timeout   time.Duration // of one attempt
+	retry     RetryPolicy
+	pollEvery time.Duration // where streaming fails
+	who       participant   // the participant of this client
+
+	mu      sync.Mutex             // guards streams
+	streams map[string]*streamView // the views the streams keep, by operation
 }
 
 func (b *remoteBackend) close() error {
@@ -215,13 +225,16 @@ func part(who participant) wire.Participant {
 }
 
 // post sends req to path and decodes the answer into resp (if not nil).
-func (b *remoteBackend) post(ctx context.Context, path string, idempotent bool, req, resp any) error {
-	return b.do(ctx, http.MethodPost, b.base, path, idempotent, req, resp)
+// Every request carries an idempotency key, the same in every attempt, so
+// that a change the server made before the connection failed is not made
+// twice.
+func (b *remoteBackend) post(ctx context.Context, path string, req, resp any) error {
+	return b.do(ctx, http.MethodPost, b.base, path, uuid.NewString(), req, resp)
 }
 
-// do sends one request, retrying idempotent ones after connection errors
-// as b.retry says.
-func (b *remoteBackend) do(ctx context.Context, method, base, path string, idempotent bool, req, resp any) error {
+// do sends one request, retrying it after connection errors, timeouts of
+// one attempt and a server that is restarting, as b.retry says.
+func (b *remoteBackend) do(ctx context.Context, method, base, path, key string, req, resp any) error {
 	var body []byte
 	if req != nil {
 		var err error
@@ -231,12 +244,11 @@ func (b *remoteBackend) do(ctx context.Context, method, base, path string, idemp
 	}
 	pause := b.retry.Backoff
 	for attempt := 1; ; attempt++ {
-		err := b.once(ctx, method, base+path, body, resp)
-		var ce *connError
-		if err == nil || !idempotent || attempt >= b.retry.Attempts || !errors.As(err, &ce) || ctx.Err() != nil {
+		err := b.once(ctx, method, base+path, key, body, resp)
+		if err == nil || attempt >= b.retry.Attempts || !retriable(err) || ctx.Err() != nil {
 			return err
 		}
-		t := time.NewTimer(pause)
+		t := time.NewTimer(jitter(pause))
 		select {
 		case <-t.C:
 		case <-ctx.Done():
@@ -245,6 +257,14 @@ func (b *remoteBackend) do(ctx context.Context, method, base, path string, idemp
 		}
 		pause = min(2*pause, b.retry.MaxBackoff)
 	}
+}
+
+// retriable reports whether an attempt failed on the way (a connection
+// error, a timeout of the attempt) or at a server that is restarting.
+func retriable(err error) bool {
+	var ce *connError
+	var re *RemoteError
+	return errors.As(err, &ce) || errors.As(err, &re) && re.StatusCode == http.StatusServiceUnavailable
 }
 
 // connError is a request that failed on the way to or from the server.
@@ -261,7 +281,7 @@ func (e *connError) Unwrap() error { return e.err }
 const maxReply = 64 << 20
 
 // once sends one attempt.
-func (b *remoteBackend) once(ctx context.Context, method, u string, body []byte, resp any) error {
+func (b *remoteBackend) once(ctx context.Context, method, u, key string, body []byte, resp any) error {
 	ctx, cancel := context.WithTimeout(ctx, b.timeout)
 	defer cancel()
 	var rd io.Reader
@@ -276,15 +296,16 @@ func (b *remoteBackend) once(ctx context.Context, method, u string, body []byte,
 		req.Header.Set("Content-Type", "application/json")
 	}
 	req.Header.Set("Accept", "application/json")
+	if key != "" {
+		req.Header.Set(wire.HeaderIdempotencyKey, key)
+	}
 	if dl, ok := ctx.Deadline(); ok {
 		// Leave the server a tenth of the time (at most 100ms) to answer.
 		left := time.Until(dl)
 		left -= min(left/10, 100*time.Millisecond)
 		req.Header.Set(wire.HeaderTimeout, strconv.FormatInt(max(left.Milliseconds(), 1), 10))
 	}
-	if b.token != "" {
-		req.Header.Set("Authorization", "Bearer "+b.token)
-	}
+	b.authorize(req)
 	res, err := b.hc.Do(req)
 	if err != nil {
 		return &connError{req.URL.Path, err}
@@ -304,6 +325,12 @@ func (b *remoteBackend) once(ctx context.Context, method, u string, body []byte,
 		return fmt.Errorf("ledger: %s: malformed answer of the server: %w", req.URL.Path, err)
 	}
 	return nil
+}
+
+func (b *remoteBackend) authorize(req *http.Request) {
+	if b.token != "" {
+		req.Header.Set("Authorization", "Bearer "+b.token)
+	}
 }
 
 // remoteError rebuilds the error of a failed answer.
@@ -326,120 +353,174 @@ func remoteError(status int, raw []byte) error {
 	return &RemoteError{StatusCode: status, Code: e.Code, Message: e.Error}
 }
 
-// dataReply is the answer of a request that returns the state.
-type dataReply struct {
-	Data *store.Data `json:"data"`
+// at returns the position of v as a request sends it.
+func at(v view) wire.Position {
+	n := uint64(v.rev)
+	return wire.Position{After: &n}
 }
 
-func (b *remoteBackend) data(ctx context.Context, path string, idempotent bool, req any) (*store.Data, error) {
-	var r dataReply
-	if err := b.post(ctx, path, idempotent, req, &r); err != nil {
-		return nil, err
+// foldWire returns v moved to the end of the tail a server answered for a
+// client at v.
+func foldWire(v view, t *wire.Tail) (view, error) {
+	jt := journal.Tail{Snapshot: t.Snapshot, Base: journal.Rev(t.Base), Archived: t.Archived}
+	if t.Snapshot != nil && len(t.Snapshot) == 0 {
+		jt.Snapshot = []byte{}
 	}
-	if r.Data == nil {
-		return nil, fmt.Errorf("ledger: %s: the server answered without the state", path)
+	for _, r := range t.Records {
+		jt.Records = append(jt.Records, journal.Record{Rev: journal.Rev(r.Rev), Body: r.Body})
 	}
-	return r.Data, nil
-}
-
-func (b *remoteBackend) op(id string, who participant) *wire.OperationRequest {
-	return &wire.OperationRequest{Participant: part(who), OperationID: id}
-}
-
-func (b *remoteBackend) create(ctx context.Context, id string, who participant, description string) (*store.Data, error) {
-	return b.data(ctx, wire.PathCreate, false, &wire.CreateRequest{Participant: part(who), OperationID: id, Description: description})
-}
-
-func (b *remoteBackend) join(ctx context.Context, id string, who participant) (*store.Data, error) {
-	return b.data(ctx, wire.PathJoin, false, b.op(id, who))
-}
-
-func (b *remoteBackend) leave(ctx context.Context, id string, who participant) error {
-	return b.post(ctx, wire.PathLeave, false, b.op(id, who), nil)
-}
-
-func (b *remoteBackend) complete(ctx context.Context, id string, who participant) (*store.Data, error) {
-	return b.data(ctx, wire.PathComplete, false, b.op(id, who))
-}
-
-func (b *remoteBackend) state(ctx context.Context, id string) (*store.Data, error) {
-	return b.data(ctx, wire.PathState, true, b.op(id, b.who))
-}
-
-func (b *remoteBackend) log(ctx context.Context, id string, who participant, level LogLevel, msg string) error {
-	name := strings.ToLower(level.String())
-	if int(level) >= 0 && int(level) < len(wire.Levels) {
-		name = wire.Levels[level]
+	nv, err := v.fold(jt)
+	if err != nil {
+		return v, err
 	}
-	return b.post(ctx, wire.PathLog, false, &wire.LogRequest{Participant: part(who), OperationID: id, Message: msg, Level: name}, nil)
-}
-
-func (b *remoteBackend) setAbort(ctx context.Context, id string, who participant, aborted bool) (*store.Data, error) {
-	return b.data(ctx, wire.PathAbort, false, &wire.AbortRequest{Participant: part(who), OperationID: id, Value: &aborted})
-}
-
-func (b *remoteBackend) addFrame(ctx context.Context, id string, who participant, f frameSpec) error {
-	path := wire.PathCallStart
-	if f.Kind == frameRaw {
-		path = wire.PathCallFrameCreate
+	if nv.rev != journal.Rev(t.Rev) && t.Rev > uint64(nv.rev) {
+		return v, fmt.Errorf("ledger: the server answered a tail that ends at %d, not %d", nv.rev, t.Rev)
 	}
-	req := &wire.CallStartRequest{
-		Participant: part(who), OperationID: id, CallID: f.CallID, Description: f.Description,
-		FailOnCrash: &f.FailOnCrash, Spawned: f.Kind == frameSpawned,
+	return nv, nil
+}
+
+// tail sends a change to path and folds the answer into v.
+func (b *remoteBackend) tail(ctx context.Context, path string, v view, req any) (view, *wire.Tail, error) {
+	var t wire.Tail
+	if err := b.post(ctx, path, req, &t); err != nil {
+		return v, nil, err
 	}
-	return b.post(ctx, path, false, req, nil)
-}
-
-func (b *remoteBackend) removeFrame(ctx context.Context, id string, who participant, callID string, kind frameKind) error {
-	path := wire.PathCallEnd
-	if kind == frameRaw {
-		path = wire.PathCallFrameDelete
+	nv, err := foldWire(v, &t)
+	if err != nil {
+		return v, nil, err
 	}
-	req := &wire.CallEndRequest{Participant: part(who), OperationID: id, CallID: callID, Spawned: kind == frameSpawned}
-	return b.post(ctx, path, false, req, nil)
-}
-
-func (b *remoteBackend) failFrame(ctx context.Context, id string, who participant, callID, reason, stack string) (*store.Data, error) {
-	req := &wire.CallFailRequest{Participant: part(who), OperationID: id, CallID: callID, Error: reason, Stack: stack}
-	return b.data(ctx, wire.PathCallFail, false, req)
-}
-
-func (b *remoteBackend) registerTemp(ctx context.Context, id string, who participant, path string) error {
-	return b.post(ctx, wire.PathTempRegister, false, &wire.TempRequest{Participant: part(who), OperationID: id, Path: path}, nil)
-}
-
-func (b *remoteBackend) unregisterTemp(ctx context.Context, id string, who participant, path string) error {
-	return b.post(ctx, wire.PathTempUnregister, false, &wire.TempRequest{Participant: part(who), OperationID: id, Path: path}, nil)
-}
-
-func (b *remoteBackend) heartbeat(ctx context.Context, id string, who participant) (*store.Data, error) {
-	return b.data(ctx, wire.PathHeartbeat, true, b.op(id, who))
-}
-
-func (b *remoteBackend) reportCrash(ctx context.Context, id string, who, victim participant, seen store.Time) (crashReport, error) {
-	req := &wire.CrashRequest{Participant: part(who), OperationID: id, Victim: part(victim)}
-	if !seen.IsZero() {
-		req.Seen = &seen
+	if nv.d == nil {
+		return v, nil, fmt.Errorf("ledger: %s: the server answered without the state", path)
 	}
-	var r struct {
-		Data    *store.Data `json:"data"`
-		Crashed bool        `json:"crashed"`
-	}
-	if err := b.post(ctx, wire.PathCrash, false, req, &r); err != nil {
-		return crashReport{}, err
-	}
-	if r.Data == nil {
-		return crashReport{}, fmt.Errorf("ledger: %s: the server answered without the state", wire.PathCrash)
-	}
-	return crashReport{Data: r.Data, Crashed: r.Crashed}, nil
+	return nv, &t, nil
 }
 
-func (b *remoteBackend) cleanedUp(ctx context.Context, id string, who participant) (*store.Data, error) {
-	return b.data(ctx, wire.PathCleanedUp, false, b.op(id, who))
+// create implements backend.
+func (b *remoteBackend) create(ctx context.Context, c createOp) (view, error) {
+	req := &wire.CreateRequest{Participant: part(c.who), Position: at(view{}), OperationID: c.id, Description: c.description}
+	nv, _, err := b.tail(ctx, wire.PathCreate, view{}, req)
+	return nv, err
 }
 
-func (b *remoteBackend) finishCleanup(ctx context.Context, id string, who participant) (*store.Data, error) {
-	return b.data(ctx, wire.PathFinish, false, b.op(id, who))
+// apply implements backend: one request per change, to the route of the
+// Dart server where it has one.
+func (b *remoteBackend) apply(ctx context.Context, id string, v view, c change) (view, outcome, error) {
+	path, req := b.request(id, v, c)
+	if path == "" {
+		return v, outcome{}, fmt.Errorf("ledger: a %T cannot be sent to a server", c)
+	}
+	nv, t, err := b.tail(ctx, path, v, req)
+	if err != nil {
+		return v, outcome{}, err
+	}
+	return nv, outcome{crashed: t.Crashed}, nil
+}
+
+// request returns the route and body of change c.
+func (b *remoteBackend) request(id string, v view, c change) (string, any) {
+	pos := at(v)
+	op := func(who participant) *wire.OperationRequest {
+		return &wire.OperationRequest{Participant: part(who), Position: pos, OperationID: id}
+	}
+	switch c := c.(type) {
+	case joinOp:
+		return wire.PathJoin, op(c.who)
+	case leaveOp:
+		return wire.PathLeave, op(c.who)
+	case completeOp:
+		return wire.PathComplete, op(c.who)
+	case cleanedUpOp:
+		return wire.PathCleanedUp, op(c.who)
+	case finishCleanupOp:
+		return wire.PathFinish, op(c.who)
+	case logOp:
+		name := strings.ToLower(c.level.String())
+		if int(c.level) >= 0 && int(c.level) < len(wire.Levels) {
+			name = wire.Levels[c.level]
+		}
+		return wire.PathLog, &wire.LogRequest{Participant: part(c.who), Position: pos, OperationID: id, Message: c.msg, Level: name}
+	case abortOp:
+		return wire.PathAbort, &wire.AbortRequest{Participant: part(c.who), Position: pos, OperationID: id, Value: &c.aborted}
+	case addFrameOp:
+		path := wire.PathCallStart
+		if c.spec.Kind == frameRaw {
+			path = wire.PathCallFrameCreate
+		}
+		return path, &wire.CallStartRequest{
+			Participant: part(c.who), Position: pos, OperationID: id, CallID: c.spec.CallID,
+			Description: c.spec.Description, FailOnCrash: &c.spec.FailOnCrash, Spawned: c.spec.Kind == frameSpawned,
+		}
+	case removeFrameOp:
+		path := wire.PathCallEnd
+		if c.kind == frameRaw {
+			path = wire.PathCallFrameDelete
+		}
+		return path, &wire.CallEndRequest{Participant: part(c.who), Position: pos, OperationID: id, CallID: c.callID, Spawned: c.kind == frameSpawned}
+	case failFrameOp:
+		return wire.PathCallFail, &wire.CallFailRequest{Participant: part(c.who), Position: pos, OperationID: id, CallID: c.callID, Error: c.reason, Stack: c.stack}
+	case tempOp:
+		path := wire.PathTempRegister
+		if c.unregister {
+			path = wire.PathTempUnregister
+		}
+		return path, &wire.TempRequest{Participant: part(c.who), Position: pos, OperationID: id, Path: c.path}
+	case crashOp:
+		req := &wire.CrashRequest{Participant: part(c.who), Position: pos, OperationID: id, Victim: part(c.victim)}
+		if !c.seen.IsZero() {
+			seen := c.seen
+			req.Seen = &seen
+		}
+		return wire.PathCrash, req
+	}
+	return "", nil
+}
+
+// read implements backend: an operation that its stream follows is read
+// from the view the stream keeps (the stream brings every change, and
+// wakes the monitor when it does); any other with one request.
+func (b *remoteBackend) read(ctx context.Context, id string, v view) (view, error) {
+	if sv, ok := b.streamed(id); ok {
+		if v.newer(sv) {
+			return sv, nil
+		}
+		return v, nil
+	}
+	req := &wire.OperationRequest{Participant: part(b.who), Position: at(v), OperationID: id}
+	nv, _, err := b.tail(ctx, wire.PathState, v, req)
+	return nv, err
+}
+
+// heartbeat implements backend: the server records the beat and answers
+// with the vitals of every member and what v has not seen.
+func (b *remoteBackend) heartbeat(ctx context.Context, id string, who participant, _ journal.Lease, v view) ([]journal.Vital, view, error) {
+	req := &wire.OperationRequest{Participant: part(who), Position: at(v), OperationID: id}
+	nv, t, err := b.tail(ctx, wire.PathHeartbeat, v, req)
+	if err != nil {
+		return nil, v, err
+	}
+	return vitals(t), nv, nil
+}
+
+// state implements backend: the state route answers with the vitals too.
+func (b *remoteBackend) state(ctx context.Context, id string, v view) (view, []journal.Vital, error) {
+	req := &wire.OperationRequest{Participant: part(b.who), Position: at(v), OperationID: id}
+	nv, t, err := b.tail(ctx, wire.PathState, v, req)
+	if err != nil {
+		return v, nil, err
+	}
+	return nv, vitals(t), nil
+}
+
+// vitals returns the vitals of a server's answer.
+func vitals(t *wire.Tail) []journal.Vital {
+	vs := make([]journal.Vital, len(t.Vitals))
+	for i, w := range t.Vitals {
+		vs[i] = journal.Vital{
+			Member: journal.Member{ID: w.ParticipantID, PID: w.ParticipantPID, Host: w.Host, TTL: time.Duration(w.TTLms) * time.Millisecond},
+			Held:   w.Held, Beat: w.Beat.Time,
+		}
+	}
+	return vs
 }
 
 // ledgerLocation implements ledgerLocator: workers reach the same server.

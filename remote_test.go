@@ -31,6 +31,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
 	"github.com/tomdist/ledger"
 )
 
@@ -151,14 +153,14 @@ func (b *lockedBuffer) String() string {
 
 // startBinaryServer runs `ledger serve --dir dir --addr 127.0.0.1:0 args...`
 // and returns its URL once it listens. The process gets SIGTERM when the
-// test ends (SIGKILL if it does not stop), and SIGKILL if the test binary
-// dies first.
+// test ends (SIGKILL if it does not stop), and, where the system has a
+// parent-death signal, SIGKILL if the test binary dies first.
 func startBinaryServer(t testing.TB, dir string, args ...string) (string, *binaryServer) {
 	t.Helper()
 	bin := ledgerBinary(t)
 	cmd := exec.Command(bin, append([]string{"serve", "--dir", dir, "--addr", "127.0.0.1:0"}, args...)...)
 	cmd.Env = append(os.Environ(), ledger.TokenEnv+"=")
-	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
+	cmd.SysProcAttr = dieWithTestBinary()
 	bs := &binaryServer{cmd: cmd, stderr: &lockedBuffer{}, done: make(chan struct{})}
 	cmd.Stderr = bs.stderr
 	stdout, err := cmd.StdoutPipe()
@@ -382,9 +384,11 @@ func (p *flakyProxy) requests(path string) int {
 	return p.count[path]
 }
 
-// TestRemoteRetriesIdempotentRequestsOnly drops connections: State is
-// retried and succeeds; StartCall is sent once and its error returned.
-func TestRemoteRetriesIdempotentRequestsOnly(t *testing.T) {
+// TestRemoteRetriesEveryRequest drops connections: every request is
+// retried with its idempotency key, so State and StartCall succeed, and
+// the StartCall that the server carried out before its connection was
+// dropped is not carried out twice.
+func TestRemoteRetriesEveryRequest(t *testing.T) {
 	srv := ledger.NewServer(ledger.ServerOptions{BasePath: t.TempDir()})
 	defer srv.Close()
 	proxy := &flakyProxy{next: srv, drop: 2, paths: map[string]bool{"/operation/state": true, "/call/start": true}, count: map[string]int{}}
@@ -396,51 +400,37 @@ func TestRemoteRetriesIdempotentRequestsOnly(t *testing.T) {
 		ParticipantID: "retrier", ServerURL: ts.URL,
 		Retry: ledger.RetryPolicy{Attempts: 3, Backoff: time.Millisecond},
 	})
-	if err != nil {
-		t.Fatal(err)
-	}
+	require.NoError(t, err)
 	defer l.Close()
 	op, err := l.CreateOperation(ctx, ledger.CreateOptions{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	if _, err := op.State(ctx); err != nil {
-		t.Fatalf("State with 2 dropped connections and 3 attempts: %v", err)
-	}
-	if n := proxy.requests("/operation/state"); n != 3 {
-		t.Fatalf("State sent %d times, want 3", n)
-	}
-	_, err = ledger.StartCall[int](ctx, op, ledger.CallOptions[int]{})
-	if err == nil {
-		t.Fatal("StartCall over a dropped connection succeeded")
-	}
-	var re *ledger.RemoteError
-	if errors.As(err, &re) {
-		t.Fatalf("a connection error came back as %v", re)
-	}
-	if n := proxy.requests("/call/start"); n != 1 {
-		t.Fatalf("StartCall sent %d times, want 1 (not idempotent)", n)
-	}
+	require.NoError(t, err)
+	_, err = op.State(ctx)
+	require.NoError(t, err, "State with 2 dropped connections and 3 attempts")
+	assert.Equal(t, 3, proxy.requests("/operation/state"), "two dropped, one answered")
+	c, err := ledger.StartCall[int](ctx, op, ledger.CallOptions[int]{})
+	require.NoError(t, err, "StartCall with 2 dropped connections and 3 attempts")
+	assert.Equal(t, 3, proxy.requests("/call/start"), "two dropped, one answered")
+	d, err := op.State(ctx)
+	require.NoError(t, err)
+	require.Len(t, d.CallFrames, 1)
+	assert.Equal(t, c.ID(), d.CallFrames[0].CallID)
 
-	// With one attempt, State is not retried either.
+	// With one attempt, nothing is retried.
 	one, err := ledger.NewRemoteClient(ctx, ledger.Options{ParticipantID: "once", ServerURL: ts.URL, Retry: ledger.RetryPolicy{Attempts: 1}})
-	if err != nil {
-		t.Fatal(err)
-	}
+	require.NoError(t, err)
 	defer one.Close()
 	proxy.mu.Lock()
 	proxy.count = map[string]int{}
 	proxy.mu.Unlock()
 	joined, err := one.JoinOperation(ctx, op.ID(), ledger.JoinOptions{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	if _, err := joined.State(ctx); err == nil {
-		t.Fatal("State with Attempts 1 over a dropped connection succeeded")
-	}
-	if n := proxy.requests("/operation/state"); n != 1 {
-		t.Fatalf("State with Attempts 1 sent %d times", n)
-	}
+	require.NoError(t, err)
+	_, err = joined.State(ctx)
+	require.Error(t, err, "State with Attempts 1 over a dropped connection")
+	var re *ledger.RemoteError
+	assert.False(t, errors.As(err, &re), "a connection error came back as %v", re)
+	// net/http sends a request with an Idempotency-Key once more by itself
+	// when a reused connection turns out closed; the client does not.
+	assert.LessOrEqual(t, proxy.requests("/operation/state"), 2)
 }
 
 // TestRemoteRequestTimeout checks that a hung server does not hang the

@@ -15,15 +15,16 @@ import (
 	"net"
 	"net/http"
 	"net/netip"
-	"os"
 	"path/filepath"
 	"strconv"
 	"strings"
 	"sync/atomic"
 	"time"
 
+	"github.com/tomdist/ledger/internal/dirstore"
 	"github.com/tomdist/ledger/internal/store"
 	"github.com/tomdist/ledger/internal/wire"
+	"github.com/tomdist/ledger/journal"
 )
 
 // ServerOptions configure NewServer. BasePath is required; the zero value
@@ -63,14 +64,15 @@ type ServerOptions struct {
 	// means 100; negative keeps none.
 	MaxTrail int
 
-	// TrailInterval is the least time between two trail snapshots of an
-	// operation. Zero means 5s.
-	TrailInterval time.Duration
-
 	// StaleThreshold is the period of the server's orphan sweep (see
 	// Server); participants are judged by the settings in their own
 	// records. Zero means 15s.
 	StaleThreshold time.Duration
+
+	// StreamGrace is how long a client whose stream dropped may take to
+	// open it again before the server declares it crashed (see stream).
+	// Zero means 1s.
+	StreamGrace time.Duration
 
 	// Logger receives one line per request at debug level (failures of the
 	// server itself at error level). Zero means no request log.
@@ -118,14 +120,21 @@ func isLoopbackHost(host string) bool {
 // deleted by their registrants alone.
 type Server struct {
 	opts  ServerOptions
-	b     *localBackend // nil when err is set
-	err   error         // why the server cannot serve; set once by NewServer
-	dir   string        // absolute BasePath, hidden from error messages
+	b     *storeBackend // nil when err is set
+	cache *opCache      // what the server knows of the operations it serves
+	live  *streamLiveness
+	err   error  // why the server cannot serve; set once by NewServer
+	dir   string // absolute BasePath, hidden from error messages
 	token [sha256.Size]byte
 	log   *slog.Logger // nil: no request log
 
 	stopSweep context.CancelFunc // ends the orphan sweep
 	swept     chan struct{}      // closed when the sweep has ended
+
+	// streams ends every stream when the server shuts down: a stream is
+	// a request that would otherwise keep a graceful shutdown waiting.
+	streams    context.Context
+	endStreams context.CancelFunc
 
 	closed atomic.Bool
 }
@@ -148,28 +157,23 @@ func NewServer(o ServerOptions) *Server {
 		return s
 	}
 	s.dir = dir
-	st, err := store.Open(dir, o.storeOptions())
+	st, err := dirstore.Open(dir, o.dirOptions())
 	if err != nil {
 		s.err = fmt.Errorf("ledger: open %s: %w", dir, err)
 		return s
 	}
-	s.b = &localBackend{st: st}
+	s.b = &storeBackend{s: st}
+	s.cache = newOpCache(maxCachedOps)
+	s.live = newStreamLiveness(s)
 	ctx, cancel := context.WithCancel(context.Background())
 	s.stopSweep, s.swept = cancel, make(chan struct{})
+	s.streams, s.endStreams = context.WithCancel(context.Background())
 	threshold := cmp.Or(o.StaleThreshold, DefaultStaleThreshold)
 	go func() {
 		defer close(s.swept)
 		s.b.sweepLoop(ctx, sweeper(), threshold)
 	}()
 	return s
-}
-
-// sweeper is the participant the server sweeps orphans as. Its host is
-// empty, which no participant's is: the sweep then never takes a
-// participant for one on its own host (whose liveness lock it could
-// check). It deletes no temp resources: its backend has no tempCleaner.
-func sweeper() participant {
-	return participant{ID: "ledger-server", PID: os.Getpid(), Host: ""}
 }
 
 func (o ServerOptions) check() error {
@@ -184,26 +188,22 @@ func (o ServerOptions) check() error {
 	if o.LockTimeout < 0 {
 		return fmt.Errorf("ledger: ServerOptions.LockTimeout (%v) must not be negative", o.LockTimeout)
 	}
+	if o.StreamGrace < 0 {
+		return fmt.Errorf("ledger: ServerOptions.StreamGrace (%v) must not be negative", o.StreamGrace)
+	}
 	if o.StaleThreshold < 0 {
 		return fmt.Errorf("ledger: ServerOptions.StaleThreshold (%v) must not be negative", o.StaleThreshold)
-	}
-	if o.TrailInterval < 0 {
-		return fmt.Errorf("ledger: ServerOptions.TrailInterval (%v) must not be negative", o.TrailInterval)
 	}
 	return nil
 }
 
-func (o ServerOptions) storeOptions() store.Options {
-	so := store.Options{
-		Durable:       o.Durable,
-		MaxBackups:    keep(o.MaxBackups, DefaultMaxBackups),
-		MaxTrail:      keep(o.MaxTrail, DefaultMaxTrail),
-		TrailInterval: o.TrailInterval,
+func (o ServerOptions) dirOptions() dirstore.Options {
+	return dirstore.Options{
+		Durable:    o.Durable,
+		MaxBackups: keep(o.MaxBackups, DefaultMaxBackups),
+		MaxTrail:   keep(o.MaxTrail, DefaultMaxTrail),
+		Host:       hostname(),
 	}
-	if so.TrailInterval == 0 {
-		so.TrailInterval = DefaultHeartbeatInterval
-	}
-	return so
 }
 
 // Err returns why the server cannot serve (bad options, or a directory
@@ -219,7 +219,15 @@ func (s *Server) Close() error {
 	}
 	s.stopSweep()
 	<-s.swept
+	s.shutdownStreams()
 	return s.b.close()
+}
+
+// shutdownStreams ends every stream, without a verdict on their
+// participants: the server going away is not their death.
+func (s *Server) shutdownStreams() {
+	s.live.stop()
+	s.endStreams()
 }
 
 // Timeouts of the http.Server that Serve runs.
@@ -253,6 +261,7 @@ func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
 	if s.log != nil {
 		hs.ErrorLog = slog.NewLogLogger(s.log.Handler(), slog.LevelWarn)
 	}
+	hs.RegisterOnShutdown(s.shutdownStreams)
 	errc := make(chan error, 1)
 	go func() { errc <- hs.Serve(ln) }()
 	select {
@@ -270,161 +279,19 @@ func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
 	return err
 }
 
-// route is one endpoint.
-type route struct {
-	get    bool // GET (and HEAD) rather than POST
-	public bool // no token needed
-	serve  func(s *Server, ctx context.Context, r *http.Request) (reply, error)
-}
-
-// reply is a response body: a value for encoding/json, or rawJSON.
-type reply any
-
-// rawJSON is a response body that is already JSON.
-type rawJSON []byte
-
-var routes map[string]route
-
-func init() {
-	routes = map[string]route{
-		wire.PathHealth: {get: true, public: true, serve: (*Server).health},
-		wire.PathStatus: {get: true, public: true, serve: (*Server).status},
-
-		wire.PathCreate: {serve: endpoint(func(s *Server, ctx context.Context, q *wire.CreateRequest) (reply, error) {
-			return data(s.b.create(ctx, q.OperationID, who(q.Participant), q.Description))
-		})},
-		wire.PathJoin: {serve: endpoint(func(s *Server, ctx context.Context, q *wire.OperationRequest) (reply, error) {
-			return data(s.b.join(ctx, q.OperationID, who(q.Participant)))
-		})},
-		wire.PathLeave: {serve: endpoint(func(s *Server, ctx context.Context, q *wire.OperationRequest) (reply, error) {
-			return ok(s.b.leave(ctx, q.OperationID, who(q.Participant)))
-		})},
-		wire.PathComplete: {serve: endpoint(func(s *Server, ctx context.Context, q *wire.OperationRequest) (reply, error) {
-			return data(s.b.complete(ctx, q.OperationID, who(q.Participant)))
-		})},
-		wire.PathHeartbeat: {serve: endpoint(func(s *Server, ctx context.Context, q *wire.OperationRequest) (reply, error) {
-			return data(s.b.heartbeat(ctx, q.OperationID, who(q.Participant)))
-		})},
-		wire.PathState: {serve: endpoint(func(s *Server, ctx context.Context, q *wire.OperationRequest) (reply, error) {
-			return data(s.b.state(ctx, q.OperationID))
-		})},
-		wire.PathAbort: {serve: endpoint(func(s *Server, ctx context.Context, q *wire.AbortRequest) (reply, error) {
-			return data(s.b.setAbort(ctx, q.OperationID, who(q.Participant), q.Value == nil || *q.Value))
-		})},
-		wire.PathLog: {serve: endpoint(func(s *Server, ctx context.Context, q *wire.LogRequest) (reply, error) {
-			level, _ := wire.ParseLevel(q.Level)
-			return ok(s.b.log(ctx, q.OperationID, who(q.Participant), LogLevel(level), q.Message))
-		})},
-		wire.PathCrash: {serve: endpoint((*Server).crash)},
-		wire.PathCleanedUp: {serve: endpoint(func(s *Server, ctx context.Context, q *wire.OperationRequest) (reply, error) {
-			return data(s.b.cleanedUp(ctx, q.OperationID, who(q.Participant)))
-		})},
-		wire.PathFinish: {serve: endpoint(func(s *Server, ctx context.Context, q *wire.OperationRequest) (reply, error) {
-			return data(s.b.finishCleanup(ctx, q.OperationID, who(q.Participant)))
-		})},
-
-		wire.PathCallStart:       {serve: endpoint(startFrame(frameCall))},
-		wire.PathCallFrameCreate: {serve: endpoint(startFrame(frameRaw))},
-		wire.PathCallEnd:         {serve: endpoint(endFrame(frameCall))},
-		wire.PathCallFrameDelete: {serve: endpoint(endFrame(frameRaw))},
-		wire.PathCallFail: {serve: endpoint(func(s *Server, ctx context.Context, q *wire.CallFailRequest) (reply, error) {
-			return data(s.b.failFrame(ctx, q.OperationID, who(q.Participant), q.CallID, q.Error, q.Stack))
-		})},
-
-		wire.PathTempRegister: {serve: endpoint(func(s *Server, ctx context.Context, q *wire.TempRequest) (reply, error) {
-			return ok(s.b.registerTemp(ctx, q.OperationID, who(q.Participant), q.Path))
-		})},
-		wire.PathTempUnregister: {serve: endpoint(func(s *Server, ctx context.Context, q *wire.TempRequest) (reply, error) {
-			return ok(s.b.unregisterTemp(ctx, q.OperationID, who(q.Participant), q.Path))
-		})},
-	}
-}
-
-// startFrame serves /call/start (kind frameCall, or frameSpawned when the
-// request says so) and /callframe/create (frameRaw). An absent failOnCrash
-// is true for a call, as in Dart, and false for a raw frame, as
-// Operation.CreateCallFrame writes it.
-func startFrame(kind frameKind) func(*Server, context.Context, *wire.CallStartRequest) (reply, error) {
-	return func(s *Server, ctx context.Context, q *wire.CallStartRequest) (reply, error) {
-		f := frameSpec{CallID: q.CallID, Description: q.Description, FailOnCrash: kind != frameRaw, Kind: kind}
-		if q.FailOnCrash != nil {
-			f.FailOnCrash = *q.FailOnCrash
-		}
-		if kind == frameCall && q.Spawned {
-			f.Kind = frameSpawned
-		}
-		return ok(s.b.addFrame(ctx, q.OperationID, who(q.Participant), f))
-	}
-}
-
-// endFrame serves /call/end and /callframe/delete.
-func endFrame(kind frameKind) func(*Server, context.Context, *wire.CallEndRequest) (reply, error) {
-	return func(s *Server, ctx context.Context, q *wire.CallEndRequest) (reply, error) {
-		k := kind
-		if kind == frameCall && q.Spawned {
-			k = frameSpawned
-		}
-		return ok(s.b.removeFrame(ctx, q.OperationID, who(q.Participant), q.CallID, k))
-	}
-}
-
-func (s *Server) crash(ctx context.Context, q *wire.CrashRequest) (reply, error) {
-	var seen store.Time
-	if q.Seen != nil {
-		seen = *q.Seen
-	}
-	rep, err := s.b.reportCrash(ctx, q.OperationID, who(q.Participant), who(q.Victim), seen)
-	if err != nil {
-		return nil, err
-	}
-	return wire.CrashReply{Success: true, Data: store.Encode(rep.Data), Crashed: rep.Crashed}, nil
-}
-
-// who names the participant a request acts for. It is marked as acting
-// through the server: the temp resources it registers are recorded so,
-// and deleted by no one but itself.
-func who(p wire.Participant) participant {
-	return participant{
-		ID: p.ParticipantID, PID: p.ParticipantPID, Host: p.Host,
-		Interval: recordedMs(p.HeartbeatIntervalMs, 0), Stale: recordedMs(p.StaleThresholdMs, 0),
-		viaServer: true,
-	}
-}
-
-// data turns a backend result into a DataReply.
-func data(d *store.Data, err error) (reply, error) {
-	if err != nil {
-		return nil, err
-	}
-	b := make([]byte, 0, 40)
-	b = append(b, `{"success":true,"data":`...)
-	b = append(b, store.Encode(d)...)
-	return rawJSON(append(b, '}')), nil
-}
-
-func ok(err error) (reply, error) {
-	if err != nil {
-		return nil, err
-	}
-	return wire.OK{Success: true}, nil
-}
-
-// health answers ok only if requests can be carried out now: the server
-// is ready and its directory can be opened (a server out of descriptors
-// answers 503, as every request would fail).
-func (s *Server) health(ctx context.Context, r *http.Request) (reply, error) {
+func (s *Server) health(c *call) (reply, error) {
 	if err := s.ready(); err != nil {
 		return nil, err
 	}
-	if err := s.b.st.Probe(); err != nil {
+	if err := probe(s.b.s); err != nil {
 		return nil, &httpError{http.StatusServiceUnavailable, wire.CodeUnavailable, "ledger: the ledger directory cannot be used: " + err.Error()}
 	}
 	return wire.Health{Status: "ok"}, nil
 }
 
-func (s *Server) status(ctx context.Context, r *http.Request) (reply, error) {
+func (s *Server) status(c *call) (reply, error) {
 	st := wire.Status{Service: wire.Service, Version: wire.Version}
-	if a, ok := r.Context().Value(http.LocalAddrContextKey).(net.Addr); ok {
+	if a, ok := c.r.Context().Value(http.LocalAddrContextKey).(net.Addr); ok {
 		if ap, err := netip.ParseAddrPort(a.String()); err == nil {
 			st.Port = int(ap.Port())
 		}
@@ -447,10 +314,10 @@ func (s *Server) ready() error {
 func endpoint[T any, P interface {
 	*T
 	wire.Request
-}](fn func(s *Server, ctx context.Context, q P) (reply, error)) func(*Server, context.Context, *http.Request) (reply, error) {
-	return func(s *Server, ctx context.Context, r *http.Request) (reply, error) {
+}](fn func(s *Server, c *call, q P) (reply, error)) func(*Server, *call) (reply, error) {
+	return func(s *Server, c *call) (reply, error) {
 		q := P(new(T))
-		if err := decode(r, q); err != nil {
+		if err := decode(c.r, q); err != nil {
 			return nil, err
 		}
 		if err := q.Validate(); err != nil {
@@ -459,7 +326,7 @@ func endpoint[T any, P interface {
 		if err := s.ready(); err != nil {
 			return nil, err
 		}
-		return fn(s, ctx, q)
+		return fn(s, c, q)
 	}
 }
 
@@ -577,6 +444,10 @@ func (s *Server) serve(w *respWriter, r *http.Request) {
 			return
 		}
 	}
+	if rt.stream != nil {
+		rt.stream(s, w, r)
+		return
+	}
 	timeout, err := s.requestTimeout(r)
 	if err != nil {
 		w.fail(s.mapError(err))
@@ -593,7 +464,15 @@ func (s *Server) serve(w *respWriter, r *http.Request) {
 	if w.body != nil {
 		r.Body = io.NopCloser(w.body)
 	}
-	rep, err := rt.serve(s, ctx, r)
+	c := &call{ctx: ctx, r: r}
+	if key := r.Header.Get(wire.HeaderIdempotencyKey); key != "" {
+		if err := checkKey(key); err != nil {
+			w.fail(s.mapError(err))
+			return
+		}
+		c.key = key
+	}
+	rep, err := rt.serve(s, c)
 	if err != nil {
 		w.fail(s.mapError(err))
 		return
@@ -781,4 +660,14 @@ func (w *respWriter) reply(status int, v any) {
 	w.status = status
 	w.w.WriteHeader(status)
 	w.w.Write(body)
+}
+
+// probe checks that the store can be used, where it says how: a store
+// whose directory cannot be opened (out of descriptors, gone) is not
+// healthy, whatever else works.
+func probe(st journal.Store) error {
+	if p, ok := st.(interface{ Probe() error }); ok {
+		return p.Probe()
+	}
+	return nil
 }

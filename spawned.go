@@ -7,10 +7,9 @@ import (
 	"fmt"
 	"os"
 	"runtime/debug"
+	"slices"
 	"sync"
 	"time"
-
-	"github.com/tomdist/ledger/internal/store"
 )
 
 // Spawned is the view of a *SpawnedCall[T] that does not depend on T, so
@@ -169,14 +168,14 @@ func SpawnCall[T any](op *Operation, work func(ctx context.Context, call *Spawne
 	ctx, cancel := st.c.bound(context.Background())
 	defer cancel()
 	spec := frameSpec{CallID: c.id, Description: opts.Description, FailOnCrash: !opts.Contained, Kind: frameSpawned}
-	if err := st.c.b.addFrame(ctx, st.id, st.c.who, spec); err != nil {
+	if _, _, err := st.apply(ctx, addFrameOp{who: st.c.who, spec: spec}); err != nil {
 		return c.abandon(err)
 	}
 	// Tracked only once the frame exists, so that no callback runs for a
 	// call that never started. A failure in between cancels workCtx, and
 	// the call then hears of it on its own goroutine.
 	if err := op.trackUnlessLeft(c); err != nil {
-		_ = st.c.b.removeFrame(ctx, st.id, st.c.who, c.id, frameRaw) // best effort: the work never ran
+		_, _, _ = st.apply(ctx, removeFrameOp{who: st.c.who, callID: c.id, kind: frameRaw}) // best effort: the work never ran
 		return c.abandon(err)
 	}
 	go c.run(workCtx, work)
@@ -265,7 +264,8 @@ func (c *SpawnedCall[T]) call(ctx context.Context, work func(context.Context, *S
 func (c *SpawnedCall[T]) endSuccess(v T, cause error) {
 	st := c.op.st
 	err, stopped := c.persist(func(ctx context.Context) error {
-		return st.c.b.removeFrame(ctx, st.id, st.c.who, c.id, frameSpawned)
+		_, _, err := st.apply(ctx, removeFrameOp{who: st.c.who, callID: c.id, kind: frameSpawned})
+		return err
 	})
 	switch {
 	case errors.Is(stopped, ErrClosed):
@@ -307,9 +307,9 @@ func (c *SpawnedCall[T]) endFailed(werr error) {
 	if p, ok := werr.(*PanicError); ok {
 		reason, stack = fmt.Sprint("panic: ", p.Value), string(p.Stack)
 	}
-	var d *store.Data
+	var v view
 	err, stopped := c.persist(func(ctx context.Context) (err error) {
-		d, err = st.c.b.failFrame(ctx, st.id, st.c.who, c.id, reason, stack)
+		v, _, err = st.apply(ctx, failFrameOp{who: st.c.who, callID: c.id, reason: reason, stack: stack})
 		return err
 	})
 	// The outcome is set before the operation's failure is taken in, so
@@ -325,7 +325,7 @@ func (c *SpawnedCall[T]) endFailed(werr error) {
 	if err == nil && stopped == nil {
 		// Fails the operation in this process when the ledger recorded
 		// the failure.
-		st.observe(d)
+		st.observe(v)
 	}
 	close(c.done)
 }
@@ -394,12 +394,13 @@ func fallback[T any](f func(error) (T, bool), err error) (v T, ok bool) {
 func (c *SpawnedCall[T]) endCancelled(cause error) {
 	st := c.op.st
 	err, stopped := c.persist(func(ctx context.Context) error {
-		return st.c.b.removeFrame(ctx, st.id, st.c.who, c.id, frameRaw)
+		_, _, err := st.apply(ctx, removeFrameOp{who: st.c.who, callID: c.id, kind: frameRaw})
+		return err
 	})
 	if err == nil {
 		// Best effort: the frame is gone, the line only explains why.
 		ctx, cancel := st.c.bound(context.Background())
-		_ = st.c.b.log(ctx, st.id, st.c.who, LogInfo, "CALL_CANCELLED "+c.id+" "+cause.Error())
+		_, _, _ = st.apply(ctx, logOp{who: st.c.who, level: LogInfo, msg: "CALL_CANCELLED " + c.id + " " + cause.Error()})
 		cancel()
 	}
 	st.learn(err)
@@ -451,7 +452,10 @@ func (c *SpawnedCall[T]) operationFailed(info OperationFailedInfo) {
 		c.mu.Lock()
 		ended := c.state == callSucceeded || c.state == callFailed
 		c.mu.Unlock()
-		if ended {
+		// The call whose failure failed the operation hears of it from its
+		// own end, which may not have returned yet when the failure is
+		// pushed to this process.
+		if ended || slices.Contains(info.CrashedCallIDs, c.id) {
 			return
 		}
 		if f := c.opts.Callback.OnOperationFailed; f != nil {

@@ -25,6 +25,7 @@ package main
 import (
 	"context"
 	"crypto/tls"
+	"encoding/json"
 	"errors"
 	"flag"
 	"fmt"
@@ -39,7 +40,6 @@ import (
 	"time"
 
 	"github.com/tomdist/ledger"
-	"github.com/tomdist/ledger/internal/store"
 )
 
 func main() {
@@ -199,8 +199,8 @@ func serve(ctx context.Context, c serveConfig, stdout io.Writer, log *slog.Logge
 	return err
 }
 
-// openStore opens an existing ledger directory.
-func openStore(dir string, o store.Options) (*store.Store, error) {
+// openViewer opens a Viewer of an existing ledger directory.
+func openViewer(dir string) (*ledger.Viewer, error) {
 	fi, err := os.Stat(dir)
 	if err != nil {
 		return nil, err
@@ -208,23 +208,23 @@ func openStore(dir string, o store.Options) (*store.Store, error) {
 	if !fi.IsDir() {
 		return nil, fmt.Errorf("%s is not a directory", dir)
 	}
-	return store.Open(dir, o)
+	return ledger.OpenViewer(ledger.Options{BasePath: dir})
 }
 
 func setupList(fs *flag.FlagSet) func(context.Context, string, []string, io.Writer, io.Writer) error {
 	all := fs.Bool("all", false, "list archived operations too")
 	return func(ctx context.Context, dir string, _ []string, stdout, _ io.Writer) error {
-		st, err := openStore(dir, store.Options{})
+		v, err := openViewer(dir)
 		if err != nil {
 			return err
 		}
-		defer st.Close()
-		ids, err := st.List()
+		defer v.Close()
+		ids, err := v.List(ctx, false)
 		if err != nil {
 			return err
 		}
 		if *all {
-			archived, err := st.ListArchived()
+			archived, err := v.List(ctx, true)
 			if err != nil {
 				return err
 			}
@@ -233,14 +233,14 @@ func setupList(fs *flag.FlagSet) func(context.Context, string, []string, io.Writ
 		tw := tabwriter.NewWriter(stdout, 0, 4, 2, ' ', 0)
 		fmt.Fprintln(tw, "OPERATION\tSTATE\tABORTED\tPARTICIPANTS\tFRAMES\tAGE\tDESCRIPTION")
 		for _, id := range ids {
-			d, err := st.Read(id)
+			d, err := v.State(ctx, id)
 			if err != nil {
 				fmt.Fprintf(tw, "%s\t%s\t\t\t\t\t\n", id, unreadable(err))
 				continue
 			}
 			active := 0
 			for _, p := range d.Participants {
-				if p.State == store.ParticipantActive {
+				if p.State == ledger.ParticipantActive {
 					active++
 				}
 			}
@@ -253,7 +253,7 @@ func setupList(fs *flag.FlagSet) func(context.Context, string, []string, io.Writ
 }
 
 func unreadable(err error) string {
-	if errors.Is(err, store.ErrCorrupt) {
+	if errors.Is(err, ledger.ErrCorruptLedger) {
 		return "corrupt"
 	}
 	return "unreadable"
@@ -269,16 +269,20 @@ func oneLine(s string) string {
 
 func setupShow(fs *flag.FlagSet) func(context.Context, string, []string, io.Writer, io.Writer) error {
 	return func(ctx context.Context, dir string, args []string, stdout, _ io.Writer) error {
-		st, err := openStore(dir, store.Options{})
+		v, err := openViewer(dir)
 		if err != nil {
 			return err
 		}
-		defer st.Close()
-		d, err := st.Read(args[0])
+		defer v.Close()
+		d, err := v.State(ctx, args[0])
 		if err != nil {
 			return err
 		}
-		_, err = fmt.Fprintf(stdout, "%s\n", store.Encode(d))
+		b, err := json.MarshalIndent(d, "", "  ")
+		if err != nil {
+			return err
+		}
+		_, err = fmt.Fprintf(stdout, "%s\n", b)
 		return err
 	}
 }
@@ -286,20 +290,12 @@ func setupShow(fs *flag.FlagSet) func(context.Context, string, []string, io.Writ
 func setupLog(fs *flag.FlagSet) func(context.Context, string, []string, io.Writer, io.Writer) error {
 	debug := fs.Bool("debug", false, "print the debug log instead")
 	return func(ctx context.Context, dir string, args []string, stdout, _ io.Writer) error {
-		id := args[0]
-		if err := store.CheckOperationID(id); err != nil {
-			return err
-		}
-		st, err := openStore(dir, store.Options{})
+		v, err := openViewer(dir)
 		if err != nil {
 			return err
 		}
-		defer st.Close()
-		read := st.ReadLog
-		if *debug {
-			read = st.ReadDebugLog
-		}
-		b, err := read(id)
+		defer v.Close()
+		b, err := v.Log(ctx, args[0], *debug)
 		if err != nil {
 			return err
 		}
@@ -310,21 +306,14 @@ func setupLog(fs *flag.FlagSet) func(context.Context, string, []string, io.Write
 
 func setupAbort(fs *flag.FlagSet) func(context.Context, string, []string, io.Writer, io.Writer) error {
 	return func(ctx context.Context, dir string, args []string, stdout, _ io.Writer) error {
-		st, err := openStore(dir, store.Options{})
+		v, err := openViewer(dir)
 		if err != nil {
 			return err
 		}
-		defer st.Close()
+		defer v.Close()
 		ctx, cancel := context.WithTimeout(ctx, 30*time.Second)
 		defer cancel()
-		d, err := st.Update(ctx, args[0], func(tx *store.Tx) error {
-			if tx.Data.Aborted {
-				return store.ErrNoChange
-			}
-			tx.Data.Aborted = true
-			tx.Log("WARNING", cliParticipant, "ABORT_SET true")
-			return nil
-		})
+		d, err := v.SetAbortFlag(ctx, args[0], cliParticipant)
 		if err != nil {
 			return err
 		}
@@ -339,12 +328,12 @@ func setupPrune(fs *flag.FlagSet) func(context.Context, string, []string, io.Wri
 		if *keep < 0 {
 			return fmt.Errorf("--keep (%d) must not be negative", *keep)
 		}
-		st, err := openStore(dir, store.Options{})
+		v, err := openViewer(dir)
 		if err != nil {
 			return err
 		}
-		defer st.Close()
-		removed, kept, err := st.PruneArchives(*keep)
+		defer v.Close()
+		removed, kept, err := v.Prune(ctx, *keep)
 		if err != nil {
 			return err
 		}

@@ -53,6 +53,11 @@ type Data struct {
 	DetectionTimestamp *Time          `json:"detectionTimestamp,omitempty"` // when a failure or crash was detected
 	RemovalTimestamp   *Time          `json:"removalTimestamp,omitempty"`   // when the frames were removed after it
 	Failure            *Failure       `json:"failure,omitempty"`            // why the operation failed, once it has
+	// JournalRev is the position in the operation's journal of a state
+	// written as a document (a snapshot, operation.json): a document with
+	// it was written from a journal, one without (the Dart ledger's) was
+	// not. Zero elsewhere.
+	JournalRev uint64 `json:"journalRev,omitempty"`
 }
 
 // CallFrame is one tracked call while it runs.
@@ -103,6 +108,10 @@ type Participant struct {
 	// the Dart ledger writes) means the defaults, 5s and 15s.
 	HeartbeatIntervalMs int `json:"heartbeatIntervalMs,omitempty"`
 	StaleThresholdMs    int `json:"staleThresholdMs,omitempty"`
+	// Remote marks a participant that takes part through a ledger server:
+	// it holds no lease in the store, and is judged by its beats and its
+	// server's stream.
+	Remote bool `json:"remote,omitempty"`
 }
 
 // Failure records why an operation failed.
@@ -260,3 +269,6 @@ func ParseTime(s string) (Time, error) {
 	}
 	return Time{v}, nil
 }
+
+// Equal reports whether f and g are the same frame, field by field.
+func (f *CallFrame) Equal(g *CallFrame) bool { return f.equal(g) }

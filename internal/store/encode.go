@@ -201,6 +201,9 @@ func (e *encoder) encode(d *Data) {
 			if p.StaleThresholdMs != 0 {
 				e.int("staleThresholdMs", p.StaleThresholdMs)
 			}
+			if p.Remote {
+				e.bool("remote", p.Remote)
+			}
 			e.close('}')
 		}
 		e.close(']')
@@ -225,6 +228,10 @@ func (e *encoder) encode(d *Data) {
 			e.str("coordinator", f.Coordinator)
 		}
 		e.close('}')
+	}
+	if d.JournalRev != 0 {
+		e.key("journalRev")
+		e.b = strconv.AppendUint(e.b, d.JournalRev, 10)
 	}
 	e.close('}')
 }

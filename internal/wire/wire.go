@@ -261,6 +261,7 @@ func checkCall(id string) error {
 // heartbeat, state, cleanedup and finish.
 type OperationRequest struct {
 	Participant
+	Position
 	OperationID string `json:"operationId"`
 }
 
@@ -276,6 +277,7 @@ func (r *OperationRequest) Validate() error {
 // (YYYYMMDDTHH:MM:SS.mmm-{participantId}-{8 hex}).
 type CreateRequest struct {
 	Participant
+	Position
 	OperationID string `json:"operationId"`
 	Description string `json:"description,omitempty"`
 }
@@ -291,6 +293,7 @@ func (r *CreateRequest) Validate() error {
 // LogRequest appends a line to the operation log.
 type LogRequest struct {
 	Participant
+	Position
 	OperationID string `json:"operationId"`
 	Message     string `json:"message"`
 	// Level is debug, info, warning or error, as Dart's DLLogLevel names;
@@ -332,6 +335,7 @@ func ParseLevel(s string) (int, bool) {
 // AbortRequest sets or clears the abort flag.
 type AbortRequest struct {
 	Participant
+	Position
 	OperationID string `json:"operationId"`
 	// Value is the new flag; absent means true, as in Dart.
 	Value *bool `json:"value,omitempty"`
@@ -349,6 +353,7 @@ func (r *AbortRequest) Validate() error {
 // PathCallFrameCreate for a raw frame. The client chooses the call id.
 type CallStartRequest struct {
 	Participant
+	Position
 	OperationID string `json:"operationId"`
 	CallID      string `json:"callId"`
 	Description string `json:"description,omitempty"`
@@ -374,6 +379,7 @@ func (r *CallStartRequest) Validate() error {
 // or PathCallFrameDelete.
 type CallEndRequest struct {
 	Participant
+	Position
 	OperationID string `json:"operationId"`
 	CallID      string `json:"callId"`
 	// Spawned marks a spawned call (CALL_COMPLETED rather than CALL_ENDED).
@@ -395,6 +401,7 @@ func (r *CallEndRequest) Validate() error {
 // crash, fails the operation.
 type CallFailRequest struct {
 	Participant
+	Position
 	OperationID string `json:"operationId"`
 	CallID      string `json:"callId"`
 	Error       string `json:"error,omitempty"` // the reason
@@ -417,6 +424,7 @@ func (r *CallFailRequest) Validate() error {
 // it, and no other participant deletes it.
 type TempRequest struct {
 	Participant
+	Position
 	OperationID string `json:"operationId"`
 	Path        string `json:"path"`
 }
@@ -441,6 +449,7 @@ func (r *TempRequest) Validate() error {
 // CrashRequest declares Victim crashed, as seen by the participant.
 type CrashRequest struct {
 	Participant
+	Position
 	OperationID string      `json:"operationId"`
 	Victim      Participant `json:"victim"`
 	// Seen is the victim's lastHeartbeat as the reporter last saw it: the

@@ -2,6 +2,7 @@ package main
 
 import (
 	"bytes"
+	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -13,6 +14,7 @@ import (
 	"slices"
 	"strings"
 
+	"github.com/tomdist/ledger"
 	"github.com/tomdist/ledger/internal/store"
 )
 
@@ -57,10 +59,12 @@ func (fc *fileChecker) entry(de fs.DirEntry, final bool) {
 	switch {
 	case name == "backup" && de.IsDir():
 		fc.backups(path)
+	case strings.HasSuffix(name, ".operation.journal"):
+		fc.journal(strings.TrimSuffix(name, ".operation.journal"))
 	case strings.HasSuffix(name, ".operation.json"):
 		fc.state(path, strings.TrimSuffix(name, ".operation.json"))
-	case strings.HasSuffix(name, ".operation.json.lock"):
-	case strings.Contains(name, ".operation.json~tmp-"):
+	case strings.HasSuffix(name, ".operation.lock"):
+	case strings.HasPrefix(name, "~ledger-") && strings.HasSuffix(name, ".tmp"):
 		fc.temps++ // a write in progress, or one whose writer was killed
 	case strings.HasSuffix(name, ".operation.debug.log"):
 		fc.log(path, true, final)
@@ -118,6 +122,27 @@ func checkData(d *store.Data, id string) error {
 func (fc *fileChecker) state(path, id string) {
 	if _, err := readState(path, id); err != nil {
 		fc.bad("%s: %v", path, err)
+	}
+}
+
+// journal checks that the journal of id reads as a valid state, through
+// the ledger itself: the journal is the operation's truth.
+func (fc *fileChecker) journal(id string) {
+	v, err := ledger.OpenViewer(ledger.Options{BasePath: fc.dir})
+	if err != nil {
+		fc.bad("%s: %v", fc.dir, err)
+		return
+	}
+	defer v.Close()
+	d, err := v.State(context.Background(), id)
+	if errors.Is(err, ledger.ErrOperationNotFound) {
+		return // archived since the directory was listed
+	}
+	if err == nil {
+		err = checkData(d, id)
+	}
+	if err != nil {
+		fc.bad("journal of %s: %v", id, err)
 	}
 }
 
@@ -212,12 +237,27 @@ func (fc *fileChecker) backups(dir string) {
 		if fc.done[path] {
 			continue
 		}
-		if _, err := os.Stat(filepath.Join(path, "operation.json")); err != nil {
-			continue
+		if !fc.archived(path, de.Name()) {
+			continue // not yet moved whole: the journal goes last
 		}
 		fc.backup(path, de.Name())
 		fc.done[path] = true
 	}
+}
+
+// archived reports whether the backup directory dir of id holds a whole
+// archive: its journal, which the archiver moves last, or (an archive
+// without a journal, written by an earlier version) a state document
+// while no live journal of id is left.
+func (fc *fileChecker) archived(dir, id string) bool {
+	if _, err := os.Stat(filepath.Join(dir, "operation.journal")); err == nil {
+		return true
+	}
+	if _, err := os.Stat(filepath.Join(fc.dir, id+".operation.journal")); err == nil {
+		return false
+	}
+	_, err := os.Stat(filepath.Join(dir, "operation.json"))
+	return err == nil
 }
 
 func (fc *fileChecker) backup(dir, id string) {

@@ -1,0 +1,20 @@
+package dirstore
+
+import (
+	"os"
+
+	"golang.org/x/sys/unix"
+)
+
+// datasync flushes the data of f (and the metadata needed to read it).
+func datasync(f *os.File) error {
+	for {
+		err := unix.Fdatasync(int(f.Fd()))
+		if err != unix.EINTR {
+			if err != nil {
+				return &os.PathError{Op: "fdatasync", Path: f.Name(), Err: err}
+			}
+			return nil
+		}
+	}
+}

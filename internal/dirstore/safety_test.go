@@ -1,0 +1,140 @@
+package dirstore_test
+
+import (
+	"context"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+
+	"github.com/tomdist/ledger/internal/dirstore"
+	"github.com/tomdist/ledger/journal"
+)
+
+// storeNames are the names the store gives the files of operation id.
+func storeNames(id string) []string {
+	return []string{
+		id + ".operation.journal", id + ".operation.json", id + ".operation.log",
+		id + ".operation.debug.log", id + ".operation.lock", id + "_trail", id + ".live",
+		"backup/" + id,
+	}
+}
+
+// TestStoreNamesNeverCollide: no name of one operation is a name of
+// another, for ids made of the store's own suffixes, and no valid id is a
+// temp name.
+func TestStoreNamesNeverCollide(t *testing.T) {
+	parts := []string{"a", ".operation", ".json", ".journal", ".log", ".debug", ".lock", "_trail", ".live", "backup", ".", "-", ":", "~ledger-1.tmp"}
+	var ids []string
+	for _, p := range parts {
+		for _, q := range parts {
+			for _, r := range []string{"", "a", ".log"} {
+				ids = append(ids, p+q+r)
+			}
+		}
+	}
+	d := open(t, t.TempDir(), dirstore.Options{})
+	defer d.Close()
+	owner := map[string]string{}
+	valid := 0
+	for _, id := range ids {
+		// An id the store refuses has no files.
+		if _, err := d.Read(context.Background(), id, 0); err != nil && !strings.Contains(err.Error(), "not found") {
+			continue
+		}
+		valid++
+		assert.False(t, strings.HasPrefix(id, "~ledger-"), "id %q has the temp form", id)
+		for _, n := range storeNames(id) {
+			if o, taken := owner[n]; taken && o != id {
+				t.Errorf("%q is a name of %q and of %q", n, o, id)
+			}
+			owner[n] = id
+		}
+	}
+	require.Greater(t, valid, 100)
+}
+
+// TestSymlinksNotFollowed puts symlinks, pointing at a directory outside
+// the store that holds a canary, where the store keeps its files: the
+// store writes and deletes nothing outside its directory.
+func TestSymlinksNotFollowed(t *testing.T) {
+	const id = "20261201T00:00:00.000-linked-00000001"
+	ctx := context.Background()
+	for _, name := range []string{
+		id + "_trail", "backup", id + ".live", id + ".operation.lock",
+		id + ".operation.log", id + ".operation.json", id + ".operation.journal",
+	} {
+		t.Run(name, func(t *testing.T) {
+			dir, outside := t.TempDir(), t.TempDir()
+			canary := filepath.Join(outside, "canary")
+			require.NoError(t, os.WriteFile(canary, []byte("x"), 0o644))
+			target := outside
+			if !strings.HasSuffix(name, "_trail") && name != "backup" && !strings.HasSuffix(name, ".live") {
+				target = canary
+			}
+			require.NoError(t, os.Symlink(target, filepath.Join(dir, name)))
+			d := open(t, dir, dirstore.Options{MaxTrail: 1, MaxBackups: 1})
+			defer d.Close()
+
+			// Create, change, compact, hold a lease, archive: whatever
+			// fails, nothing outside may change.
+			if _, err := d.Create(ctx, id, journal.Change{Records: []journal.Record{{Body: []byte(`{}`), Log: []journal.LogLine{{Level: "INFO", Participant: "p", Message: "m"}}}}, Snapshot: []byte(`{}`)}); err == nil {
+				d.Update(ctx, id, 0, func(journal.Tail) (journal.Change, error) {
+					return journal.Change{Records: []journal.Record{{Body: []byte(`{}`)}}, Snapshot: []byte(`{"s":1}`)}, nil
+				})
+				if l, err := d.Hold(ctx, id, journal.Member{ID: "p", PID: 1, TTL: time.Minute}); err == nil {
+					l.Release()
+				}
+				d.Update(ctx, id, 0, func(journal.Tail) (journal.Change, error) {
+					return journal.Change{Records: []journal.Record{{Body: []byte(`{}`)}}, Snapshot: []byte(`{"s":2}`), Archive: true}, nil
+				})
+			}
+			ents, err := os.ReadDir(outside)
+			require.NoError(t, err)
+			require.Len(t, ents, 1, "something was written outside the store")
+			b, err := os.ReadFile(canary)
+			require.NoError(t, err)
+			assert.Equal(t, "x", string(b), "the canary outside was changed")
+			fi, err := os.Lstat(filepath.Join(dir, name))
+			if err == nil && fi.Mode()&os.ModeSymlink == 0 {
+				// The store may replace a link at its own file's name by
+				// the file (a rename does not follow links); what the
+				// link pointed at is untouched, checked above.
+				assert.True(t, strings.HasPrefix(name, id+".operation.j"), "%s was replaced", name)
+			}
+		})
+	}
+}
+
+// TestPruneRecognisesArchivesByContent: a directory in backup/ is pruned
+// only if it holds an archive of the operation it is named for.
+func TestPruneRecognisesArchivesByContent(t *testing.T) {
+	ctx := context.Background()
+	dir := t.TempDir()
+	foreign := filepath.Join(dir, "backup", "20261201T00:00:00.000-foreign-00000001")
+	require.NoError(t, os.MkdirAll(foreign, 0o755))
+	require.NoError(t, os.WriteFile(filepath.Join(foreign, "keep"), []byte("x"), 0o644))
+	old := time.Now().Add(-time.Hour)
+	require.NoError(t, os.Chtimes(foreign, old, old))
+
+	d := open(t, dir, dirstore.Options{MaxBackups: 1})
+	defer d.Close()
+	for i := range 3 {
+		id := "20261201T00:00:00.000-p-0000000" + string(rune('a'+i))
+		_, err := d.Create(ctx, id, journal.Change{Records: []journal.Record{{Body: []byte(`{}`)}}})
+		require.NoError(t, err)
+		_, err = d.Update(ctx, id, 1, func(journal.Tail) (journal.Change, error) {
+			return journal.Change{Records: []journal.Record{{Body: []byte(`{}`)}}, Snapshot: []byte(`{}`), Archive: true}, nil
+		})
+		require.NoError(t, err)
+	}
+	archived, err := d.List(ctx, true)
+	require.NoError(t, err)
+	assert.Equal(t, []string{"20261201T00:00:00.000-p-0000000c"}, archived, "MaxBackups 1 keeps the newest archive")
+	_, err = os.Stat(filepath.Join(foreign, "keep"))
+	assert.NoError(t, err, "a directory that holds no archive was pruned")
+}

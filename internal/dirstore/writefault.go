@@ -1,0 +1,29 @@
+package dirstore
+
+import "sync/atomic"
+
+// writeFault, when set, is asked before every append to a journal; an
+// error it returns fails that append as a failing disk would. It is a
+// test seam: tests set it through SetWriteFault to make a change fail
+// without a full disk.
+var writeFault atomic.Pointer[func(path string) error]
+
+// SetWriteFault makes every later append to a journal first call f with
+// the journal's path and fail with f's error, if any; SetWriteFault(nil)
+// removes it. It is a test seam: f sees the appends of every Dir in the
+// process, so a test filters by path.
+func SetWriteFault(f func(path string) error) {
+	if f == nil {
+		writeFault.Store(nil)
+		return
+	}
+	writeFault.Store(&f)
+}
+
+// injectedWriteFault returns the error of the write fault for path, if any.
+func injectedWriteFault(path string) error {
+	if f := writeFault.Load(); f != nil {
+		return (*f)(path)
+	}
+	return nil
+}

@@ -1,0 +1,309 @@
+package ledger
+
+import (
+	"bytes"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"slices"
+
+	"github.com/tomdist/ledger/internal/store"
+	"github.com/tomdist/ledger/journal"
+)
+
+// A record of an operation's journal holds the edits that one change made
+// to the state, as plain ops: replace the scalar fields, upsert a
+// participant, a frame or a temp resource, remove a frame or a temp
+// resource. Following the journal is applying its ops, in order; the rules
+// that decided them never run again, so a record means the same to every
+// version of the library that reads it. The log lines of the change ride
+// along in the record (journal.Record.Log).
+
+// op is one edit of the state.
+type op struct {
+	Op          string              `json:"op"`
+	Data        *store.Data         `json:"data,omitempty"`        // opInit: the whole state
+	Head        *store.Data         `json:"head,omitempty"`        // opHead: the scalar fields
+	Participant *store.Participant  `json:"participant,omitempty"` // opParticipant
+	Frame       *store.CallFrame    `json:"frame,omitempty"`       // opFrame
+	Temp        *store.TempResource `json:"temp,omitempty"`        // opTemp
+	Key         string              `json:"key,omitempty"`         // opUnframe: the call id; opUntemp: the path
+}
+
+// The ops.
+const (
+	opInit        = "init"        // the state becomes Data
+	opHead        = "head"        // the scalar fields become Head's
+	opParticipant = "participant" // upsert Participant by process
+	opFrame       = "frame"       // upsert Frame by call id, new ones last
+	opUnframe     = "unframe"     // remove the frame Key
+	opClearFrames = "clearFrames" // remove every frame
+	opTemp        = "temp"        // upsert Temp by path, new ones last
+	opUntemp      = "untemp"      // remove the temp resource Key
+)
+
+// body is the Body of a record.
+type body struct {
+	Ops []op `json:"ops"`
+	// Key is the idempotency key of the change, when its client gave one.
+	Key string `json:"key,omitempty"`
+}
+
+// diff returns the ops that turn old into cur. Rules only append frames,
+// temp resources and participants, remove them, or change them in place,
+// so a walk of both lists in step finds every edit.
+func diff(old, cur *store.Data) []op {
+	if old == nil {
+		return []op{{Op: opInit, Data: cur}}
+	}
+	var ops []op
+	if !sameHead(old, cur) {
+		ops = append(ops, op{Op: opHead, Head: head(cur)})
+	}
+	for i := range cur.Participants {
+		p := &cur.Participants[i]
+		if i >= len(old.Participants) || old.Participants[i] != *p {
+			ops = append(ops, op{Op: opParticipant, Participant: p})
+		}
+	}
+	ops = diffFrames(ops, old.CallFrames, cur.CallFrames)
+	return diffTemps(ops, old.TempResources, cur.TempResources)
+}
+
+func diffFrames(ops []op, old, cur []store.CallFrame) []op {
+	if len(cur) == 0 && len(old) > 1 {
+		return append(ops, op{Op: opClearFrames})
+	}
+	j := 0
+	for i := range old {
+		if j < len(cur) && cur[j].CallID == old[i].CallID {
+			if !cur[j].Equal(&old[i]) {
+				ops = append(ops, op{Op: opFrame, Frame: &cur[j]})
+			}
+			j++
+			continue
+		}
+		ops = append(ops, op{Op: opUnframe, Key: old[i].CallID})
+	}
+	for ; j < len(cur); j++ {
+		ops = append(ops, op{Op: opFrame, Frame: &cur[j]})
+	}
+	return ops
+}
+
+func diffTemps(ops []op, old, cur []store.TempResource) []op {
+	j := 0
+	for i := range old {
+		if j < len(cur) && cur[j].Path == old[i].Path {
+			if cur[j] != old[i] {
+				ops = append(ops, op{Op: opTemp, Temp: &cur[j]})
+			}
+			j++
+			continue
+		}
+		ops = append(ops, op{Op: opUntemp, Key: old[i].Path})
+	}
+	for ; j < len(cur); j++ {
+		ops = append(ops, op{Op: opTemp, Temp: &cur[j]})
+	}
+	return ops
+}
+
+// head returns the scalar fields of d.
+func head(d *store.Data) *store.Data {
+	h := *d
+	h.CallFrames, h.TempResources, h.Participants = nil, nil, nil
+	return &h
+}
+
+func sameHead(a, b *store.Data) bool {
+	return a.OperationID == b.OperationID && a.InitiatorID == b.InitiatorID &&
+		a.Description == b.Description && a.StartTime.Equal(b.StartTime.Time) &&
+		a.OperationState == b.OperationState && a.Aborted == b.Aborted &&
+		a.LastHeartbeat.Equal(b.LastHeartbeat.Time) &&
+		sameTime(a.DetectionTimestamp, b.DetectionTimestamp) &&
+		sameTime(a.RemovalTimestamp, b.RemovalTimestamp) &&
+		sameFailure(a.Failure, b.Failure)
+}
+
+func sameTime(a, b *store.Time) bool {
+	if a == nil || b == nil {
+		return a == b
+	}
+	return a.Equal(b.Time)
+}
+
+func sameFailure(a, b *store.Failure) bool {
+	if a == nil || b == nil {
+		return a == b
+	}
+	return a.FailedAt.Equal(b.FailedAt.Time) && a.Reason == b.Reason &&
+		a.ParticipantID == b.ParticipantID && a.Coordinator == b.Coordinator &&
+		slices.Equal(a.CrashedCallIDs, b.CrashedCallIDs)
+}
+
+// encodeBody returns the Body of a record of ops.
+func encodeBody(ops []op, key string) ([]byte, error) {
+	return json.Marshal(body{Ops: ops, Key: key})
+}
+
+// hasKey reports whether one of recs is the change with idempotency key
+// key. Keys are UUIDs (checked by the server), so finding the key's JSON
+// in a body is finding it as the body's key.
+func hasKey(recs []journal.Record, key string) bool {
+	needle := []byte(`"key":"` + key + `"`)
+	for _, r := range recs {
+		if bytes.Contains(r.Body, needle) {
+			return true
+		}
+	}
+	return false
+}
+
+// apply applies the ops of a record body to d, which it may modify (the
+// caller owns it), and returns the state after them. A nil d is the state
+// before the first record.
+func apply(d *store.Data, raw []byte) (*store.Data, error) {
+	var b body
+	if err := json.Unmarshal(raw, &b); err != nil {
+		return nil, err
+	}
+	for _, o := range b.Ops {
+		if o.Op != opInit && d == nil {
+			return nil, fmt.Errorf("op %q before the state's first record", o.Op)
+		}
+		if err := applyOp(d, &o); err != nil {
+			return nil, err
+		}
+		if o.Op == opInit {
+			d = o.Data
+		}
+	}
+	if d == nil {
+		return nil, fmt.Errorf("a record without the state")
+	}
+	return d, nil
+}
+
+func applyOp(d *store.Data, o *op) error {
+	switch o.Op {
+	case opInit:
+		if o.Data == nil {
+			return fmt.Errorf("op %q without data", o.Op)
+		}
+		normalize(o.Data)
+		if fe := store.ValidateState(o.Data); fe != nil {
+			return fe
+		}
+	case opHead:
+		if o.Head == nil {
+			return fmt.Errorf("op %q without head", o.Op)
+		}
+		h := *o.Head
+		h.CallFrames, h.TempResources, h.Participants = d.CallFrames, d.TempResources, d.Participants
+		if h.OperationID != d.OperationID {
+			return &store.FieldError{Field: "operationId", Err: fmt.Errorf("%q changes to %q", d.OperationID, h.OperationID)}
+		}
+		if fe := store.ValidateState(&store.Data{OperationState: h.OperationState, StartTime: h.StartTime, InitiatorID: h.InitiatorID}); fe != nil {
+			return fe
+		}
+		*d = h
+	case opParticipant:
+		p := o.Participant
+		if p == nil {
+			return fmt.Errorf("op %q without participant", o.Op)
+		}
+		if fe := store.ValidateParticipant(p); fe != nil {
+			return &store.FieldError{Field: "participants." + fe.Field, Err: fe.Err}
+		}
+		if i := d.Participant(p.ParticipantID, p.Host, p.PID); i >= 0 {
+			d.Participants[i] = *p
+		} else {
+			d.Participants = append(d.Participants, *p)
+		}
+	case opFrame:
+		f := o.Frame
+		if f == nil {
+			return fmt.Errorf("op %q without frame", o.Op)
+		}
+		if fe := store.ValidateFrame(f); fe != nil {
+			return &store.FieldError{Field: "callFrames." + fe.Field, Err: fe.Err}
+		}
+		if i := d.Frame(f.CallID); i >= 0 {
+			d.CallFrames[i] = *f
+		} else {
+			d.CallFrames = append(d.CallFrames, *f)
+		}
+	case opUnframe:
+		d.CallFrames = slices.DeleteFunc(d.CallFrames, func(f store.CallFrame) bool { return f.CallID == o.Key })
+	case opClearFrames:
+		d.CallFrames = []store.CallFrame{}
+	case opTemp:
+		t := o.Temp
+		if t == nil || t.Path == "" {
+			return &store.FieldError{Field: "tempResources.path", Err: errors.New("missing")}
+		}
+		if i := slices.IndexFunc(d.TempResources, func(r store.TempResource) bool { return r.Path == t.Path }); i >= 0 {
+			d.TempResources[i] = *t
+		} else {
+			d.TempResources = append(d.TempResources, *t)
+		}
+	case opUntemp:
+		d.TempResources = slices.DeleteFunc(d.TempResources, func(r store.TempResource) bool { return r.Path == o.Key })
+	default:
+		return fmt.Errorf("unknown op %q", o.Op)
+	}
+	return nil
+}
+
+// normalize gives a decoded state the empty lists the Dart layout writes.
+func normalize(d *store.Data) {
+	if d.CallFrames == nil {
+		d.CallFrames = []store.CallFrame{}
+	}
+	if d.TempResources == nil {
+		d.TempResources = []store.TempResource{}
+	}
+}
+
+// fold returns the state at the end of tail, for a reader whose state was
+// d (nil if it has none). A tail with a snapshot starts over from it.
+func fold(d *store.Data, tail journal.Tail) (*store.Data, error) {
+	if tail.Snapshot != nil {
+		d = nil
+		if len(tail.Snapshot) > 0 {
+			s, err := decodeState(tail.Snapshot)
+			if err != nil {
+				return nil, err
+			}
+			d = s
+		}
+	}
+	// d is shared; one copy takes every record of the tail.
+	if d != nil && len(tail.Records) > 0 && tail.Snapshot == nil {
+		d = d.Clone()
+	}
+	for _, r := range tail.Records {
+		nd, err := apply(d, r.Body)
+		if err != nil {
+			return nil, fmt.Errorf("record %d: %w", r.Rev, err)
+		}
+		d = nd
+	}
+	return d, nil
+}
+
+// decodeState decodes and validates a state document (a snapshot, or the
+// Dart ledger's operation.json).
+func decodeState(b []byte) (*store.Data, error) {
+	d := new(store.Data)
+	if err := json.Unmarshal(b, d); err != nil {
+		return nil, err
+	}
+	d.JournalRev = 0 // a position of the document, not of the state
+	if fe := store.ValidateState(d); fe != nil {
+		return nil, fe
+	}
+	normalize(d)
+	return d, nil
+}
