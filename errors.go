@@ -92,7 +92,31 @@ var (
 
 // IDError reports an id that does not have the allowed form. It matches
 // ErrInvalidID.
-type IDError = store.IDError
+type IDError struct {
+	Kind   string // "operation", "participant" or "call"
+	ID     string // the offending id, cut to 80 bytes
+	Reason string // what is wrong with it
+}
+
+func (e *IDError) Error() string {
+	return fmt.Sprintf("ledger: invalid %s id %q: %s", e.Kind, e.ID, e.Reason)
+}
+
+// Is reports whether target is ErrInvalidID.
+func (e *IDError) Is(target error) bool { return target == ErrInvalidID }
+
+// idError returns err with an id error of the store as an *IDError.
+func idError(err error) error {
+	var ie *store.IDError
+	if errors.As(err, &ie) {
+		return &IDError{Kind: ie.Kind, ID: ie.ID, Reason: ie.Reason}
+	}
+	return err
+}
+
+func checkOperationID(id string) error   { return idError(store.CheckOperationID(id)) }
+func checkParticipantID(id string) error { return idError(store.CheckParticipantID(id)) }
+func checkCallID(id string) error        { return idError(store.CheckCallID(id)) }
 
 // CorruptError reports a ledger file that does not have the form it must
 // have: a journal that fails its checksums in the middle, a state that

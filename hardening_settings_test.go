@@ -107,10 +107,10 @@ func TestParticipantRecordCarriesItsSettings(t *testing.T) {
 		d, err := op.State(ctx)
 		require.NoError(t, err)
 		alice, bob := participantRecord(t, d, "alice"), participantRecord(t, d, "bob")
-		assert.Equal(t, 70, alice.HeartbeatIntervalMs)
-		assert.Equal(t, 900, alice.StaleThresholdMs)
-		assert.Equal(t, 2000, bob.HeartbeatIntervalMs)
-		assert.Equal(t, 7000, bob.StaleThresholdMs)
+		assert.Equal(t, 70*time.Millisecond, alice.HeartbeatInterval)
+		assert.Equal(t, 900*time.Millisecond, alice.StaleThreshold)
+		assert.Equal(t, 2*time.Second, bob.HeartbeatInterval)
+		assert.Equal(t, 7*time.Second, bob.StaleThreshold)
 	})
 }
 
@@ -148,6 +148,6 @@ func TestRecordWithoutSettingsGetsDefaults(t *testing.T) {
 		assert.Equal(t, ledger.StateRunning, d.OperationState)
 		dart := participantRecord(t, d, "dart")
 		assert.Equal(t, ledger.ParticipantActive, dart.State, "a Dart participant was judged by the observer's threshold")
-		assert.Zero(t, dart.HeartbeatIntervalMs, "the record of another participant was given settings")
+		assert.Zero(t, dart.HeartbeatInterval, "the record of another participant was given settings")
 	})
 }

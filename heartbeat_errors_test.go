@@ -154,7 +154,7 @@ func TestManualHeartbeatResult(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		if r2.HeartbeatAge <= 0 || r2.DataAfter.Participants[0].LastHeartbeat.Before(before.Time) {
+		if r2.HeartbeatAge <= 0 || r2.DataAfter.Participants[0].LastHeartbeat.Before(before) {
 			t.Fatalf("second beat %+v", r2)
 		}
 	})
@@ -182,7 +182,7 @@ func TestSlowCallbackDoesNotDelayBeats(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			if hb := d.Participants[0].LastHeartbeat; hb.After(last.Time) {
+			if hb := d.Participants[0].LastHeartbeat; hb.After(last) {
 				beats++
 				last = hb
 			}
@@ -222,7 +222,7 @@ func TestCallFailureReachesOtherProcess(t *testing.T) {
 		}
 		waitFor(t, 5*time.Second, "callbacks", func() bool { return s.onFailure.Load() == 1 && s.opFailed.Load() == 1 })
 		d := archived(t, e.dir, op.ID())
-		if d.OperationState != "failed" || d.RemovalTimestamp == nil {
+		if d.OperationState != "failed" || d.RemovalTimestamp.IsZero() {
 			t.Fatalf("archived %s removal %v", d.OperationState, d.RemovalTimestamp)
 		}
 	})
@@ -273,12 +273,12 @@ func TestLastLeaveStopsHeartbeat(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			if hb := d.Participants[0].LastHeartbeat; hb.After(last.Time) {
+			if hb := d.Participants[0].LastHeartbeat; hb.After(last) {
 				beats, last = beats+1, hb
 			}
 			return beats >= 5
 		})
-		if got := left(); !got.LastHeartbeat.Equal(p.LastHeartbeat.Time) || got.State != "left" {
+		if got := left(); !got.LastHeartbeat.Equal(p.LastHeartbeat) || got.State != "left" {
 			t.Fatalf("left participant still beating: %v -> %v (%s)", p.LastHeartbeat, got.LastHeartbeat, got.State)
 		}
 	})

@@ -39,7 +39,7 @@ func TestPausedParticipant(t *testing.T) {
 			}
 			for _, pp := range d.Participants {
 				if pp.ParticipantID == "sleeper" {
-					return pp.LastHeartbeat.Time
+					return pp.LastHeartbeat
 				}
 			}
 			t.Fatal("no sleeper")

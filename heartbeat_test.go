@@ -377,7 +377,7 @@ func TestKill9FailsOperationAndCleansUp(t *testing.T) {
 	if d.OperationState != "failed" {
 		t.Fatalf("archived state %q, want failed", d.OperationState)
 	}
-	if d.DetectionTimestamp == nil || d.RemovalTimestamp == nil {
+	if d.DetectionTimestamp.IsZero() || d.RemovalTimestamp.IsZero() {
 		t.Fatalf("timestamps: detection %v removal %v", d.DetectionTimestamp, d.RemovalTimestamp)
 	}
 	if d.Failure == nil || !slices.Equal(sorted(d.Failure.CrashedCallIDs), sorted(victim.ready.Calls)) {

@@ -153,7 +153,7 @@ func (o Options) withDefaults() (Options, error) {
 	if o.ParticipantID == "" {
 		o.ParticipantID = defaultParticipantID()
 	}
-	if err := store.CheckParticipantID(o.ParticipantID); err != nil {
+	if err := checkParticipantID(o.ParticipantID); err != nil {
 		return o, fmt.Errorf("ledger: Options.ParticipantID: %w", err)
 	}
 	if o.ParticipantPID < 0 {

@@ -305,7 +305,7 @@ func (m *monitor) beat(parent context.Context, coord *time.Timer) (HeartbeatResu
 
 	vitals, v, err := st.c.b.heartbeat(ctx, st.id, st.c.who, st.lease, before)
 	if err != nil {
-		return HeartbeatResult{LedgerExists: false, DataBefore: before.d.Clone(), HeartbeatAge: age}, m.beatFailed(err)
+		return HeartbeatResult{LedgerExists: false, DataBefore: dataOf(before.d), HeartbeatAge: age}, m.beatFailed(err)
 	}
 	st.mu.Lock()
 	st.see(v)
@@ -314,8 +314,8 @@ func (m *monitor) beat(parent context.Context, coord *time.Timer) (HeartbeatResu
 	r := m.judge(ctx, after.d, vitals, coord)
 	m.take(ctx, st.view(), coord)
 	r.HeartbeatAge = age
-	r.DataBefore = before.d.Clone()
-	r.DataAfter = withBeats(st.view().d, vitals)
+	r.DataBefore = dataOf(before.d)
+	r.DataAfter = dataOf(withBeats(st.view().d, vitals))
 	m.notes.success(r)
 	return r, nil
 }

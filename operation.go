@@ -15,42 +15,6 @@ import (
 	"github.com/tomdist/ledger/journal"
 )
 
-// Data is a snapshot of an operation's state as written in the ledger.
-// Values handed out by this package are copies that the caller may keep.
-type Data = store.Data
-
-// CallFrame is one running call in Data.
-type CallFrame = store.CallFrame
-
-// Participant is one process taking part in an operation, in Data.
-type Participant = store.Participant
-
-// TempResource is a registered temporary path, in Data.
-type TempResource = store.TempResource
-
-// States of an operation, as written in Data.OperationState.
-const (
-	StateRunning   = store.StateRunning   // calls may start
-	StateCleanup   = store.StateCleanup   // failed; participants are cleaning up
-	StateFailed    = store.StateFailed    // failed and archived
-	StateCompleted = store.StateCompleted // completed and archived
-)
-
-// States of a call frame, as written in CallFrame.State.
-const (
-	FrameActive     = store.FrameActive     // the call runs
-	FrameCrashed    = store.FrameCrashed    // its process is gone
-	FrameCleaningUp = store.FrameCleaningUp // its process is cleaning up
-	FrameCleanedUp  = store.FrameCleanedUp  // its process has cleaned up
-)
-
-// States of a participant, as written in Participant.State.
-const (
-	ParticipantActive  = store.ParticipantActive  // takes part
-	ParticipantLeft    = store.ParticipantLeft    // its last session left
-	ParticipantCrashed = store.ParticipantCrashed // died, hung or was signalled
-)
-
 // LogLevel is the level of a line in the operation log.
 type LogLevel int
 
@@ -166,7 +130,7 @@ func (c *client) CreateOperation(ctx context.Context, opts CreateOptions) (*Oper
 // ErrOperationNotFound; a completed one ErrOperationCompleted; a failed one
 // an *OperationFailedError.
 func (c *client) JoinOperation(ctx context.Context, id string, opts JoinOptions) (*Operation, error) {
-	if err := store.CheckOperationID(id); err != nil {
+	if err := checkOperationID(id); err != nil {
 		return nil, err
 	}
 	return c.open(ctx, id, opts.Callback, func(ctx context.Context, v view) (view, error) {
@@ -413,7 +377,7 @@ func (op *Operation) State(ctx context.Context) (*Data, error) {
 		return nil, err
 	}
 	op.st.observe(v)
-	return withBeats(v.d, vitals), nil
+	return dataOf(withBeats(v.d, vitals)), nil
 }
 
 // CachedData returns the state as last seen by this process (on join, a
@@ -421,7 +385,7 @@ func (op *Operation) State(ctx context.Context) (*Data, error) {
 func (op *Operation) CachedData() *Data {
 	op.st.mu.Lock()
 	defer op.st.mu.Unlock()
-	return op.st.v.d.Clone()
+	return dataOf(op.st.v.d)
 }
 
 // observe takes in a view read from the ledger: it reacts to abort,
@@ -683,7 +647,7 @@ func (st *opState) nextCallID() string {
 // CreateCallFrame adds a raw call frame to the ledger, without a tracked
 // call: no log event and no callbacks. DeleteCallFrame removes it.
 func (op *Operation) CreateCallFrame(ctx context.Context, callID string) error {
-	if err := store.CheckCallID(callID); err != nil {
+	if err := checkCallID(callID); err != nil {
 		return err
 	}
 	if err := op.usable(); err != nil {
@@ -697,7 +661,7 @@ func (op *Operation) CreateCallFrame(ctx context.Context, callID string) error {
 
 // DeleteCallFrame removes a call frame from the ledger.
 func (op *Operation) DeleteCallFrame(ctx context.Context, callID string) error {
-	if err := store.CheckCallID(callID); err != nil {
+	if err := checkCallID(callID); err != nil {
 		return err
 	}
 	if err := op.usable(); err != nil {

@@ -792,7 +792,7 @@ func TestRemoteKill9DetectedByHeartbeat(t *testing.T) {
 			}
 			waitClosed(t, op.Failed(), 10*time.Second, "initiator Failed()")
 			d := archived(t, dir, op.ID())
-			if d.OperationState != "failed" || d.DetectionTimestamp == nil || d.RemovalTimestamp == nil {
+			if d.OperationState != "failed" || d.DetectionTimestamp.IsZero() || d.RemovalTimestamp.IsZero() {
 				t.Fatalf("archived: state %s, detection %v, removal %v", d.OperationState, d.DetectionTimestamp, d.RemovalTimestamp)
 			}
 			if d.Failure == nil || !slices.Equal(sorted(d.Failure.CrashedCallIDs), sorted(victim.ready.Calls)) ||

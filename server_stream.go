@@ -8,7 +8,6 @@ import (
 	"sync"
 	"time"
 
-	"github.com/tomdist/ledger/internal/store"
 	"github.com/tomdist/ledger/internal/wire"
 	"github.com/tomdist/ledger/journal"
 )
@@ -30,7 +29,7 @@ const (
 func (s *Server) stream(w *respWriter, r *http.Request) {
 	q := r.URL.Query()
 	id := q.Get("operationId")
-	if err := store.CheckOperationID(id); err != nil {
+	if err := checkOperationID(id); err != nil {
 		w.fail(s.mapError(err))
 		return
 	}

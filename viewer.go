@@ -53,20 +53,34 @@ func (v *Viewer) List(ctx context.Context, archived bool) ([]string, error) {
 
 // State returns the state of operation id, live or archived.
 func (v *Viewer) State(ctx context.Context, id string) (*Data, error) {
-	if err := store.CheckOperationID(id); err != nil {
+	if err := checkOperationID(id); err != nil {
 		return nil, err
 	}
 	nv, vitals, err := v.b.state(ctx, id, view{})
 	if err != nil {
 		return nil, err
 	}
-	return withBeats(nv.d, vitals), nil
+	return dataOf(withBeats(nv.d, vitals)), nil
+}
+
+// Document returns the state of operation id, live or archived, as the
+// ledger writes it: the JSON document of the Dart ledger, with the keys
+// it has and the ledger's additions, indented by two spaces.
+func (v *Viewer) Document(ctx context.Context, id string) ([]byte, error) {
+	if err := checkOperationID(id); err != nil {
+		return nil, err
+	}
+	nv, vitals, err := v.b.state(ctx, id, view{})
+	if err != nil {
+		return nil, err
+	}
+	return store.Encode(withBeats(nv.d, vitals)), nil
 }
 
 // Log returns the log of operation id, live or archived: its INFO and
 // higher lines, or with debug its DEBUG lines.
 func (v *Viewer) Log(ctx context.Context, id string, debug bool) ([]byte, error) {
-	if err := store.CheckOperationID(id); err != nil {
+	if err := checkOperationID(id); err != nil {
 		return nil, err
 	}
 	b, err := v.b.s.ReadLog(ctx, id, debug)
@@ -77,10 +91,10 @@ func (v *Viewer) Log(ctx context.Context, id string, debug bool) ([]byte, error)
 // by (a name for the log, such as "ledger-cli"), who need not take part:
 // every participant aborts. It returns the state after it.
 func (v *Viewer) SetAbortFlag(ctx context.Context, id, by string) (*Data, error) {
-	if err := store.CheckOperationID(id); err != nil {
+	if err := checkOperationID(id); err != nil {
 		return nil, err
 	}
-	if err := store.CheckParticipantID(by); err != nil {
+	if err := checkParticipantID(by); err != nil {
 		return nil, err
 	}
 	who := participant{ID: by, PID: os.Getpid(), Host: hostname()}
@@ -88,7 +102,7 @@ func (v *Viewer) SetAbortFlag(ctx context.Context, id, by string) (*Data, error)
 	if err != nil {
 		return nil, err
 	}
-	return nv.d.Clone(), nil
+	return dataOf(nv.d), nil
 }
 
 // Prune removes the oldest archived operations beyond keep and returns

@@ -25,7 +25,6 @@ package main
 import (
 	"context"
 	"crypto/tls"
-	"encoding/json"
 	"errors"
 	"flag"
 	"fmt"
@@ -244,7 +243,7 @@ func setupList(fs *flag.FlagSet) func(context.Context, string, []string, io.Writ
 					active++
 				}
 			}
-			age := time.Since(d.StartTime.Time).Round(time.Second)
+			age := time.Since(d.StartTime).Round(time.Second)
 			fmt.Fprintf(tw, "%s\t%s\t%t\t%d/%d\t%d\t%v\t%s\n", id, d.OperationState, d.Aborted,
 				active, len(d.Participants), len(d.CallFrames), age, oneLine(d.Description))
 		}
@@ -274,11 +273,7 @@ func setupShow(fs *flag.FlagSet) func(context.Context, string, []string, io.Writ
 			return err
 		}
 		defer v.Close()
-		d, err := v.State(ctx, args[0])
-		if err != nil {
-			return err
-		}
-		b, err := json.MarshalIndent(d, "", "  ")
+		b, err := v.Document(ctx, args[0])
 		if err != nil {
 			return err
 		}

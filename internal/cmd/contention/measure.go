@@ -234,7 +234,7 @@ func (r *row) verdicts(dir, id string) {
 	}
 	for _, p := range d.Participants {
 		if p.State == store.ParticipantCrashed {
-			crashed[p.Key()] = true
+			crashed[store.Key(p.ParticipantID, p.PID, p.Host)] = true
 		}
 	}
 	r.Verdicts = len(crashed)

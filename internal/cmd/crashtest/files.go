@@ -134,12 +134,15 @@ func (fc *fileChecker) journal(id string) {
 		return
 	}
 	defer v.Close()
-	d, err := v.State(context.Background(), id)
+	b, err := v.Document(context.Background(), id)
 	if errors.Is(err, ledger.ErrOperationNotFound) {
 		return // archived since the directory was listed
 	}
 	if err == nil {
-		err = checkData(d, id)
+		d := new(store.Data)
+		if err = json.Unmarshal(b, d); err == nil {
+			err = checkData(d, id)
+		}
 	}
 	if err != nil {
 		fc.bad("journal of %s: %v", id, err)
