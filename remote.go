@@ -366,7 +366,16 @@ func foldWire(v view, t *wire.Tail) (view, error) {
 	if t.Snapshot != nil && len(t.Snapshot) == 0 {
 		jt.Snapshot = []byte{}
 	}
-	for _, r := range t.Records {
+	// The records must follow the position without a gap: a tail that
+	// skips one would leave v without a change it can never learn of.
+	next := v.rev + 1
+	if t.Snapshot != nil {
+		next = jt.Base + 1
+	}
+	for i, r := range t.Records {
+		if journal.Rev(r.Rev) != next+journal.Rev(i) {
+			return v, fmt.Errorf("ledger: the server answered record %d where %d was due", r.Rev, next+journal.Rev(i))
+		}
 		jt.Records = append(jt.Records, journal.Record{Rev: journal.Rev(r.Rev), Body: r.Body})
 	}
 	nv, err := v.fold(jt)
