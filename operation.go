@@ -696,7 +696,7 @@ func (op *Operation) RegisterTempResource(ctx context.Context, path string) erro
 	// The registry first: a process killed between the two writes leaves
 	// a path it asked to register, not one that no survivor may delete.
 	if err := st.writeTemps(path, ""); err != nil {
-		return fmt.Errorf("ledger: record temp resource %s: %w", path, err)
+		return st.tempsFailed(ctx, path, err)
 	}
 	if _, _, err := st.apply(ctx, tempOp{who: st.c.who, path: path}); err != nil {
 		st.writeTemps("", "")
@@ -727,7 +727,7 @@ func (op *Operation) UnregisterTempResource(ctx context.Context, path string) er
 	defer st.tempMu.Unlock()
 	// The registry first: no survivor deletes what this process kept.
 	if err := st.writeTemps("", path); err != nil {
-		return fmt.Errorf("ledger: record temp resource %s: %w", path, err)
+		return st.tempsFailed(ctx, path, err)
 	}
 	if _, _, err := st.apply(ctx, tempOp{who: st.c.who, path: path, unregister: true}); err != nil {
 		st.writeTemps("", "")
@@ -763,6 +763,18 @@ func (st *opState) writeTemps(add, drop string) error {
 	}
 	slices.Sort(paths)
 	return reg.WriteTemps(st.c.who.Host, paths)
+}
+
+// tempsFailed returns the error of a temp registry that could not be
+// written: that of the operation's end if it ended meanwhile (its registry
+// went with it), else err.
+func (st *opState) tempsFailed(ctx context.Context, path string, err error) error {
+	if v, rerr := st.c.b.read(ctx, st.id, st.view()); rerr == nil && v.d != nil {
+		if ferr := finished(v.d); ferr != nil {
+			return ferr // the monitor takes in the end itself
+		}
+	}
+	return fmt.Errorf("ledger: record temp resource %s: %w", path, err)
 }
 
 // tempRecorder is implemented by leases that keep their holder's temp

@@ -1,7 +1,6 @@
 package ledger
 
 import (
-	"bytes"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -45,8 +44,10 @@ const (
 // body is the Body of a record.
 type body struct {
 	Ops []op `json:"ops"`
-	// Key is the idempotency key of the change, when its client gave one.
+	// Key is the idempotency key of the change, when its client gave one,
+	// and By the Key of the participant that sent it.
 	Key string `json:"key,omitempty"`
+	By  string `json:"by,omitempty"`
 }
 
 // diff returns the ops that turn old into cur. Rules only append frames,
@@ -112,7 +113,7 @@ func diffTemps(ops []op, old, cur []store.TempResource) []op {
 // head returns the scalar fields of d.
 func head(d *store.Data) *store.Data {
 	h := *d
-	h.CallFrames, h.TempResources, h.Participants = nil, nil, nil
+	h.CallFrames, h.TempResources, h.Participants, h.Keys = nil, nil, nil, nil
 	return &h
 }
 
@@ -143,21 +144,43 @@ func sameFailure(a, b *store.Failure) bool {
 }
 
 // encodeBody returns the Body of a record of ops.
-func encodeBody(ops []op, key string) ([]byte, error) {
-	return json.Marshal(body{Ops: ops, Key: key})
+func encodeBody(ops []op, k requestKey) ([]byte, error) {
+	return json.Marshal(body{Ops: ops, Key: k.key, By: k.by})
 }
 
-// hasKey reports whether one of recs is the change with idempotency key
-// key. Keys are UUIDs (checked by the server), so finding the key's JSON
-// in a body is finding it as the body's key.
-func hasKey(recs []journal.Record, key string) bool {
-	needle := []byte(`"key":"` + key + `"`)
-	for _, r := range recs {
-		if bytes.Contains(r.Body, needle) {
-			return true
-		}
+// requestKey names a change that a client may send more than once: the
+// idempotency key of its request and the participant that sent it. The
+// zero value names none.
+type requestKey struct {
+	by  string // the participant's Key
+	key string // the Idempotency-Key
+}
+
+// maxKeys bounds the keys Data.Keys keeps for one participant. A client
+// sends a request again before it has made maxKeys changes since (one
+// goroutine, before its next change), so a request sent again after any
+// number of other clients' changes, a compaction of the journal and a
+// restart of the server is still found.
+const maxKeys = 64
+
+// remember adds k, if any, to the keys of d, which the caller owns.
+func remember(d *store.Data, k requestKey) {
+	if k.key == "" {
+		return
 	}
-	return false
+	if d.Keys == nil {
+		d.Keys = make(map[string][]string)
+	}
+	ks := d.Keys[k.by]
+	if len(ks) >= maxKeys {
+		ks = slices.Clone(ks[len(ks)-maxKeys+1:])
+	}
+	d.Keys[k.by] = append(ks, k.key)
+}
+
+// made reports whether d holds the change named by k.
+func made(d *store.Data, k requestKey) bool {
+	return k.key != "" && d != nil && slices.Contains(d.Keys[k.by], k.key)
 }
 
 // apply applies the ops of a record body to d, which it may modify (the
@@ -182,6 +205,7 @@ func apply(d *store.Data, raw []byte) (*store.Data, error) {
 	if d == nil {
 		return nil, fmt.Errorf("a record without the state")
 	}
+	remember(d, requestKey{by: b.By, key: b.Key})
 	return d, nil
 }
 
@@ -200,7 +224,7 @@ func applyOp(d *store.Data, o *op) error {
 			return fmt.Errorf("op %q without head", o.Op)
 		}
 		h := *o.Head
-		h.CallFrames, h.TempResources, h.Participants = d.CallFrames, d.TempResources, d.Participants
+		h.CallFrames, h.TempResources, h.Participants, h.Keys = d.CallFrames, d.TempResources, d.Participants, d.Keys
 		if h.OperationID != d.OperationID {
 			return &store.FieldError{Field: "operationId", Err: fmt.Errorf("%q changes to %q", d.OperationID, h.OperationID)}
 		}
@@ -301,6 +325,11 @@ func decodeState(b []byte) (*store.Data, error) {
 		return nil, err
 	}
 	d.JournalRev = 0 // a position of the document, not of the state
+	for by, ks := range d.Keys {
+		if n := len(ks); n > maxKeys {
+			d.Keys[by] = ks[n-maxKeys:]
+		}
+	}
 	if fe := store.ValidateState(d); fe != nil {
 		return nil, fe
 	}

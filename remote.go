@@ -25,7 +25,7 @@ import (
 // Defaults of the remote options.
 const (
 	DefaultRequestTimeout  = 10 * time.Second      // Options.RequestTimeout
-	DefaultRetryAttempts   = 4                     // RetryPolicy.Attempts
+	DefaultRetryAttempts   = 8                     // RetryPolicy.Attempts
 	DefaultRetryBackoff    = 50 * time.Millisecond // RetryPolicy.Backoff
 	DefaultRetryMaxBackoff = time.Second           // RetryPolicy.MaxBackoff
 )
@@ -35,17 +35,18 @@ const (
 const TokenEnv = "LEDGER_TOKEN"
 
 // RetryPolicy is how a RemoteClient retries a request that failed on the
-// way to or from the server: a connection error, or an attempt that ran
-// past Options.RequestTimeout. An error answer of the server is never
-// retried. Only idempotent requests are retried: reading the state
-// (Operation.State, CheckAbort), heartbeats, and the /status probe of
-// Options.ServerURL. Every other request may have been carried out before
-// its connection failed, so its error is returned at once. Retries stop
-// when the caller's context ends. The zero value sends a request at most 4
-// times, pausing 50ms, 100ms and 200ms between them.
+// way to or from the server (a connection error, an attempt that ran past
+// Options.RequestTimeout) or that a server shutting down or starting
+// refused (503). An error answer of the server is never retried. Every
+// request is retried, changes too: each carries an idempotency key, the
+// same in every attempt, and the server answers a change it already made
+// with its answer instead of making it twice, across its own restarts
+// too. Retries stop when the caller's context ends. The zero value sends
+// a request at most 8 times, pausing 50ms, 100ms, 200ms ... up to 1s
+// between them: about 3.5s in all, which rides out a server restart.
 type RetryPolicy struct {
-	// Attempts is the most times an idempotent request is sent. Zero means
-	// 4; 1 means no retry.
+	// Attempts is the most times a request is sent. Zero means 8; 1 means
+	// no retry.
 	Attempts int
 	// Backoff is the pause before the first retry; each further pause
 	// doubles it. Zero means 50ms.
@@ -366,7 +367,16 @@ func foldWire(v view, t *wire.Tail) (view, error) {
 	if t.Snapshot != nil && len(t.Snapshot) == 0 {
 		jt.Snapshot = []byte{}
 	}
-	for _, r := range t.Records {
+	// The records must follow the position without a gap: a tail that
+	// skips one would leave v without a change it can never learn of.
+	next := v.rev + 1
+	if t.Snapshot != nil {
+		next = jt.Base + 1
+	}
+	for i, r := range t.Records {
+		if journal.Rev(r.Rev) != next+journal.Rev(i) {
+			return v, fmt.Errorf("ledger: the server answered record %d where %d was due", r.Rev, next+journal.Rev(i))
+		}
 		jt.Records = append(jt.Records, journal.Record{Rev: journal.Rev(r.Rev), Body: r.Body})
 	}
 	nv, err := v.fold(jt)

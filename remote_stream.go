@@ -147,8 +147,9 @@ func (b *remoteBackend) readEvents(res *http.Response, sv *streamView, wake chan
 		line, err := r.ReadSlice('\n')
 		if errors.Is(err, bufio.ErrBufferFull) {
 			// A long data line: gather it whole.
+			head := append([]byte(nil), line...)
 			rest, rerr := r.ReadBytes('\n')
-			line, err = append(append([]byte(nil), line...), rest...), rerr
+			line, err = append(head, rest...), rerr
 		}
 		if err != nil {
 			return progressed, false, err

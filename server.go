@@ -323,6 +323,9 @@ func endpoint[T any, P interface {
 		if err := q.Validate(); err != nil {
 			return nil, err
 		}
+		if m, ok := any(q).(interface{ Member() *wire.Participant }); ok {
+			c.key.by = remote(*m.Member()).key()
+		}
 		if err := s.ready(); err != nil {
 			return nil, err
 		}
@@ -470,7 +473,7 @@ func (s *Server) serve(w *respWriter, r *http.Request) {
 			w.fail(s.mapError(err))
 			return
 		}
-		c.key = key
+		c.key.key = key
 	}
 	rep, err := rt.serve(s, c)
 	if err != nil {

@@ -109,14 +109,6 @@ func (co *cachedOp) take(v view, tail journal.Tail, nv view) {
 	co.v = nv
 }
 
-// hasKey reports whether a change with the idempotency key is among the
-// records kept.
-func (co *cachedOp) hasKey(key string) bool {
-	co.mu.Lock()
-	defer co.mu.Unlock()
-	return hasKey(co.recs, key)
-}
-
 // tailAfter returns what a client at position after has not seen: the
 // records kept after it, or the state if they do not reach back to it.
 func (co *cachedOp) tailAfter(after journal.Rev) *wire.Tail {

@@ -29,7 +29,7 @@ type route struct {
 type call struct {
 	ctx context.Context
 	r   *http.Request
-	key string // the Idempotency-Key, if any
+	key requestKey // the Idempotency-Key, if any, and who sent it
 }
 
 // reply is a response body: a value for encoding/json, or rawJSON.
@@ -172,10 +172,10 @@ func (s *Server) create(c *call, q *wire.CreateRequest) (reply, error) {
 	co := s.cache.get(q.OperationID)
 	defer s.cache.put(co)
 	v, err := s.b.createKeyed(c.ctx, ch, c.key)
-	if err != nil && c.key != "" && errors.Is(err, store.ErrExists) {
+	if err != nil && c.key.key != "" && errors.Is(err, store.ErrExists) {
 		// Made before, under this key? Then this is its answer.
 		nv, tail, rerr := s.b.readTail(c.ctx, q.OperationID, view{})
-		if rerr == nil && hasKey(tail.Records, c.key) {
+		if rerr == nil && made(nv.d, c.key) {
 			co.take(view{}, tail, nv)
 			return s.answer(co, q.Position, outcome{}, shapeData), nil
 		}
@@ -191,7 +191,7 @@ func (s *Server) create(c *call, q *wire.CreateRequest) (reply, error) {
 func (s *Server) change(c *call, id string, pos wire.Position, ch change, sh shape) (reply, error) {
 	co := s.cache.get(id)
 	defer s.cache.put(co)
-	if c.key != "" && co.hasKey(c.key) {
+	if made(co.view().d, c.key) {
 		return s.answer(co, pos, outcome{}, sh), nil
 	}
 	v := co.view()

@@ -214,7 +214,7 @@ func (l *streamLiveness) expire(id string, who participant, c *streamCount) {
 	co := l.s.cache.get(id)
 	defer l.s.cache.put(co)
 	v := co.view()
-	nv, tail, _, _ := l.s.b.applyKeyed(ctx, id, v, crashOp{who: sweeper(), victim: who}, "")
+	nv, tail, _, _ := l.s.b.applyKeyed(ctx, id, v, crashOp{who: sweeper(), victim: who}, requestKey{})
 	co.take(v, tail, nv)
 }
 

@@ -28,11 +28,11 @@ type outcome struct {
 
 // create creates an operation.
 func (b *storeBackend) create(ctx context.Context, c createOp) (view, error) {
-	return b.createKeyed(ctx, c, "")
+	return b.createKeyed(ctx, c, requestKey{})
 }
 
 // createKeyed is create for a change named by an idempotency key.
-func (b *storeBackend) createKeyed(ctx context.Context, c createOp, key string) (view, error) {
+func (b *storeBackend) createKeyed(ctx context.Context, c createOp, key requestKey) (view, error) {
 	tx := &tx{now: store.Now()}
 	if err := c.apply(tx); err != nil {
 		return view{}, err
@@ -41,6 +41,7 @@ func (b *storeBackend) createKeyed(ctx context.Context, c createOp, key string) 
 	if err != nil {
 		return view{}, err
 	}
+	remember(tx.d, key)
 	tail, err := b.s.Create(ctx, c.id, journal.Change{Records: recs, Snapshot: snapshot(tx.d, journal.Rev(len(recs)))})
 	if err != nil {
 		return view{}, storeError(err)
@@ -51,7 +52,7 @@ func (b *storeBackend) createKeyed(ctx context.Context, c createOp, key string) 
 // apply carries out change c on operation id for a caller whose view is
 // v, and returns the view after it.
 func (b *storeBackend) apply(ctx context.Context, id string, v view, c change) (view, outcome, error) {
-	nv, _, out, err := b.applyKeyed(ctx, id, v, c, "")
+	nv, _, out, err := b.applyKeyed(ctx, id, v, c, requestKey{})
 	return nv, out, err
 }
 
@@ -59,7 +60,7 @@ func (b *storeBackend) apply(ctx context.Context, id string, v view, c change) (
 // when not empty, names the change, and a change whose key is among the
 // records the caller has not seen is not made again. It also returns the
 // tail the store gave (what v had not seen, and the record appended).
-func (b *storeBackend) applyKeyed(ctx context.Context, id string, v view, c change, key string) (view, journal.Tail, outcome, error) {
+func (b *storeBackend) applyKeyed(ctx context.Context, id string, v view, c change, key requestKey) (view, journal.Tail, outcome, error) {
 	var (
 		out    outcome
 		after  view  // the state the change was applied to, then its result
@@ -74,7 +75,7 @@ func (b *storeBackend) applyKeyed(ctx context.Context, id string, v view, c chan
 		if cur.d == nil {
 			return journal.Change{}, fmt.Errorf("%w: %s has no state", ErrCorruptLedger, id)
 		}
-		if key != "" && hasKey(t.Records, key) {
+		if made(cur.d, key) {
 			return journal.Change{}, nil // made before: answer with it
 		}
 		if err := finished(cur.d); err != nil {
@@ -93,6 +94,9 @@ func (b *storeBackend) applyKeyed(ctx context.Context, id string, v view, c chan
 		recs, err := records(cur.d, tx, key)
 		if err != nil {
 			return journal.Change{}, err
+		}
+		if len(recs) > 0 {
+			remember(tx.d, key)
 		}
 		after = view{d: tx.d, rev: cur.rev + journal.Rev(len(recs)), base: cur.base}
 		ch := journal.Change{Records: recs}
@@ -135,7 +139,7 @@ func (b *storeBackend) archived(ctx context.Context, id string, v view) (view, j
 // records returns the records of a decided change: one, with its edits,
 // its key and its log lines, or none if it changed nothing and logged
 // nothing.
-func records(old *store.Data, tx *tx, key string) ([]journal.Record, error) {
+func records(old *store.Data, tx *tx, key requestKey) ([]journal.Record, error) {
 	ops := diff(old, tx.d)
 	if len(ops) == 0 && len(tx.log) == 0 {
 		return nil, nil

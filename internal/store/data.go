@@ -3,6 +3,7 @@ package store
 import (
 	"bytes"
 	"fmt"
+	"slices"
 	"strconv"
 	"strings"
 	"sync/atomic"
@@ -58,6 +59,13 @@ type Data struct {
 	// it was written from a journal, one without (the Dart ledger's) was
 	// not. Zero elsewhere.
 	JournalRev uint64 `json:"journalRev,omitempty"`
+	// Keys are the idempotency keys of the latest changes that carried one
+	// (requests of remote clients), by the Key of the participant that
+	// sent them, oldest first and bounded per participant: a server asked
+	// again for a change it made before, perhaps before a restart, finds
+	// its key here even where the journal was compacted since. Not part
+	// of the state users see.
+	Keys map[string][]string `json:"idempotencyKeys,omitempty"`
 }
 
 // CallFrame is one tracked call while it runs.
@@ -145,6 +153,12 @@ func (d *Data) Clone() *Data {
 	c.CallFrames = cloneFrames(d.CallFrames)
 	c.TempResources = append([]TempResource(nil), d.TempResources...)
 	c.Participants = append([]Participant(nil), d.Participants...)
+	if d.Keys != nil {
+		c.Keys = make(map[string][]string, len(d.Keys))
+		for by, ks := range d.Keys {
+			c.Keys[by] = slices.Clip(ks) // remember appends to a copy
+		}
+	}
 	if d.DetectionTimestamp != nil {
 		t := *d.DetectionTimestamp
 		c.DetectionTimestamp = &t

@@ -1,6 +1,7 @@
 package store
 
 import (
+	"maps"
 	"slices"
 	"strconv"
 	"time"
@@ -232,6 +233,17 @@ func (e *encoder) encode(d *Data) {
 	if d.JournalRev != 0 {
 		e.key("journalRev")
 		e.b = strconv.AppendUint(e.b, d.JournalRev, 10)
+	}
+	if len(d.Keys) > 0 {
+		e.key("idempotencyKeys")
+		e.open('{')
+		for _, by := range slices.Sorted(maps.Keys(d.Keys)) {
+			e.item()
+			e.b = appendString(e.b, by) // a participant's Key: escape it
+			e.b = append(e.b, ':', ' ')
+			e.strings(d.Keys[by])
+		}
+		e.close('}')
 	}
 	e.close('}')
 }

@@ -106,6 +106,9 @@ func TestEncodeMatchesEncodingJSON(t *testing.T) {
 		{"failure with nil and empty lists", func(d *Data) { d.Failure.CrashedCallIDs = nil; d.Failure.ParticipantID = "" }},
 		{"failure with empty list", func(d *Data) { d.Failure.CrashedCallIDs = []string{} }},
 		{"frame resources empty", func(d *Data) { d.CallFrames[0].Resources = []string{} }},
+		{"idempotency keys", func(d *Data) {
+			d.Keys = map[string][]string{"b/2@h": {"k3"}, "a/1@h": {"k1", "k2"}, "c/3@h": {}}
+		}},
 		{"zero times", func(d *Data) { d.StartTime, d.LastHeartbeat = Time{}, Time{} }},
 		{"far times", func(d *Data) {
 			d.StartTime = Time{time.Date(9999, 12, 31, 23, 59, 59, 999999999, time.UTC)}
@@ -137,6 +140,7 @@ func TestEncodeMatchesEncodingJSON(t *testing.T) {
 			d.Participants[0].State = s
 			d.Failure.Reason = s
 			d.Failure.CrashedCallIDs = []string{s}
+			d.Keys = map[string][]string{s: {s}, "b/1@h": {s, "k"}}
 		}})
 	}
 	fc := &cachingEncoder{}

@@ -201,6 +201,10 @@ type Participant struct {
 // Validate checks the fields.
 func (p *Participant) Validate() error { return p.validate("") }
 
+// Member returns p; a request that embeds a Participant names its sender
+// through it.
+func (p *Participant) Member() *Participant { return p }
+
 func (p *Participant) validate(prefix string) error {
 	if p.ParticipantID == "" {
 		return &FieldError{prefix + "participantId", "missing"}

@@ -1,173 +1,126 @@
-// Command livenessbench measures how fast participants learn of a crash and
-// of an abort on one host, with the default intervals:
+// Command livenessbench measures how fast participants learn of a crash
+// and of an abort, on one host and through a ledger server, and what idle
+// participants cost, all with the default intervals:
 //
-//	go run ./internal/cmd/livenessbench [-n 50] [-survivors 3]
+//	go run ./internal/cmd/livenessbench [-n 50] [-survivors 3] [-idle 32] [-frames 1000] [-window 10s] [-archived 0]
 //
-// Crash: a victim process with a fail-on-crash call is killed with SIGKILL;
-// the time from the kill to the last survivor's Failed() is recorded.
-// Abort: one participant sets the abort flag; the time from its return to
-// the last other participant's Aborted() is recorded. Every survivor is a
-// LocalLedger of its own (its own monitor), as separate processes would be.
+// Local crash: a victim process with a fail-on-crash call is killed with
+// SIGKILL; the time from the kill to the last survivor's Failed() is
+// recorded. Local abort: one participant sets the abort flag; the time
+// from its return to the last other participant's Aborted() is recorded.
+// Every survivor is a LocalLedger of its own (its own monitor), as
+// separate processes would be.
+//
+// Remote crash and remote abort: the same through a ledger server on
+// 127.0.0.1 (in this process), with RemoteClients; the victim is a process
+// of its own, so its kill drops its stream and its connections.
+//
+// Idle: -idle processes join one operation whose initiator holds -frames
+// open calls, each starts a call of its own, and then nothing happens for
+// -window; the CPU time all of them (and the initiator) use in that window
+// is reported as a share of one core.
+//
+// With -archived N the directory first gets N archived operations, to show
+// that a long history does not change the figures.
+//
+// It prints p50, p99 and max of each kind and the idle share, then whether
+// the targets hold (p99 of 20ms for local crash and abort, 1.5s for remote
+// crash, 100ms for remote abort; 5% of a core idle); it exits with status
+// 1 if one does not.
 package main
 
 import (
-	"bufio"
 	"context"
 	"flag"
 	"fmt"
 	"log"
-	"math/rand/v2"
+	"math"
 	"os"
-	"os/exec"
 	"slices"
-	"strings"
-	"syscall"
 	"time"
 
-	"github.com/tomdist/ledger"
+	"github.com/tomdist/ledger/internal/history"
 )
 
 func main() {
 	n := flag.Int("n", 50, "trials of each kind")
 	survivors := flag.Int("survivors", 3, "participants that must notice")
-	victim := flag.Bool("victim", false, "internal: run as the victim process")
-	dir := flag.String("dir", "", "internal: ledger directory")
+	idlers := flag.Int("idle", 32, "idle participant processes (0: skip the idle measure)")
+	frames := flag.Int("frames", 1000, "open calls of the operation the idle participants share")
+	window := flag.Duration("window", 10*time.Second, "how long the idle participants are measured")
+	archived := flag.Int("archived", 0, "archived operations to put in the directory first")
+	role := flag.String("role", "", "internal: victim, remote-victim or idler")
+	target := flag.String("target", "", "internal: ledger directory or server URL")
 	opID := flag.String("op", "", "internal: operation id")
 	flag.Parse()
-	if *victim {
-		runVictim(*dir, *opID)
+	log.SetFlags(0)
+	log.SetPrefix("livenessbench: ")
+	if *role != "" {
+		runChild(*role, *target, *opID)
 		return
 	}
+
 	base, err := os.MkdirTemp("", "livenessbench-")
 	if err != nil {
 		log.Fatal(err)
 	}
 	defer os.RemoveAll(base)
+	if *archived > 0 {
+		t0 := time.Now()
+		if err := history.Archive(context.Background(), base, *archived); err != nil {
+			log.Fatal(err)
+		}
+		fmt.Fprintf(os.Stderr, "%d archived operations in %v\n", *archived, time.Since(t0).Round(time.Second))
+	}
 
-	var crash, abort []time.Duration
+	b := bench{dir: base, survivors: *survivors}
+	srv := b.serve()
+	var local, remote struct{ crash, abort []time.Duration }
 	for i := range *n {
-		crash = append(crash, crashTrial(base, *survivors))
-		abort = append(abort, abortTrial(base, *survivors))
+		local.crash = append(local.crash, b.crashTrial(b.openLocal, "victim"))
+		local.abort = append(local.abort, b.abortTrial(b.openLocal))
+		remote.crash = append(remote.crash, b.crashTrial(b.openRemote, "remote-victim"))
+		remote.abort = append(remote.abort, b.abortTrial(b.openRemote))
 		if (i+1)%10 == 0 {
 			fmt.Fprintf(os.Stderr, "%d/%d trials\n", i+1, *n)
 		}
 	}
-	report("kill -9 -> every survivor's Failed()", crash)
-	report("SetAbortFlag -> every participant's Aborted()", abort)
+	srv()
+
+	ok := true
+	ok = report("kill -9 -> every survivor's Failed(), same host", local.crash, 20*time.Millisecond) && ok
+	ok = report("SetAbortFlag -> every Aborted(), same host", local.abort, 20*time.Millisecond) && ok
+	ok = report("kill -9 -> every survivor's Failed(), remote", remote.crash, 1500*time.Millisecond) && ok
+	ok = report("SetAbortFlag -> every Aborted(), remote", remote.abort, 100*time.Millisecond) && ok
+	if *idlers > 0 {
+		share := b.idle(*idlers, *frames, *window)
+		fmt.Printf("%-52s %d participants, %d frames, %v: %.2f%% of one core (target <= 5%%)\n",
+			"idle", *idlers, *frames, *window, 100*share)
+		ok = share <= 0.05 && ok
+	}
+	if !ok {
+		fmt.Println("livenessbench: a target was missed")
+		os.Exit(1)
+	}
+	fmt.Println("livenessbench: all targets hold")
 }
 
-func report(what string, ds []time.Duration) {
+// report prints the percentiles of ds and says whether p99 is within
+// target.
+func report(what string, ds []time.Duration, target time.Duration) bool {
 	slices.Sort(ds)
-	pct := func(p float64) time.Duration { return ds[min(len(ds)-1, int(p*float64(len(ds))))] }
-	fmt.Printf("%-48s n=%d p50=%v p99=%v max=%v\n", what, len(ds),
-		pct(0.50).Round(time.Millisecond), pct(0.99).Round(time.Millisecond), ds[len(ds)-1].Round(time.Millisecond))
+	// The nearest-rank percentile: the smallest value that p of the trials
+	// do not exceed.
+	pct := func(p float64) time.Duration { return ds[max(0, int(math.Ceil(p*float64(len(ds))))-1)] }
+	p99 := pct(0.99)
+	fmt.Printf("%-52s n=%d p50=%v p99=%v max=%v (target p99 <= %v)\n", what, len(ds),
+		round(pct(0.50)), round(p99), round(ds[len(ds)-1]), target)
+	return p99 <= target
 }
 
-func open(dir, name string) *ledger.LocalLedger {
-	l, err := ledger.NewLocalLedger(ledger.Options{BasePath: dir, ParticipantID: name, NoSignalHandler: true})
-	if err != nil {
-		log.Fatal(err)
+func round(d time.Duration) time.Duration {
+	if d < 10*time.Millisecond {
+		return d.Round(10 * time.Microsecond)
 	}
-	return l
-}
-
-// group creates an operation and joins k participants, each in its own
-// ledger with a fail-on-crash call running.
-func group(dir string, k int) (*ledger.Operation, []*ledger.Operation, func()) {
-	ctx := context.Background()
-	init := open(dir, "init")
-	op, err := init.CreateOperation(ctx, ledger.CreateOptions{})
-	if err != nil {
-		log.Fatal(err)
-	}
-	ledgers := []*ledger.LocalLedger{init}
-	var ops []*ledger.Operation
-	for i := range k {
-		l := open(dir, fmt.Sprintf("s%d", i))
-		ledgers = append(ledgers, l)
-		o, err := l.JoinOperation(ctx, op.ID(), ledger.JoinOptions{})
-		if err != nil {
-			log.Fatal(err)
-		}
-		if _, err := ledger.StartCall[int](ctx, o, ledger.CallOptions[int]{}); err != nil {
-			log.Fatal(err)
-		}
-		ops = append(ops, o)
-	}
-	return op, ops, func() {
-		for _, l := range ledgers {
-			l.Close()
-		}
-	}
-}
-
-func lastClosed(chans []<-chan struct{}, start time.Time) time.Duration {
-	deadline := time.After(30 * time.Second)
-	for _, ch := range chans {
-		select {
-		case <-ch:
-		case <-deadline:
-			log.Fatal("a participant did not notice within 30s")
-		}
-	}
-	return time.Since(start)
-}
-
-func crashTrial(dir string, k int) time.Duration {
-	op, ops, done := group(dir, k)
-	defer done()
-	cmd := exec.Command(os.Args[0], "-victim", "-dir", dir, "-op", op.ID())
-	cmd.Stderr = os.Stderr
-	out, err := cmd.StdoutPipe()
-	if err != nil {
-		log.Fatal(err)
-	}
-	if err := cmd.Start(); err != nil {
-		log.Fatal(err)
-	}
-	if line, err := bufio.NewReader(out).ReadString('\n'); err != nil || strings.TrimSpace(line) != "ready" {
-		log.Fatalf("victim: %q %v", line, err)
-	}
-	var chans []<-chan struct{}
-	for _, o := range ops {
-		chans = append(chans, o.Failed())
-	}
-	settle()
-	start := time.Now()
-	cmd.Process.Signal(syscall.SIGKILL)
-	d := lastClosed(chans, start)
-	cmd.Wait()
-	return d
-}
-
-func abortTrial(dir string, k int) time.Duration {
-	op, ops, done := group(dir, k)
-	defer done()
-	var chans []<-chan struct{}
-	for _, o := range ops {
-		chans = append(chans, o.Aborted())
-	}
-	settle()
-	if err := op.SetAbortFlag(context.Background(), true); err != nil {
-		log.Fatal(err)
-	}
-	return lastClosed(chans, time.Now())
-}
-
-// settle waits a random part of a poll interval, so that the event does not
-// fall in step with the pollers, which all started with the trial.
-func settle() { time.Sleep(rand.N(ledger.DefaultLivenessPoll)) }
-
-func runVictim(dir, id string) {
-	ctx := context.Background()
-	l := open(dir, "victim")
-	op, err := l.JoinOperation(ctx, id, ledger.JoinOptions{})
-	if err != nil {
-		log.Fatal(err)
-	}
-	if _, err := ledger.StartCall[int](ctx, op, ledger.CallOptions[int]{}); err != nil {
-		log.Fatal(err)
-	}
-	fmt.Println("ready")
-	select {}
+	return d.Round(time.Millisecond)
 }
