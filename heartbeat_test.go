@@ -10,7 +10,6 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -360,12 +359,6 @@ func TestKill9FailsOperationAndCleansUp(t *testing.T) {
 	for _, ev := range []string{"CRASH_DETECTED", "CLEANUP_STARTED", "OPERATION_FAILED"} {
 		assert.Equalf(t, 1, evs[ev], "%s in the log (events %v)", ev, evs)
 	}
-}
-
-func sorted(xs []string) []string {
-	xs = slices.Clone(xs)
-	slices.Sort(xs)
-	return xs
 }
 
 func TestKill9OfContainedCallLetsOperationComplete(t *testing.T) {
