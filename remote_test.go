@@ -363,7 +363,7 @@ func TestRemoteRetriesEveryRequest(t *testing.T) {
 	_, err = joined.State(ctx)
 	require.Error(t, err, "State with Attempts 1 over a dropped connection")
 	var re *ledger.RemoteError
-	assert.False(t, errors.As(err, &re), "a connection error came back as %v", re)
+	assert.NotErrorAs(t, err, &re, "a connection error came back as a RemoteError")
 	// net/http sends a request with an Idempotency-Key once more by itself
 	// when a reused connection turns out closed; the client does not.
 	assert.LessOrEqual(t, proxy.requests("/operation/state"), 2)
