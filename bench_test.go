@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/gofrs/flock"
+	"github.com/stretchr/testify/require"
 
 	"github.com/tomdist/ledger"
 )
@@ -24,19 +25,14 @@ func benchOperation(b *testing.B, frames int, durable bool) *ledger.Operation {
 	b.Helper()
 	dir := b.TempDir()
 	l, err := ledger.NewLocalLedger(ledger.Options{BasePath: dir, ParticipantID: "bench", NoSignalHandler: true, Durable: durable})
-	if err != nil {
-		b.Fatal(err)
-	}
+	require.NoError(b, err)
 	b.Cleanup(func() { l.Close() })
 	ctx := context.Background()
 	op, err := l.CreateOperation(ctx, ledger.CreateOptions{Description: "benchmark"})
-	if err != nil {
-		b.Fatal(err)
-	}
+	require.NoError(b, err)
 	for range frames - 1 {
-		if _, err := ledger.StartCall[int](ctx, op, ledger.CallOptions[int]{Description: "background work"}); err != nil {
-			b.Fatal(err)
-		}
+		_, err := ledger.StartCall[int](ctx, op, ledger.CallOptions[int]{Description: "background work"})
+		require.NoError(b, err)
 	}
 	return op
 }
@@ -53,12 +49,8 @@ func BenchmarkCallRoundTrip(b *testing.B) {
 				opts := ledger.CallOptions[int]{Description: "background work"}
 				for b.Loop() {
 					call, err := ledger.StartCall[int](ctx, op, opts)
-					if err != nil {
-						b.Fatal(err)
-					}
-					if err := call.End(ctx, 1); err != nil {
-						b.Fatal(err)
-					}
+					require.NoError(b, err)
+					require.NoError(b, call.End(ctx, 1))
 				}
 			})
 		}
@@ -85,9 +77,7 @@ func newFloor(b *testing.B) *floor {
 		f.record[i] = 'x'
 	}
 	f.record[len(f.record)-1] = '\n'
-	if err := os.WriteFile(f.journal, nil, 0o644); err != nil {
-		b.Fatal(err)
-	}
+	require.NoError(b, os.WriteFile(f.journal, nil, 0o644))
 	return f
 }
 
@@ -113,9 +103,7 @@ func (f *floor) change() error {
 func BenchmarkStoreFloor(b *testing.B) {
 	f := newFloor(b)
 	for b.Loop() {
-		if err := f.change(); err != nil {
-			b.Fatal(err)
-		}
+		require.NoError(b, f.change())
 	}
 }
 
@@ -132,20 +120,12 @@ func BenchmarkRoundTripOverFloor(b *testing.B) {
 			var fl, trip time.Duration
 			for b.Loop() {
 				t0 := time.Now()
-				if err := f.change(); err != nil {
-					b.Fatal(err)
-				}
-				if err := f.change(); err != nil {
-					b.Fatal(err)
-				}
+				require.NoError(b, f.change())
+				require.NoError(b, f.change())
 				t1 := time.Now()
 				call, err := ledger.StartCall[int](ctx, op, opts)
-				if err != nil {
-					b.Fatal(err)
-				}
-				if err := call.End(ctx, 1); err != nil {
-					b.Fatal(err)
-				}
+				require.NoError(b, err)
+				require.NoError(b, call.End(ctx, 1))
 				fl += t1.Sub(t0)
 				trip += time.Since(t1)
 			}

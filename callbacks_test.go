@@ -6,6 +6,9 @@ import (
 	"testing"
 	"time"
 
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+
 	"github.com/tomdist/ledger"
 )
 
@@ -20,31 +23,24 @@ func TestCallbacksMayUseTheOperation(t *testing.T) {
 		op, err := l.CreateOperation(ctx, ledger.CreateOptions{Callback: ledger.OperationCallback{
 			OnAbort: func(op *ledger.Operation) {
 				aborted, err := op.CheckAbort(ctx)
-				if err != nil || !aborted {
-					t.Errorf("CheckAbort in OnAbort: %v, %v", aborted, err)
-				}
+				assert.NoError(t, err, "CheckAbort in OnAbort")
+				assert.True(t, aborted, "CheckAbort in OnAbort")
 				done <- "abort"
 			},
 			OnFailure: func(op *ledger.Operation, _ ledger.OperationFailedInfo) {
-				if _, err := op.State(ctx); err != nil && !errors.Is(err, ledger.ErrOperationFailed) {
-					t.Errorf("State in OnFailure: %v", err)
+				if _, err := op.State(ctx); err != nil {
+					assert.ErrorIs(t, err, ledger.ErrOperationFailed, "State in OnFailure")
 				}
 				done <- "failure"
 			},
 		}})
-		if err != nil {
-			t.Fatal(err)
-		}
+		require.NoError(t, err)
 		other, err = ledger.StartCall[int](ctx, op, ledger.CallOptions[int]{Contained: true})
-		if err != nil {
-			t.Fatal(err)
-		}
+		require.NoError(t, err)
 		failing, err := ledger.StartCall[int](ctx, op, ledger.CallOptions[int]{Callback: ledger.CallCallback[int]{
 			OnCleanup: func() { done <- "cleanup" },
 		}})
-		if err != nil {
-			t.Fatal(err)
-		}
+		require.NoError(t, err)
 		_, err = ledger.StartCall[int](ctx, op, ledger.CallOptions[int]{Callback: ledger.CallCallback[int]{
 			OnOperationFailed: func(ledger.OperationFailedInfo) {
 				// Failing another call from here re-enters the failure.
@@ -52,15 +48,9 @@ func TestCallbacksMayUseTheOperation(t *testing.T) {
 				done <- "opfailed"
 			},
 		}})
-		if err != nil {
-			t.Fatal(err)
-		}
-		if err := op.SetAbortFlag(ctx, true); err != nil {
-			t.Fatal(err)
-		}
-		if err := failing.Fail(ctx, errors.New("broken")); err != nil {
-			t.Fatal(err)
-		}
+		require.NoError(t, err)
+		require.NoError(t, op.SetAbortFlag(ctx, true))
+		require.NoError(t, failing.Fail(ctx, errors.New("broken")))
 		want := map[string]bool{"abort": true, "failure": true, "cleanup": true, "opfailed": true}
 		deadline := time.After(10 * time.Second)
 		for len(want) > 0 {
@@ -68,7 +58,7 @@ func TestCallbacksMayUseTheOperation(t *testing.T) {
 			case ev := <-done:
 				delete(want, ev)
 			case <-deadline:
-				t.Fatalf("callbacks still missing (deadlocked?): %v", want)
+				require.Failf(t, "callbacks still missing (deadlocked?)", "%v", want)
 			}
 		}
 		closed := make(chan error, 1)
@@ -76,7 +66,7 @@ func TestCallbacksMayUseTheOperation(t *testing.T) {
 		select {
 		case <-closed:
 		case <-time.After(10 * time.Second):
-			t.Fatal("Close hangs after re-entrant callbacks")
+			require.Fail(t, "Close hangs after re-entrant callbacks")
 		}
 	})
 }

@@ -16,6 +16,9 @@ import (
 	"testing"
 	"time"
 
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+
 	"github.com/tomdist/ledger"
 )
 
@@ -42,25 +45,13 @@ func TestCleanupRunsNewestFirstOnce(t *testing.T) {
 	add("third")
 	ledger.Cleanup().Unregister(second)
 
-	if err := ledger.Cleanup().Run(context.Background()); err != nil {
-		t.Fatalf("Run: %v", err)
-	}
-	if got, want := strings.Join(ran, ","), "third,first"; got != want {
-		t.Fatalf("callbacks ran as %s, want %s", got, want)
-	}
-	if err := ledger.Cleanup().Run(context.Background()); err != nil {
-		t.Fatalf("second Run: %v", err)
-	}
-	if got, want := strings.Join(ran, ","), "third,first"; got != want {
-		t.Fatalf("after a second Run callbacks ran as %s, want %s (each once)", got, want)
-	}
+	require.NoError(t, ledger.Cleanup().Run(context.Background()), "Run")
+	require.Equal(t, "third,first", strings.Join(ran, ","), "callbacks ran")
+	require.NoError(t, ledger.Cleanup().Run(context.Background()), "second Run")
+	require.Equal(t, "third,first", strings.Join(ran, ","), "after a second Run callbacks ran (each once)")
 	add("fourth")
-	if err := ledger.Cleanup().Run(context.Background()); err != nil {
-		t.Fatalf("third Run: %v", err)
-	}
-	if got, want := strings.Join(ran, ","), "third,first,fourth"; got != want {
-		t.Fatalf("callbacks ran as %s, want %s", got, want)
-	}
+	require.NoError(t, ledger.Cleanup().Run(context.Background()), "third Run")
+	assert.Equal(t, "third,first,fourth", strings.Join(ran, ","), "callbacks ran")
 }
 
 func TestCleanupRunCollectsErrors(t *testing.T) {
@@ -72,16 +63,12 @@ func TestCleanupRunCollectsErrors(t *testing.T) {
 	registerCleanup(t, func(context.Context) error { ran = append(ran, "ok"); return nil })
 
 	err := ledger.Cleanup().Run(context.Background())
-	if got, want := strings.Join(ran, ","), "ok,b,panic,a"; got != want {
-		t.Fatalf("callbacks ran as %s, want %s: an error must not stop the rest", got, want)
-	}
-	if !errors.Is(err, errA) || !errors.Is(err, errB) {
-		t.Fatalf("Run = %v, want both callback errors", err)
-	}
+	assert.Equal(t, "ok,b,panic,a", strings.Join(ran, ","), "callbacks ran: an error must not stop the rest")
+	assert.ErrorIs(t, err, errA, "Run must return both callback errors")
+	assert.ErrorIs(t, err, errB, "Run must return both callback errors")
 	var pe *ledger.PanicError
-	if !errors.As(err, &pe) || pe.Value != "boom" {
-		t.Fatalf("Run = %v, want a *PanicError with value boom", err)
-	}
+	require.ErrorAs(t, err, &pe, "Run must return the panic")
+	assert.Equal(t, "boom", pe.Value, "the panic's value")
 }
 
 func TestCleanupPassesContext(t *testing.T) {
@@ -89,23 +76,15 @@ func TestCleanupPassesContext(t *testing.T) {
 	ctx := context.WithValue(context.Background(), key{}, "mine")
 	var got any
 	registerCleanup(t, func(ctx context.Context) error { got = ctx.Value(key{}); return nil })
-	if err := ledger.Cleanup().Run(ctx); err != nil {
-		t.Fatal(err)
-	}
-	if got != "mine" {
-		t.Fatalf("callback saw context value %v, want the context given to Run", got)
-	}
+	require.NoError(t, ledger.Cleanup().Run(ctx))
+	assert.Equal(t, "mine", got, "the callback must see the context given to Run")
 }
 
 func TestCleanupRegisterNilAndUnknownIDs(t *testing.T) {
-	if id := ledger.Cleanup().Register(nil); id != 0 {
-		t.Fatalf("Register(nil) = %d, want 0", id)
-	}
+	assert.Zero(t, ledger.Cleanup().Register(nil), "Register(nil)")
 	ledger.Cleanup().Unregister(0)
 	ledger.Cleanup().Unregister(1 << 40)
-	if err := ledger.Cleanup().Run(context.Background()); err != nil {
-		t.Fatalf("Run: %v", err)
-	}
+	require.NoError(t, ledger.Cleanup().Run(context.Background()), "Run")
 }
 
 // tempLedger opens a local ledger in a temp directory with the signal
@@ -113,9 +92,7 @@ func TestCleanupRegisterNilAndUnknownIDs(t *testing.T) {
 func tempLedger(t testing.TB, participant string) ledger.Ledger {
 	t.Helper()
 	l, err := ledger.NewLocalLedger(ledger.Options{BasePath: t.TempDir(), ParticipantID: participant, NoSignalHandler: true})
-	if err != nil {
-		t.Fatal(err)
-	}
+	require.NoError(t, err)
 	t.Cleanup(func() { l.Close() })
 	return l
 }
@@ -127,21 +104,15 @@ func exists(path string) bool {
 
 func writeFile(t testing.TB, path string) {
 	t.Helper()
-	if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
-		t.Fatal(err)
-	}
-	if err := os.WriteFile(path, []byte("x"), 0o644); err != nil {
-		t.Fatal(err)
-	}
+	require.NoError(t, os.MkdirAll(filepath.Dir(path), 0o755))
+	require.NoError(t, os.WriteFile(path, []byte("x"), 0o644))
 }
 
 func TestCleanupRunRemovesTempResources(t *testing.T) {
 	ctx := context.Background()
 	l := tempLedger(t, "alice")
 	op, err := l.CreateOperation(ctx, ledger.CreateOptions{})
-	if err != nil {
-		t.Fatal(err)
-	}
+	require.NoError(t, err)
 	work := t.TempDir()
 	file := filepath.Join(work, "file")
 	dir := filepath.Join(work, "dir")
@@ -151,106 +122,66 @@ func TestCleanupRunRemovesTempResources(t *testing.T) {
 	writeFile(t, kept)
 	missing := filepath.Join(work, "never-created")
 	for _, p := range []string{file, dir, kept, missing, filepath.Join(dir, "sub")} {
-		if err := op.RegisterTempResource(ctx, p); err != nil {
-			t.Fatal(err)
-		}
+		require.NoError(t, op.RegisterTempResource(ctx, p))
 	}
-	if err := op.UnregisterTempResource(ctx, kept); err != nil {
-		t.Fatal(err)
-	}
+	require.NoError(t, op.UnregisterTempResource(ctx, kept))
 
-	if err := ledger.Cleanup().Run(ctx); err != nil {
-		t.Fatalf("Run: %v (missing paths must be skipped)", err)
-	}
+	require.NoError(t, ledger.Cleanup().Run(ctx), "Run (missing paths must be skipped)")
 	for _, p := range []string{file, dir} {
-		if exists(p) {
-			t.Errorf("%s still exists after Run", p)
-		}
+		assert.Falsef(t, exists(p), "%s still exists after Run", p)
 	}
-	if !exists(kept) {
-		t.Errorf("unregistered %s was deleted", kept)
-	}
+	assert.Truef(t, exists(kept), "unregistered %s was deleted", kept)
 }
 
 func TestCleanupTempResourcesFollowTheirOperations(t *testing.T) {
 	ctx := context.Background()
 	a, b := tempLedger(t, "alice"), tempLedger(t, "bob")
 	opA, err := a.CreateOperation(ctx, ledger.CreateOptions{})
-	if err != nil {
-		t.Fatal(err)
-	}
+	require.NoError(t, err)
 	opB, err := b.CreateOperation(ctx, ledger.CreateOptions{})
-	if err != nil {
-		t.Fatal(err)
-	}
+	require.NoError(t, err)
 	work := t.TempDir()
 	shared, onlyA := filepath.Join(work, "shared"), filepath.Join(work, "onlyA")
 	for _, reg := range []struct {
 		op   *ledger.Operation
 		path string
 	}{{opA, shared}, {opB, shared}, {opA, onlyA}} {
-		if err := reg.op.RegisterTempResource(ctx, reg.path); err != nil {
-			t.Fatal(err)
-		}
+		require.NoError(t, reg.op.RegisterTempResource(ctx, reg.path))
 	}
 	// Registering twice on one operation and unregistering once forgets it
 	// for that operation; bob still holds shared.
-	if err := opA.RegisterTempResource(ctx, shared); err != nil {
-		t.Fatal(err)
-	}
-	if err := opA.UnregisterTempResource(ctx, shared); err != nil {
-		t.Fatal(err)
-	}
+	require.NoError(t, opA.RegisterTempResource(ctx, shared))
+	require.NoError(t, opA.UnregisterTempResource(ctx, shared))
 	// Once alice leaves, her temp resources are no longer this process's
 	// to delete.
-	if err := opA.Leave(ctx, ledger.LeaveOptions{}); err != nil {
-		t.Fatal(err)
-	}
+	require.NoError(t, opA.Leave(ctx, ledger.LeaveOptions{}))
 	writeFile(t, shared)
 	writeFile(t, onlyA)
 
-	if err := ledger.Cleanup().Run(ctx); err != nil {
-		t.Fatalf("Run: %v", err)
-	}
-	if exists(shared) {
-		t.Errorf("%s, still registered by bob, was not deleted", shared)
-	}
-	if !exists(onlyA) {
-		t.Errorf("%s, registered only by an operation that was left, was deleted", onlyA)
-	}
+	require.NoError(t, ledger.Cleanup().Run(ctx), "Run")
+	assert.Falsef(t, exists(shared), "%s, still registered by bob, was not deleted", shared)
+	assert.Truef(t, exists(onlyA), "%s, registered only by an operation that was left, was deleted", onlyA)
 }
 
 func TestCleanupRelativeTempPathIsAbsolute(t *testing.T) {
 	ctx := context.Background()
 	l := tempLedger(t, "alice")
 	op, err := l.CreateOperation(ctx, ledger.CreateOptions{})
-	if err != nil {
-		t.Fatal(err)
-	}
+	require.NoError(t, err)
 	first, second := t.TempDir(), t.TempDir()
 	writeFile(t, filepath.Join(first, "out.tmp"))
 	writeFile(t, filepath.Join(second, "out.tmp"))
 	t.Chdir(first)
-	if err := op.RegisterTempResource(ctx, "out.tmp"); err != nil {
-		t.Fatal(err)
-	}
+	require.NoError(t, op.RegisterTempResource(ctx, "out.tmp"))
 	t.Chdir(second)
-	if err := ledger.Cleanup().Run(ctx); err != nil {
-		t.Fatal(err)
-	}
-	if exists(filepath.Join(first, "out.tmp")) {
-		t.Error("the registered relative path was not deleted")
-	}
-	if !exists(filepath.Join(second, "out.tmp")) {
-		t.Error("a change of directory made Run delete another file")
-	}
+	require.NoError(t, ledger.Cleanup().Run(ctx))
+	assert.False(t, exists(filepath.Join(first, "out.tmp")), "the registered relative path was not deleted")
+	assert.True(t, exists(filepath.Join(second, "out.tmp")), "a change of directory made Run delete another file")
 }
 
 func TestOptionsSignalGraceNegative(t *testing.T) {
 	_, err := ledger.NewLocalLedger(ledger.Options{BasePath: t.TempDir(), SignalGrace: -time.Second})
-	if err == nil || !strings.Contains(err.Error(), "Options.SignalGrace") {
-		t.Fatalf("NewLocalLedger with negative SignalGrace: %v, want an error naming the field", err)
-	}
+	assert.ErrorContains(t, err, "Options.SignalGrace", "NewLocalLedger with negative SignalGrace must name the field")
 }
 
 // The signal tests run a child process that joins an operation of the test
@@ -381,16 +312,10 @@ func startSignalChild(t *testing.T, mode, ledgerDir, opID, work string) *childPr
 	t.Helper()
 	cmd := child(t, signalChildRun, "MODE="+mode, "LEDGER_DIR="+ledgerDir, "OP_ID="+opID, "WORK_DIR="+work)
 	stdout, err := cmd.StdoutPipe()
-	if err != nil {
-		t.Fatal(err)
-	}
+	require.NoError(t, err)
 	stdin, err := cmd.StdinPipe()
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
+	require.NoError(t, err)
+	require.NoError(t, cmd.Start())
 	p := &childProc{cmd: cmd, lines: make(chan string, 16)}
 	go func() {
 		defer close(p.lines)
@@ -420,15 +345,13 @@ func (p *childProc) expect(t *testing.T, want string) (before []string) {
 	for {
 		select {
 		case line, ok := <-p.lines:
-			if !ok {
-				t.Fatalf("child ended before printing %q", want)
-			}
+			require.Truef(t, ok, "child ended before printing %q", want)
 			if line == want {
 				return before
 			}
 			before = append(before, line)
 		case <-deadline:
-			t.Fatalf("child did not print %q within %v", want, childWait)
+			require.Failf(t, "timed out", "child did not print %q within %v", want, childWait)
 		}
 	}
 }
@@ -436,9 +359,7 @@ func (p *childProc) expect(t *testing.T, want string) (before []string) {
 // signal sends sig to the child.
 func (p *childProc) signal(t *testing.T, sig syscall.Signal) {
 	t.Helper()
-	if err := p.cmd.Process.Signal(sig); err != nil {
-		t.Fatal(err)
-	}
+	require.NoError(t, p.cmd.Process.Signal(sig))
 }
 
 // diesFrom waits for the child to end and checks that sig killed it.
@@ -453,15 +374,15 @@ func (p *childProc) diesFrom(t *testing.T, sig syscall.Signal) {
 			}
 			open = ok
 		case <-deadline:
-			t.Fatalf("child still running %v after the signal", childWait)
+			require.Failf(t, "timed out", "child still running %v after the signal", childWait)
 		}
 	}
 	p.cmd.Wait()
 	p.state = p.cmd.ProcessState
 	ws, ok := p.state.Sys().(syscall.WaitStatus)
-	if !ok || !ws.Signaled() || ws.Signal() != sig {
-		t.Fatalf("child ended with %v, want killed by %v", p.state, sig)
-	}
+	require.Truef(t, ok, "child ended with %v", p.state)
+	require.Truef(t, ws.Signaled(), "child ended with %v, want killed by %v", p.state, sig)
+	require.Equalf(t, sig, ws.Signal(), "child ended with %v", p.state)
 }
 
 // signalSurvivor creates the operation the child joins, as a participant whose
@@ -473,14 +394,10 @@ func signalSurvivor(t *testing.T) (dir string, op *ledger.Operation) {
 		BasePath: dir, ParticipantID: "survivor",
 		HeartbeatInterval: time.Second, StaleThreshold: childStale,
 	})
-	if err != nil {
-		t.Fatal(err)
-	}
+	require.NoError(t, err)
 	t.Cleanup(func() { l.Close() })
 	op, err = l.CreateOperation(context.Background(), ledger.CreateOptions{Description: "signals"})
-	if err != nil {
-		t.Fatal(err)
-	}
+	require.NoError(t, err)
 	return dir, op
 }
 
@@ -505,11 +422,9 @@ func operationLog(t *testing.T, dir, id string) string {
 		if err == nil {
 			return string(b)
 		}
-		if !errors.Is(err, fs.ErrNotExist) {
-			t.Fatal(err)
-		}
+		require.ErrorIs(t, err, fs.ErrNotExist)
 	}
-	t.Fatalf("no log of %s", id)
+	require.Failf(t, "no log", "no log of %s", id)
 	return ""
 }
 
@@ -542,43 +457,32 @@ func TestSignalRunsCleanupAndReportsParticipantGone(t *testing.T) {
 			p.diesFrom(t, tc.sig)
 
 			for _, path := range childTempPaths(work) {
-				if exists(path) {
-					t.Errorf("temp resource %s survived the signal", path)
-				}
+				assert.Falsef(t, exists(path), "temp resource %s survived the signal", path)
 			}
 			marker, err := os.ReadFile(filepath.Join(work, "marker"))
-			if err != nil {
-				t.Fatalf("the cleanup callback did not run: %v", err)
-			}
-			if got := string(marker); got != "temps present: true" {
-				t.Errorf("callback saw %q, want it to run before the temp resources were deleted", got)
-			}
+			require.NoError(t, err, "the cleanup callback did not run")
+			assert.Equal(t, "temps present: true", string(marker), "the callback must run before the temp resources are deleted")
 
 			var d *ledger.Data
 			waitFor(t, childWait, "the survivor to see the child crashed", func() bool {
 				d, err = op.State(ctx)
-				if err != nil {
-					t.Fatal(err)
-				}
+				require.NoError(t, err)
 				return participantState(d, "child") == "crashed"
 			})
 			// The child reported itself: the crash is logged in its name.
-			if !strings.Contains(operationLog(t, dir, op.ID()), "child CRASH_DETECTED child/") {
-				t.Errorf("no CRASH_DETECTED by the child in the log:\n%s", operationLog(t, dir, op.ID()))
-			}
+			assert.Contains(t, operationLog(t, dir, op.ID()), "child CRASH_DETECTED child/", "no CRASH_DETECTED by the child in the log")
 			if tc.failing {
 				waitClosed(t, op.Failed(), childWait, "the operation to fail")
-				if info, _ := op.Failure(); info.ParticipantID != "child" {
-					t.Errorf("failure %+v, want the child's call", info)
-				}
+				info, _ := op.Failure()
+				assert.Equalf(t, "child", info.ParticipantID, "failure %+v, want the child's call", info)
 				return
 			}
-			if op.IsAborted() || len(d.CallFrames) != 0 || d.OperationState != "running" {
-				t.Errorf("after a contained call's crash: state %s, frames %v; want running, no frames", d.OperationState, d.CallFrames)
-			}
+			assert.False(t, op.IsAborted(), "aborted after a contained call's crash")
+			assert.Empty(t, d.CallFrames, "frames after a contained call's crash")
+			assert.Equal(t, "running", d.OperationState, "state after a contained call's crash")
 			select {
 			case <-op.Failed():
-				t.Error("a contained call's crash failed the operation")
+				assert.Fail(t, "a contained call's crash failed the operation")
 			default:
 			}
 		})
@@ -595,15 +499,9 @@ func TestSecondSignalEndsProcessAtOnce(t *testing.T) {
 	p.signal(t, syscall.SIGINT)
 	p.diesFrom(t, syscall.SIGINT)
 
-	if exists(filepath.Join(work, "slow-done")) {
-		t.Error("the slow callback completed")
-	}
-	if exists(filepath.Join(work, "marker")) {
-		t.Error("the callback after the slow one ran")
-	}
-	if !exists(filepath.Join(work, "tmp-000")) {
-		t.Error("the cleanup went on after the second signal")
-	}
+	assert.False(t, exists(filepath.Join(work, "slow-done")), "the slow callback completed")
+	assert.False(t, exists(filepath.Join(work, "marker")), "the callback after the slow one ran")
+	assert.True(t, exists(filepath.Join(work, "tmp-000")), "the cleanup went on after the second signal")
 }
 
 func TestSignalGraceBoundsCleanup(t *testing.T) {
@@ -615,19 +513,13 @@ func TestSignalGraceBoundsCleanup(t *testing.T) {
 	p.expect(t, "cleaning")
 	p.diesFrom(t, syscall.SIGTERM)
 
-	if exists(filepath.Join(work, "slow-done")) {
-		t.Error("the stuck callback completed")
-	}
+	assert.False(t, exists(filepath.Join(work, "slow-done")), "the stuck callback completed")
 	for _, path := range childTempPaths(work) {
-		if exists(path) {
-			t.Errorf("temp resource %s survived a cleanup past its grace", path)
-		}
+		assert.Falsef(t, exists(path), "temp resource %s survived a cleanup past its grace", path)
 	}
 	waitFor(t, childWait, "the survivor to see the child crashed", func() bool {
 		d, err := op.State(context.Background())
-		if err != nil {
-			t.Fatal(err)
-		}
+		require.NoError(t, err)
 		return participantState(d, "child") == "crashed"
 	})
 }
@@ -637,15 +529,11 @@ func TestIgnoredSignalStaysIgnored(t *testing.T) {
 	work := t.TempDir()
 	p := startSignalChild(t, modeIgnoreInt, dir, op.ID(), work)
 	// Taking SIGINT would have made it no longer ignored.
-	if got, want := strings.Join(p.started, "\n"), "SIGINT ignored: true"; got != want {
-		t.Fatalf("child printed %q, want %q", got, want)
-	}
+	require.Equal(t, "SIGINT ignored: true", strings.Join(p.started, "\n"), "the child's first lines")
 
 	p.signal(t, syscall.SIGTERM)
 	p.diesFrom(t, syscall.SIGTERM)
-	if !exists(filepath.Join(work, "marker")) {
-		t.Error("SIGTERM did not run the cleanup")
-	}
+	assert.True(t, exists(filepath.Join(work, "marker")), "SIGTERM did not run the cleanup")
 }
 
 func TestNoSignalHandlerLeavesSignalsAlone(t *testing.T) {
@@ -656,13 +544,9 @@ func TestNoSignalHandlerLeavesSignalsAlone(t *testing.T) {
 	p.signal(t, syscall.SIGTERM)
 	p.diesFrom(t, syscall.SIGTERM)
 
-	if exists(filepath.Join(work, "marker")) {
-		t.Error("the cleanup callback ran despite NoSignalHandler")
-	}
+	assert.False(t, exists(filepath.Join(work, "marker")), "the cleanup callback ran despite NoSignalHandler")
 	for _, path := range childTempPaths(work) {
-		if !exists(path) {
-			t.Errorf("temp resource %s was deleted despite NoSignalHandler", path)
-		}
+		assert.Truef(t, exists(path), "temp resource %s was deleted despite NoSignalHandler", path)
 	}
 }
 
@@ -674,17 +558,9 @@ func TestSignalAfterLastOperationEnds(t *testing.T) {
 	p.signal(t, syscall.SIGTERM)
 	p.diesFrom(t, syscall.SIGTERM)
 
-	if exists(filepath.Join(work, "marker")) {
-		t.Error("the cleanup callback ran after the last operation was left")
-	}
-	if !exists(filepath.Join(work, "tmp-000")) {
-		t.Error("temp resources were deleted after the last operation was left")
-	}
+	assert.False(t, exists(filepath.Join(work, "marker")), "the cleanup callback ran after the last operation was left")
+	assert.True(t, exists(filepath.Join(work, "tmp-000")), "temp resources were deleted after the last operation was left")
 	d, err := op.State(context.Background())
-	if err != nil {
-		t.Fatal(err)
-	}
-	if got := participantState(d, "child"); got != "left" {
-		t.Errorf("child's record is %q, want left", got)
-	}
+	require.NoError(t, err)
+	assert.Equal(t, "left", participantState(d, "child"), "the child's record")
 }

@@ -16,6 +16,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/stretchr/testify/assert"
+
 	"github.com/tomdist/ledger"
 )
 
@@ -93,8 +95,8 @@ func TestKilledWriterLeavesWholeState(t *testing.T) {
 			r := rand.New(rand.NewPCG(uint64(time.Now().UnixNano()), uint64(p)))
 			for i := range kills / pipelines {
 				dir := filepath.Join(root, fmt.Sprintf("p%d-%03d", p, i))
-				if err := fKillWriter(t, dir, r); err != nil {
-					t.Errorf("kill %d of pipeline %d (%s): %v", i, p, dir, err)
+				err := fKillWriter(t, dir, r)
+				if !assert.NoErrorf(t, err, "kill %d of pipeline %d (%s)", i, p, dir) {
 					return
 				}
 			}

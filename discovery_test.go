@@ -2,7 +2,6 @@ package ledger_test
 
 import (
 	"context"
-	"errors"
 	"net"
 	"net/http"
 	"net/http/httptest"
@@ -10,6 +9,8 @@ import (
 	"strconv"
 	"testing"
 	"time"
+
+	"github.com/stretchr/testify/require"
 
 	"github.com/tomdist/ledger"
 )
@@ -22,9 +23,7 @@ import (
 func serveAt(t testing.TB, host string, h http.Handler) int {
 	t.Helper()
 	ln, err := net.Listen("tcp", net.JoinHostPort(host, "0"))
-	if err != nil {
-		t.Fatal(err)
-	}
+	require.NoError(t, err)
 	ts := httptest.NewUnstartedServer(h)
 	ts.Listener.Close()
 	ts.Listener = ln
@@ -45,9 +44,7 @@ func ledgerAt(t testing.TB, host string) int {
 func freePort(t testing.TB, host string) int {
 	t.Helper()
 	ln, err := net.Listen("tcp", net.JoinHostPort(host, "0"))
-	if err != nil {
-		t.Fatal(err)
-	}
+	require.NoError(t, err)
 	port := ln.Addr().(*net.TCPAddr).Port
 	ln.Close()
 	return port
@@ -66,16 +63,12 @@ func connectURL(t *testing.T, o ledger.Options) (string, error) {
 	defer cancel()
 	l, err := ledger.Connect(ctx, o)
 	if err != nil {
-		if ctx.Err() != nil {
-			t.Fatalf("discovery outlived its context: %v", err)
-		}
+		require.NoErrorf(t, ctx.Err(), "discovery outlived its context: %v", err)
 		return "", err
 	}
 	defer l.Close()
 	rc, ok := l.(*ledger.RemoteClient)
-	if !ok {
-		t.Fatalf("Connect returned %T, want *RemoteClient", l)
-	}
+	require.Truef(t, ok, "Connect returned %T, want *RemoteClient", l)
 	return rc.ServerURL(), nil
 }
 
@@ -89,30 +82,22 @@ func TestDiscoveryFindsInjectedHost(t *testing.T) {
 	t.Setenv(ledger.EnvServerURL, "")
 	port := ledgerAt(t, "127.0.0.3")
 	got, err := connectURL(t, discoveryOptions(ledger.DiscoveryOptions{Hosts: []string{"127.0.0.2", "127.0.0.3"}, Ports: []int{port}}))
-	if err != nil || got != baseURL("127.0.0.3", port) {
-		t.Fatalf("discovered %q, %v; want %s", got, err, baseURL("127.0.0.3", port))
-	}
+	require.NoError(t, err)
+	require.Equal(t, baseURL("127.0.0.3", port), got, "discovered")
 
 	// Two servers on two ports: the order of Hosts, then Ports, decides.
 	other := ledgerAt(t, "127.0.0.2")
 	got, err = connectURL(t, discoveryOptions(ledger.DiscoveryOptions{Hosts: []string{"127.0.0.2", "127.0.0.3"}, Ports: []int{port, other}}))
-	if err != nil || got != baseURL("127.0.0.2", other) {
-		t.Fatalf("discovered %q, %v; want the first candidate %s", got, err, baseURL("127.0.0.2", other))
-	}
+	require.NoError(t, err)
+	require.Equal(t, baseURL("127.0.0.2", other), got, "discovered, want the first candidate")
 
 	// And the client works against what it found.
 	l, err := ledger.Connect(context.Background(), discoveryOptions(ledger.DiscoveryOptions{Hosts: []string{"127.0.0.3"}, Ports: []int{port}}))
-	if err != nil {
-		t.Fatal(err)
-	}
+	require.NoError(t, err)
 	defer l.Close()
 	op, err := l.CreateOperation(context.Background(), ledger.CreateOptions{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := op.Complete(context.Background()); err != nil {
-		t.Fatal(err)
-	}
+	require.NoError(t, err)
+	require.NoError(t, op.Complete(context.Background()))
 }
 
 // TestDiscoveryEnvFirst prefers LEDGER_SERVER_URL to the candidate hosts,
@@ -123,13 +108,13 @@ func TestDiscoveryEnvFirst(t *testing.T) {
 	o := discoveryOptions(ledger.DiscoveryOptions{Hosts: []string{"127.0.0.5"}, Ports: []int{hostPort}})
 
 	t.Setenv(ledger.EnvServerURL, baseURL("127.0.0.4", envPort)+"/")
-	if got, err := connectURL(t, o); err != nil || got != baseURL("127.0.0.4", envPort) {
-		t.Fatalf("with %s set: %q, %v", ledger.EnvServerURL, got, err)
-	}
+	got, err := connectURL(t, o)
+	require.NoErrorf(t, err, "with %s set", ledger.EnvServerURL)
+	require.Equalf(t, baseURL("127.0.0.4", envPort), got, "with %s set", ledger.EnvServerURL)
 	t.Setenv(ledger.EnvServerURL, baseURL("127.0.0.4", freePort(t, "127.0.0.4")))
-	if got, err := connectURL(t, o); err != nil || got != baseURL("127.0.0.5", hostPort) {
-		t.Fatalf("with a dead %s: %q, %v", ledger.EnvServerURL, got, err)
-	}
+	got, err = connectURL(t, o)
+	require.NoErrorf(t, err, "with a dead %s", ledger.EnvServerURL)
+	require.Equalf(t, baseURL("127.0.0.5", hostPort), got, "with a dead %s", ledger.EnvServerURL)
 }
 
 // TestDiscoveryNoServer returns ErrNoServer when nothing answers: closed
@@ -150,9 +135,8 @@ func TestDiscoveryNoServer(t *testing.T) {
 		Ports:   []int{hung, freePort(t, "127.0.0.7")},
 		Timeout: 100 * time.Millisecond,
 	})
-	if got, err := connectURL(t, o); !errors.Is(err, ledger.ErrNoServer) {
-		t.Fatalf("discovered %q, %v; want ErrNoServer", got, err)
-	}
+	got, err := connectURL(t, o)
+	require.ErrorIsf(t, err, ledger.ErrNoServer, "discovered %q", got)
 }
 
 // TestDiscoveryIgnoresOtherService accepts only a /status that names the
@@ -173,20 +157,17 @@ func TestDiscoveryIgnoresOtherService(t *testing.T) {
 		serveAt(t, "127.0.0.8", http.NotFoundHandler()),
 	}
 	o := discoveryOptions(ledger.DiscoveryOptions{Hosts: []string{"127.0.0.8"}, Ports: ports})
-	if got, err := connectURL(t, o); !errors.Is(err, ledger.ErrNoServer) {
-		t.Fatalf("only impostors: discovered %q, %v; want ErrNoServer", got, err)
-	}
+	got, err := connectURL(t, o)
+	require.ErrorIsf(t, err, ledger.ErrNoServer, "only impostors: discovered %q", got)
 	genuine := ledgerAt(t, "127.0.0.8")
 	o.Discovery.Ports = append(ports, genuine)
-	if got, err := connectURL(t, o); err != nil || got != baseURL("127.0.0.8", genuine) {
-		t.Fatalf("impostors and a ledger: %q, %v", got, err)
-	}
+	got, err = connectURL(t, o)
+	require.NoError(t, err, "impostors and a ledger")
+	require.Equal(t, baseURL("127.0.0.8", genuine), got, "impostors and a ledger")
 
 	// An explicit ServerURL that is not a ledger server is no server either.
-	_, err := ledger.NewRemoteClient(context.Background(), ledger.Options{ServerURL: baseURL("127.0.0.8", ports[0])})
-	if !errors.Is(err, ledger.ErrNoServer) {
-		t.Fatalf("ServerURL of an impostor: %v, want ErrNoServer", err)
-	}
+	_, err = ledger.NewRemoteClient(context.Background(), ledger.Options{ServerURL: baseURL("127.0.0.8", ports[0])})
+	require.ErrorIs(t, err, ledger.ErrNoServer, "ServerURL of an impostor")
 }
 
 // TestDiscoverySubnetScan finds a server only by scanning, with the subnet
@@ -199,11 +180,10 @@ func TestDiscoverySubnetScan(t *testing.T) {
 		Ports:   []int{port},
 		Subnets: []netip.Prefix{netip.MustParsePrefix("127.0.0.0/24")},
 	}
-	if got, err := connectURL(t, discoveryOptions(d)); !errors.Is(err, ledger.ErrNoServer) {
-		t.Fatalf("without ScanSubnet: %q, %v; want ErrNoServer", got, err)
-	}
+	got, err := connectURL(t, discoveryOptions(d))
+	require.ErrorIsf(t, err, ledger.ErrNoServer, "without ScanSubnet: discovered %q", got)
 	d.ScanSubnet = true
-	if got, err := connectURL(t, discoveryOptions(d)); err != nil || got != baseURL("127.0.0.77", port) {
-		t.Fatalf("with ScanSubnet: %q, %v; want %s", got, err, baseURL("127.0.0.77", port))
-	}
+	got, err = connectURL(t, discoveryOptions(d))
+	require.NoError(t, err, "with ScanSubnet")
+	require.Equal(t, baseURL("127.0.0.77", port), got, "with ScanSubnet")
 }

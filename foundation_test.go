@@ -18,6 +18,9 @@ import (
 	"testing"
 	"time"
 
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+
 	"github.com/gofrs/flock"
 	"github.com/tomdist/ledger"
 )
@@ -34,9 +37,7 @@ func fStatePath(dir, id string) string { return filepath.Join(dir, id+".operatio
 func fDirState(t testing.TB, dir, id string) *ledger.Data {
 	t.Helper()
 	d, err := fReadState(dir, id)
-	if err != nil {
-		t.Fatalf("state of %s: %v", id, err)
-	}
+	require.NoErrorf(t, err, "state of %s", id)
 	return d
 }
 
@@ -60,13 +61,9 @@ func fLockPath(dir, id string) string { return filepath.Join(dir, id+".operation
 func fParse(t testing.TB, path string) *ledger.Data {
 	t.Helper()
 	b, err := os.ReadFile(path)
-	if err != nil {
-		t.Fatal(err)
-	}
+	require.NoError(t, err)
 	d := new(ledger.Data)
-	if err := json.Unmarshal(b, d); err != nil {
-		t.Fatalf("%s does not parse: %v\n%s", path, err, b)
-	}
+	require.NoErrorf(t, json.Unmarshal(b, d), "%s does not parse:\n%s", path, b)
 	return d
 }
 
@@ -77,9 +74,7 @@ func fLog(t testing.TB, dir, id string) string {
 	if errors.Is(err, fs.ErrNotExist) {
 		b, err = os.ReadFile(filepath.Join(fBackupDir(dir, id), "operation.log"))
 	}
-	if err != nil {
-		t.Fatal(err)
-	}
+	require.NoError(t, err)
 	return string(b)
 }
 
@@ -98,9 +93,7 @@ func fLines(t testing.TB, log string) []fLogLine {
 			continue
 		}
 		m := fLogRE.FindStringSubmatch(l)
-		if m == nil {
-			t.Fatalf("log line %q is not `<RFC3339 UTC> [LEVEL] <participantId> <EVENT or message>`", l)
-		}
+		require.NotNilf(t, m, "log line %q is not `<RFC3339 UTC> [LEVEL] <participantId> <EVENT or message>`", l)
 		out = append(out, fLogLine{m[1], m[2], m[3], m[4], m[5]})
 	}
 	return out
@@ -120,9 +113,7 @@ func fFiles(t testing.TB, dir string) []string {
 		}
 		return nil
 	})
-	if err != nil {
-		t.Fatal(err)
-	}
+	require.NoError(t, err)
 	return out
 }
 
@@ -147,36 +138,28 @@ func fParticipant(d *ledger.Data, id string) *ledger.Participant {
 func fCreate(t testing.TB, l ledger.Ledger, o ledger.CreateOptions) *ledger.Operation {
 	t.Helper()
 	op, err := l.CreateOperation(context.Background(), o)
-	if err != nil {
-		t.Fatal(err)
-	}
+	require.NoError(t, err)
 	return op
 }
 
 func fJoin(t testing.TB, l ledger.Ledger, id string, o ledger.JoinOptions) *ledger.Operation {
 	t.Helper()
 	op, err := l.JoinOperation(context.Background(), id, o)
-	if err != nil {
-		t.Fatal(err)
-	}
+	require.NoError(t, err)
 	return op
 }
 
 func fState(t testing.TB, op *ledger.Operation) *ledger.Data {
 	t.Helper()
 	d, err := op.State(context.Background())
-	if err != nil {
-		t.Fatal(err)
-	}
+	require.NoError(t, err)
 	return d
 }
 
 func fStart(t testing.TB, op *ledger.Operation, o ledger.CallOptions[int]) *ledger.Call[int] {
 	t.Helper()
 	c, err := ledger.StartCall[int](context.Background(), op, o)
-	if err != nil {
-		t.Fatal(err)
-	}
+	require.NoError(t, err)
 	return c
 }
 
@@ -190,74 +173,65 @@ func TestIdentityAndSessions(t *testing.T) {
 		ctx := context.Background()
 		alice, bob := e.Open("alice", ledger.Options{}), e.Open("bob", ledger.Options{})
 		op := fCreate(t, alice, ledger.CreateOptions{Description: "nightly build"})
-		if !fOperationIDRE.MatchString(op.ID()) {
-			t.Errorf("operation id %q", op.ID())
-		}
-		if op.ParticipantID() != "alice" || !op.IsInitiator() || op.SessionID() != 1 ||
-			op.StartTime().IsZero() || op.Elapsed() < 0 || alice.ParticipantID() != "alice" {
-			t.Errorf("creator: participant %s, initiator %t, session %d, start %v",
-				op.ParticipantID(), op.IsInitiator(), op.SessionID(), op.StartTime())
-		}
+		assert.Regexp(t, fOperationIDRE, op.ID(), "operation id")
+		assert.Equal(t, "alice", op.ParticipantID(), "creator's participant")
+		assert.True(t, op.IsInitiator(), "creator is not the initiator")
+		assert.Equal(t, 1, op.SessionID(), "creator's session")
+		assert.False(t, op.StartTime().IsZero(), "creator's start time")
+		assert.GreaterOrEqual(t, op.Elapsed(), time.Duration(0), "creator's Elapsed")
+		assert.Equal(t, "alice", alice.ParticipantID(), "creator's ledger participant")
 		op2 := fJoin(t, alice, op.ID(), ledger.JoinOptions{})
 		op3 := fJoin(t, alice, op.ID(), ledger.JoinOptions{})
 		b1 := fJoin(t, bob, op.ID(), ledger.JoinOptions{})
-		if op2.SessionID() != 2 || op3.SessionID() != 3 || !op3.IsInitiator() {
-			t.Errorf("alice's sessions %d, %d (initiator %t), want 2, 3", op2.SessionID(), op3.SessionID(), op3.IsInitiator())
-		}
-		if b1.SessionID() != 1 || b1.IsInitiator() || b1.ParticipantID() != "bob" || !b1.StartTime().Equal(op.StartTime()) {
-			t.Errorf("bob: session %d, initiator %t, participant %s, start %v", b1.SessionID(), b1.IsInitiator(), b1.ParticipantID(), b1.StartTime())
-		}
+		assert.Equal(t, 2, op2.SessionID(), "alice's second session")
+		assert.Equal(t, 3, op3.SessionID(), "alice's third session")
+		assert.True(t, op3.IsInitiator(), "alice's third session is not the initiator")
+		assert.Equal(t, 1, b1.SessionID(), "bob's session")
+		assert.False(t, b1.IsInitiator(), "bob is the initiator")
+		assert.Equal(t, "bob", b1.ParticipantID(), "bob's participant")
+		assert.Truef(t, b1.StartTime().Equal(op.StartTime()), "bob's start time %v", b1.StartTime())
 		d := fState(t, op)
-		if d.Description != "nightly build" || d.InitiatorID != "alice" || d.OperationState != "running" {
-			t.Errorf("state: %+v", d)
-		}
+		assert.Equal(t, "nightly build", d.Description, "state")
+		assert.Equal(t, "alice", d.InitiatorID, "state")
+		assert.Equal(t, "running", d.OperationState, "state")
 		host, _ := os.Hostname()
-		if a := fParticipant(d, "alice"); a == nil || a.Sessions != 3 || a.State != "active" || a.PID != os.Getpid() || a.Host != host {
-			t.Errorf("alice's record: %+v", a)
+		if a := fParticipant(d, "alice"); assert.NotNil(t, a, "alice's record") {
+			assert.Equal(t, 3, a.Sessions, "alice's sessions")
+			assert.Equal(t, "active", a.State, "alice's state")
+			assert.Equal(t, os.Getpid(), a.PID, "alice's pid")
+			assert.Equal(t, host, a.Host, "alice's host")
 		}
-		if b := fParticipant(d, "bob"); b == nil || b.Sessions != 1 || b.State != "active" {
-			t.Errorf("bob's record: %+v", b)
+		if b := fParticipant(d, "bob"); assert.NotNil(t, b, "bob's record") {
+			assert.Equal(t, 1, b.Sessions, "bob's sessions")
+			assert.Equal(t, "active", b.State, "bob's state")
 		}
 
 		// Leaving one of several sessions keeps the participant.
-		if err := op3.Leave(ctx, ledger.LeaveOptions{}); err != nil {
-			t.Fatal(err)
-		}
-		if err := op3.Leave(ctx, ledger.LeaveOptions{}); !errors.Is(err, ledger.ErrSessionLeft) {
-			t.Errorf("second Leave: %v, want ErrSessionLeft", err)
-		}
-		if err := op3.Log(ctx, ledger.LogInfo, "x"); !errors.Is(err, ledger.ErrSessionLeft) {
-			t.Errorf("Log after Leave: %v, want ErrSessionLeft", err)
-		}
-		if _, err := ledger.StartCall[int](ctx, op3, ledger.CallOptions[int]{}); !errors.Is(err, ledger.ErrSessionLeft) {
-			t.Errorf("StartCall after Leave: %v, want ErrSessionLeft", err)
-		}
+		require.NoError(t, op3.Leave(ctx, ledger.LeaveOptions{}))
+		assert.ErrorIs(t, op3.Leave(ctx, ledger.LeaveOptions{}), ledger.ErrSessionLeft, "second Leave")
+		assert.ErrorIs(t, op3.Log(ctx, ledger.LogInfo, "x"), ledger.ErrSessionLeft, "Log after Leave")
+		_, err := ledger.StartCall[int](ctx, op3, ledger.CallOptions[int]{})
+		assert.ErrorIs(t, err, ledger.ErrSessionLeft, "StartCall after Leave")
 		// The other sessions go on.
 		c := fStart(t, op2, ledger.CallOptions[int]{})
-		if err := c.End(ctx, 0); err != nil {
-			t.Fatal(err)
-		}
+		require.NoError(t, c.End(ctx, 0))
 		d = fState(t, op)
-		if a := fParticipant(d, "alice"); a.Sessions != 2 || a.State != "active" {
-			t.Errorf("alice after one leave: %+v", a)
-		}
+		rec := fParticipant(d, "alice")
+		assert.Equal(t, 2, rec.Sessions, "alice's sessions after one leave")
+		assert.Equal(t, "active", rec.State, "alice after one leave")
 		// The last session of a process marks the participant left.
-		if err := b1.Leave(ctx, ledger.LeaveOptions{}); err != nil {
-			t.Fatal(err)
-		}
+		require.NoError(t, b1.Leave(ctx, ledger.LeaveOptions{}))
 		d = fState(t, op)
-		if b := fParticipant(d, "bob"); b.Sessions != 0 || b.State != "left" {
-			t.Errorf("bob after his last leave: %+v", b)
-		}
+		rec = fParticipant(d, "bob")
+		assert.Equal(t, 0, rec.Sessions, "bob's sessions after his last leave")
+		assert.Equal(t, "left", rec.State, "bob after his last leave")
 		var left []string
 		for _, l := range fLines(t, fLog(t, e.dir, op.ID())) {
 			if l.event == "PARTICIPANT_LEFT" {
 				left = append(left, l.participant)
 			}
 		}
-		if !slices.Equal(left, []string{"bob"}) {
-			t.Errorf("PARTICIPANT_LEFT logged by %v, want only bob", left)
-		}
+		assert.Equal(t, []string{"bob"}, left, "PARTICIPANT_LEFT logged by")
 	})
 }
 
@@ -290,8 +264,7 @@ func TestManyGoroutinesStartAndEndCalls(t *testing.T) {
 							mu.Unlock()
 						}},
 					})
-					if err != nil {
-						t.Error(err)
+					if !assert.NoError(t, err) {
 						return
 					}
 					mu.Lock()
@@ -303,8 +276,7 @@ func TestManyGoroutinesStartAndEndCalls(t *testing.T) {
 						mu.Unlock()
 						continue
 					}
-					if err := c.End(ctx, 1); err != nil {
-						t.Error(err)
+					if !assert.NoError(t, c.End(ctx, 1)) {
 						return
 					}
 					mu.Lock()
@@ -317,26 +289,19 @@ func TestManyGoroutinesStartAndEndCalls(t *testing.T) {
 		if t.Failed() {
 			return
 		}
-		if len(started) != workers*perWorker || completedSum != len(ended) {
-			t.Fatalf("%d calls started, %d OnCompletion for %d ended", len(started), completedSum, len(ended))
-		}
+		require.Equal(t, workers*perWorker, len(started), "calls started")
+		require.Equal(t, len(ended), completedSum, "OnCompletion calls for the calls ended")
 		var openIDs []string
 		for _, c := range open {
 			openIDs = append(openIDs, c.ID())
 		}
 		slices.Sort(openIDs)
-		if got := fCallIDs(fState(t, op).CallFrames); !slices.Equal(got, openIDs) {
-			t.Errorf("frames in the ledger:\n%v\nwant the calls still open:\n%v", got, openIDs)
-		}
+		assert.Equal(t, openIDs, fCallIDs(fState(t, op).CallFrames), "frames in the ledger, want the calls still open")
 		for _, c := range open {
-			if err := c.End(ctx, 1); err != nil {
-				t.Fatal(err)
-			}
+			require.NoError(t, c.End(ctx, 1))
 			ended = append(ended, c.ID())
 		}
-		if n := len(fState(t, op).CallFrames); n != 0 {
-			t.Errorf("%d frames left after every call ended", n)
-		}
+		assert.Empty(t, fState(t, op).CallFrames, "frames left after every call ended")
 		byEvent := map[string][]string{}
 		for _, l := range fLines(t, fLog(t, e.dir, op.ID())) {
 			if id, _, _ := strings.Cut(l.rest, " "); strings.HasPrefix(l.event, "CALL_") {
@@ -347,9 +312,7 @@ func TestManyGoroutinesStartAndEndCalls(t *testing.T) {
 		slices.Sort(ended)
 		for ev, want := range map[string][]string{"CALL_STARTED": started, "CALL_ENDED": ended} {
 			got := slices.Sorted(slices.Values(byEvent[ev]))
-			if !slices.Equal(got, want) {
-				t.Errorf("%s logged for %d calls, want %d:\n%v\n%v", ev, len(got), len(want), got, want)
-			}
+			assert.Equalf(t, want, got, "the calls %s was logged for", ev)
 		}
 	})
 }
@@ -430,12 +393,8 @@ func TestChildProcessesShareAnOperation(t *testing.T) {
 			name := fmt.Sprintf("child%d", i)
 			cmd := child(t, "fnd-caller", "FND_DIR="+e.dir, "FND_OP="+op.ID(), "FND_NAME="+name, fmt.Sprintf("FND_CALLS=%d", calls))
 			out, err := cmd.StdoutPipe()
-			if err != nil {
-				t.Fatal(err)
-			}
-			if err := cmd.Start(); err != nil {
-				t.Fatal(err)
-			}
+			require.NoError(t, err)
+			require.NoError(t, cmd.Start())
 			go func() {
 				r := result{name: name}
 				sc := bufio.NewScanner(out)
@@ -455,25 +414,20 @@ func TestChildProcessesShareAnOperation(t *testing.T) {
 		for range children {
 			select {
 			case r := <-results:
-				if r.err != nil {
-					t.Errorf("%s: %v", r.name, r.err)
-				}
-				if len(r.started) != calls || len(r.ended) != calls {
-					t.Errorf("%s started %d and ended %d calls, want %d", r.name, len(r.started), len(r.ended), calls)
-				}
+				assert.NoErrorf(t, r.err, "%s", r.name)
+				assert.Lenf(t, r.started, calls, "%s: calls started", r.name)
+				assert.Lenf(t, r.ended, calls, "%s: calls ended", r.name)
 				started = append(started, r.started...)
 				ended = append(ended, r.ended...)
 			case <-time.After(60 * time.Second):
-				t.Fatal("children did not finish")
+				require.Fail(t, "children did not finish")
 			}
 		}
 		d := fDirState(t, e.dir, op.ID())
-		if len(d.CallFrames) != 0 {
-			t.Errorf("frames left: %v", fCallIDs(d.CallFrames))
-		}
+		assert.Emptyf(t, d.CallFrames, "frames left: %v", fCallIDs(d.CallFrames))
 		for i := range children {
-			if p := fParticipant(d, fmt.Sprintf("child%d", i)); p == nil || p.State != "left" {
-				t.Errorf("child%d's record: %+v", i, p)
+			if p := fParticipant(d, fmt.Sprintf("child%d", i)); assert.NotNilf(t, p, "child%d's record", i) {
+				assert.Equalf(t, "left", p.State, "child%d's record", i)
 			}
 		}
 		counts := map[string]map[string]int{}
@@ -486,13 +440,9 @@ func TestChildProcessesShareAnOperation(t *testing.T) {
 		}
 		for ev, ids := range map[string][]string{"CALL_STARTED": started, "CALL_ENDED": ended} {
 			for _, id := range ids {
-				if counts[ev][id] != 1 {
-					t.Errorf("%s logged %d times for %s", ev, counts[ev][id], id)
-				}
+				assert.Equalf(t, 1, counts[ev][id], "%s logged for %s", ev, id)
 			}
-			if len(counts[ev]) != children*calls {
-				t.Errorf("%s logged for %d calls, want %d", ev, len(counts[ev]), children*calls)
-			}
+			assert.Equalf(t, children*calls, len(counts[ev]), "calls %s was logged for", ev)
 		}
 	})
 }
@@ -505,145 +455,95 @@ func TestDocumentedErrors(t *testing.T) {
 		t.Run("unknown operation", func(t *testing.T) {
 			before := fFiles(t, e.dir)
 			_, err := bob.JoinOperation(ctx, "20240101T00:00:00.000-nobody-deadbeef", ledger.JoinOptions{})
-			if !errors.Is(err, ledger.ErrOperationNotFound) {
-				t.Errorf("join: %v, want ErrOperationNotFound", err)
-			}
-			if after := fFiles(t, e.dir); !slices.Equal(before, after) {
-				t.Errorf("files changed by a failed join: %v → %v", before, after)
-			}
+			assert.ErrorIs(t, err, ledger.ErrOperationNotFound, "join")
+			assert.Equal(t, before, fFiles(t, e.dir), "files changed by a failed join")
 		})
 
 		t.Run("invalid ids", func(t *testing.T) {
 			op := fCreate(t, alice, ledger.CreateOptions{})
 			before := fFiles(t, e.dir)
 			for _, id := range []string{"../x", "/", "", strings.Repeat("x", 1<<20), "a\x00b", "a/b", "..", "a b"} {
-				if _, err := bob.JoinOperation(ctx, id, ledger.JoinOptions{}); !errors.Is(err, ledger.ErrInvalidID) {
-					t.Errorf("JoinOperation(%.20q): %v, want ErrInvalidID", id, err)
-				}
-				if err := op.CreateCallFrame(ctx, id); !errors.Is(err, ledger.ErrInvalidID) {
-					t.Errorf("CreateCallFrame(%.20q): %v, want ErrInvalidID", id, err)
-				}
-				if err := op.DeleteCallFrame(ctx, id); !errors.Is(err, ledger.ErrInvalidID) {
-					t.Errorf("DeleteCallFrame(%.20q): %v, want ErrInvalidID", id, err)
-				}
+				_, err := bob.JoinOperation(ctx, id, ledger.JoinOptions{})
+				assert.ErrorIsf(t, err, ledger.ErrInvalidID, "JoinOperation(%.20q)", id)
+				assert.ErrorIsf(t, op.CreateCallFrame(ctx, id), ledger.ErrInvalidID, "CreateCallFrame(%.20q)", id)
+				assert.ErrorIsf(t, op.DeleteCallFrame(ctx, id), ledger.ErrInvalidID, "DeleteCallFrame(%.20q)", id)
 			}
 			var ie *ledger.IDError
-			if _, err := bob.JoinOperation(ctx, "../x", ledger.JoinOptions{}); !errors.As(err, &ie) || ie.Kind != "operation" {
-				t.Errorf("not an IDError: %v", err)
+			_, err := bob.JoinOperation(ctx, "../x", ledger.JoinOptions{})
+			if assert.ErrorAs(t, err, &ie, "JoinOperation(\"../x\")") {
+				assert.Equal(t, "operation", ie.Kind, "IDError.Kind")
 			}
-			if after := fFiles(t, e.dir); !slices.Equal(before, after) {
-				t.Errorf("files changed by invalid ids: %v → %v", before, after)
-			}
+			assert.Equal(t, before, fFiles(t, e.dir), "files changed by invalid ids")
 		})
 
 		t.Run("corrupt state", func(t *testing.T) {
 			op := fCreate(t, alice, ledger.CreateOptions{})
 			path := fStatePath(e.dir, op.ID())
 			garbage := []byte(`{"operationId": "` + op.ID() + `", "callFrames": [{"callId": 42`)
-			if err := os.WriteFile(path, garbage, 0o644); err != nil {
-				t.Fatal(err)
-			}
+			require.NoError(t, os.WriteFile(path, garbage, 0o644))
 			_, err := op.State(ctx)
 			var ce *ledger.CorruptError
-			switch {
-			case e.remote:
+			assert.ErrorIs(t, err, ledger.ErrCorruptLedger, "State")
+			if e.remote {
 				// The server names the file but keeps its directory to itself.
-				if !errors.Is(err, ledger.ErrCorruptLedger) || !strings.Contains(err.Error(), filepath.Base(path)) {
-					t.Errorf("State: %v, want ErrCorruptLedger naming %s", err, filepath.Base(path))
-				}
-			case !errors.Is(err, ledger.ErrCorruptLedger) || !errors.As(err, &ce) || ce.Path != path:
-				t.Errorf("State: %v, want a CorruptError naming %s", err, path)
+				assert.ErrorContains(t, err, filepath.Base(path), "State: the error must name the file")
+			} else if assert.ErrorAs(t, err, &ce, "State: want a CorruptError") {
+				assert.Equal(t, path, ce.Path, "CorruptError.Path")
 			}
-			if _, err := ledger.StartCall[int](ctx, op, ledger.CallOptions[int]{}); !errors.Is(err, ledger.ErrCorruptLedger) {
-				t.Errorf("StartCall: %v, want ErrCorruptLedger", err)
-			}
-			if _, err := bob.JoinOperation(ctx, op.ID(), ledger.JoinOptions{}); !errors.Is(err, ledger.ErrCorruptLedger) {
-				t.Errorf("JoinOperation: %v, want ErrCorruptLedger", err)
-			}
-			if err := op.SetAbortFlag(ctx, true); !errors.Is(err, ledger.ErrCorruptLedger) {
-				t.Errorf("SetAbortFlag: %v, want ErrCorruptLedger", err)
-			}
-			if b, _ := os.ReadFile(path); string(b) != string(garbage) {
-				t.Errorf("corrupt file was changed to %q", b)
-			}
+			_, err = ledger.StartCall[int](ctx, op, ledger.CallOptions[int]{})
+			assert.ErrorIs(t, err, ledger.ErrCorruptLedger, "StartCall")
+			_, err = bob.JoinOperation(ctx, op.ID(), ledger.JoinOptions{})
+			assert.ErrorIs(t, err, ledger.ErrCorruptLedger, "JoinOperation")
+			assert.ErrorIs(t, op.SetAbortFlag(ctx, true), ledger.ErrCorruptLedger, "SetAbortFlag")
+			b, _ := os.ReadFile(path)
+			assert.Equal(t, string(garbage), string(b), "corrupt file was changed")
 		})
 
 		t.Run("calls end once", func(t *testing.T) {
 			op := fCreate(t, alice, ledger.CreateOptions{})
 			c := fStart(t, op, ledger.CallOptions[int]{})
-			if c.IsCompleted() {
-				t.Error("completed before End")
-			}
-			if err := c.End(ctx, 1); err != nil {
-				t.Fatal(err)
-			}
-			if !c.IsCompleted() {
-				t.Error("not completed after End")
-			}
-			if err := c.End(ctx, 1); !errors.Is(err, ledger.ErrCallCompleted) {
-				t.Errorf("second End: %v", err)
-			}
-			if err := c.Fail(ctx, errors.New("late")); !errors.Is(err, ledger.ErrCallCompleted) {
-				t.Errorf("Fail after End: %v", err)
-			}
+			assert.False(t, c.IsCompleted(), "completed before End")
+			require.NoError(t, c.End(ctx, 1))
+			assert.True(t, c.IsCompleted(), "not completed after End")
+			assert.ErrorIs(t, c.End(ctx, 1), ledger.ErrCallCompleted, "second End")
+			assert.ErrorIs(t, c.Fail(ctx, errors.New("late")), ledger.ErrCallCompleted, "Fail after End")
 			f := fStart(t, op, ledger.CallOptions[int]{Contained: true})
-			if err := f.Fail(ctx, errors.New("broken")); err != nil {
-				t.Fatal(err)
-			}
-			if err := f.End(ctx, 1); !errors.Is(err, ledger.ErrCallCompleted) {
-				t.Errorf("End after Fail: %v", err)
-			}
-			if err := op.DeleteCallFrame(ctx, c.ID()); !errors.Is(err, ledger.ErrCallNotFound) {
-				t.Errorf("DeleteCallFrame of an ended call: %v, want ErrCallNotFound", err)
-			}
+			require.NoError(t, f.Fail(ctx, errors.New("broken")))
+			assert.ErrorIs(t, f.End(ctx, 1), ledger.ErrCallCompleted, "End after Fail")
+			assert.ErrorIs(t, op.DeleteCallFrame(ctx, c.ID()), ledger.ErrCallNotFound, "DeleteCallFrame of an ended call")
 		})
 
 		t.Run("only the initiator completes", func(t *testing.T) {
 			op := fCreate(t, alice, ledger.CreateOptions{})
 			joined := fJoin(t, bob, op.ID(), ledger.JoinOptions{})
-			if err := joined.Complete(ctx); !errors.Is(err, ledger.ErrNotInitiator) {
-				t.Errorf("bob's Complete: %v, want ErrNotInitiator", err)
-			}
-			if d := fState(t, op); d.OperationState != "running" {
-				t.Errorf("state %s after a refused Complete", d.OperationState)
-			}
+			assert.ErrorIs(t, joined.Complete(ctx), ledger.ErrNotInitiator, "bob's Complete")
+			assert.Equal(t, "running", fState(t, op).OperationState, "state after a refused Complete")
 		})
 
 		t.Run("joining a finished operation", func(t *testing.T) {
 			done := fCreate(t, alice, ledger.CreateOptions{})
-			if err := done.Complete(ctx); err != nil {
-				t.Fatal(err)
-			}
-			if _, err := bob.JoinOperation(ctx, done.ID(), ledger.JoinOptions{}); !errors.Is(err, ledger.ErrOperationCompleted) {
-				t.Errorf("join of a completed operation: %v, want ErrOperationCompleted", err)
-			}
+			require.NoError(t, done.Complete(ctx))
+			_, err := bob.JoinOperation(ctx, done.ID(), ledger.JoinOptions{})
+			assert.ErrorIs(t, err, ledger.ErrOperationCompleted, "join of a completed operation")
 			failed := fCreate(t, alice, ledger.CreateOptions{})
 			c := fStart(t, failed, ledger.CallOptions[int]{})
-			if err := c.Fail(ctx, errors.New("disk full")); err != nil {
-				t.Fatal(err)
-			}
-			_, err := bob.JoinOperation(ctx, failed.ID(), ledger.JoinOptions{})
+			require.NoError(t, c.Fail(ctx, errors.New("disk full")))
+			_, err = bob.JoinOperation(ctx, failed.ID(), ledger.JoinOptions{})
 			var fe *ledger.OperationFailedError
-			if !errors.Is(err, ledger.ErrOperationFailed) || !errors.As(err, &fe) || fe.Info.Reason != "disk full" {
-				t.Errorf("join of a failed operation: %v, want an OperationFailedError saying why", err)
+			assert.ErrorIs(t, err, ledger.ErrOperationFailed, "join of a failed operation")
+			if assert.ErrorAs(t, err, &fe, "join of a failed operation: want an OperationFailedError") {
+				assert.Equal(t, "disk full", fe.Info.Reason, "the OperationFailedError must say why")
 			}
 		})
 
 		t.Run("closed ledger", func(t *testing.T) {
 			carol := e.Open("carol", ledger.Options{})
 			op := fCreate(t, carol, ledger.CreateOptions{})
-			if err := carol.Close(); err != nil {
-				t.Fatal(err)
-			}
-			if _, err := carol.CreateOperation(ctx, ledger.CreateOptions{}); !errors.Is(err, ledger.ErrClosed) {
-				t.Errorf("CreateOperation after Close: %v, want ErrClosed", err)
-			}
-			if err := op.Log(ctx, ledger.LogInfo, "x"); !errors.Is(err, ledger.ErrClosed) {
-				t.Errorf("Log after Close: %v, want ErrClosed", err)
-			}
-			if err := carol.Close(); err != nil {
-				t.Errorf("second Close: %v", err)
-			}
+			require.NoError(t, carol.Close())
+			_, err := carol.CreateOperation(ctx, ledger.CreateOptions{})
+			assert.ErrorIs(t, err, ledger.ErrClosed, "CreateOperation after Close")
+			assert.ErrorIs(t, op.Log(ctx, ledger.LogInfo, "x"), ledger.ErrClosed, "Log after Close")
+			assert.NoError(t, carol.Close(), "second Close")
 		})
 	})
 }
@@ -656,54 +556,38 @@ func TestCompleteArchivesAndEndsEveryHandle(t *testing.T) {
 		other := fJoin(t, alice, op.ID(), ledger.JoinOptions{})
 		joined := fJoin(t, bob, op.ID(), ledger.JoinOptions{})
 		c := fStart(t, joined, ledger.CallOptions[int]{Description: "package"})
-		if err := c.End(ctx, 1); err != nil {
-			t.Fatal(err)
-		}
-		if err := op.Complete(ctx); err != nil {
-			t.Fatal(err)
-		}
+		require.NoError(t, c.End(ctx, 1))
+		require.NoError(t, op.Complete(ctx))
 		dst := fBackupDir(e.dir, op.ID())
 		d := fParse(t, filepath.Join(dst, "operation.json"))
-		if d.OperationState != "completed" || d.Description != "release" {
-			t.Errorf("archived state: %s %q", d.OperationState, d.Description)
-		}
+		assert.Equal(t, "completed", d.OperationState, "archived state")
+		assert.Equal(t, "release", d.Description, "archived description")
 		for _, name := range []string{op.ID() + ".operation.json", op.ID() + ".operation.log"} {
-			if _, err := os.Stat(filepath.Join(e.dir, name)); !errors.Is(err, fs.ErrNotExist) {
-				t.Errorf("%s still live: %v", name, err)
-			}
+			_, err := os.Stat(filepath.Join(e.dir, name))
+			assert.ErrorIsf(t, err, fs.ErrNotExist, "%s still live", name)
 		}
 		lines := fLines(t, fLog(t, e.dir, op.ID()))
-		if last := lines[len(lines)-1]; last.event != "OPERATION_COMPLETED" || last.participant != "alice" {
-			t.Errorf("last log line %+v, want alice's OPERATION_COMPLETED", last)
-		}
+		last := lines[len(lines)-1]
+		assert.Equalf(t, "OPERATION_COMPLETED", last.event, "last log line %+v", last)
+		assert.Equalf(t, "alice", last.participant, "last log line %+v", last)
 		select {
 		case <-op.Context().Done():
-			if !errors.Is(context.Cause(op.Context()), ledger.ErrOperationCompleted) {
-				t.Errorf("operation context cause: %v", context.Cause(op.Context()))
-			}
+			assert.ErrorIs(t, context.Cause(op.Context()), ledger.ErrOperationCompleted, "operation context cause")
 		default:
-			t.Error("operation context not cancelled by Complete")
+			assert.Fail(t, "operation context not cancelled by Complete")
 		}
 		for name, s := range map[string]*ledger.Operation{"alice's": op, "alice's other": other, "bob's": joined} {
-			if _, err := ledger.StartCall[int](ctx, s, ledger.CallOptions[int]{}); !errors.Is(err, ledger.ErrOperationCompleted) {
-				t.Errorf("StartCall on %s session: %v, want ErrOperationCompleted", name, err)
-			}
-			if err := s.Log(ctx, ledger.LogInfo, "late"); !errors.Is(err, ledger.ErrOperationCompleted) {
-				t.Errorf("Log on %s session: %v, want ErrOperationCompleted", name, err)
-			}
-			if err := s.SetAbortFlag(ctx, true); !errors.Is(err, ledger.ErrOperationCompleted) {
-				t.Errorf("SetAbortFlag on %s session: %v, want ErrOperationCompleted", name, err)
-			}
-			if err := s.RegisterTempResource(ctx, "/tmp/x"); !errors.Is(err, ledger.ErrOperationCompleted) {
-				t.Errorf("RegisterTempResource on %s session: %v, want ErrOperationCompleted", name, err)
-			}
-			if err := s.Complete(ctx); !errors.Is(err, ledger.ErrOperationCompleted) && !errors.Is(err, ledger.ErrNotInitiator) {
-				t.Errorf("Complete on %s session: %v", name, err)
-			}
+			_, err := ledger.StartCall[int](ctx, s, ledger.CallOptions[int]{})
+			assert.ErrorIsf(t, err, ledger.ErrOperationCompleted, "StartCall on %s session", name)
+			assert.ErrorIsf(t, s.Log(ctx, ledger.LogInfo, "late"), ledger.ErrOperationCompleted, "Log on %s session", name)
+			assert.ErrorIsf(t, s.SetAbortFlag(ctx, true), ledger.ErrOperationCompleted, "SetAbortFlag on %s session", name)
+			assert.ErrorIsf(t, s.RegisterTempResource(ctx, "/tmp/x"), ledger.ErrOperationCompleted, "RegisterTempResource on %s session", name)
+			err = s.Complete(ctx)
+			assert.Truef(t, errors.Is(err, ledger.ErrOperationCompleted) || errors.Is(err, ledger.ErrNotInitiator),
+				"Complete on %s session: %v", name, err)
 		}
-		if _, err := bob.JoinOperation(ctx, op.ID(), ledger.JoinOptions{}); !errors.Is(err, ledger.ErrOperationCompleted) {
-			t.Errorf("join after Complete: %v, want ErrOperationCompleted", err)
-		}
+		_, err := bob.JoinOperation(ctx, op.ID(), ledger.JoinOptions{})
+		assert.ErrorIs(t, err, ledger.ErrOperationCompleted, "join after Complete")
 	})
 }
 
@@ -727,51 +611,39 @@ func TestAbortFlag(t *testing.T) {
 		}
 		op := fCreate(t, alice, ledger.CreateOptions{Callback: onAbort("alice")})
 		joined := fJoin(t, bob, op.ID(), ledger.JoinOptions{Callback: onAbort("bob")})
-		if op.IsAborted() {
-			t.Fatal("aborted from the start")
-		}
-		if v, err := joined.CheckAbort(ctx); err != nil || v {
-			t.Fatalf("CheckAbort before: %t, %v", v, err)
-		}
+		require.False(t, op.IsAborted(), "aborted from the start")
+		v, err := joined.CheckAbort(ctx)
+		require.NoError(t, err, "CheckAbort before")
+		require.False(t, v, "CheckAbort before")
 
-		if err := op.SetAbortFlag(ctx, true); err != nil {
-			t.Fatal(err)
-		}
+		require.NoError(t, op.SetAbortFlag(ctx, true))
 		waitClosed(t, op.Aborted(), time.Second, "alice's Aborted")
 		waitFor(t, time.Second, "alice's OnAbort", func() bool { return abortCount("alice") == 1 })
-		if !op.IsAborted() || abortCount("alice") != 1 || !errors.Is(context.Cause(op.Context()), ledger.ErrAborted) {
-			t.Errorf("alice: aborted %t, OnAbort %d times, cause %v", op.IsAborted(), abortCount("alice"), context.Cause(op.Context()))
-		}
-		if v, err := joined.CheckAbort(ctx); err != nil || !v {
-			t.Fatalf("bob's CheckAbort: %t, %v", v, err)
-		}
+		assert.True(t, op.IsAborted(), "alice not aborted")
+		assert.Equal(t, 1, abortCount("alice"), "alice's OnAbort calls")
+		assert.ErrorIs(t, context.Cause(op.Context()), ledger.ErrAborted, "alice's context cause")
+		v, err = joined.CheckAbort(ctx)
+		require.NoError(t, err, "bob's CheckAbort")
+		require.True(t, v, "bob's CheckAbort")
 		waitClosed(t, joined.Aborted(), time.Second, "bob's Aborted")
 		waitFor(t, time.Second, "bob's OnAbort", func() bool { return abortCount("bob") == 1 })
-		if err := op.SetAbortFlag(ctx, true); err != nil {
-			t.Fatal(err)
-		}
+		require.NoError(t, op.SetAbortFlag(ctx, true))
 		// Clearing the flag does not undo an abort already seen.
-		if err := op.SetAbortFlag(ctx, false); err != nil {
-			t.Fatal(err)
-		}
-		if v, err := joined.CheckAbort(ctx); err != nil || v {
-			t.Errorf("CheckAbort after clearing: %t, %v", v, err)
-		}
-		if !op.IsAborted() || !joined.IsAborted() {
-			t.Error("clearing the flag undid a seen abort")
-		}
-		if abortCount("alice") != 1 || abortCount("bob") != 1 {
-			t.Errorf("OnAbort ran %v times, want once each", aborts)
-		}
+		require.NoError(t, op.SetAbortFlag(ctx, false))
+		v, err = joined.CheckAbort(ctx)
+		assert.NoError(t, err, "CheckAbort after clearing")
+		assert.False(t, v, "CheckAbort after clearing")
+		assert.True(t, op.IsAborted(), "clearing the flag undid alice's seen abort")
+		assert.True(t, joined.IsAborted(), "clearing the flag undid bob's seen abort")
+		assert.Equal(t, 1, abortCount("alice"), "alice's OnAbort calls")
+		assert.Equal(t, 1, abortCount("bob"), "bob's OnAbort calls")
 		var sets []string
 		for _, l := range fLines(t, fLog(t, e.dir, op.ID())) {
 			if l.event == "ABORT_SET" {
 				sets = append(sets, l.level+" "+l.participant+" "+l.rest)
 			}
 		}
-		if !slices.Equal(sets, []string{"WARNING alice true", "WARNING alice false"}) {
-			t.Errorf("ABORT_SET lines %q", sets)
-		}
+		assert.Equal(t, []string{"WARNING alice true", "WARNING alice false"}, sets, "ABORT_SET lines")
 
 		// TriggerAbort aborts this process only.
 		op2 := fCreate(t, alice, ledger.CreateOptions{})
@@ -779,12 +651,13 @@ func TestAbortFlag(t *testing.T) {
 		local.TriggerAbort()
 		local.TriggerAbort()
 		waitFor(t, time.Second, "carol's OnAbort", func() bool { return abortCount("carol") == 1 })
-		if !local.IsAborted() || abortCount("carol") != 1 || !errors.Is(context.Cause(local.Context()), ledger.ErrAborted) {
-			t.Errorf("carol after TriggerAbort: aborted %t, OnAbort %d", local.IsAborted(), abortCount("carol"))
-		}
-		if v, err := op2.CheckAbort(ctx); err != nil || v || op2.IsAborted() {
-			t.Errorf("TriggerAbort reached the ledger or alice: flag %t, %v, alice aborted %t", v, err, op2.IsAborted())
-		}
+		assert.True(t, local.IsAborted(), "carol not aborted by TriggerAbort")
+		assert.Equal(t, 1, abortCount("carol"), "carol's OnAbort calls")
+		assert.ErrorIs(t, context.Cause(local.Context()), ledger.ErrAborted, "carol's context cause")
+		v, err = op2.CheckAbort(ctx)
+		assert.NoError(t, err, "alice's CheckAbort")
+		assert.False(t, v, "TriggerAbort reached the ledger")
+		assert.False(t, op2.IsAborted(), "TriggerAbort reached alice")
 	})
 }
 
@@ -795,32 +668,19 @@ func TestLogLines(t *testing.T) {
 		op := fCreate(t, alice, ledger.CreateOptions{Description: "deploy"})
 		joined := fJoin(t, bob, op.ID(), ledger.JoinOptions{})
 		for _, lv := range []ledger.LogLevel{ledger.LogDebug, ledger.LogInfo, ledger.LogWarning, ledger.LogError} {
-			if err := joined.Log(ctx, lv, "message at "+lv.String()+"\nsecond line"); err != nil {
-				t.Fatal(err)
-			}
+			require.NoError(t, joined.Log(ctx, lv, "message at "+lv.String()+"\nsecond line"))
 		}
 		ok := fStart(t, joined, ledger.CallOptions[int]{Description: "fetch"})
-		if err := ok.End(ctx, 1); err != nil {
-			t.Fatal(err)
-		}
+		require.NoError(t, ok.End(ctx, 1))
 		bad := fStart(t, op, ledger.CallOptions[int]{Contained: true})
-		if err := bad.Fail(ctx, errors.New("timeout")); err != nil {
-			t.Fatal(err)
-		}
-		if err := op.SetAbortFlag(ctx, true); err != nil {
-			t.Fatal(err)
-		}
-		if err := joined.Leave(ctx, ledger.LeaveOptions{}); err != nil {
-			t.Fatal(err)
-		}
-		if err := op.Complete(ctx); err != nil {
-			t.Fatal(err)
-		}
+		require.NoError(t, bad.Fail(ctx, errors.New("timeout")))
+		require.NoError(t, op.SetAbortFlag(ctx, true))
+		require.NoError(t, joined.Leave(ctx, ledger.LeaveOptions{}))
+		require.NoError(t, op.Complete(ctx))
 		var got []string
 		for _, l := range fLines(t, fLog(t, e.dir, op.ID())) {
-			if _, err := time.Parse(time.RFC3339Nano, l.time); err != nil {
-				t.Errorf("time %q: %v", l.time, err)
-			}
+			_, err := time.Parse(time.RFC3339Nano, l.time)
+			assert.NoErrorf(t, err, "time %q", l.time)
 			got = append(got, l.level+" "+l.participant+" "+l.event)
 		}
 		want := []string{
@@ -839,21 +699,15 @@ func TestLogLines(t *testing.T) {
 			}
 		}
 		if i < len(want) {
-			t.Errorf("log lacks %q (in order) at position %d; log:\n%s", want[i], i, strings.Join(got, "\n"))
+			assert.Failf(t, "log lacks a line", "%q (in order) at position %d; log:\n%s", want[i], i, strings.Join(got, "\n"))
 		}
 		debug, err := os.ReadFile(filepath.Join(fBackupDir(e.dir, op.ID()), "operation.debug.log"))
-		if err != nil {
-			t.Fatal(err)
-		}
+		require.NoError(t, err)
 		dl := fLines(t, string(debug))
-		if !slices.ContainsFunc(dl, func(l fLogLine) bool {
+		assert.Truef(t, slices.ContainsFunc(dl, func(l fLogLine) bool {
 			return l.level == "DEBUG" && l.participant == "bob" && l.event+" "+l.rest == `message at DEBUG\nsecond line`
-		}) {
-			t.Errorf("debug log lacks bob's debug line:\n%s", debug)
-		}
-		if strings.Contains(fLog(t, e.dir, op.ID()), "[DEBUG]") {
-			t.Error("a DEBUG line went to the INFO log")
-		}
+		}), "debug log lacks bob's debug line:\n%s", debug)
+		assert.NotContains(t, fLog(t, e.dir, op.ID()), "[DEBUG]", "a DEBUG line went to the INFO log")
 	})
 }
 
@@ -863,65 +717,48 @@ func TestTempResourcesAndCallFrames(t *testing.T) {
 		alice := e.Open("alice", ledger.Options{})
 		op := fCreate(t, alice, ledger.CreateOptions{})
 		kept := filepath.Join(t.TempDir(), "kept")
-		if err := os.WriteFile(kept, nil, 0o644); err != nil {
-			t.Fatal(err)
-		}
+		require.NoError(t, os.WriteFile(kept, nil, 0o644))
 		for range 2 {
-			if err := op.RegisterTempResource(ctx, kept); err != nil {
-				t.Fatal(err)
-			}
+			require.NoError(t, op.RegisterTempResource(ctx, kept))
 		}
 		host, _ := os.Hostname()
 		d := fState(t, op)
-		if len(d.TempResources) != 1 {
-			t.Fatalf("temp resources after registering one path twice: %+v", d.TempResources)
-		}
-		if r := d.TempResources[0]; r.Path != kept || r.Owner != os.Getpid() || r.ParticipantID != "alice" || r.Host != host || r.RegisteredAt.IsZero() {
-			t.Errorf("temp resource record %+v", r)
-		}
-		if err := op.RegisterTempResource(ctx, ""); err == nil {
-			t.Error("empty temp path accepted")
-		}
-		if err := op.UnregisterTempResource(ctx, kept); err != nil {
-			t.Fatal(err)
-		}
-		if d := fState(t, op); len(d.TempResources) != 0 {
-			t.Errorf("temp resources after unregistering: %+v", d.TempResources)
-		}
-		if _, err := os.Stat(kept); err != nil {
-			t.Errorf("unregistering deleted the path: %v", err)
-		}
+		require.Len(t, d.TempResources, 1, "temp resources after registering one path twice")
+		r := d.TempResources[0]
+		assert.Equal(t, kept, r.Path, "temp resource")
+		assert.Equal(t, os.Getpid(), r.Owner, "temp resource owner")
+		assert.Equal(t, "alice", r.ParticipantID, "temp resource participant")
+		assert.Equal(t, host, r.Host, "temp resource host")
+		assert.False(t, r.RegisteredAt.IsZero(), "temp resource without RegisteredAt")
+		assert.Error(t, op.RegisterTempResource(ctx, ""), "empty temp path accepted")
+		require.NoError(t, op.UnregisterTempResource(ctx, kept))
+		assert.Empty(t, fState(t, op).TempResources, "temp resources after unregistering")
+		_, err := os.Stat(kept)
+		assert.NoError(t, err, "unregistering deleted the path")
 
-		if err := op.CreateCallFrame(ctx, "frame-1"); err != nil {
-			t.Fatal(err)
-		}
-		if err := op.CreateCallFrame(ctx, "frame-1"); err == nil {
-			t.Error("duplicate call frame accepted")
-		}
+		require.NoError(t, op.CreateCallFrame(ctx, "frame-1"))
+		assert.Error(t, op.CreateCallFrame(ctx, "frame-1"), "duplicate call frame accepted")
 		d = fState(t, op)
-		if len(d.CallFrames) != 1 || d.CallFrames[0].CallID != "frame-1" || d.CallFrames[0].ParticipantID != "alice" ||
-			d.CallFrames[0].PID != os.Getpid() || d.CallFrames[0].State != "active" {
-			t.Errorf("frames %+v", d.CallFrames)
+		if assert.Len(t, d.CallFrames, 1, "frames") {
+			f := d.CallFrames[0]
+			assert.Equal(t, "frame-1", f.CallID, "frame")
+			assert.Equal(t, "alice", f.ParticipantID, "frame participant")
+			assert.Equal(t, os.Getpid(), f.PID, "frame pid")
+			assert.Equal(t, "active", f.State, "frame state")
 		}
-		if err := op.DeleteCallFrame(ctx, "frame-1"); err != nil {
-			t.Fatal(err)
-		}
-		if err := op.DeleteCallFrame(ctx, "frame-1"); !errors.Is(err, ledger.ErrCallNotFound) {
-			t.Errorf("deleting a deleted frame: %v, want ErrCallNotFound", err)
-		}
+		require.NoError(t, op.DeleteCallFrame(ctx, "frame-1"))
+		assert.ErrorIs(t, op.DeleteCallFrame(ctx, "frame-1"), ledger.ErrCallNotFound, "deleting a deleted frame")
 
 		// What State and CachedData return is the caller's to change.
 		d = fState(t, op)
 		d.CallFrames = append(d.CallFrames, ledger.CallFrame{CallID: "mine"})
 		d.Participants[0].State = "scribbled"
-		if d2 := fState(t, op); len(d2.CallFrames) != 0 || d2.Participants[0].State != "active" {
-			t.Errorf("State shares memory with the ledger: %+v", d2)
-		}
+		d2 := fState(t, op)
+		assert.Empty(t, d2.CallFrames, "State shares memory with the ledger")
+		assert.Equal(t, "active", d2.Participants[0].State, "State shares memory with the ledger")
 		c := op.CachedData()
 		c.Participants[0].State = "scribbled"
-		if op.CachedData().Participants[0].State != "active" {
-			t.Error("CachedData shares memory")
-		}
+		assert.Equal(t, "active", op.CachedData().Participants[0].State, "CachedData shares memory")
 	})
 }
 
@@ -951,77 +788,61 @@ func TestCallOutcomes(t *testing.T) {
 		}})
 
 		ok, err := ledger.StartCall[string](ctx, op, ledger.CallOptions[string]{Description: "fetch", Callback: cb})
-		if err != nil {
-			t.Fatal(err)
-		}
-		if !fCallIDRE.MatchString(ok.ID()) || ok.Description() != "fetch" || ok.StartedAt().IsZero() {
-			t.Errorf("call id %q, description %q, started %v", ok.ID(), ok.Description(), ok.StartedAt())
-		}
-		if err := ok.End(ctx, "42"); err != nil {
-			t.Fatal(err)
-		}
+		require.NoError(t, err)
+		assert.Regexp(t, fCallIDRE, ok.ID(), "call id")
+		assert.Equal(t, "fetch", ok.Description(), "call description")
+		assert.False(t, ok.StartedAt().IsZero(), "call start time")
+		require.NoError(t, ok.End(ctx, "42"))
 		// A contained failure stays with its call.
 		contained, err := ledger.StartCall[string](ctx, op, ledger.CallOptions[string]{Contained: true, Callback: cb})
-		if err != nil {
-			t.Fatal(err)
+		require.NoError(t, err)
+		if frames := fState(t, op).CallFrames; assert.Len(t, frames, 1, "contained call's frame") {
+			assert.False(t, frames[0].FailOnCrash, "contained call's frame fails on crash")
 		}
-		if f := fState(t, op).CallFrames; len(f) != 1 || f[0].FailOnCrash {
-			t.Errorf("contained call's frame: %+v", f)
-		}
-		if err := contained.Fail(ctx, errors.New("flaky")); err != nil {
-			t.Fatal(err)
-		}
-		if d := fState(t, op); d.OperationState != "running" || len(d.CallFrames) != 0 || d.Failure != nil {
-			t.Errorf("after a contained failure: state %s, frames %d, failure %+v", d.OperationState, len(d.CallFrames), d.Failure)
-		}
+		require.NoError(t, contained.Fail(ctx, errors.New("flaky")))
+		st := fState(t, op)
+		assert.Equal(t, "running", st.OperationState, "state after a contained failure")
+		assert.Empty(t, st.CallFrames, "frames after a contained failure")
+		assert.Nil(t, st.Failure, "failure after a contained failure")
 		select {
 		case <-op.Failed():
-			t.Fatal("a contained failure failed the operation")
+			require.Fail(t, "a contained failure failed the operation")
 		default:
 		}
-		if got := noted(); !slices.Equal(got, []string{"completion 42", "cleanup"}) {
-			t.Errorf("callbacks %q", got)
-		}
+		assert.Equal(t, []string{"completion 42", "cleanup"}, noted(), "callbacks")
 
 		// A call that fails on crash fails the operation.
 		temp := filepath.Join(t.TempDir(), "scratch")
-		if err := os.WriteFile(temp, nil, 0o644); err != nil {
-			t.Fatal(err)
-		}
-		if err := op.RegisterTempResource(ctx, temp); err != nil {
-			t.Fatal(err)
-		}
+		require.NoError(t, os.WriteFile(temp, nil, 0o644))
+		require.NoError(t, op.RegisterTempResource(ctx, temp))
 		fatal, err := ledger.StartCall[string](ctx, op, ledger.CallOptions[string]{Callback: cb})
-		if err != nil {
-			t.Fatal(err)
-		}
-		if err := fatal.Fail(ctx, errors.New("disk full")); err != nil {
-			t.Fatal(err)
-		}
+		require.NoError(t, err)
+		require.NoError(t, fatal.Fail(ctx, errors.New("disk full")))
 		waitClosed(t, op.Failed(), time.Second, "Failed")
 		info, ok2 := op.Failure()
-		if !ok2 || info.Reason != "disk full" || info.ParticipantID != "alice" || !slices.Equal(info.CrashedCallIDs, []string{fatal.ID()}) ||
-			info.OperationID != op.ID() || info.FailedAt.IsZero() {
-			t.Errorf("Failure() = %+v, %t", info, ok2)
-		}
+		assert.True(t, ok2, "no Failure()")
+		assert.Equal(t, "disk full", info.Reason, "Failure()")
+		assert.Equal(t, "alice", info.ParticipantID, "Failure()")
+		assert.Equal(t, []string{fatal.ID()}, info.CrashedCallIDs, "Failure()")
+		assert.Equal(t, op.ID(), info.OperationID, "Failure()")
+		assert.False(t, info.FailedAt.IsZero(), "Failure() without FailedAt")
 		var fe *ledger.OperationFailedError
-		if cause := context.Cause(op.Context()); !errors.As(cause, &fe) || fe.Info.Reason != "disk full" {
-			t.Errorf("context cause %v", cause)
+		if assert.ErrorAs(t, context.Cause(op.Context()), &fe, "context cause") {
+			assert.Equal(t, "disk full", fe.Info.Reason, "context cause")
 		}
 		waitFor(t, time.Second, "OnFailure", func() bool { return slices.Contains(noted(), "failure disk full") })
-		if got := noted(); !slices.Contains(got[2:], "cleanup") {
-			t.Errorf("OnCleanup did not run after Fail: %q", got)
-		}
-		if _, err := os.Stat(temp); !errors.Is(err, fs.ErrNotExist) {
-			t.Errorf("registered temp resource survived the failure: %v", err)
-		}
+		got := noted()
+		assert.Containsf(t, got[2:], "cleanup", "OnCleanup did not run after Fail: %q", got)
+		_, err = os.Stat(temp)
+		assert.ErrorIs(t, err, fs.ErrNotExist, "registered temp resource survived the failure")
 		d := fParse(t, filepath.Join(fBackupDir(e.dir, op.ID()), "operation.json"))
-		if d.OperationState != "failed" || d.Failure == nil || d.Failure.Reason != "disk full" || !slices.Equal(d.Failure.CrashedCallIDs, []string{fatal.ID()}) {
-			t.Errorf("archived state %s, failure %+v", d.OperationState, d.Failure)
+		assert.Equal(t, "failed", d.OperationState, "archived state")
+		if assert.NotNil(t, d.Failure, "archived failure") {
+			assert.Equal(t, "disk full", d.Failure.Reason, "archived failure")
+			assert.Equal(t, []string{fatal.ID()}, d.Failure.CrashedCallIDs, "archived failure")
 		}
-		if _, err := ledger.StartCall[string](ctx, op, ledger.CallOptions[string]{}); !errors.Is(err, ledger.ErrOperationFailed) {
-			t.Errorf("StartCall on a failed operation: %v", err)
-		}
+		_, err = ledger.StartCall[string](ctx, op, ledger.CallOptions[string]{})
+		assert.ErrorIs(t, err, ledger.ErrOperationFailed, "StartCall on a failed operation")
 	})
 }
 
@@ -1032,20 +853,14 @@ func TestLockWaitEndsWithContext(t *testing.T) {
 		op := fCreate(t, alice, ledger.CreateOptions{})
 		holder := child(t, "fnd-flock", "FND_LOCK="+fLockPath(e.dir, op.ID()))
 		stdin, err := holder.StdinPipe()
-		if err != nil {
-			t.Fatal(err)
-		}
+		require.NoError(t, err)
 		stdout, err := holder.StdoutPipe()
-		if err != nil {
-			t.Fatal(err)
-		}
-		if err := holder.Start(); err != nil {
-			t.Fatal(err)
-		}
+		require.NoError(t, err)
+		require.NoError(t, holder.Start())
 		t.Cleanup(func() { stdin.Close(); holder.Wait() })
-		if line, err := bufio.NewReader(stdout).ReadString('\n'); err != nil || line != "locked\n" {
-			t.Fatalf("holder said %q, %v", line, err)
-		}
+		line, err := bufio.NewReader(stdout).ReadString('\n')
+		require.NoError(t, err, "the lock holder's answer")
+		require.Equal(t, "locked\n", line, "the lock holder's answer")
 		before, _ := os.ReadFile(fStatePath(e.dir, op.ID()))
 		// Each call gets its own deadline: a remote call leaves the server
 		// a part of it to answer lock_timeout in.
@@ -1054,15 +869,11 @@ func TestLockWaitEndsWithContext(t *testing.T) {
 			t.Cleanup(cancel)
 			return c
 		}
-		if _, err := ledger.StartCall[int](short(), op, ledger.CallOptions[int]{}); !errors.Is(err, ledger.ErrLockTimeout) {
-			t.Errorf("StartCall while another process holds the lock: %v, want ErrLockTimeout", err)
-		}
-		if err := op.Log(short(), ledger.LogInfo, "x"); !errors.Is(err, ledger.ErrLockTimeout) {
-			t.Errorf("Log while another process holds the lock: %v, want ErrLockTimeout", err)
-		}
-		if after, _ := os.ReadFile(fStatePath(e.dir, op.ID())); string(after) != string(before) {
-			t.Error("state changed while another process held the lock")
-		}
+		_, err = ledger.StartCall[int](short(), op, ledger.CallOptions[int]{})
+		assert.ErrorIs(t, err, ledger.ErrLockTimeout, "StartCall while another process holds the lock")
+		assert.ErrorIs(t, op.Log(short(), ledger.LogInfo, "x"), ledger.ErrLockTimeout, "Log while another process holds the lock")
+		after, _ := os.ReadFile(fStatePath(e.dir, op.ID()))
+		assert.Equal(t, string(before), string(after), "state changed while another process held the lock")
 		// Without a deadline the call waits for the lock.
 		done := make(chan error, 1)
 		go func() {
@@ -1075,11 +886,9 @@ func TestLockWaitEndsWithContext(t *testing.T) {
 		stdin.Close()
 		select {
 		case err := <-done:
-			if err != nil {
-				t.Fatal(err)
-			}
+			require.NoError(t, err)
 		case <-time.After(20 * time.Second):
-			t.Fatal("call did not get the lock after the holder let go")
+			require.Fail(t, "call did not get the lock after the holder let go")
 		}
 	})
 }
@@ -1126,33 +935,26 @@ func TestOptionsValidation(t *testing.T) {
 			l, err := ledger.Connect(ctx, o)
 			if err == nil {
 				l.Close()
-				t.Fatalf("Connect accepted %+v", c.o)
+				require.Failf(t, "invalid options accepted", "Connect accepted %+v", c.o)
 			}
-			if !strings.Contains(err.Error(), c.field) || !strings.HasPrefix(err.Error(), "ledger: ") {
-				t.Errorf("error %q does not name %s", err, c.field)
+			assert.ErrorContains(t, err, c.field, "the error must name the field")
+			assert.Truef(t, strings.HasPrefix(err.Error(), "ledger: "), "error %q lacks the ledger: prefix", err)
+			if c.is != nil {
+				assert.ErrorIs(t, err, c.is)
 			}
-			if c.is != nil && !errors.Is(err, c.is) {
-				t.Errorf("error %v is not %v", err, c.is)
-			}
-			if _, err := ledger.NewLocalLedger(o); err == nil {
-				t.Error("NewLocalLedger accepted it")
-			}
+			_, err = ledger.NewLocalLedger(o)
+			assert.Error(t, err, "NewLocalLedger accepted it")
 		})
 	}
-	if _, err := ledger.NewLocalLedger(ledger.Options{}); err == nil || !strings.Contains(err.Error(), "Options.BasePath") {
-		t.Errorf("NewLocalLedger without BasePath: %v", err)
-	}
+	_, err := ledger.NewLocalLedger(ledger.Options{})
+	assert.ErrorContains(t, err, "Options.BasePath", "NewLocalLedger without BasePath")
 	// Zero values are valid: the participant is named after host and pid.
 	l, err := ledger.Connect(ctx, ledger.Options{BasePath: dir, NoSignalHandler: true})
-	if err != nil {
-		t.Fatal(err)
-	}
+	require.NoError(t, err)
 	defer l.Close()
-	if id := l.ParticipantID(); !regexp.MustCompile(`^[A-Za-z0-9_-]+-` + strconv.Itoa(os.Getpid()) + `$`).MatchString(id) {
-		t.Errorf("default participant id %q", id)
-	}
-	if ll, ok := l.(*ledger.LocalLedger); !ok || ll.BasePath() != dir {
-		t.Errorf("Connect with BasePath gave %T", l)
+	assert.Regexp(t, regexp.MustCompile(`^[A-Za-z0-9_-]+-`+strconv.Itoa(os.Getpid())+`$`), l.ParticipantID(), "default participant id")
+	if ll, ok := l.(*ledger.LocalLedger); assert.Truef(t, ok, "Connect with BasePath gave %T", l) {
+		assert.Equal(t, dir, ll.BasePath(), "BasePath")
 	}
 }
 
@@ -1169,16 +971,12 @@ func TestLocalOptionsReachTheStore(t *testing.T) {
 				OnBackupCreated: func(id, d string) { mu.Lock(); backups = append(backups, d); mu.Unlock() },
 				OnLogLine:       func(id, line string) { mu.Lock(); lines = append(lines, line); mu.Unlock() },
 			}})
-		if err != nil {
-			t.Fatal(err)
-		}
+		require.NoError(t, err)
 		defer l.Close()
 		var ids []string
 		for range 4 {
 			op := fCreate(t, l, ledger.CreateOptions{})
-			if err := op.Complete(ctx); err != nil {
-				t.Fatal(err)
-			}
+			require.NoError(t, op.Complete(ctx))
 			ids = append(ids, op.ID())
 		}
 		ents, _ := os.ReadDir(filepath.Join(dir, "backup"))
@@ -1186,13 +984,11 @@ func TestLocalOptionsReachTheStore(t *testing.T) {
 		for _, de := range ents {
 			kept = append(kept, de.Name())
 		}
-		if want := slices.Sorted(slices.Values(ids[2:])); !slices.Equal(kept, want) {
-			t.Errorf("backups kept %v, want the newest two %v", kept, want)
-		}
+		assert.Equal(t, slices.Sorted(slices.Values(ids[2:])), kept, "backups kept, want the newest two")
 		mu.Lock()
 		defer mu.Unlock()
-		if len(backups) != 4 || backups[3] != fBackupDir(dir, ids[3]) {
-			t.Errorf("OnBackupCreated: %v", backups)
+		if assert.Len(t, backups, 4, "OnBackupCreated") {
+			assert.Equal(t, fBackupDir(dir, ids[3]), backups[3], "OnBackupCreated")
 		}
 		log := fLines(t, fLog(t, dir, ids[3]))
 		var fromFile []string
@@ -1203,48 +999,35 @@ func TestLocalOptionsReachTheStore(t *testing.T) {
 		for _, ln := range lines[len(lines)-len(log):] {
 			fromCallback = append(fromCallback, strings.TrimSpace(ln))
 		}
-		if !slices.Equal(fromFile, fromCallback) {
-			t.Errorf("OnLogLine saw %q, the log holds %q", fromCallback, fromFile)
-		}
+		assert.Equal(t, fromFile, fromCallback, "what OnLogLine saw, against the log")
 	})
 	t.Run("default MaxBackups", func(t *testing.T) {
 		dir := t.TempDir()
 		l, err := ledger.NewLocalLedger(ledger.Options{BasePath: dir, ParticipantID: "alice", NoSignalHandler: true})
-		if err != nil {
-			t.Fatal(err)
-		}
+		require.NoError(t, err)
 		defer l.Close()
 		for range ledger.DefaultMaxBackups + 2 {
-			if err := fCreate(t, l, ledger.CreateOptions{}).Complete(ctx); err != nil {
-				t.Fatal(err)
-			}
+			require.NoError(t, fCreate(t, l, ledger.CreateOptions{}).Complete(ctx))
 		}
-		if ents, _ := os.ReadDir(filepath.Join(dir, "backup")); len(ents) != ledger.DefaultMaxBackups {
-			t.Errorf("%d backups kept, want %d", len(ents), ledger.DefaultMaxBackups)
-		}
+		ents, _ := os.ReadDir(filepath.Join(dir, "backup"))
+		assert.Len(t, ents, ledger.DefaultMaxBackups, "backups kept")
 	})
 	t.Run("MaxTrail", func(t *testing.T) {
 		dir := t.TempDir()
 		l, err := ledger.NewLocalLedger(ledger.Options{BasePath: dir, ParticipantID: "alice", MaxTrail: 2,
 			HeartbeatInterval: 20 * time.Millisecond, StaleThreshold: time.Second, NoSignalHandler: true})
-		if err != nil {
-			t.Fatal(err)
-		}
+		require.NoError(t, err)
 		defer l.Close()
 		op := fCreate(t, l, ledger.CreateOptions{})
 		trail := filepath.Join(dir, op.ID()+"_trail")
 		snapshots := func() int {
 			ents, _ := os.ReadDir(trail)
-			if len(ents) > 2 {
-				t.Fatalf("%d trail snapshots, MaxTrail is 2", len(ents))
-			}
+			require.LessOrEqual(t, len(ents), 2, "trail snapshots, MaxTrail is 2")
 			return len(ents)
 		}
 		change := func() {
 			c := fStart(t, op, ledger.CallOptions[int]{})
-			if err := c.End(ctx, 0); err != nil {
-				t.Fatal(err)
-			}
+			require.NoError(t, c.End(ctx, 0))
 		}
 		waitFor(t, 10*time.Second, "two trail snapshots", func() bool { change(); return snapshots() == 2 })
 		for range 20 {
@@ -1253,34 +1036,25 @@ func TestLocalOptionsReachTheStore(t *testing.T) {
 		}
 		ents, _ := os.ReadDir(trail)
 		for _, de := range ents {
-			if d := fParse(t, filepath.Join(trail, de.Name())); d.OperationID != op.ID() {
-				t.Errorf("snapshot %s holds %s", de.Name(), d.OperationID)
-			}
+			d := fParse(t, filepath.Join(trail, de.Name()))
+			assert.Equalf(t, op.ID(), d.OperationID, "the operation of snapshot %s", de.Name())
 		}
 	})
 	t.Run("no trail, durable", func(t *testing.T) {
 		dir := t.TempDir()
 		l, err := ledger.NewLocalLedger(ledger.Options{BasePath: dir, ParticipantID: "alice", MaxTrail: -1, MaxBackups: -1,
 			Durable: true, NoSignalHandler: true})
-		if err != nil {
-			t.Fatal(err)
-		}
+		require.NoError(t, err)
 		defer l.Close()
 		op := fCreate(t, l, ledger.CreateOptions{})
 		for range 5 {
 			c := fStart(t, op, ledger.CallOptions[int]{})
-			if err := c.End(ctx, 0); err != nil {
-				t.Fatal(err)
-			}
+			require.NoError(t, c.End(ctx, 0))
 		}
-		if err := op.Complete(ctx); err != nil {
-			t.Fatal(err)
-		}
-		if _, err := os.Stat(filepath.Join(fBackupDir(dir, op.ID()), "trail")); !errors.Is(err, fs.ErrNotExist) {
-			t.Errorf("trail kept with MaxTrail -1: %v", err)
-		}
-		if d := fParse(t, filepath.Join(fBackupDir(dir, op.ID()), "operation.json")); d.OperationState != "completed" {
-			t.Errorf("durable ledger archived state %s", d.OperationState)
-		}
+		require.NoError(t, op.Complete(ctx))
+		_, err = os.Stat(filepath.Join(fBackupDir(dir, op.ID()), "trail"))
+		assert.ErrorIs(t, err, fs.ErrNotExist, "trail kept with MaxTrail -1")
+		assert.Equal(t, "completed", fParse(t, filepath.Join(fBackupDir(dir, op.ID()), "operation.json")).OperationState,
+			"durable ledger archived state")
 	})
 }

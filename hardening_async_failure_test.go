@@ -45,11 +45,11 @@ func returnsWhileBlocked(t *testing.T, b *blocker, what string, f func() error) 
 	case err := <-done:
 		require.NoError(t, err, what)
 	case <-time.After(5 * time.Second):
-		t.Fatalf("%s waited for a blocked callback", what)
+		require.Failf(t, "waited for a blocked callback", "%s", what)
 	}
 	select {
 	case <-b.release:
-		t.Fatal("the callback was freed before the test freed it")
+		require.Fail(t, "the callback was freed before the test freed it")
 	default:
 	}
 }
@@ -98,7 +98,7 @@ func TestBlockingOnOperationFailedDoesNotHoldCallFail(t *testing.T) {
 	// OnOperationFailed still runs.
 	select {
 	case <-op.Failed():
-		t.Error("Failed closed before the other call's callbacks ran")
+		assert.Fail(t, "Failed closed before the other call's callbacks ran")
 	default:
 	}
 	b.free()

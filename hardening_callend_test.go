@@ -108,7 +108,7 @@ func TestSpawnedCallEndRetriedAfterWriteError(t *testing.T) {
 			assert.False(t, call.IsCompleted(), "a call whose end did not reach the ledger has an outcome")
 			select {
 			case <-call.Done():
-				t.Fatalf("Done closed although the end never reached the ledger: %v", call.Err())
+				require.Failf(t, "Done closed although the end never reached the ledger", "Err: %v", call.Err())
 			default:
 			}
 			assert.Equal(t, 1, op.PendingCallCount())

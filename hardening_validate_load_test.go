@@ -3,10 +3,8 @@ package ledger_test
 import (
 	"context"
 	"encoding/json"
-	"errors"
 	"os"
 	"path/filepath"
-	"strings"
 	"testing"
 	"time"
 
@@ -119,10 +117,10 @@ func TestStateValidatedOnLoad(t *testing.T) {
 			}
 			for what, err := range map[string]error{"State": rerr, "JoinOperation": jerr} {
 				var ce *ledger.CorruptError
-				if assert.ErrorIs(t, err, ledger.ErrCorruptLedger, what) && assert.True(t, errors.As(err, &ce), what) {
+				if assert.ErrorIs(t, err, ledger.ErrCorruptLedger, what) && assert.ErrorAs(t, err, &ce, what) {
 					assert.Equal(t, path, ce.Path, what)
 					assert.Equal(t, c.field, ce.Field, what)
-					assert.True(t, strings.Contains(err.Error(), c.field), "%s: %v", what, err)
+					assert.ErrorContains(t, err, c.field, what)
 				}
 			}
 			after, err := os.ReadFile(path)

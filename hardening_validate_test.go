@@ -4,7 +4,6 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
-	"errors"
 	"fmt"
 	"hash/crc32"
 	"os"
@@ -67,7 +66,7 @@ func TestInvalidStateIsCorruptAndKept(t *testing.T) {
 func checkCorrupt(t *testing.T, what string, err error, path, field string) {
 	t.Helper()
 	var ce *ledger.CorruptError
-	if assert.ErrorIs(t, err, ledger.ErrCorruptLedger, what) && assert.True(t, errors.As(err, &ce), what) {
+	if assert.ErrorIs(t, err, ledger.ErrCorruptLedger, what) && assert.ErrorAs(t, err, &ce, what) {
 		assert.Equal(t, path, ce.Path, what)
 		assert.Equal(t, field, ce.Field, what)
 		assert.Contains(t, err.Error(), path, what)

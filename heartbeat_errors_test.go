@@ -8,6 +8,9 @@ import (
 	"testing"
 	"time"
 
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+
 	"github.com/tomdist/ledger"
 )
 
@@ -44,14 +47,10 @@ func TestHeartbeatErrorTypes(t *testing.T) {
 		break_ func(t *testing.T, dir, id string)
 	}{
 		{"ledgerNotFound", ledger.HeartbeatLedgerNotFound, func(t *testing.T, dir, id string) {
-			if err := os.Remove(filepath.Join(dir, id+".operation.journal")); err != nil {
-				t.Fatal(err)
-			}
+			require.NoError(t, os.Remove(filepath.Join(dir, id+".operation.journal")))
 		}},
 		{"ioError", ledger.HeartbeatIOError, func(t *testing.T, dir, id string) {
-			if err := os.WriteFile(filepath.Join(dir, id+".operation.journal"), []byte("{not json"), 0o644); err != nil {
-				t.Fatal(err)
-			}
+			require.NoError(t, os.WriteFile(filepath.Join(dir, id+".operation.journal"), []byte("{not json"), 0o644))
 		}},
 		// No lockFailed: a heartbeat takes no lock of the operation (its
 		// lease and the store's beat prove it alive), so a held lock
@@ -64,27 +63,15 @@ func TestHeartbeatErrorTypes(t *testing.T) {
 				var h hbErrors
 				l := e.Open("p", ledger.Options{})
 				op, err := l.CreateOperation(ctx, ledger.CreateOptions{Callback: h.callback()})
-				if err != nil {
-					t.Fatal(err)
-				}
+				require.NoError(t, err)
 				tc.break_(t, e.dir, op.ID())
 				_, err = op.Heartbeat(ctx)
-				var he *ledger.HeartbeatError
-				if !asHeartbeatError(err, &he) || he.Type != tc.want {
-					t.Fatalf("Heartbeat: %v, want a %v HeartbeatError", err, tc.want)
-				}
+				require.IsTypef(t, &ledger.HeartbeatError{}, err, "Heartbeat: %v", err)
+				assert.Equal(t, tc.want, err.(*ledger.HeartbeatError).Type, "HeartbeatError type")
 				waitFor(t, 5*time.Second, tc.name+" delivered to OnHeartbeatError", func() bool { return h.has(tc.want) })
 			})
 		}
 	})
-}
-
-func asHeartbeatError(err error, target **ledger.HeartbeatError) bool {
-	he, ok := err.(*ledger.HeartbeatError)
-	if ok {
-		*target = he
-	}
-	return ok
 }
 
 func TestHeartbeatStaleReported(t *testing.T) {
@@ -93,29 +80,22 @@ func TestHeartbeatStaleReported(t *testing.T) {
 		var h hbErrors
 		a := e.Open("watcher", ledger.Options{})
 		op, err := a.CreateOperation(ctx, ledger.CreateOptions{Callback: h.callback()})
-		if err != nil {
-			t.Fatal(err)
-		}
+		require.NoError(t, err)
 		b := e.Open("hung", ledger.Options{})
 		hung, err := b.JoinOperation(ctx, op.ID(), ledger.JoinOptions{})
-		if err != nil {
-			t.Fatal(err)
-		}
-		if _, err := ledger.StartCall[int](ctx, hung, ledger.CallOptions[int]{Contained: true}); err != nil {
-			t.Fatal(err)
-		}
+		require.NoError(t, err)
+		_, err = ledger.StartCall[int](ctx, hung, ledger.CallOptions[int]{Contained: true})
+		require.NoError(t, err)
 		hung.StopHeartbeat()
 		waitFor(t, 10*time.Second, "heartbeatStale", func() bool { return h.has(ledger.HeartbeatStale) })
 		waitFor(t, 10*time.Second, "the hung participant declared crashed", func() bool {
 			d, err := op.State(ctx)
-			if err != nil {
-				t.Fatal(err)
-			}
+			require.NoError(t, err)
 			return d.Participants[1].State == "crashed" && len(d.CallFrames) == 0
 		})
 		select {
 		case <-op.Failed():
-			t.Fatal("a contained call's crash failed the operation")
+			require.Fail(t, "a contained call's crash failed the operation")
 		default:
 		}
 	})
@@ -126,37 +106,29 @@ func TestManualHeartbeatResult(t *testing.T) {
 	forEachBackend(t, func(t *testing.T, e *env) {
 		a := e.Open("a", ledger.Options{HeartbeatInterval: time.Hour, StaleThreshold: 2 * time.Hour})
 		op, err := a.CreateOperation(ctx, ledger.CreateOptions{})
-		if err != nil {
-			t.Fatal(err)
-		}
+		require.NoError(t, err)
 		b := e.Open("b", ledger.Options{HeartbeatInterval: time.Hour, StaleThreshold: 2 * time.Hour})
 		joined, err := b.JoinOperation(ctx, op.ID(), ledger.JoinOptions{})
-		if err != nil {
-			t.Fatal(err)
-		}
-		if _, err := ledger.StartCall[int](ctx, joined, ledger.CallOptions[int]{}); err != nil {
-			t.Fatal(err)
-		}
-		if err := op.RegisterTempResource(ctx, filepath.Join(t.TempDir(), "x")); err != nil {
-			t.Fatal(err)
-		}
+		require.NoError(t, err)
+		_, err = ledger.StartCall[int](ctx, joined, ledger.CallOptions[int]{})
+		require.NoError(t, err)
+		require.NoError(t, op.RegisterTempResource(ctx, filepath.Join(t.TempDir(), "x")))
 		r, err := op.Heartbeat(ctx)
-		if err != nil {
-			t.Fatal(err)
-		}
-		if !r.LedgerExists || r.AbortFlag || r.CallFrameCount != 1 || r.TempResourceCount != 1 ||
-			len(r.Participants) != 2 || len(r.ParticipantAges) != 2 || len(r.StaleParticipants) != 0 ||
-			r.DataBefore == nil || r.DataAfter == nil {
-			t.Fatalf("heartbeat result %+v", r)
-		}
+		require.NoError(t, err)
+		assert.True(t, r.LedgerExists, "LedgerExists")
+		assert.False(t, r.AbortFlag, "AbortFlag")
+		assert.Equal(t, 1, r.CallFrameCount, "CallFrameCount")
+		assert.Equal(t, 1, r.TempResourceCount, "TempResourceCount")
+		assert.Len(t, r.Participants, 2, "Participants")
+		assert.Len(t, r.ParticipantAges, 2, "ParticipantAges")
+		assert.Empty(t, r.StaleParticipants, "StaleParticipants")
+		assert.NotNil(t, r.DataBefore, "DataBefore")
+		require.NotNil(t, r.DataAfter, "DataAfter")
 		before := r.DataAfter.Participants[0].LastHeartbeat
 		r2, err := op.Heartbeat(ctx)
-		if err != nil {
-			t.Fatal(err)
-		}
-		if r2.HeartbeatAge <= 0 || r2.DataAfter.Participants[0].LastHeartbeat.Before(before) {
-			t.Fatalf("second beat %+v", r2)
-		}
+		require.NoError(t, err)
+		assert.Positive(t, r2.HeartbeatAge, "HeartbeatAge of the second beat")
+		assert.False(t, r2.DataAfter.Participants[0].LastHeartbeat.Before(before), "the second beat went back in time")
 	})
 }
 
@@ -169,9 +141,7 @@ func TestSlowCallbackDoesNotDelayBeats(t *testing.T) {
 		op, err := a.CreateOperation(ctx, ledger.CreateOptions{Callback: ledger.OperationCallback{
 			OnHeartbeatSuccess: func(*ledger.Operation, ledger.HeartbeatResult) { <-release },
 		}})
-		if err != nil {
-			t.Fatal(err)
-		}
+		require.NoError(t, err)
 		defer once.Do(func() { close(release) })
 		first := op.CachedData().Participants[0].LastHeartbeat
 		// The first callback blocks forever; the heartbeat must go on.
@@ -179,9 +149,7 @@ func TestSlowCallbackDoesNotDelayBeats(t *testing.T) {
 		last := first
 		waitFor(t, 10*time.Second, "five more heartbeats while a callback blocks", func() bool {
 			d, err := op.State(ctx)
-			if err != nil {
-				t.Fatal(err)
-			}
+			require.NoError(t, err)
 			if hb := d.Participants[0].LastHeartbeat; hb.After(last) {
 				beats++
 				last = hb
@@ -200,31 +168,23 @@ func TestCallFailureReachesOtherProcess(t *testing.T) {
 		op, err := l.CreateOperation(ctx, ledger.CreateOptions{Callback: ledger.OperationCallback{
 			OnFailure: func(*ledger.Operation, ledger.OperationFailedInfo) { s.onFailure.Add(1) },
 		}})
-		if err != nil {
-			t.Fatal(err)
-		}
-		if _, err := ledger.StartCall[int](ctx, op, ledger.CallOptions[int]{Callback: ledger.CallCallback[int]{
+		require.NoError(t, err)
+		_, err = ledger.StartCall[int](ctx, op, ledger.CallOptions[int]{Callback: ledger.CallCallback[int]{
 			OnOperationFailed: func(ledger.OperationFailedInfo) { s.opFailed.Add(1) },
-		}}); err != nil {
-			t.Fatal(err)
-		}
+		}})
+		require.NoError(t, err)
 		p := startParticipant(t, e, op.ID(), "failer", "CALLS=1", "FAIL=1", "STALE=30s")
-		if _, err := p.stdin.Write([]byte("fail\n")); err != nil {
-			t.Fatal(err)
-		}
-		if line := p.readLine(t); line != "failed" {
-			t.Fatalf("child said %q", line)
-		}
+		_, err = p.stdin.Write([]byte("fail\n"))
+		require.NoError(t, err)
+		require.Equal(t, "failed", p.readLine(t), "the child's answer")
 		waitClosed(t, op.Failed(), 10*time.Second, "Failed() after another process's call failed")
 		info, _ := op.Failure()
-		if info.ParticipantID != "failer" || len(info.CrashedCallIDs) != 1 || info.CrashedCallIDs[0] != p.ready.Calls[0] {
-			t.Fatalf("failure info %+v", info)
-		}
+		assert.Equal(t, "failer", info.ParticipantID, "failure info")
+		assert.Equal(t, []string{p.ready.Calls[0]}, info.CrashedCallIDs, "failure info")
 		waitFor(t, 5*time.Second, "callbacks", func() bool { return s.onFailure.Load() == 1 && s.opFailed.Load() == 1 })
 		d := archived(t, e.dir, op.ID())
-		if d.OperationState != "failed" || d.RemovalTimestamp.IsZero() {
-			t.Fatalf("archived %s removal %v", d.OperationState, d.RemovalTimestamp)
-		}
+		assert.Equal(t, "failed", d.OperationState, "archived state")
+		assert.False(t, d.RemovalTimestamp.IsZero(), "no removal timestamp")
 	})
 }
 
@@ -233,54 +193,37 @@ func TestLastLeaveStopsHeartbeat(t *testing.T) {
 	forEachBackend(t, func(t *testing.T, e *env) {
 		a := e.Open("stay", ledger.Options{})
 		op, err := a.CreateOperation(ctx, ledger.CreateOptions{})
-		if err != nil {
-			t.Fatal(err)
-		}
+		require.NoError(t, err)
 		b := e.Open("go", ledger.Options{})
 		s1, err := b.JoinOperation(ctx, op.ID(), ledger.JoinOptions{})
-		if err != nil {
-			t.Fatal(err)
-		}
+		require.NoError(t, err)
 		s2, err := b.JoinOperation(ctx, op.ID(), ledger.JoinOptions{})
-		if err != nil {
-			t.Fatal(err)
-		}
-		if s1.SessionID() != 1 || s2.SessionID() != 2 {
-			t.Fatalf("session ids %d, %d", s1.SessionID(), s2.SessionID())
-		}
-		if err := s1.Leave(ctx, ledger.LeaveOptions{}); err != nil {
-			t.Fatal(err)
-		}
-		if err := s2.Leave(ctx, ledger.LeaveOptions{}); err != nil {
-			t.Fatal(err)
-		}
+		require.NoError(t, err)
+		require.Equal(t, 1, s1.SessionID(), "first session id")
+		require.Equal(t, 2, s2.SessionID(), "second session id")
+		require.NoError(t, s1.Leave(ctx, ledger.LeaveOptions{}))
+		require.NoError(t, s2.Leave(ctx, ledger.LeaveOptions{}))
 		left := func() ledger.Participant {
 			d, err := op.State(ctx)
-			if err != nil {
-				t.Fatal(err)
-			}
+			require.NoError(t, err)
 			return d.Participants[1]
 		}
 		p := left()
-		if p.State != "left" {
-			t.Fatalf("participant state %s after the last Leave", p.State)
-		}
+		require.Equal(t, "left", p.State, "participant state after the last Leave")
 		// Five automatic beats of the one that stayed (about five of the
 		// left one's intervals) later, the left one's heartbeat has not moved.
 		beats, last := 0, op.CachedData().Participants[0].LastHeartbeat
 		waitFor(t, 10*time.Second, "five beats of the participant that stayed", func() bool {
 			d, err := op.State(ctx)
-			if err != nil {
-				t.Fatal(err)
-			}
+			require.NoError(t, err)
 			if hb := d.Participants[0].LastHeartbeat; hb.After(last) {
 				beats, last = beats+1, hb
 			}
 			return beats >= 5
 		})
-		if got := left(); !got.LastHeartbeat.Equal(p.LastHeartbeat) || got.State != "left" {
-			t.Fatalf("left participant still beating: %v -> %v (%s)", p.LastHeartbeat, got.LastHeartbeat, got.State)
-		}
+		got := left()
+		assert.Truef(t, got.LastHeartbeat.Equal(p.LastHeartbeat), "left participant still beating: %v -> %v", p.LastHeartbeat, got.LastHeartbeat)
+		assert.Equal(t, "left", got.State, "participant state")
 	})
 }
 
@@ -290,37 +233,24 @@ func TestCloseSettlesOpenSessions(t *testing.T) {
 		o := ledger.Options{StaleThreshold: 30 * time.Second} // no verdict by staleness
 		a := e.Open("watcher", o)
 		op, err := a.CreateOperation(ctx, ledger.CreateOptions{})
-		if err != nil {
-			t.Fatal(err)
-		}
+		require.NoError(t, err)
 		idle := e.Open("idle", o)
-		if _, err := idle.JoinOperation(ctx, op.ID(), ledger.JoinOptions{}); err != nil {
-			t.Fatal(err)
-		}
+		_, err = idle.JoinOperation(ctx, op.ID(), ledger.JoinOptions{})
+		require.NoError(t, err)
 		busy := e.Open("busy", o)
 		b, err := busy.JoinOperation(ctx, op.ID(), ledger.JoinOptions{})
-		if err != nil {
-			t.Fatal(err)
-		}
-		if _, err := ledger.StartCall[int](ctx, b, ledger.CallOptions[int]{}); err != nil {
-			t.Fatal(err)
-		}
+		require.NoError(t, err)
+		_, err = ledger.StartCall[int](ctx, b, ledger.CallOptions[int]{})
+		require.NoError(t, err)
 
-		if err := idle.Close(); err != nil {
-			t.Fatal(err)
-		}
+		require.NoError(t, idle.Close())
 		d, err := op.State(ctx)
-		if err != nil {
-			t.Fatal(err)
-		}
-		if d.Participants[1].State != "left" || d.OperationState != "running" {
-			t.Fatalf("after Close of an idle participant: %s, operation %s", d.Participants[1].State, d.OperationState)
-		}
+		require.NoError(t, err)
+		require.Equal(t, "left", d.Participants[1].State, "participant after Close of an idle participant")
+		require.Equal(t, "running", d.OperationState, "operation after Close of an idle participant")
 
 		// Closing with a call never ended abandons it: a crash, seen at once.
-		if err := busy.Close(); err != nil {
-			t.Fatal(err)
-		}
+		require.NoError(t, busy.Close())
 		waitClosed(t, op.Failed(), 10*time.Second, "Failed() after Close abandoned a call")
 	})
 }

@@ -4,10 +4,12 @@ package ledger_test
 
 import (
 	"context"
-	"strings"
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
 
 	"github.com/tomdist/ledger"
 )
@@ -21,9 +23,7 @@ func TestPausedParticipant(t *testing.T) {
 		o := ledger.Options{StaleThreshold: 1500 * time.Millisecond}
 		init := e.Open("init", o)
 		op, err := init.CreateOperation(ctx, ledger.CreateOptions{})
-		if err != nil {
-			t.Fatal(err)
-		}
+		require.NoError(t, err)
 		p := startParticipant(t, e, op.ID(), "sleeper", "CALLS=1", "STALE="+stale)
 
 		// Below the threshold: stopped for most of it (the pause itself is
@@ -34,34 +34,27 @@ func TestPausedParticipant(t *testing.T) {
 		syscall.Kill(p.cmd.Process.Pid, syscall.SIGCONT)
 		beatOf := func() time.Time {
 			d, err := op.State(ctx)
-			if err != nil {
-				t.Fatal(err)
-			}
+			require.NoError(t, err)
 			for _, pp := range d.Participants {
 				if pp.ParticipantID == "sleeper" {
 					return pp.LastHeartbeat
 				}
 			}
-			t.Fatal("no sleeper")
+			require.Fail(t, "no sleeper")
 			return time.Time{}
 		}
 		last := beatOf()
 		waitFor(t, 10*time.Second, "the sleeper to beat again", func() bool { return beatOf().After(last) })
 		d, err := op.State(ctx)
-		if err != nil {
-			t.Fatal(err)
-		}
-		if d.OperationState != "running" || d.Participants[1].State != "active" {
-			t.Fatalf("after a short pause: state %s, sleeper %s", d.OperationState, d.Participants[1].State)
-		}
+		require.NoError(t, err)
+		require.Equal(t, "running", d.OperationState, "state after a short pause")
+		require.Equal(t, "active", d.Participants[1].State, "sleeper after a short pause")
 
 		// Above the threshold: declared crashed, the operation fails.
 		syscall.Kill(p.cmd.Process.Pid, syscall.SIGSTOP)
 		defer syscall.Kill(p.cmd.Process.Pid, syscall.SIGCONT)
 		waitClosed(t, op.Failed(), 20*time.Second, "Failed() after a long pause")
 		info, _ := op.Failure()
-		if !strings.Contains(info.Reason, "sleeper") {
-			t.Fatalf("failure %+v", info)
-		}
+		assert.Containsf(t, info.Reason, "sleeper", "failure %+v", info)
 	})
 }

@@ -10,7 +10,6 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -18,6 +17,9 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
 
 	"github.com/tomdist/ledger"
 )
@@ -149,9 +151,7 @@ func startParticipant(t *testing.T, e *env, opID, name string, env ...string) *p
 		p.opID = id
 		line = p.readLine(t)
 	}
-	if err := json.Unmarshal([]byte(line), &p.ready); err != nil {
-		t.Fatalf("child ready line %q: %v", line, err)
-	}
+	require.NoErrorf(t, json.Unmarshal([]byte(line), &p.ready), "child ready line %q", line)
 	return p
 }
 
@@ -160,16 +160,10 @@ func startParticipant(t *testing.T, e *env, opID, name string, env ...string) *p
 func startProc(t *testing.T, cmd *exec.Cmd) *proc {
 	t.Helper()
 	stdin, err := cmd.StdinPipe()
-	if err != nil {
-		t.Fatal(err)
-	}
+	require.NoError(t, err)
 	stdout, err := cmd.StdoutPipe()
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
+	require.NoError(t, err)
+	require.NoError(t, cmd.Start())
 	p := &proc{cmd: cmd, stdin: stdin, out: bufio.NewReader(stdout)}
 	t.Cleanup(func() {
 		p.cmd.Process.Kill()
@@ -181,17 +175,13 @@ func startProc(t *testing.T, cmd *exec.Cmd) *proc {
 func (p *proc) readLine(t *testing.T) string {
 	t.Helper()
 	line, err := p.out.ReadString('\n')
-	if err != nil {
-		t.Fatalf("reading from child: %v", err)
-	}
+	require.NoError(t, err, "reading from child")
 	return strings.TrimSpace(line)
 }
 
 func (p *proc) kill9(t *testing.T) {
 	t.Helper()
-	if err := p.cmd.Process.Signal(syscall.SIGKILL); err != nil {
-		t.Fatal(err)
-	}
+	require.NoError(t, p.cmd.Process.Signal(syscall.SIGKILL))
 	p.cmd.Wait()
 }
 
@@ -211,9 +201,7 @@ func newSurvivor(t *testing.T, e *env, name, opID string, o ledger.Options) *sur
 	op, err := l.JoinOperation(ctx, opID, ledger.JoinOptions{Callback: ledger.OperationCallback{
 		OnFailure: func(*ledger.Operation, ledger.OperationFailedInfo) { s.onFailure.Add(1) },
 	}})
-	if err != nil {
-		t.Fatal(err)
-	}
+	require.NoError(t, err)
 	s.op = op
 	s.call, err = ledger.StartCall[int](ctx, op, ledger.CallOptions[int]{
 		Description: name + " work",
@@ -222,9 +210,7 @@ func newSurvivor(t *testing.T, e *env, name, opID string, o ledger.Options) *sur
 			OnCleanup:         func() { s.cleanups.Add(1) },
 		},
 	})
-	if err != nil {
-		t.Fatal(err)
-	}
+	require.NoError(t, err)
 	return s
 }
 
@@ -237,22 +223,16 @@ func archived(t *testing.T, dir, id string) *ledger.Data {
 		return err == nil
 	})
 	b, err := os.ReadFile(path)
-	if err != nil {
-		t.Fatal(err)
-	}
+	require.NoError(t, err)
 	var d ledger.Data
-	if err := json.Unmarshal(b, &d); err != nil {
-		t.Fatal(err)
-	}
+	require.NoError(t, json.Unmarshal(b, &d))
 	return &d
 }
 
 func archivedLog(t *testing.T, dir, id string) string {
 	t.Helper()
 	b, err := os.ReadFile(filepath.Join(dir, "backup", id, "operation.log"))
-	if err != nil {
-		t.Fatal(err)
-	}
+	require.NoError(t, err)
 	return string(b)
 }
 
@@ -335,23 +315,18 @@ func TestKill9FailsOperationAndCleansUp(t *testing.T) {
 	o := ledger.Options{StaleThreshold: 30 * time.Second}
 	init := e.Open("init", o)
 	op, err := init.CreateOperation(ctx, ledger.CreateOptions{Description: "kill -9"})
-	if err != nil {
-		t.Fatal(err)
-	}
+	require.NoError(t, err)
 	var survivors []*proc
 	for i := range 3 {
 		s := startProc(t, child(t, "survivor", e.childEnv(), "LEDGER_OP="+op.ID(),
 			fmt.Sprintf("PARTICIPANT=s%d", i), "TEMP_DIR="+t.TempDir(), "STALE=30s"))
-		if err := json.Unmarshal([]byte(s.readLine(t)), &s.ready); err != nil {
-			t.Fatal(err)
-		}
+		require.NoError(t, json.Unmarshal([]byte(s.readLine(t)), &s.ready))
 		survivors = append(survivors, s)
 	}
 	victim := startParticipant(t, e, op.ID(), "victim", "CALLS=2", "TEMPS=3", "STALE=30s")
 	for _, p := range victim.ready.Temps {
-		if _, err := os.Stat(p); err != nil {
-			t.Fatal(err)
-		}
+		_, err := os.Stat(p)
+		require.NoError(t, err)
 	}
 	victim.kill9(t)
 
@@ -359,47 +334,31 @@ func TestKill9FailsOperationAndCleansUp(t *testing.T) {
 	// its own 20s deadline, reported as not failed).
 	for i, s := range survivors {
 		var rep survivorReport
-		if err := json.Unmarshal([]byte(s.readLine(t)), &rep); err != nil {
-			t.Fatal(err)
-		}
-		if !rep.Failed || rep.OpFailed != 1 || rep.Cleanups != 1 || rep.OnFailure != 1 {
-			t.Fatalf("survivor %d: %+v; want Failed and each callback once", i, rep)
-		}
-		if !strings.Contains(rep.Reason, "victim") || rep.Cause != "operation failed" {
-			t.Fatalf("survivor %d: reason %q, context cause %q", i, rep.Reason, rep.Cause)
-		}
-		if _, err := os.Stat(s.ready.Temps[0]); !errors.Is(err, os.ErrNotExist) {
-			t.Fatalf("survivor %d's own temp file %s still there (%v)", i, s.ready.Temps[0], err)
-		}
+		require.NoError(t, json.Unmarshal([]byte(s.readLine(t)), &rep))
+		assert.Truef(t, rep.Failed, "survivor %d did not see the failure: %+v", i, rep)
+		assert.Equalf(t, int32(1), rep.OpFailed, "survivor %d: OnOperationFailed calls", i)
+		assert.Equalf(t, int32(1), rep.Cleanups, "survivor %d: OnCleanup calls", i)
+		assert.Equalf(t, int32(1), rep.OnFailure, "survivor %d: OnFailure calls", i)
+		assert.Containsf(t, rep.Reason, "victim", "survivor %d: reason", i)
+		assert.Equalf(t, "operation failed", rep.Cause, "survivor %d: context cause", i)
+		_, err := os.Stat(s.ready.Temps[0])
+		assert.ErrorIsf(t, err, os.ErrNotExist, "survivor %d's own temp file %s still there", i, s.ready.Temps[0])
 	}
 	waitClosed(t, op.Failed(), 10*time.Second, "the initiator's Failed()")
 	d := archived(t, e.dir, op.ID())
-	if d.OperationState != "failed" {
-		t.Fatalf("archived state %q, want failed", d.OperationState)
-	}
-	if d.DetectionTimestamp.IsZero() || d.RemovalTimestamp.IsZero() {
-		t.Fatalf("timestamps: detection %v removal %v", d.DetectionTimestamp, d.RemovalTimestamp)
-	}
-	if d.Failure == nil || !slices.Equal(sorted(d.Failure.CrashedCallIDs), sorted(victim.ready.Calls)) {
-		t.Fatalf("failure %+v, want crashed calls %v", d.Failure, victim.ready.Calls)
-	}
+	assert.Equal(t, "failed", d.OperationState, "archived state")
+	assert.False(t, d.DetectionTimestamp.IsZero(), "no detection timestamp")
+	assert.False(t, d.RemovalTimestamp.IsZero(), "no removal timestamp")
+	require.NotNil(t, d.Failure, "failure")
+	assert.ElementsMatch(t, victim.ready.Calls, d.Failure.CrashedCallIDs, "crashed calls")
 	for _, p := range victim.ready.Temps {
-		if _, err := os.Stat(p); !errors.Is(err, os.ErrNotExist) {
-			t.Fatalf("temp file %s still there (%v)", p, err)
-		}
+		_, err := os.Stat(p)
+		assert.ErrorIsf(t, err, os.ErrNotExist, "temp file %s still there", p)
 	}
 	evs := count(logEvents(archivedLog(t, e.dir, op.ID())))
 	for _, ev := range []string{"CRASH_DETECTED", "CLEANUP_STARTED", "OPERATION_FAILED"} {
-		if evs[ev] != 1 {
-			t.Fatalf("log has %d %s, want 1 (events %v)", evs[ev], ev, evs)
-		}
+		assert.Equalf(t, 1, evs[ev], "%s in the log (events %v)", ev, evs)
 	}
-}
-
-func sorted(xs []string) []string {
-	xs = slices.Clone(xs)
-	slices.Sort(xs)
-	return xs
 }
 
 func TestKill9OfContainedCallLetsOperationComplete(t *testing.T) {
@@ -413,29 +372,21 @@ func TestKill9OfContainedCallLetsOperationComplete(t *testing.T) {
 		}
 		init := e.Open("init", o)
 		op, err := init.CreateOperation(ctx, ledger.CreateOptions{})
-		if err != nil {
-			t.Fatal(err)
-		}
+		require.NoError(t, err)
 		victim := startParticipant(t, e, op.ID(), "victim", "CONTAINED=1", stale)
 		victim.kill9(t)
 		waitFor(t, 10*time.Second, "the contained frame to go", func() bool {
 			d, err := op.State(ctx)
-			if err != nil {
-				t.Fatal(err)
-			}
+			require.NoError(t, err)
 			return len(d.CallFrames) == 0 && d.Participants[1].State == "crashed"
 		})
 		select {
 		case <-op.Failed():
-			t.Fatal("operation failed after a contained crash")
+			require.Fail(t, "operation failed after a contained crash")
 		default:
 		}
-		if err := op.Complete(ctx); err != nil {
-			t.Fatal(err)
-		}
-		if d := archived(t, e.dir, op.ID()); d.OperationState != "completed" {
-			t.Fatalf("archived state %q, want completed", d.OperationState)
-		}
+		require.NoError(t, op.Complete(ctx))
+		assert.Equal(t, "completed", archived(t, e.dir, op.ID()).OperationState, "archived state")
 	})
 }
 
@@ -447,24 +398,16 @@ func TestSkewedClocksCauseNoVerdict(t *testing.T) {
 		op, err := init.CreateOperation(ctx, ledger.CreateOptions{Callback: ledger.OperationCallback{
 			OnHeartbeatSuccess: func(*ledger.Operation, ledger.HeartbeatResult) { beats.Add(1) },
 		}})
-		if err != nil {
-			t.Fatal(err)
-		}
+		require.NoError(t, err)
 		startParticipant(t, e, op.ID(), "ahead", "CALLS=1", "SKEW=60s")
 		startParticipant(t, e, op.ID(), "behind", "CALLS=1", "SKEW=-60s")
 		// Three stale thresholds (400ms) worth of our beats (50ms).
 		waitFor(t, 20*time.Second, "24 heartbeats", func() bool { return beats.Load() >= 24 })
 		d, err := op.State(ctx)
-		if err != nil {
-			t.Fatal(err)
-		}
-		if d.OperationState != "running" {
-			t.Fatalf("state %s after skewed heartbeats", d.OperationState)
-		}
+		require.NoError(t, err)
+		assert.Equal(t, "running", d.OperationState, "state after skewed heartbeats")
 		for _, p := range d.Participants {
-			if p.State != "active" {
-				t.Fatalf("participant %s is %s", p.ParticipantID, p.State)
-			}
+			assert.Equalf(t, "active", p.State, "participant %s", p.ParticipantID)
 		}
 	})
 }
@@ -477,13 +420,11 @@ func TestOrphanSweptByNextOpen(t *testing.T) {
 	b.kill9(t)
 	e.Open("sweeper", ledger.Options{})
 	d := archived(t, e.dir, a.opID)
-	if d.OperationState != "failed" || d.Failure == nil {
-		t.Fatalf("swept state %s failure %+v", d.OperationState, d.Failure)
-	}
+	assert.Equal(t, "failed", d.OperationState, "swept state")
+	assert.NotNil(t, d.Failure, "swept failure")
 	for _, p := range a.ready.Temps {
-		if _, err := os.Stat(p); !errors.Is(err, os.ErrNotExist) {
-			t.Fatalf("temp file %s still there", p)
-		}
+		_, err := os.Stat(p)
+		assert.ErrorIsf(t, err, os.ErrNotExist, "temp file %s still there", p)
 	}
 }
 
@@ -500,28 +441,22 @@ func TestAbortReachesOtherProcesses(t *testing.T) {
 				n.(*atomic.Int32).Add(1)
 			},
 		}})
-		if err != nil {
-			t.Fatal(err)
-		}
+		require.NoError(t, err)
 		work := ledger.SpawnCall(op, func(ctx context.Context, _ *ledger.SpawnedCall[error]) (error, error) {
 			<-ctx.Done()
 			return context.Cause(ctx), nil
 		}, ledger.CallOptions[error]{})
 		p := startParticipant(t, e, op.ID(), "aborter", "ABORT=1")
 		io.WriteString(p.stdin, "go\n")
-		if line := p.readLine(t); line != "aborted" {
-			t.Fatalf("child said %q", line)
-		}
+		require.Equal(t, "aborted", p.readLine(t), "the child's answer")
 		waitClosed(t, op.Aborted(), 10*time.Second, "Aborted()")
 		waitFor(t, 5*time.Second, "OnAbort", func() bool { return onAbort.Load() == 1 })
-		if !errors.Is(context.Cause(op.Context()), ledger.ErrAborted) {
-			t.Fatalf("context cause %v", context.Cause(op.Context()))
-		}
+		require.ErrorIs(t, context.Cause(op.Context()), ledger.ErrAborted, "context cause")
 		waitClosed(t, work.Done(), 5*time.Second, "the spawned call to end")
-		if cause, ok := work.Result(); ok && !errors.Is(cause, ledger.ErrAborted) {
-			t.Fatalf("spawned call saw cause %v", cause)
-		} else if !ok && !errors.Is(work.Err(), ledger.ErrAborted) {
-			t.Fatalf("spawned call ended with %v", work.Err())
+		if cause, ok := work.Result(); ok {
+			require.ErrorIs(t, cause, ledger.ErrAborted, "the cause the spawned call saw")
+		} else {
+			require.ErrorIs(t, work.Err(), ledger.ErrAborted, "the error the spawned call ended with")
 		}
 		waitFor(t, 5*time.Second, "the abortFlagSet heartbeat error", func() bool {
 			_, ok := hbErrs.Load(ledger.HeartbeatAbortFlagSet)
@@ -529,13 +464,10 @@ func TestAbortReachesOtherProcesses(t *testing.T) {
 		})
 		// Several more beats: abortFlagSet is reported once.
 		for range 3 {
-			if _, err := op.Heartbeat(ctx); err != nil {
-				t.Fatal(err)
-			}
+			_, err := op.Heartbeat(ctx)
+			require.NoError(t, err)
 		}
 		n, _ := hbErrs.Load(ledger.HeartbeatAbortFlagSet)
-		if got := n.(*atomic.Int32).Load(); got != 1 {
-			t.Fatalf("abortFlagSet reported %d times", got)
-		}
+		assert.Equal(t, int32(1), n.(*atomic.Int32).Load(), "abortFlagSet reports")
 	})
 }

@@ -11,6 +11,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/stretchr/testify/require"
+
 	"github.com/tomdist/ledger"
 )
 
@@ -46,9 +48,7 @@ func benchmarkDir(b *testing.B, dir string) {
 			t0 := time.Now()
 			l, err := ledger.NewLocalLedger(o)
 			best.add(t0)
-			if err != nil {
-				b.Fatal(err)
-			}
+			require.NoError(b, err)
 			b.StopTimer()
 			l.Close() // also ends the sweep the ledger started
 			b.StartTimer()
@@ -57,9 +57,7 @@ func benchmarkDir(b *testing.B, dir string) {
 	})
 	b.Run("sweep", func(b *testing.B) {
 		l, err := ledger.NewLocalLedger(o)
-		if err != nil {
-			b.Fatal(err)
-		}
+		require.NoError(b, err)
 		defer l.Close()
 		var best minTime
 		var cpu minCPU
@@ -81,9 +79,7 @@ func benchmarkDir(b *testing.B, dir string) {
 			cmd := exec.Command(bin, "ls", "--dir", dir)
 			out, err := cmd.CombinedOutput()
 			best.add(t0)
-			if err != nil {
-				b.Fatalf("ledger ls: %v\n%s", err, out)
-			}
+			require.NoErrorf(b, err, "ledger ls:\n%s", out)
 			cpu.add(cmd.ProcessState.UserTime() + cmd.ProcessState.SystemTime())
 		}
 		best.report(b)
@@ -122,9 +118,7 @@ func (m minCPU) report(b *testing.B) {
 // processCPU returns the CPU time this process used so far.
 func processCPU(b *testing.B) time.Duration {
 	var ru syscall.Rusage
-	if err := syscall.Getrusage(syscall.RUSAGE_SELF, &ru); err != nil {
-		b.Fatal(err)
-	}
+	require.NoError(b, syscall.Getrusage(syscall.RUSAGE_SELF, &ru))
 	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
 }
 
@@ -133,9 +127,7 @@ func processCPU(b *testing.B) time.Duration {
 func historyDir(b *testing.B, dir string, live, archived int) {
 	b.Helper()
 	l, err := ledger.NewLocalLedger(ledger.Options{BasePath: dir, ParticipantID: "hist", NoSignalHandler: true, MaxBackups: -1})
-	if err != nil {
-		b.Fatal(err)
-	}
+	require.NoError(b, err)
 	defer l.Close()
 	ctx := context.Background()
 	var g errgroup
@@ -158,9 +150,7 @@ func historyDir(b *testing.B, dir string, live, archived int) {
 			return nil
 		})
 	}
-	if err := g.Wait(); err != nil {
-		b.Fatal(err)
-	}
+	require.NoError(b, g.Wait())
 }
 
 // errgroup runs functions and returns the first error (x/sync's, which

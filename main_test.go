@@ -9,6 +9,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/stretchr/testify/require"
 	"go.uber.org/goleak"
 
 	"github.com/tomdist/ledger"
@@ -41,9 +42,8 @@ func TestMain(m *testing.M) {
 // extra environment variables ("KEY=value").
 func child(t testing.TB, role string, env ...string) *exec.Cmd {
 	t.Helper()
-	if _, ok := roles[role]; !ok {
-		t.Fatalf("no role %q", role)
-	}
+	_, ok := roles[role]
+	require.Truef(t, ok, "no role %q", role)
 	cmd := exec.Command(os.Args[0], "-test.run=^$")
 	cmd.Env = append(os.Environ(), roleEnv+"="+role)
 	cmd.Env = append(cmd.Env, env...)
@@ -81,9 +81,7 @@ func setupLocal(t testing.TB) (func(testing.TB, ledger.Options) ledger.Ledger, l
 		t.Helper()
 		o.BasePath = dir
 		l, err := ledger.Connect(context.Background(), o)
-		if err != nil {
-			t.Fatalf("connect: %v", err)
-		}
+		require.NoError(t, err, "connect")
 		t.Cleanup(func() { l.Close() })
 		return l
 	}, location{dir: dir}
@@ -146,7 +144,7 @@ func waitFor(t testing.TB, d time.Duration, what string, cond func() bool) {
 	deadline := time.Now().Add(d)
 	for !cond() {
 		if time.Now().After(deadline) {
-			t.Fatalf("timed out after %v waiting for %s", d, what)
+			require.Failf(t, "timed out", "after %v waiting for %s", d, what)
 		}
 		time.Sleep(5 * time.Millisecond)
 	}
@@ -158,7 +156,7 @@ func waitClosed(t testing.TB, ch <-chan struct{}, d time.Duration, what string) 
 	select {
 	case <-ch:
 	case <-time.After(d):
-		t.Fatalf("timed out after %v waiting for %s", d, what)
+		require.Failf(t, "timed out", "after %v waiting for %s", d, what)
 	}
 }
 

@@ -11,6 +11,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/stretchr/testify/require"
+
 	"github.com/tomdist/ledger"
 )
 
@@ -51,9 +53,7 @@ func newHTTPFloor(b *testing.B) func() {
 		req, _ := http.NewRequest(http.MethodPost, ts.URL+"/call/start", bytes.NewReader(body))
 		req.Header.Set("Content-Type", "application/json")
 		res, err := hc.Do(req)
-		if err != nil {
-			b.Fatal(err)
-		}
+		require.NoError(b, err)
 		io.Copy(io.Discard, res.Body)
 		res.Body.Close()
 	}
@@ -68,22 +68,14 @@ func BenchmarkRemoteOverFloor(b *testing.B) {
 	noop := newHTTPFloor(b)
 	roundTrip := func(o ledger.Options) func() {
 		l, err := ledger.Connect(ctx, o)
-		if err != nil {
-			b.Fatal(err)
-		}
+		require.NoError(b, err)
 		b.Cleanup(func() { l.Close() })
 		op, err := l.CreateOperation(ctx, ledger.CreateOptions{})
-		if err != nil {
-			b.Fatal(err)
-		}
+		require.NoError(b, err)
 		return func() {
 			c, err := ledger.StartCall[int](ctx, op, ledger.CallOptions[int]{})
-			if err != nil {
-				b.Fatal(err)
-			}
-			if err := c.End(ctx, 1); err != nil {
-				b.Fatal(err)
-			}
+			require.NoError(b, err)
+			require.NoError(b, c.End(ctx, 1))
 		}
 	}
 	remote := roundTrip(benchOptions("bench", startHTTPTestServer(b, ledger.ServerOptions{BasePath: b.TempDir()})))
@@ -116,35 +108,25 @@ func BenchmarkRemoteCallRoundTrip(b *testing.B) {
 	run := func(b *testing.B, l ledger.Ledger) {
 		defer l.Close()
 		op, err := l.CreateOperation(ctx, ledger.CreateOptions{Description: "bench"})
-		if err != nil {
-			b.Fatal(err)
-		}
+		require.NoError(b, err)
 		b.ResetTimer()
 		for b.Loop() {
 			c, err := ledger.StartCall[int](ctx, op, ledger.CallOptions[int]{})
-			if err != nil {
-				b.Fatal(err)
-			}
-			if err := c.End(ctx, 1); err != nil {
-				b.Fatal(err)
-			}
+			require.NoError(b, err)
+			require.NoError(b, c.End(ctx, 1))
 		}
 	}
 	b.Run("remote", func(b *testing.B) {
 		url := startHTTPTestServer(b, ledger.ServerOptions{BasePath: b.TempDir()})
 		l, err := ledger.Connect(ctx, benchOptions("bench", url))
-		if err != nil {
-			b.Fatal(err)
-		}
+		require.NoError(b, err)
 		run(b, l)
 	})
 	b.Run("local", func(b *testing.B) {
 		o := benchOptions("bench", "")
 		o.BasePath = b.TempDir()
 		l, err := ledger.Connect(ctx, o)
-		if err != nil {
-			b.Fatal(err)
-		}
+		require.NoError(b, err)
 		run(b, l)
 	})
 }
@@ -169,18 +151,14 @@ func benchThroughput(b *testing.B, clients int, shared bool) {
 	var first *ledger.Operation
 	for i := range clients {
 		l, err := ledger.Connect(ctx, benchOptions(fmt.Sprintf("c%02d", i), url))
-		if err != nil {
-			b.Fatal(err)
-		}
+		require.NoError(b, err)
 		defer l.Close()
 		if shared && first != nil {
 			ops[i], err = l.JoinOperation(ctx, first.ID(), ledger.JoinOptions{})
 		} else {
 			ops[i], err = l.CreateOperation(ctx, ledger.CreateOptions{})
 		}
-		if err != nil {
-			b.Fatal(err)
-		}
+		require.NoError(b, err)
 		first = ops[0]
 	}
 	work := make(chan struct{}, clients)
@@ -217,7 +195,7 @@ func benchThroughput(b *testing.B, clients int, shared bool) {
 	b.StopTimer()
 	close(errs)
 	for err := range errs {
-		b.Fatal(err)
+		require.NoError(b, err)
 	}
 	b.ReportMetric(float64(b.N)/elapsed.Seconds(), "calls/s")
 }

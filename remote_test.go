@@ -23,7 +23,6 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -49,9 +48,7 @@ func setupRemoteHTTPTest(t testing.TB) (func(testing.TB, ledger.Options) ledger.
 func startHTTPTestServer(t testing.TB, o ledger.ServerOptions) string {
 	t.Helper()
 	srv := ledger.NewServer(o)
-	if err := srv.Err(); err != nil {
-		t.Fatal(err)
-	}
+	require.NoError(t, srv.Err())
 	ts := httptest.NewServer(srv)
 	t.Cleanup(func() {
 		ts.Close()
@@ -77,9 +74,7 @@ func remoteOpener(url, token string) func(testing.TB, ledger.Options) ledger.Led
 			o.Token = token
 		}
 		l, err := ledger.Connect(context.Background(), o)
-		if err != nil {
-			t.Fatalf("connect: %v", err)
-		}
+		require.NoError(t, err, "connect")
 		t.Cleanup(func() { l.Close() })
 		return l
 	}
@@ -109,9 +104,7 @@ func ledgerBinary(t testing.TB) string {
 			}
 		}
 	}
-	if buildErr != nil {
-		t.Fatal(buildErr)
-	}
+	require.NoError(t, buildErr)
 	return filepath.Join(buildDir, "ledger")
 }
 
@@ -164,12 +157,8 @@ func startBinaryServer(t testing.TB, dir string, args ...string) (string, *binar
 	bs := &binaryServer{cmd: cmd, stderr: &lockedBuffer{}, done: make(chan struct{})}
 	cmd.Stderr = bs.stderr
 	stdout, err := cmd.StdoutPipe()
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
+	require.NoError(t, err)
+	require.NoError(t, cmd.Start())
 	lines := make(chan string, 1)
 	go func() {
 		line, _ := bufio.NewReader(stdout).ReadString('\n')
@@ -182,12 +171,10 @@ func startBinaryServer(t testing.TB, dir string, args ...string) (string, *binar
 	select {
 	case line := <-lines:
 		url, ok := strings.CutPrefix(strings.TrimSpace(line), "listening on ")
-		if !ok {
-			t.Fatalf("ledger serve printed %q, stderr:\n%s", line, bs.stderr)
-		}
+		require.Truef(t, ok, "ledger serve printed %q, stderr:\n%s", line, bs.stderr)
 		return url, bs
 	case <-time.After(30 * time.Second):
-		t.Fatalf("ledger serve did not start; stderr:\n%s", bs.stderr)
+		require.Failf(t, "ledger serve did not start", "stderr:\n%s", bs.stderr)
 	}
 	return "", nil
 }
@@ -203,13 +190,11 @@ func (bs *binaryServer) stop(t testing.TB) {
 	bs.cmd.Process.Signal(syscall.SIGTERM)
 	select {
 	case <-bs.done:
-		if bs.err != nil {
-			t.Errorf("ledger serve after SIGTERM: %v (want a graceful exit 0); stderr:\n%s", bs.err, bs.stderr)
-		}
+		assert.NoErrorf(t, bs.err, "ledger serve after SIGTERM (want a graceful exit 0); stderr:\n%s", bs.stderr)
 	case <-time.After(10 * time.Second):
 		bs.cmd.Process.Kill()
 		<-bs.done
-		t.Errorf("ledger serve ignored SIGTERM; stderr:\n%s", bs.stderr)
+		assert.Failf(t, "ledger serve ignored SIGTERM", "stderr:\n%s", bs.stderr)
 	}
 }
 
@@ -221,48 +206,31 @@ func TestRemoteErrorsMatchLocal(t *testing.T) {
 		a := e.Open("alice", ledger.Options{})
 		b := e.Open("bob", ledger.Options{})
 
-		if _, err := b.JoinOperation(ctx, "20240101T00:00:00.000-nobody-00000000", ledger.JoinOptions{}); !errors.Is(err, ledger.ErrOperationNotFound) {
-			t.Fatalf("join unknown: %v, want ErrOperationNotFound", err)
-		}
-		if _, err := b.JoinOperation(ctx, "../escape", ledger.JoinOptions{}); !errors.Is(err, ledger.ErrInvalidID) {
-			t.Fatalf("join ../escape: %v, want ErrInvalidID", err)
-		}
+		_, err := b.JoinOperation(ctx, "20240101T00:00:00.000-nobody-00000000", ledger.JoinOptions{})
+		require.ErrorIs(t, err, ledger.ErrOperationNotFound, "join unknown")
+		_, err = b.JoinOperation(ctx, "../escape", ledger.JoinOptions{})
+		require.ErrorIs(t, err, ledger.ErrInvalidID, "join ../escape")
 
 		op, err := a.CreateOperation(ctx, ledger.CreateOptions{Description: "errors"})
-		if err != nil {
-			t.Fatal(err)
-		}
-		if err := op.DeleteCallFrame(ctx, "call_nobody_1_0000"); !errors.Is(err, ledger.ErrCallNotFound) {
-			t.Fatalf("delete unknown frame: %v, want ErrCallNotFound", err)
-		}
-		if err := op.CreateCallFrame(ctx, "raw_1"); err != nil {
-			t.Fatal(err)
-		}
-		if err := op.CreateCallFrame(ctx, "raw_1"); !errors.Is(err, ledger.ErrCallExists) {
-			t.Fatalf("create a frame twice: %v, want ErrCallExists", err)
-		}
-		if err := op.DeleteCallFrame(ctx, "raw_1"); err != nil {
-			t.Fatal(err)
-		}
+		require.NoError(t, err)
+		require.ErrorIs(t, op.DeleteCallFrame(ctx, "call_nobody_1_0000"), ledger.ErrCallNotFound, "delete unknown frame")
+		require.NoError(t, op.CreateCallFrame(ctx, "raw_1"))
+		require.ErrorIs(t, op.CreateCallFrame(ctx, "raw_1"), ledger.ErrCallExists, "create a frame twice")
+		require.NoError(t, op.DeleteCallFrame(ctx, "raw_1"))
 		call, err := ledger.StartCall[int](ctx, op, ledger.CallOptions[int]{Description: "doomed"})
-		if err != nil {
-			t.Fatal(err)
-		}
-		if err := call.Fail(ctx, errors.New("disk full")); err != nil {
-			t.Fatal(err)
-		}
+		require.NoError(t, err)
+		require.NoError(t, call.Fail(ctx, errors.New("disk full")))
 		waitClosed(t, op.Failed(), 5*time.Second, "Failed after Fail")
 
 		_, err = b.JoinOperation(ctx, op.ID(), ledger.JoinOptions{})
 		var ofe *ledger.OperationFailedError
-		if !errors.As(err, &ofe) || !errors.Is(err, ledger.ErrOperationFailed) {
-			t.Fatalf("join failed operation: %v, want *OperationFailedError", err)
-		}
-		if ofe.Info.OperationID != op.ID() || !strings.Contains(ofe.Info.Reason, "disk full") ||
-			ofe.Info.ParticipantID != "alice" || len(ofe.Info.CrashedCallIDs) != 1 || ofe.Info.CrashedCallIDs[0] != call.ID() ||
-			ofe.Info.FailedAt.IsZero() {
-			t.Fatalf("failure info = %+v", ofe.Info)
-		}
+		require.ErrorAs(t, err, &ofe, "join failed operation")
+		require.ErrorIs(t, err, ledger.ErrOperationFailed, "join failed operation")
+		assert.Equal(t, op.ID(), ofe.Info.OperationID, "failure info")
+		assert.Contains(t, ofe.Info.Reason, "disk full", "failure info")
+		assert.Equal(t, "alice", ofe.Info.ParticipantID, "failure info")
+		assert.Equal(t, []string{call.ID()}, ofe.Info.CrashedCallIDs, "failure info")
+		assert.False(t, ofe.Info.FailedAt.IsZero(), "failure info without FailedAt")
 	})
 }
 
@@ -273,82 +241,50 @@ func TestRemoteOperationLifecycle(t *testing.T) {
 		ctx := context.Background()
 		a := e.Open("alice", ledger.Options{})
 		op, err := a.CreateOperation(ctx, ledger.CreateOptions{Description: "life"})
-		if err != nil {
-			t.Fatal(err)
-		}
-		if err := op.Log(ctx, ledger.LogWarning, "careful\nnow"); err != nil {
-			t.Fatal(err)
-		}
-		if err := op.Log(ctx, ledger.LogDebug, "details"); err != nil {
-			t.Fatal(err)
-		}
+		require.NoError(t, err)
+		require.NoError(t, op.Log(ctx, ledger.LogWarning, "careful\nnow"))
+		require.NoError(t, op.Log(ctx, ledger.LogDebug, "details"))
 		tmp := filepath.Join(t.TempDir(), "scratch")
-		if err := op.RegisterTempResource(ctx, tmp); err != nil {
-			t.Fatal(err)
-		}
-		if err := op.CreateCallFrame(ctx, "call_raw_1_abcd"); err != nil {
-			t.Fatal(err)
-		}
+		require.NoError(t, op.RegisterTempResource(ctx, tmp))
+		require.NoError(t, op.CreateCallFrame(ctx, "call_raw_1_abcd"))
 		d, err := op.State(ctx)
-		if err != nil {
-			t.Fatal(err)
-		}
-		if len(d.TempResources) != 1 || d.TempResources[0].Path != tmp || d.TempResources[0].ParticipantID != "alice" {
-			t.Fatalf("temp resources = %+v", d.TempResources)
-		}
-		if len(d.CallFrames) != 1 || d.CallFrames[0].CallID != "call_raw_1_abcd" || d.CallFrames[0].FailOnCrash {
-			t.Fatalf("frames = %+v", d.CallFrames)
-		}
-		if err := op.UnregisterTempResource(ctx, tmp); err != nil {
-			t.Fatal(err)
-		}
-		if err := op.DeleteCallFrame(ctx, "call_raw_1_abcd"); err != nil {
-			t.Fatal(err)
-		}
+		require.NoError(t, err)
+		require.Len(t, d.TempResources, 1)
+		assert.Equal(t, tmp, d.TempResources[0].Path, "temp resource")
+		assert.Equal(t, "alice", d.TempResources[0].ParticipantID, "temp resource")
+		require.Len(t, d.CallFrames, 1)
+		assert.Equal(t, "call_raw_1_abcd", d.CallFrames[0].CallID, "frame")
+		assert.False(t, d.CallFrames[0].FailOnCrash, "a raw frame fails on crash")
+		require.NoError(t, op.UnregisterTempResource(ctx, tmp))
+		require.NoError(t, op.DeleteCallFrame(ctx, "call_raw_1_abcd"))
 		contained, err := ledger.StartCall[string](ctx, op, ledger.CallOptions[string]{Description: "side", Contained: true})
-		if err != nil {
-			t.Fatal(err)
-		}
-		if d, err = op.State(ctx); err != nil || len(d.CallFrames) != 1 || d.CallFrames[0].FailOnCrash {
-			t.Fatalf("contained frame: %+v, %v", d, err)
-		}
-		if err := contained.Fail(ctx, errors.New("meh")); err != nil {
-			t.Fatal(err)
-		}
-		if err := op.SetAbortFlag(ctx, true); err != nil {
-			t.Fatal(err)
-		}
-		if !op.IsAborted() {
-			t.Fatal("not aborted after SetAbortFlag")
-		}
-		if aborted, err := op.CheckAbort(ctx); err != nil || !aborted {
-			t.Fatalf("CheckAbort = %v, %v", aborted, err)
-		}
+		require.NoError(t, err)
+		d, err = op.State(ctx)
+		require.NoError(t, err)
+		require.Len(t, d.CallFrames, 1, "frames with the contained call")
+		assert.False(t, d.CallFrames[0].FailOnCrash, "a contained call's frame fails on crash")
+		require.NoError(t, contained.Fail(ctx, errors.New("meh")))
+		require.NoError(t, op.SetAbortFlag(ctx, true))
+		assert.True(t, op.IsAborted(), "not aborted after SetAbortFlag")
+		aborted, err := op.CheckAbort(ctx)
+		require.NoError(t, err, "CheckAbort")
+		assert.True(t, aborted, "CheckAbort")
 		select {
 		case <-op.Failed():
-			t.Fatal("a contained failure failed the operation")
+			require.Fail(t, "a contained failure failed the operation")
 		default:
 		}
-		if err := op.Complete(ctx); err != nil {
-			t.Fatal(err)
-		}
+		require.NoError(t, op.Complete(ctx))
 		log, err := os.ReadFile(filepath.Join(e.dir, "backup", op.ID(), "operation.log"))
-		if err != nil {
-			t.Fatal(err)
-		}
+		require.NoError(t, err)
 		evs := count(logEvents(string(log)))
 		for _, ev := range []string{"OPERATION_CREATED", "CALL_STARTED", "CALL_FAILED", "ABORT_SET", "OPERATION_COMPLETED"} {
-			if evs[ev] != 1 {
-				t.Errorf("%s logged %d times:\n%s", ev, evs[ev], log)
-			}
+			assert.Equalf(t, 1, evs[ev], "%s in the log:\n%s", ev, log)
 		}
-		if !strings.Contains(string(log), `[WARNING] alice careful\nnow`) {
-			t.Errorf("log line missing:\n%s", log)
-		}
+		assert.Contains(t, string(log), `[WARNING] alice careful\nnow`, "log line missing")
 		debug, err := os.ReadFile(filepath.Join(e.dir, "backup", op.ID(), "operation.debug.log"))
-		if err != nil || !strings.Contains(string(debug), "[DEBUG] alice details") {
-			t.Errorf("debug log: %v\n%s", err, debug)
-		}
+		assert.NoError(t, err, "debug log")
+		assert.Contains(t, string(debug), "[DEBUG] alice details", "debug log")
 	})
 }
 
@@ -427,7 +363,7 @@ func TestRemoteRetriesEveryRequest(t *testing.T) {
 	_, err = joined.State(ctx)
 	require.Error(t, err, "State with Attempts 1 over a dropped connection")
 	var re *ledger.RemoteError
-	assert.False(t, errors.As(err, &re), "a connection error came back as %v", re)
+	assert.NotErrorAs(t, err, &re, "a connection error came back as a RemoteError")
 	// net/http sends a request with an Idempotency-Key once more by itself
 	// when a reused connection turns out closed; the client does not.
 	assert.LessOrEqual(t, proxy.requests("/operation/state"), 2)
@@ -455,22 +391,16 @@ func TestRemoteRequestTimeout(t *testing.T) {
 		ParticipantID: "patient", ServerURL: ts.URL,
 		RequestTimeout: 50 * time.Millisecond, Retry: ledger.RetryPolicy{Attempts: 2, Backoff: time.Millisecond},
 	})
-	if err != nil {
-		t.Fatal(err)
-	}
+	require.NoError(t, err)
 	defer l.Close()
 	op, err := l.CreateOperation(ctx, ledger.CreateOptions{})
-	if err != nil {
-		t.Fatal(err)
-	}
+	require.NoError(t, err)
 	ctx, cancel := context.WithTimeout(ctx, 30*time.Second)
 	defer cancel()
-	if _, err := op.State(ctx); !errors.Is(err, context.DeadlineExceeded) || ctx.Err() != nil {
-		t.Fatalf("State against a hung server: %v (ctx %v), want the request's DeadlineExceeded", err, ctx.Err())
-	}
-	if n := hung.Load(); n != 2 {
-		t.Fatalf("hung requests = %d, want 2 attempts", n)
-	}
+	_, err = op.State(ctx)
+	require.ErrorIs(t, err, context.DeadlineExceeded, "State against a hung server")
+	require.NoError(t, ctx.Err(), "the deadline was the test's, not the request's")
+	assert.Equal(t, int32(2), hung.Load(), "hung requests (attempts)")
 }
 
 // TestRemoteServerRestart stops the server in the middle of an operation
@@ -479,72 +409,45 @@ func TestRemoteRequestTimeout(t *testing.T) {
 func TestRemoteServerRestart(t *testing.T) {
 	dir := t.TempDir()
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
+	require.NoError(t, err)
 	addr := ln.Addr().String()
 	stop := serveOn(t, dir, ln)
 	ctx := context.Background()
 	url := "http://" + addr
 	a, err := ledger.NewRemoteClient(ctx, ledger.Options{ParticipantID: "alice", ServerURL: url})
-	if err != nil {
-		t.Fatal(err)
-	}
+	require.NoError(t, err)
 	defer a.Close()
 	b, err := ledger.NewRemoteClient(ctx, ledger.Options{ParticipantID: "bob", ServerURL: url})
-	if err != nil {
-		t.Fatal(err)
-	}
+	require.NoError(t, err)
 	defer b.Close()
 	op, err := a.CreateOperation(ctx, ledger.CreateOptions{Description: "restart"})
-	if err != nil {
-		t.Fatal(err)
-	}
+	require.NoError(t, err)
 	bop, err := b.JoinOperation(ctx, op.ID(), ledger.JoinOptions{})
-	if err != nil {
-		t.Fatal(err)
-	}
+	require.NoError(t, err)
 	before, err := ledger.StartCall[int](ctx, bop, ledger.CallOptions[int]{Description: "spans the restart"})
-	if err != nil {
-		t.Fatal(err)
-	}
+	require.NoError(t, err)
 
 	stop()
-	if _, err := bop.State(ctx); err == nil {
-		t.Fatal("State succeeded with the server down")
-	}
+	_, err = bop.State(ctx)
+	require.Error(t, err, "State succeeded with the server down")
 	ln, err = net.Listen("tcp", addr)
-	if err != nil {
-		t.Fatalf("listen again on %s: %v", addr, err)
-	}
+	require.NoErrorf(t, err, "listen again on %s", addr)
 	serveOn(t, dir, ln)
 
-	if err := before.End(ctx, 1); err != nil {
-		t.Fatalf("End after restart: %v", err)
-	}
+	require.NoError(t, before.End(ctx, 1), "End after restart")
 	for i := range 3 {
 		c, err := ledger.StartCall[int](ctx, bop, ledger.CallOptions[int]{})
-		if err != nil {
-			t.Fatal(err)
-		}
-		if err := c.End(ctx, i); err != nil {
-			t.Fatal(err)
-		}
+		require.NoError(t, err)
+		require.NoError(t, c.End(ctx, i))
 	}
-	if err := bop.Leave(ctx, ledger.LeaveOptions{}); err != nil {
-		t.Fatal(err)
-	}
-	if err := op.Complete(ctx); err != nil {
-		t.Fatal(err)
-	}
+	require.NoError(t, bop.Leave(ctx, ledger.LeaveOptions{}))
+	require.NoError(t, op.Complete(ctx))
 	log, err := os.ReadFile(filepath.Join(dir, "backup", op.ID(), "operation.log"))
-	if err != nil {
-		t.Fatal(err)
-	}
+	require.NoError(t, err)
 	evs := count(logEvents(string(log)))
-	if evs["CALL_STARTED"] != 4 || evs["CALL_ENDED"] != 4 || evs["OPERATION_COMPLETED"] != 1 {
-		t.Fatalf("events %v:\n%s", evs, log)
-	}
+	assert.Equalf(t, 4, evs["CALL_STARTED"], "CALL_STARTED in the log:\n%s", log)
+	assert.Equalf(t, 4, evs["CALL_ENDED"], "CALL_ENDED in the log:\n%s", log)
+	assert.Equalf(t, 1, evs["OPERATION_COMPLETED"], "OPERATION_COMPLETED in the log:\n%s", log)
 }
 
 // serveOn serves dir on ln with Server.Serve and returns a function that
@@ -559,9 +462,7 @@ func serveOn(t testing.TB, dir string, ln net.Listener) func() {
 	stop := func() {
 		once.Do(func() {
 			cancel()
-			if err := <-done; err != nil {
-				t.Errorf("Serve: %v", err)
-			}
+			assert.NoError(t, <-done, "Serve")
 			srv.Close()
 		})
 	}
@@ -576,39 +477,28 @@ func TestRemoteTokenAndTLS(t *testing.T) {
 	dir := t.TempDir()
 	certFile, keyFile, pool := selfSignedCert(t)
 	url, _ := startBinaryServer(t, dir, "--token", "s3cret", "--tls-cert", certFile, "--tls-key", keyFile)
-	if !strings.HasPrefix(url, "https://127.0.0.1:") {
-		t.Fatalf("url %q", url)
-	}
+	require.Truef(t, strings.HasPrefix(url, "https://127.0.0.1:"), "url %q", url)
 	ctx := context.Background()
 	tc := &tls.Config{RootCAs: pool}
 
 	good, err := ledger.NewRemoteClient(ctx, ledger.Options{ParticipantID: "good", ServerURL: url, Token: "s3cret", TLSConfig: tc})
-	if err != nil {
-		t.Fatal(err)
-	}
+	require.NoError(t, err)
 	defer good.Close()
 	op, err := good.CreateOperation(ctx, ledger.CreateOptions{})
-	if err != nil {
-		t.Fatal(err)
-	}
+	require.NoError(t, err)
 
 	bad, err := ledger.NewRemoteClient(ctx, ledger.Options{ParticipantID: "bad", ServerURL: url, Token: "guess", TLSConfig: tc})
-	if err != nil {
-		t.Fatal(err) // /status needs no token
-	}
+	require.NoError(t, err) // /status needs no token
 	defer bad.Close()
 	_, err = bad.JoinOperation(ctx, op.ID(), ledger.JoinOptions{})
 	var re *ledger.RemoteError
-	if !errors.As(err, &re) || re.StatusCode != http.StatusUnauthorized || re.Code != "unauthorized" {
-		t.Fatalf("join with a wrong token: %v", err)
-	}
+	require.ErrorAs(t, err, &re, "join with a wrong token")
+	assert.Equal(t, http.StatusUnauthorized, re.StatusCode, "join with a wrong token")
+	assert.Equal(t, "unauthorized", re.Code, "join with a wrong token")
 
-	if _, err := ledger.NewRemoteClient(ctx, ledger.Options{ParticipantID: "naive", ServerURL: url, Token: "s3cret", Retry: ledger.RetryPolicy{Attempts: 1}}); !errors.Is(err, ledger.ErrNoServer) {
-		t.Fatalf("client without the CA: %v, want ErrNoServer", err)
-	}
-	if err := op.Complete(ctx); err != nil {
-		t.Fatal(err)
-	}
+	_, err = ledger.NewRemoteClient(ctx, ledger.Options{ParticipantID: "naive", ServerURL: url, Token: "s3cret", Retry: ledger.RetryPolicy{Attempts: 1}})
+	require.ErrorIs(t, err, ledger.ErrNoServer, "client without the CA")
+	require.NoError(t, op.Complete(ctx))
 }
 
 // selfSignedCert writes a certificate for 127.0.0.1 and its key, and
@@ -616,9 +506,7 @@ func TestRemoteTokenAndTLS(t *testing.T) {
 func selfSignedCert(t testing.TB) (certFile, keyFile string, pool *x509.CertPool) {
 	t.Helper()
 	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	if err != nil {
-		t.Fatal(err)
-	}
+	require.NoError(t, err)
 	tmpl := &x509.Certificate{
 		SerialNumber: big.NewInt(1),
 		Subject:      pkix.Name{CommonName: "ledger test"},
@@ -630,25 +518,15 @@ func selfSignedCert(t testing.TB) (certFile, keyFile string, pool *x509.CertPool
 		IsCA:         true, BasicConstraintsValid: true,
 	}
 	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
-	if err != nil {
-		t.Fatal(err)
-	}
+	require.NoError(t, err)
 	kder, err := x509.MarshalECPrivateKey(key)
-	if err != nil {
-		t.Fatal(err)
-	}
+	require.NoError(t, err)
 	dir := t.TempDir()
 	certFile, keyFile = filepath.Join(dir, "cert.pem"), filepath.Join(dir, "key.pem")
-	if err := os.WriteFile(certFile, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	if err := os.WriteFile(keyFile, pem.EncodeToMemory(&pem.Block{Type: "EC PRIVATE KEY", Bytes: kder}), 0o600); err != nil {
-		t.Fatal(err)
-	}
+	require.NoError(t, os.WriteFile(certFile, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}), 0o600))
+	require.NoError(t, os.WriteFile(keyFile, pem.EncodeToMemory(&pem.Block{Type: "EC PRIVATE KEY", Bytes: kder}), 0o600))
 	cert, err := x509.ParseCertificate(der)
-	if err != nil {
-		t.Fatal(err)
-	}
+	require.NoError(t, err)
 	pool = x509.NewCertPool()
 	pool.AddCert(cert)
 	return certFile, keyFile, pool
@@ -675,12 +553,9 @@ func TestRemoteOptionsRejected(t *testing.T) {
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			l, err := ledger.Connect(ctx, tc.o)
-			if err == nil || !strings.Contains(err.Error(), tc.want) {
-				t.Fatalf("Connect(%+v) = %v, %v; want an error about %s", tc.o, l, err, tc.want)
-			}
-			if l != nil {
-				t.Fatalf("Connect returned a ledger with its error")
-			}
+			require.ErrorContainsf(t, err, tc.want, "Connect(%+v)", tc.o)
+			// l == nil, not assert.Nil: a nil pointer in the interface is a bug too.
+			assert.Truef(t, l == nil, "Connect returned a ledger (%#v) with its error", l)
 		})
 	}
 }
@@ -738,9 +613,7 @@ func startRemoteParticipant(t *testing.T, url, opID, name string, env ...string)
 	p := startProc(t, child(t, "remote-participant", append([]string{
 		"SERVER_URL=" + url, "LEDGER_OP=" + opID, "PARTICIPANT=" + name, "TEMP_DIR=" + t.TempDir(),
 	}, env...)...))
-	if err := json.Unmarshal([]byte(p.readLine(t)), &p.ready); err != nil {
-		t.Fatalf("child ready line: %v", err)
-	}
+	require.NoError(t, json.Unmarshal([]byte(p.readLine(t)), &p.ready), "child ready line")
 	return p
 }
 
@@ -774,17 +647,14 @@ func TestRemoteKill9DetectedByHeartbeat(t *testing.T) {
 			e := &env{t: t, dir: dir, open: remoteOpener(url, "")}
 			init := e.Open("init", ledger.Options{})
 			op, err := init.CreateOperation(ctx, ledger.CreateOptions{Description: "remote kill -9"})
-			if err != nil {
-				t.Fatal(err)
-			}
+			require.NoError(t, err)
 			var survivors []*survivor
 			for i := range 2 {
 				survivors = append(survivors, newSurvivor(t, e, fmt.Sprintf("s%d", i), op.ID(), ledger.Options{}))
 			}
 			victim := startRemoteParticipant(t, url, op.ID(), "victim", "CALLS=2", "TEMPS=2")
-			if _, err := os.Stat(filepath.Join(dir, op.ID()+".live", fmt.Sprintf("victim.%d.lock", victim.ready.PID))); !errors.Is(err, os.ErrNotExist) {
-				t.Fatalf("a remote participant has a liveness file (%v): the verdict would not be by heartbeat", err)
-			}
+			_, err = os.Stat(filepath.Join(dir, op.ID()+".live", fmt.Sprintf("victim.%d.lock", victim.ready.PID)))
+			require.ErrorIs(t, err, os.ErrNotExist, "a remote participant has a liveness file: the verdict would not be by heartbeat")
 			victim.kill9(t)
 
 			for i, s := range survivors {
@@ -792,37 +662,29 @@ func TestRemoteKill9DetectedByHeartbeat(t *testing.T) {
 			}
 			waitClosed(t, op.Failed(), 10*time.Second, "initiator Failed()")
 			d := archived(t, dir, op.ID())
-			if d.OperationState != "failed" || d.DetectionTimestamp.IsZero() || d.RemovalTimestamp.IsZero() {
-				t.Fatalf("archived: state %s, detection %v, removal %v", d.OperationState, d.DetectionTimestamp, d.RemovalTimestamp)
-			}
-			if d.Failure == nil || !slices.Equal(sorted(d.Failure.CrashedCallIDs), sorted(victim.ready.Calls)) ||
-				d.Failure.ParticipantID != "victim" {
-				t.Fatalf("failure %+v, want the victim's calls %v", d.Failure, victim.ready.Calls)
-			}
+			assert.Equal(t, "failed", d.OperationState, "archived state")
+			assert.False(t, d.DetectionTimestamp.IsZero(), "no detection timestamp")
+			assert.False(t, d.RemovalTimestamp.IsZero(), "no removal timestamp")
+			require.NotNil(t, d.Failure, "failure")
+			assert.ElementsMatch(t, victim.ready.Calls, d.Failure.CrashedCallIDs, "crashed calls")
+			assert.Equal(t, "victim", d.Failure.ParticipantID, "failed participant")
 			for _, p := range victim.ready.Temps {
-				if _, err := os.Stat(p); err != nil {
-					t.Fatalf("temp file %s, registered through the server, deleted by another participant (%v)", p, err)
-				}
+				_, err := os.Stat(p)
+				assert.NoErrorf(t, err, "temp file %s, registered through the server, deleted by another participant", p)
 			}
 			for i, s := range survivors {
 				waitFor(t, 5*time.Second, "survivor callbacks", func() bool { return s.onFailure.Load() == 1 })
-				if s.opFailed.Load() != 1 || s.cleanups.Load() != 1 {
-					t.Fatalf("survivor %d: OnOperationFailed %d, OnCleanup %d; want 1 each", i, s.opFailed.Load(), s.cleanups.Load())
-				}
-				if info, _ := s.op.Failure(); !strings.Contains(info.Reason, "victim") {
-					t.Fatalf("survivor %d failure %+v", i, info)
-				}
+				assert.Equalf(t, int32(1), s.opFailed.Load(), "survivor %d: OnOperationFailed calls", i)
+				assert.Equalf(t, int32(1), s.cleanups.Load(), "survivor %d: OnCleanup calls", i)
+				info, _ := s.op.Failure()
+				assert.Containsf(t, info.Reason, "victim", "survivor %d failure %+v", i, info)
 			}
 			log := archivedLog(t, dir, op.ID())
 			evs := count(logEvents(log))
 			for _, ev := range []string{"CRASH_DETECTED", "CLEANUP_STARTED", "OPERATION_FAILED"} {
-				if evs[ev] != 1 {
-					t.Fatalf("log has %d %s, want 1:\n%s", evs[ev], ev, log)
-				}
+				assert.Equalf(t, 1, evs[ev], "%s in the log:\n%s", ev, log)
 			}
-			if strings.Contains(log, "victim CRASH_DETECTED") {
-				t.Fatalf("the killed victim cannot have reported itself:\n%s", log)
-			}
+			assert.NotContains(t, log, "victim CRASH_DETECTED", "the killed victim cannot have reported itself")
 		})
 	}
 }
@@ -836,30 +698,21 @@ func TestRemoteSigtermSeenAtOnce(t *testing.T) {
 	e := &env{t: t, dir: dir, open: remoteOpener(url, "")}
 	init := e.Open("init", ledger.Options{HeartbeatInterval: time.Second, StaleThreshold: time.Minute})
 	op, err := init.CreateOperation(ctx, ledger.CreateOptions{})
-	if err != nil {
-		t.Fatal(err)
-	}
+	require.NoError(t, err)
 	p := startRemoteParticipant(t, url, op.ID(), "child", "CALLS=1", "TEMPS=1", "HB=1s", "STALE=1m")
-	if err := p.cmd.Process.Signal(syscall.SIGTERM); err != nil {
-		t.Fatal(err)
-	}
+	require.NoError(t, p.cmd.Process.Signal(syscall.SIGTERM))
 	err = p.cmd.Wait()
 	var ee *exec.ExitError
-	if !errors.As(err, &ee) || ee.Sys().(syscall.WaitStatus).Signal() != syscall.SIGTERM {
-		t.Fatalf("child ended with %v, want death by SIGTERM", err)
-	}
+	require.ErrorAs(t, err, &ee, "the child's exit")
+	require.Equalf(t, syscall.SIGTERM, ee.Sys().(syscall.WaitStatus).Signal(), "child ended with %v, want death by SIGTERM", err)
 	for _, path := range p.ready.Temps {
-		if _, err := os.Stat(path); !errors.Is(err, os.ErrNotExist) {
-			t.Errorf("temp file %s survived the signal (%v)", path, err)
-		}
+		_, err := os.Stat(path)
+		assert.ErrorIsf(t, err, os.ErrNotExist, "temp file %s survived the signal", path)
 	}
 	// Well below the one-minute threshold: only the child's report explains it.
 	waitClosed(t, op.Failed(), 10*time.Second, "the operation to fail")
-	if info, _ := op.Failure(); info.ParticipantID != "child" || len(info.CrashedCallIDs) != 1 || info.CrashedCallIDs[0] != p.ready.Calls[0] {
-		t.Fatalf("failure %+v, want the child's call %v", info, p.ready.Calls)
-	}
-	log := archivedLog(t, dir, op.ID())
-	if !strings.Contains(log, "child CRASH_DETECTED child/") {
-		t.Fatalf("the child did not report itself:\n%s", log)
-	}
+	info, _ := op.Failure()
+	assert.Equal(t, "child", info.ParticipantID, "failure, want the child's call")
+	assert.Equal(t, []string{p.ready.Calls[0]}, info.CrashedCallIDs, "failure, want the child's call")
+	assert.Contains(t, archivedLog(t, dir, op.ID()), "child CRASH_DETECTED child/", "the child did not report itself")
 }

@@ -4,12 +4,10 @@ import (
 	"context"
 	"crypto/sha256"
 	"encoding/json"
-	"errors"
 	"fmt"
 	"io"
 	"io/fs"
 	"log/slog"
-	"maps"
 	"net"
 	"net/http"
 	"net/http/httptest"
@@ -21,6 +19,9 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
 
 	"github.com/gofrs/flock"
 	"github.com/tomdist/ledger"
@@ -56,9 +57,7 @@ func (q rawRequest) do(t testing.TB, base string) rawReply {
 		body = io.MultiReader(body) // hides the length
 	}
 	req, err := http.NewRequest(method, base+q.path, body)
-	if err != nil {
-		t.Fatal(err)
-	}
+	require.NoError(t, err)
 	switch q.ctype {
 	case "":
 		req.Header.Set("Content-Type", "application/json")
@@ -74,14 +73,10 @@ func (q rawRequest) do(t testing.TB, base string) rawReply {
 	}
 	req.Header.Set("Origin", "http://evil.example")
 	res, err := http.DefaultClient.Do(req)
-	if err != nil {
-		t.Fatalf("%s %s: %v", method, q.path, err)
-	}
+	require.NoErrorf(t, err, "%s %s", method, q.path)
 	defer res.Body.Close()
 	b, err := io.ReadAll(res.Body)
-	if err != nil {
-		t.Fatal(err)
-	}
+	require.NoError(t, err)
 	var e struct {
 		Code string `json:"code"`
 	}
@@ -114,9 +109,7 @@ func listing(t testing.TB, dir string) map[string]string {
 		m[rel] = fmt.Sprintf("%d %d %x", fi.Size(), fi.ModTime().UnixNano(), sha256.Sum256(b))
 		return nil
 	})
-	if err != nil {
-		t.Fatal(err)
-	}
+	require.NoError(t, err)
 	return m
 }
 
@@ -140,9 +133,8 @@ func TestServerBadInput(t *testing.T) {
 		{path: "/operation/create", token: badToken, body: `{` + whoJSON("alice") + `,"operationId":"` + badOp + `"}`},
 		{path: "/call/start", token: badToken, body: `{` + whoJSON("alice") + `,"operationId":"` + badOp + `","callId":"call_alice_1_abcd"}`},
 	} {
-		if r := setup.do(t, base); r.status != http.StatusOK {
-			t.Fatalf("setup %s: %d %s", setup.path, r.status, r.body)
-		}
+		r := setup.do(t, base)
+		require.Equalf(t, http.StatusOK, r.status, "setup %s: %s", setup.path, r.body)
 	}
 	// A valid body for most paths, to be spoilt one way at a time.
 	valid := func(extra string) string {
@@ -227,36 +219,28 @@ func TestServerBadInput(t *testing.T) {
 				q.token = ""
 			}
 			r := q.do(t, base)
-			if r.status != tc.wantStatus || r.code != tc.wantCode {
-				t.Errorf("got %d %q, want %d %q: %.300s", r.status, r.code, tc.wantStatus, tc.wantCode, r.body)
-			}
+			assert.Equalf(t, tc.wantStatus, r.status, "status: %.300s", r.body)
+			assert.Equalf(t, tc.wantCode, r.code, "code: %.300s", r.body)
 			var e struct{ Error string }
-			if json.Unmarshal(r.body, &e) != nil || !strings.HasPrefix(e.Error, "ledger: ") {
-				t.Errorf("error body %.300s has no ledger: message", r.body)
-			}
-			if strings.Contains(string(r.body), dir) {
-				t.Errorf("error body shows the directory: %s", r.body)
-			}
+			assert.NoErrorf(t, json.Unmarshal(r.body, &e), "error body %.300s", r.body)
+			assert.Truef(t, strings.HasPrefix(e.Error, "ledger: "), "error body %.300s has no ledger: message", r.body)
+			assert.NotContains(t, string(r.body), dir, "error body shows the directory")
 			for k := range r.header {
-				if strings.HasPrefix(k, "Access-Control-") {
-					t.Errorf("CORS header %s: %s", k, r.header.Get(k))
-				}
+				assert.Falsef(t, strings.HasPrefix(k, "Access-Control-"), "CORS header %s: %s", k, r.header.Get(k))
 			}
-			if tc.wantStatus == 405 && r.header.Get("Allow") == "" {
-				t.Error("405 without Allow")
+			if tc.wantStatus == 405 {
+				assert.NotEmpty(t, r.header.Get("Allow"), "405 without Allow")
 			}
-			if tc.wantStatus == 401 && !strings.HasPrefix(r.header.Get("WWW-Authenticate"), "Bearer") {
-				t.Error("401 without WWW-Authenticate: Bearer")
+			if tc.wantStatus == 401 {
+				assert.True(t, strings.HasPrefix(r.header.Get("WWW-Authenticate"), "Bearer"), "401 without WWW-Authenticate: Bearer")
 			}
-			if after := listing(t, dir); !maps.Equal(before, after) {
-				t.Errorf("directory changed:\nbefore %v\nafter  %v", before, after)
-				before = after
-			}
+			after := listing(t, dir)
+			assert.Equal(t, before, after, "directory changed")
+			before = after
 		})
 	}
-	if _, err := os.Stat(filepath.Join(dir, unknownOp+".operation.lock")); !errors.Is(err, fs.ErrNotExist) {
-		t.Errorf("a lock file was made for an unknown operation: %v", err)
-	}
+	_, err := os.Stat(filepath.Join(dir, unknownOp+".operation.lock"))
+	assert.ErrorIs(t, err, fs.ErrNotExist, "a lock file was made for an unknown operation")
 }
 
 // TestServerPublicEndpoints checks /health and /status: no token needed,
@@ -265,24 +249,20 @@ func TestServerPublicEndpoints(t *testing.T) {
 	dir := t.TempDir()
 	base := startHTTPTestServer(t, ledger.ServerOptions{BasePath: dir, Token: "tok"})
 	r := rawRequest{method: "GET", path: "/health", ctype: "-"}.do(t, base)
-	if r.status != 200 || strings.TrimSpace(string(r.body)) != `{"status":"ok"}` {
-		t.Fatalf("/health: %d %s", r.status, r.body)
-	}
-	if r := (rawRequest{method: "HEAD", path: "/health", ctype: "-"}).do(t, base); r.status != 200 {
-		t.Fatalf("HEAD /health: %d", r.status)
-	}
+	require.Equalf(t, 200, r.status, "/health: %s", r.body)
+	require.Equal(t, `{"status":"ok"}`, strings.TrimSpace(string(r.body)), "/health")
+	r = rawRequest{method: "HEAD", path: "/health", ctype: "-"}.do(t, base)
+	require.Equal(t, 200, r.status, "HEAD /health")
 	r = rawRequest{method: "GET", path: "/status", ctype: "-"}.do(t, base)
 	var st map[string]any
-	if err := json.Unmarshal(r.body, &st); err != nil || r.status != 200 {
-		t.Fatalf("/status: %d %s", r.status, r.body)
-	}
+	require.NoErrorf(t, json.Unmarshal(r.body, &st), "/status: %d %s", r.status, r.body)
+	require.Equalf(t, 200, r.status, "/status: %s", r.body)
 	_, port, _ := net.SplitHostPort(strings.TrimPrefix(base, "http://"))
-	if st["service"] != "tom_dist_ledger" || st["version"] == "" || fmt.Sprint(st["port"]) != port {
-		t.Fatalf("/status = %v, want port %s", st, port)
-	}
-	if strings.Contains(string(r.body), dir) || len(st) != 3 {
-		t.Fatalf("/status says more than service, version and port: %s", r.body)
-	}
+	assert.Equal(t, "tom_dist_ledger", st["service"], "/status service")
+	assert.NotEqual(t, "", st["version"], "/status version")
+	assert.Equal(t, port, fmt.Sprint(st["port"]), "/status port")
+	assert.NotContains(t, string(r.body), dir, "/status shows the directory")
+	assert.Lenf(t, st, 3, "/status says more than service, version and port: %s", r.body)
 }
 
 // TestServerHostCheckWithoutToken checks that a server without a token
@@ -302,46 +282,35 @@ func TestServerHostCheckWithoutToken(t *testing.T) {
 		{"[::1]:19880", 404},
 	} {
 		r := rawRequest{path: "/operation/state", host: tc.host, body: body}.do(t, base)
-		if r.status != tc.want {
-			t.Errorf("Host %s: %d %s, want %d", tc.host, r.status, r.body, tc.want)
-		}
-		if tc.want == 403 && r.code != "forbidden_host" {
-			t.Errorf("Host %s: code %q", tc.host, r.code)
+		assert.Equalf(t, tc.want, r.status, "Host %s: %s", tc.host, r.body)
+		if tc.want == 403 {
+			assert.Equalf(t, "forbidden_host", r.code, "Host %s: code", tc.host)
 		}
 	}
-	if r := (rawRequest{method: "GET", path: "/status", host: "evil.example", ctype: "-"}).do(t, base); r.status != 200 {
-		t.Errorf("/status by host name: %d", r.status)
-	}
+	r := rawRequest{method: "GET", path: "/status", host: "evil.example", ctype: "-"}.do(t, base)
+	assert.Equal(t, 200, r.status, "/status by host name")
 	tokened := startHTTPTestServer(t, ledger.ServerOptions{BasePath: t.TempDir(), Token: "tok"})
-	if r := (rawRequest{path: "/operation/state", host: "ledger.internal", token: badToken, body: body}).do(t, tokened); r.status != 404 {
-		t.Errorf("host name with a token: %d %s, want 404", r.status, r.body)
-	}
+	r = rawRequest{path: "/operation/state", host: "ledger.internal", token: badToken, body: body}.do(t, tokened)
+	assert.Equalf(t, 404, r.status, "host name with a token: %s", r.body)
 }
 
 // TestServerUnusableDirectory checks that a server whose directory cannot
 // be opened says why and answers 503, without panicking.
 func TestServerUnusableDirectory(t *testing.T) {
 	file := filepath.Join(t.TempDir(), "file")
-	if err := os.WriteFile(file, nil, 0o644); err != nil {
-		t.Fatal(err)
-	}
+	require.NoError(t, os.WriteFile(file, nil, 0o644))
 	for _, o := range []ledger.ServerOptions{{BasePath: file}, {}, {BasePath: t.TempDir(), LockTimeout: -1}} {
 		srv := ledger.NewServer(o)
-		if srv.Err() == nil {
-			t.Fatalf("NewServer(%+v).Err() = nil", o)
-		}
+		require.Errorf(t, srv.Err(), "NewServer(%+v).Err()", o)
 		ts := httptest.NewServer(srv)
-		if r := (rawRequest{method: "GET", path: "/health", ctype: "-"}).do(t, ts.URL); r.status != 503 || r.code != "unavailable" {
-			t.Errorf("/health: %d %s", r.status, r.body)
-		}
+		r := rawRequest{method: "GET", path: "/health", ctype: "-"}.do(t, ts.URL)
+		assert.Equalf(t, 503, r.status, "/health: %s", r.body)
+		assert.Equalf(t, "unavailable", r.code, "/health: %s", r.body)
 		body := `{` + whoJSON("bob") + `,"operationId":"` + badOp + `"}`
-		if r := (rawRequest{path: "/operation/state", body: body}).do(t, ts.URL); r.status != 503 {
-			t.Errorf("/operation/state: %d %s", r.status, r.body)
-		}
+		r = rawRequest{path: "/operation/state", body: body}.do(t, ts.URL)
+		assert.Equalf(t, 503, r.status, "/operation/state: %s", r.body)
 		ts.Close()
-		if err := srv.Serve(context.Background(), fakeListener{addr: "127.0.0.1:1"}); err == nil {
-			t.Error("Serve of a broken server returned nil")
-		}
+		assert.Error(t, srv.Serve(context.Background(), fakeListener{addr: "127.0.0.1:1"}), "Serve of a broken server")
 		srv.Close()
 	}
 }
@@ -367,9 +336,7 @@ func TestServerCheckListenAddr(t *testing.T) {
 		{"no-port", ledger.ServerOptions{Token: "t"}, false},
 	} {
 		err := tc.o.CheckListenAddr(tc.addr)
-		if (err == nil) != tc.ok {
-			t.Errorf("CheckListenAddr(%q) with %+v = %v", tc.addr, tc.o, err)
-		}
+		assert.Equalf(t, tc.ok, err == nil, "CheckListenAddr(%q) with %+v = %v", tc.addr, tc.o, err)
 	}
 }
 
@@ -413,9 +380,7 @@ func TestServerServeRefusesNonLoopback(t *testing.T) {
 	srv := ledger.NewServer(ledger.ServerOptions{BasePath: t.TempDir()})
 	defer srv.Close()
 	err := srv.Serve(context.Background(), fakeListener{addr: "192.0.2.1:19880", closed: make(chan struct{})})
-	if err == nil || !strings.Contains(err.Error(), "without a token") {
-		t.Fatalf("Serve on 192.0.2.1 without a token: %v", err)
-	}
+	require.ErrorContains(t, err, "without a token", "Serve on 192.0.2.1 without a token")
 
 	tokened := ledger.NewServer(ledger.ServerOptions{BasePath: t.TempDir(), Token: "t"})
 	defer tokened.Close()
@@ -425,9 +390,7 @@ func TestServerServeRefusesNonLoopback(t *testing.T) {
 		done <- tokened.Serve(ctx, fakeListener{addr: "192.0.2.1:19880", closed: make(chan struct{})})
 	}()
 	cancel()
-	if err := <-done; err != nil {
-		t.Fatalf("Serve with a token, then cancelled: %v", err)
-	}
+	require.NoError(t, <-done, "Serve with a token, then cancelled")
 }
 
 // TestServerLogsEachRequest checks the request log: one debug line per
@@ -449,22 +412,16 @@ func TestServerLogsEachRequest(t *testing.T) {
 	var lines []map[string]any
 	for _, l := range strings.Split(strings.TrimSpace(buf.String()), "\n") {
 		var m map[string]any
-		if err := json.Unmarshal([]byte(l), &m); err != nil {
-			t.Fatalf("log line %q: %v", l, err)
-		}
+		require.NoErrorf(t, json.Unmarshal([]byte(l), &m), "log line %q", l)
 		lines = append(lines, m)
 	}
-	if len(lines) != len(reqs) {
-		t.Fatalf("%d log lines for %d requests:\n%s", len(lines), len(reqs), buf.String())
-	}
+	require.Lenf(t, lines, len(reqs), "log lines for %d requests:\n%s", len(reqs), buf.String())
 	for i, q := range reqs {
-		if lines[i]["level"] != "DEBUG" || lines[i]["path"] != q.path {
-			t.Errorf("line %d = %v, want DEBUG for %s", i, lines[i], q.path)
-		}
+		assert.Equalf(t, "DEBUG", lines[i]["level"], "line %d = %v", i, lines[i])
+		assert.Equalf(t, q.path, lines[i]["path"], "line %d = %v", i, lines[i])
 	}
-	if lines[3]["code"] != "bad_request" || lines[3]["status"] != float64(400) {
-		t.Errorf("failed request logged as %v", lines[3])
-	}
+	assert.Equalf(t, "bad_request", lines[3]["code"], "failed request logged as %v", lines[3])
+	assert.Equalf(t, float64(400), lines[3]["status"], "failed request logged as %v", lines[3])
 }
 
 // TestServerOperationsDoNotBlockEachOther holds the file lock of one
@@ -475,35 +432,29 @@ func TestServerOperationsDoNotBlockEachOther(t *testing.T) {
 	base := startHTTPTestServer(t, ledger.ServerOptions{BasePath: dir})
 	opA, opB := "20240101T00:00:00.000-alice-0000000a", "20240101T00:00:00.000-alice-0000000b"
 	for _, id := range []string{opA, opB} {
-		if r := (rawRequest{path: "/operation/create", body: `{` + whoJSON("alice") + `,"operationId":"` + id + `"}`}).do(t, base); r.status != 200 {
-			t.Fatalf("create: %d %s", r.status, r.body)
-		}
+		r := rawRequest{path: "/operation/create", body: `{` + whoJSON("alice") + `,"operationId":"` + id + `"}`}.do(t, base)
+		require.Equalf(t, 200, r.status, "create: %s", r.body)
 	}
 	lock := flock.New(filepath.Join(dir, opA+".operation.lock"), flock.SetFlag(os.O_RDWR))
-	if err := lock.Lock(); err != nil {
-		t.Fatal(err)
-	}
+	require.NoError(t, lock.Lock())
 	defer lock.Unlock()
 	doneA := make(chan rawReply, 1)
 	go func() {
 		doneA <- rawRequest{path: "/operation/log", body: `{` + whoJSON("alice") + `,"operationId":"` + opA + `","message":"a"}`}.do(t, base)
 	}()
-	if r := (rawRequest{path: "/operation/log", body: `{` + whoJSON("alice") + `,"operationId":"` + opB + `","message":"b"}`}).do(t, base); r.status != 200 {
-		t.Fatalf("log of B while A is locked: %d %s", r.status, r.body)
-	}
+	r := rawRequest{path: "/operation/log", body: `{` + whoJSON("alice") + `,"operationId":"` + opB + `","message":"b"}`}.do(t, base)
+	require.Equalf(t, 200, r.status, "log of B while A is locked: %s", r.body)
 	select {
 	case r := <-doneA:
-		t.Fatalf("log of A answered %d while its lock was held", r.status)
+		require.Failf(t, "log of A answered while its lock was held", "status %d", r.status)
 	default:
 	}
 	lock.Unlock()
 	select {
 	case r := <-doneA:
-		if r.status != 200 {
-			t.Fatalf("log of A after unlock: %d %s", r.status, r.body)
-		}
+		assert.Equalf(t, 200, r.status, "log of A after unlock: %s", r.body)
 	case <-time.After(20 * time.Second):
-		t.Fatal("log of A did not finish after the lock was released")
+		require.Fail(t, "log of A did not finish after the lock was released")
 	}
 }
 
@@ -527,9 +478,7 @@ func TestServerConcurrentClients(t *testing.T) {
 	o := slow
 	o.ParticipantID = "boss"
 	op, err := open(t, o).CreateOperation(ctx, ledger.CreateOptions{Description: "stampede"})
-	if err != nil {
-		t.Fatal(err)
-	}
+	require.NoError(t, err)
 	var wg sync.WaitGroup
 	errs := make(chan error, clients)
 	ids := make([][]string, clients)
@@ -562,26 +511,23 @@ func TestServerConcurrentClients(t *testing.T) {
 	wg.Wait()
 	close(errs)
 	for err := range errs {
-		if err != nil {
-			t.Fatal(err)
-		}
+		require.NoError(t, err)
 	}
 	d, err := op.State(ctx)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if len(d.CallFrames) != 0 || d.OperationState != "running" || len(d.Participants) != clients+1 {
-		t.Fatalf("final state: %d frames, state %s, %d participants", len(d.CallFrames), d.OperationState, len(d.Participants))
-	}
+	require.NoError(t, err)
+	require.Empty(t, d.CallFrames, "frames in the final state")
+	require.Equal(t, "running", d.OperationState, "final state")
+	require.Len(t, d.Participants, clients+1, "participants in the final state")
 	for _, p := range d.Participants {
-		if want := map[bool]string{true: "active", false: "left"}[p.ParticipantID == "boss"]; p.State != want || p.Sessions != map[bool]int{true: 1, false: 0}[p.ParticipantID == "boss"] {
-			t.Errorf("participant %+v, want %s", p, want)
+		wantState, wantSessions := "left", 0
+		if p.ParticipantID == "boss" {
+			wantState, wantSessions = "active", 1
 		}
+		assert.Equalf(t, wantState, p.State, "participant %+v", p)
+		assert.Equalf(t, wantSessions, p.Sessions, "participant %+v", p)
 	}
 	log, err := os.ReadFile(filepath.Join(dir, op.ID()+".operation.log"))
-	if err != nil {
-		t.Fatal(err)
-	}
+	require.NoError(t, err)
 	started, ended := map[string]int{}, map[string]int{}
 	for _, line := range strings.Split(strings.TrimSpace(string(log)), "\n") {
 		f := strings.Fields(line)
@@ -597,20 +543,15 @@ func TestServerConcurrentClients(t *testing.T) {
 		all = append(all, c...)
 	}
 	slices.Sort(all)
-	if len(all) != clients*calls || len(slices.Compact(slices.Clone(all))) != clients*calls {
-		t.Fatalf("%d call ids, want %d distinct", len(all), clients*calls)
-	}
+	require.Equal(t, clients*calls, len(all), "call ids")
+	require.Equal(t, clients*calls, len(slices.Compact(slices.Clone(all))), "distinct call ids")
 	for _, id := range all {
-		if started[id] != 1 || ended[id] != 1 {
-			t.Fatalf("call %s: started %d, ended %d times", id, started[id], ended[id])
-		}
+		require.Equalf(t, 1, started[id], "starts of call %s", id)
+		require.Equalf(t, 1, ended[id], "ends of call %s", id)
 	}
-	if len(started) != clients*calls || len(ended) != clients*calls {
-		t.Fatalf("log has %d starts and %d ends, want %d", len(started), len(ended), clients*calls)
-	}
-	if err := op.Complete(ctx); err != nil {
-		t.Fatal(err)
-	}
+	require.Equal(t, clients*calls, len(started), "calls started in the log")
+	require.Equal(t, clients*calls, len(ended), "calls ended in the log")
+	require.NoError(t, op.Complete(ctx))
 }
 
 // TestServerSweepsOrphans checks that the server, like a local ledger,
@@ -622,9 +563,7 @@ func TestServerSweepsOrphans(t *testing.T) {
 	base := startHTTPTestServer(t, ledger.ServerOptions{BasePath: dir, StaleThreshold: 20 * time.Millisecond})
 	host, _ := os.Hostname()
 	temp := filepath.Join(t.TempDir(), "keep-me")
-	if err := os.WriteFile(temp, nil, 0o644); err != nil {
-		t.Fatal(err)
-	}
+	require.NoError(t, os.WriteFile(temp, nil, 0o644))
 	ghost := fmt.Sprintf(`"participantId":"ghost","participantPid":1,"host":%q,"operationId":%q`, host, badOp)
 	// The ghost's last heartbeat, ten minutes ago: it was last heard of
 	// when it created the operation, at a time the clock-skew seam puts
@@ -636,20 +575,16 @@ func TestServerSweepsOrphans(t *testing.T) {
 		{path: "/call/start", body: `{` + ghost + `,"callId":"call_ghost_1_0000"}`},
 		{path: "/temp/register", body: `{` + ghost + `,"path":` + strconv.Quote(temp) + `}`},
 	} {
-		if r := q.do(t, base); r.status != 200 {
-			t.Fatalf("%s: %d %s", q.path, r.status, r.body)
-		}
+		r := q.do(t, base)
+		require.Equalf(t, 200, r.status, "%s: %s", q.path, r.body)
 	}
 	ledger.SetClockSkew(0)
 
 	d := archived(t, dir, badOp)
-	if d.OperationState != "failed" || d.Failure == nil || len(d.Failure.CrashedCallIDs) != 1 {
-		t.Fatalf("swept: state %s, failure %+v", d.OperationState, d.Failure)
-	}
-	if log := archivedLog(t, dir, badOp); !strings.Contains(log, "ledger-server CRASH_DETECTED all participants are gone") {
-		t.Fatalf("no sweep in the log:\n%s", log)
-	}
-	if _, err := os.Stat(temp); err != nil {
-		t.Fatalf("the server deleted a path a client named: %v", err)
-	}
+	assert.Equal(t, "failed", d.OperationState, "swept state")
+	require.NotNil(t, d.Failure, "swept failure")
+	assert.Len(t, d.Failure.CrashedCallIDs, 1, "crashed calls")
+	assert.Contains(t, archivedLog(t, dir, badOp), "ledger-server CRASH_DETECTED all participants are gone", "no sweep in the log")
+	_, err := os.Stat(temp)
+	assert.NoError(t, err, "the server deleted a path a client named")
 }

@@ -2,8 +2,10 @@ package ledger_test
 
 import (
 	"context"
-	"errors"
 	"testing"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
 
 	"github.com/tomdist/ledger"
 )
@@ -14,31 +16,16 @@ func TestCreateJoinCallComplete(t *testing.T) {
 		a := e.Open("alice", ledger.Options{})
 		b := e.Open("bob", ledger.Options{})
 		op, err := a.CreateOperation(ctx, ledger.CreateOptions{Description: "build"})
-		if err != nil {
-			t.Fatal(err)
-		}
+		require.NoError(t, err)
 		joined, err := b.JoinOperation(ctx, op.ID(), ledger.JoinOptions{})
-		if err != nil {
-			t.Fatal(err)
-		}
+		require.NoError(t, err)
 		call, err := ledger.StartCall[int](ctx, joined, ledger.CallOptions[int]{Description: "compile"})
-		if err != nil {
-			t.Fatal(err)
-		}
-		if err := call.End(ctx, 3); err != nil {
-			t.Fatal(err)
-		}
-		if err := call.End(ctx, 3); !errors.Is(err, ledger.ErrCallCompleted) {
-			t.Fatalf("second End: %v, want ErrCallCompleted", err)
-		}
-		if err := joined.Leave(ctx, ledger.LeaveOptions{}); err != nil {
-			t.Fatal(err)
-		}
-		if err := op.Complete(ctx); err != nil {
-			t.Fatal(err)
-		}
-		if _, err := b.JoinOperation(ctx, op.ID(), ledger.JoinOptions{}); !errors.Is(err, ledger.ErrOperationCompleted) {
-			t.Fatalf("join after complete: %v, want ErrOperationCompleted", err)
-		}
+		require.NoError(t, err)
+		require.NoError(t, call.End(ctx, 3))
+		require.ErrorIs(t, call.End(ctx, 3), ledger.ErrCallCompleted, "second End")
+		require.NoError(t, joined.Leave(ctx, ledger.LeaveOptions{}))
+		require.NoError(t, op.Complete(ctx))
+		_, err = b.JoinOperation(ctx, op.ID(), ledger.JoinOptions{})
+		assert.ErrorIs(t, err, ledger.ErrOperationCompleted, "join after complete")
 	})
 }

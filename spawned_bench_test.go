@@ -5,6 +5,8 @@ import (
 	"fmt"
 	"testing"
 
+	"github.com/stretchr/testify/require"
+
 	"github.com/tomdist/ledger"
 )
 
@@ -14,14 +16,10 @@ func benchOp(b *testing.B) *ledger.Operation {
 	b.Helper()
 	ctx := context.Background()
 	l, err := ledger.Connect(ctx, ledger.Options{BasePath: b.TempDir(), ParticipantID: "bench"})
-	if err != nil {
-		b.Fatal(err)
-	}
+	require.NoError(b, err)
 	b.Cleanup(func() { l.Close() })
 	op, err := l.CreateOperation(ctx, ledger.CreateOptions{Description: "bench"})
-	if err != nil {
-		b.Fatal(err)
-	}
+	require.NoError(b, err)
 	return op
 }
 
@@ -43,9 +41,8 @@ func BenchmarkSpawnSync(b *testing.B) {
 					calls[i] = ledger.SpawnCall(op, trivial, ledger.CallOptions[int]{})
 				}
 				r, err := op.Sync(ctx, calls...)
-				if err != nil || !r.AllSucceeded() {
-					b.Fatalf("Sync: %+v, %v", r, err)
-				}
+				require.NoError(b, err, "Sync")
+				require.Truef(b, r.AllSucceeded(), "Sync: %+v", r)
 			}
 			b.ReportMetric(float64(b.Elapsed().Nanoseconds())/float64(b.N*n), "ns/call")
 		})
@@ -56,12 +53,8 @@ func BenchmarkSpawnSync(b *testing.B) {
 		b.ResetTimer()
 		for range b.N {
 			call, err := ledger.StartCall[int](ctx, op, ledger.CallOptions[int]{})
-			if err != nil {
-				b.Fatal(err)
-			}
-			if err := call.End(ctx, 1); err != nil {
-				b.Fatal(err)
-			}
+			require.NoError(b, err)
+			require.NoError(b, call.End(ctx, 1))
 		}
 		b.ReportMetric(float64(b.Elapsed().Nanoseconds())/float64(b.N), "ns/call")
 	})

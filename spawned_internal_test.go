@@ -2,29 +2,25 @@ package ledger
 
 import (
 	"context"
-	"errors"
 	"os/exec"
 	"syscall"
 	"testing"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
 )
 
 // TestSpawnedCallKill attaches a real child process to a spawned call, the
 // way the process workers do, and kills it through Kill.
 func TestSpawnedCallKill(t *testing.T) {
 	sleep, err := exec.LookPath("sleep")
-	if err != nil {
-		t.Fatalf("this test needs sleep(1): %v", err)
-	}
+	require.NoError(t, err, "this test needs sleep(1)")
 	ctx := context.Background()
 	l, err := NewLocalLedger(Options{BasePath: t.TempDir(), ParticipantID: "killer"})
-	if err != nil {
-		t.Fatal(err)
-	}
+	require.NoError(t, err)
 	defer l.Close()
 	op, err := l.CreateOperation(ctx, CreateOptions{})
-	if err != nil {
-		t.Fatal(err)
-	}
+	require.NoError(t, err)
 	gate, attached := make(chan struct{}), make(chan struct{})
 	call := SpawnCall(op, func(ctx context.Context, c *SpawnedCall[int]) (int, error) {
 		select {
@@ -40,23 +36,15 @@ func TestSpawnedCallKill(t *testing.T) {
 		close(attached)
 		return 0, cmd.Wait()
 	}, CallOptions[int]{Contained: true})
-	if call.Kill(syscall.SIGTERM) {
-		t.Fatal("Kill reported success with no process attached")
-	}
+	require.False(t, call.Kill(syscall.SIGTERM), "Kill reported success with no process attached")
 	close(gate)
 	<-attached
-	if !call.Kill(syscall.SIGTERM) {
-		t.Fatal("Kill of the attached process failed")
-	}
+	require.True(t, call.Kill(syscall.SIGTERM), "Kill of the attached process failed")
 	_, err = call.Wait(ctx)
 	var ee *exec.ExitError
-	if !errors.As(err, &ee) {
-		t.Fatalf("Wait error %v, want the child's *exec.ExitError", err)
-	}
-	if ws, ok := ee.Sys().(syscall.WaitStatus); !ok || ws.Signal() != syscall.SIGTERM {
-		t.Fatalf("child ended with %v, want SIGTERM", ee.ProcessState)
-	}
-	if call.Kill(syscall.SIGTERM) {
-		t.Fatal("Kill reported success after the call ended")
-	}
+	require.ErrorAs(t, err, &ee, "Wait must return the child's error")
+	ws, ok := ee.Sys().(syscall.WaitStatus)
+	require.Truef(t, ok, "child ended with %v", ee.ProcessState)
+	require.Equalf(t, syscall.SIGTERM, ws.Signal(), "child ended with %v", ee.ProcessState)
+	assert.False(t, call.Kill(syscall.SIGTERM), "Kill reported success after the call ended")
 }

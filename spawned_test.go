@@ -14,6 +14,9 @@ import (
 	"testing"
 	"time"
 
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+
 	"github.com/tomdist/ledger"
 )
 
@@ -25,9 +28,7 @@ func newOp(t *testing.T, e *env) (ledger.Ledger, *ledger.Operation) {
 	t.Helper()
 	l := e.Open("alice", ledger.Options{})
 	op, err := l.CreateOperation(context.Background(), ledger.CreateOptions{Description: "spawn test"})
-	if err != nil {
-		t.Fatal(err)
-	}
+	require.NoError(t, err)
 	return l, op
 }
 
@@ -39,9 +40,7 @@ func opLog(t testing.TB, e *env, id string) string {
 	if errors.Is(err, os.ErrNotExist) {
 		b, err = os.ReadFile(filepath.Join(e.dir, "backup", id, "operation.log"))
 	}
-	if err != nil {
-		t.Errorf("read log: %v", err)
-	}
+	assert.NoError(t, err, "read log")
 	return string(b)
 }
 
@@ -63,8 +62,7 @@ func callEvents(t testing.TB, e *env, opID, callID string) []string {
 func hasFrame(t testing.TB, op *ledger.Operation, id string) bool {
 	t.Helper()
 	d, err := op.State(context.Background())
-	if err != nil {
-		t.Errorf("state: %v", err)
+	if !assert.NoError(t, err, "state") {
 		return false
 	}
 	return slices.ContainsFunc(d.CallFrames, func(f ledger.CallFrame) bool { return f.CallID == id })
@@ -117,44 +115,32 @@ func TestSpawnCallSuccess(t *testing.T) {
 				frameAtCompletion.Store(hasFrame(t, op, call.ID()))
 			}},
 		})
-		if call.ID() == "" || call.Description() != "answer" || call.StartedAt().IsZero() {
-			t.Fatalf("id %q, description %q, started %v", call.ID(), call.Description(), call.StartedAt())
-		}
-		if !hasFrame(t, op, call.ID()) {
-			t.Fatal("no frame after SpawnCall returned")
-		}
-		if call.IsCompleted() {
-			t.Fatal("completed before the work returned")
-		}
+		require.NotEmpty(t, call.ID(), "call id")
+		require.Equal(t, "answer", call.Description(), "description")
+		require.False(t, call.StartedAt().IsZero(), "no start time")
+		require.True(t, hasFrame(t, op, call.ID()), "no frame after SpawnCall returned")
+		require.False(t, call.IsCompleted(), "completed before the work returned")
 		close(ready)
 		v, err := call.Wait(ctx)
-		if err != nil || v != 42 {
-			t.Fatalf("Wait = %d, %v; want 42, nil", v, err)
-		}
-		if !frameFirst.Load() || !spawnedLogged.Load() {
-			t.Fatalf("when the work started: frame %t, CALL_SPAWNED %t", frameFirst.Load(), spawnedLogged.Load())
-		}
-		if completedWith.Load() != 42 || doneBeforeCompletion.Load() || frameAtCompletion.Load() {
-			t.Fatalf("OnCompletion(%d): Done closed %t, frame present %t; want 42, false, false",
-				completedWith.Load(), doneBeforeCompletion.Load(), frameAtCompletion.Load())
-		}
-		if r, ok := call.Result(); !ok || r != 42 {
-			t.Fatalf("Result = %d, %t", r, ok)
-		}
-		if !call.IsCompleted() || !call.IsSuccess() || call.IsFailed() || call.IsCancelled() || call.Err() != nil {
-			t.Fatalf("state: completed %t success %t failed %t cancelled %t err %v",
-				call.IsCompleted(), call.IsSuccess(), call.IsFailed(), call.IsCancelled(), call.Err())
-		}
-		if evs := callEvents(t, e, op.ID(), call.ID()); !slices.Equal(evs, []string{"CALL_SPAWNED", "CALL_COMPLETED"}) {
-			t.Fatalf("events %v", evs)
-		}
-		if op.HasPendingCalls() {
-			t.Fatalf("pending after success: %v", op.PendingCalls())
-		}
+		require.NoError(t, err, "Wait")
+		require.Equal(t, 42, v, "Wait")
+		assert.True(t, frameFirst.Load(), "no frame when the work started")
+		assert.True(t, spawnedLogged.Load(), "no CALL_SPAWNED when the work started")
+		assert.Equal(t, int64(42), completedWith.Load(), "OnCompletion's value")
+		assert.False(t, doneBeforeCompletion.Load(), "Done closed before OnCompletion")
+		assert.False(t, frameAtCompletion.Load(), "frame present at OnCompletion")
+		r, ok := call.Result()
+		assert.True(t, ok, "no Result")
+		assert.Equal(t, 42, r, "Result")
+		assert.True(t, call.IsCompleted(), "IsCompleted")
+		assert.True(t, call.IsSuccess(), "IsSuccess")
+		assert.False(t, call.IsFailed(), "IsFailed")
+		assert.False(t, call.IsCancelled(), "IsCancelled")
+		assert.NoError(t, call.Err(), "Err")
+		assert.Equal(t, []string{"CALL_SPAWNED", "CALL_COMPLETED"}, callEvents(t, e, op.ID(), call.ID()), "events")
+		assert.Falsef(t, op.HasPendingCalls(), "pending after success: %v", op.PendingCalls())
 		// The frame is gone when Wait returns, so Complete cannot race it.
-		if err := op.Complete(ctx); err != nil {
-			t.Fatal(err)
-		}
+		require.NoError(t, op.Complete(ctx))
 	})
 }
 
@@ -184,48 +170,42 @@ func TestSpawnCallErrorFailsOperation(t *testing.T) {
 		})
 		_, err := bad.Wait(ctx)
 		var cfe *ledger.CallFailedError
-		if !errors.Is(err, errDisk) || !errors.As(err, &cfe) || cfe.CallID != bad.ID() {
-			t.Fatalf("Wait error %v; want a *CallFailedError of %s wrapping errDisk", err, bad.ID())
-		}
-		if !bad.IsFailed() || bad.IsSuccess() || bad.IsCancelled() || bad.Err() != err {
-			t.Fatal("bad call not failed")
-		}
+		require.ErrorIs(t, err, errDisk, "Wait")
+		require.ErrorAs(t, err, &cfe, "Wait: want a *CallFailedError")
+		require.Equal(t, bad.ID(), cfe.CallID, "the CallFailedError's call")
+		assert.True(t, bad.IsFailed(), "bad call not failed")
+		assert.False(t, bad.IsSuccess(), "bad call succeeded")
+		assert.False(t, bad.IsCancelled(), "bad call cancelled")
+		assert.True(t, bad.Err() == err, "bad call's Err is not Wait's error")
 		// The failure is known when bad's Done closes; Failed closes once
 		// every other call heard of it.
 		info, ok := op.Failure()
-		if !ok || !slices.Equal(info.CrashedCallIDs, []string{bad.ID()}) || !strings.Contains(info.Reason, "disk full") {
-			t.Fatalf("Failure = %+v, %t", info, ok)
-		}
+		require.True(t, ok, "no Failure")
+		assert.Equal(t, []string{bad.ID()}, info.CrashedCallIDs, "Failure")
+		assert.Contains(t, info.Reason, "disk full", "Failure")
 		waitClosed(t, op.Failed(), 5*time.Second, "Failed")
-		if p := otherFailed.Load(); p == nil || !slices.Equal(p.CrashedCallIDs, []string{bad.ID()}) {
-			t.Fatalf("other call's OnOperationFailed got %v", p)
-		}
-		if badCleanup.Load() != 1 || badOpFailed.Load() != 0 {
-			t.Fatalf("failing call: OnCleanup ran %d times, OnOperationFailed %d; want 1, 0", badCleanup.Load(), badOpFailed.Load())
-		}
+		p := otherFailed.Load()
+		require.NotNil(t, p, "other call's OnOperationFailed did not run")
+		assert.Equal(t, []string{bad.ID()}, p.CrashedCallIDs, "other call's OnOperationFailed")
+		assert.Equal(t, int32(1), badCleanup.Load(), "failing call: OnCleanup runs")
+		assert.Equal(t, int32(0), badOpFailed.Load(), "failing call: OnOperationFailed runs")
 		_, err = other.Wait(ctx)
 		var cce *ledger.CallCancelledError
-		if !other.IsCancelled() || !errors.Is(err, ledger.ErrCancelled) || !errors.Is(err, ledger.ErrOperationFailed) || !errors.As(err, &cce) {
-			t.Fatalf("other call: cancelled %t, err %v; want cancelled by the failure", other.IsCancelled(), err)
-		}
-		if otherCleanup.Load() != 1 {
-			t.Fatalf("other call's OnCleanup ran %d times, want 1", otherCleanup.Load())
-		}
+		assert.True(t, other.IsCancelled(), "other call not cancelled")
+		assert.ErrorIs(t, err, ledger.ErrCancelled, "other call")
+		assert.ErrorIs(t, err, ledger.ErrOperationFailed, "other call")
+		assert.ErrorAs(t, err, &cce, "other call")
+		assert.Equal(t, int32(1), otherCleanup.Load(), "other call's OnCleanup runs")
 		d, err := op.State(ctx)
-		if err != nil {
-			t.Fatal(err)
-		}
-		if d.OperationState == "running" || d.Failure == nil {
-			t.Fatalf("ledger state %q, failure %v; want the failure recorded", d.OperationState, d.Failure)
-		}
-		if evs := callEvents(t, e, op.ID(), bad.ID()); !slices.Contains(evs, "CALL_FAILED") {
-			t.Fatalf("events of the failing call: %v", evs)
-		}
+		require.NoError(t, err)
+		assert.NotEqual(t, "running", d.OperationState, "ledger state")
+		assert.NotNil(t, d.Failure, "no failure recorded")
+		assert.Contains(t, callEvents(t, e, op.ID(), bad.ID()), "CALL_FAILED", "events of the failing call")
 		// A failed operation takes no new calls.
 		late := ledger.SpawnCall(op, func(context.Context, *ledger.SpawnedCall[int]) (int, error) { return 1, nil }, ledger.CallOptions[int]{})
-		if _, err := late.Wait(ctx); !errors.Is(err, ledger.ErrOperationFailed) || !late.IsFailed() {
-			t.Fatalf("spawn on a failed operation: %v", err)
-		}
+		_, err = late.Wait(ctx)
+		assert.ErrorIs(t, err, ledger.ErrOperationFailed, "spawn on a failed operation")
+		assert.True(t, late.IsFailed(), "spawn on a failed operation: call not failed")
 	})
 }
 
@@ -242,20 +222,16 @@ func TestSpawnCallFrameGone(t *testing.T) {
 			}
 			return 1, nil
 		}, ledger.CallOptions[int]{Callback: ledger.CallCallback[int]{
-			OnCompletion: func(int) { t.Error("OnCompletion ran without a frame removed") },
+			OnCompletion: func(int) { assert.Fail(t, "OnCompletion ran without a frame removed") },
 		}})
 		// Someone removed the frame under the call: its result cannot be
 		// recorded, so the call fails, alone.
-		if err := op.DeleteCallFrame(ctx, call.ID()); err != nil {
-			t.Fatal(err)
-		}
+		require.NoError(t, op.DeleteCallFrame(ctx, call.ID()))
 		close(release)
-		if _, err := call.Wait(ctx); !errors.Is(err, ledger.ErrCallNotFound) || !call.IsFailed() {
-			t.Fatalf("Wait error %v, want ErrCallNotFound", err)
-		}
-		if isClosed(op.Failed()) {
-			t.Fatal("the operation failed")
-		}
+		_, err := call.Wait(ctx)
+		require.ErrorIs(t, err, ledger.ErrCallNotFound, "Wait")
+		require.True(t, call.IsFailed(), "call not failed")
+		assert.False(t, isClosed(op.Failed()), "the operation failed")
 	})
 }
 
@@ -269,16 +245,13 @@ func TestSpawnCallPanic(t *testing.T) {
 		}, ledger.CallOptions[int]{})
 		_, err := call.Wait(ctx)
 		var pe *ledger.PanicError
-		if !errors.As(err, &pe) || pe.Value != "boom" || !strings.Contains(string(pe.Stack), "panicInWork") {
-			t.Fatalf("Wait error %v; want a *PanicError with value boom and the stack", err)
-		}
-		if !call.IsFailed() {
-			t.Fatal("call not failed")
-		}
+		require.ErrorAs(t, err, &pe, "Wait: want a *PanicError")
+		assert.Equal(t, "boom", pe.Value, "the panic's value")
+		assert.Contains(t, string(pe.Stack), "panicInWork", "the panic's stack")
+		assert.True(t, call.IsFailed(), "call not failed")
 		waitClosed(t, op.Failed(), wait, "operation failure after a panic")
-		if info, _ := op.Failure(); !strings.Contains(info.Reason, "boom") {
-			t.Fatalf("failure reason %q", info.Reason)
-		}
+		info, _ := op.Failure()
+		assert.Contains(t, info.Reason, "boom", "failure reason")
 	})
 }
 
@@ -292,12 +265,10 @@ func TestSpawnCallGoexit(t *testing.T) {
 			runtime.Goexit()
 			return 1, nil
 		}, ledger.CallOptions[int]{Contained: true})
-		if _, err := call.Wait(context.Background()); err == nil || !call.IsFailed() {
-			t.Fatalf("Goexit in the work: err %v, failed %t", err, call.IsFailed())
-		}
-		if hasFrame(t, op, call.ID()) {
-			t.Fatal("frame left behind")
-		}
+		_, err := call.Wait(context.Background())
+		require.Error(t, err, "Goexit in the work")
+		require.True(t, call.IsFailed(), "Goexit in the work: call not failed")
+		assert.False(t, hasFrame(t, op, call.ID()), "frame left behind")
 	})
 }
 
@@ -323,28 +294,20 @@ func TestSpawnCallFallback(t *testing.T) {
 					OnCompletion:  func(v int) { completedWith.Store(int64(v)) },
 				}})
 				v, err := call.Wait(ctx)
-				if err != nil || v != 7 || !call.IsSuccess() {
-					t.Fatalf("Wait = %d, %v, success %t; want the fallback 7", v, err, call.IsSuccess())
-				}
-				if !tc.want(crashedWith) {
-					t.Fatalf("OnCallCrashed got %v", crashedWith)
-				}
-				if completedWith.Load() != 7 {
-					t.Fatalf("OnCompletion got %d", completedWith.Load())
-				}
-				if isClosed(op.Failed()) {
-					t.Fatal("a fallback failed the operation")
-				}
-				if evs := callEvents(t, e, op.ID(), call.ID()); !slices.Equal(evs, []string{"CALL_SPAWNED", "CALL_COMPLETED"}) {
-					t.Fatalf("events %v", evs)
-				}
+				require.NoError(t, err, "Wait: want the fallback")
+				require.Equal(t, 7, v, "Wait: want the fallback")
+				require.True(t, call.IsSuccess(), "call not successful")
+				assert.Truef(t, tc.want(crashedWith), "OnCallCrashed got %v", crashedWith)
+				assert.Equal(t, int64(7), completedWith.Load(), "OnCompletion's value")
+				assert.False(t, isClosed(op.Failed()), "a fallback failed the operation")
+				assert.Equal(t, []string{"CALL_SPAWNED", "CALL_COMPLETED"}, callEvents(t, e, op.ID(), call.ID()), "events")
 				// No fallback (ok == false): the call fails as usual.
 				declined := ledger.SpawnCall(op, tc.work, ledger.CallOptions[int]{Contained: true, Callback: ledger.CallCallback[int]{
 					OnCallCrashed: func(error) (int, bool) { return 7, false },
 				}})
-				if _, err := declined.Wait(ctx); !tc.want(errors.Unwrap(err)) || !declined.IsFailed() {
-					t.Fatalf("declined fallback: %v", err)
-				}
+				_, err = declined.Wait(ctx)
+				assert.Truef(t, tc.want(errors.Unwrap(err)), "declined fallback: %v", err)
+				assert.True(t, declined.IsFailed(), "declined fallback: call not failed")
 			})
 		})
 	}
@@ -361,25 +324,17 @@ func TestSpawnCallContained(t *testing.T) {
 		bad := ledger.SpawnCall(op, func(context.Context, *ledger.SpawnedCall[int]) (int, error) {
 			return 0, errors.New("contained")
 		}, ledger.CallOptions[int]{Contained: true, Callback: ledger.CallCallback[int]{OnCleanup: func() { cleanup.Add(1) }}})
-		if _, err := bad.Wait(ctx); err == nil || !bad.IsFailed() {
-			t.Fatalf("contained call: %v", err)
-		}
-		if cleanup.Load() != 1 {
-			t.Fatalf("OnCleanup ran %d times", cleanup.Load())
-		}
-		if isClosed(op.Failed()) || other.IsCompleted() {
-			t.Fatal("a contained failure failed the operation")
-		}
+		_, err := bad.Wait(ctx)
+		require.Error(t, err, "contained call")
+		require.True(t, bad.IsFailed(), "contained call not failed")
+		assert.Equal(t, int32(1), cleanup.Load(), "OnCleanup runs")
+		assert.False(t, isClosed(op.Failed()), "a contained failure failed the operation")
+		assert.False(t, other.IsCompleted(), "a contained failure ended another call")
 		d, err := op.State(ctx)
-		if err != nil {
-			t.Fatal(err)
-		}
-		if d.OperationState != "running" || d.Failure != nil {
-			t.Fatalf("ledger state %q, failure %v", d.OperationState, d.Failure)
-		}
-		if evs := callEvents(t, e, op.ID(), bad.ID()); !slices.Contains(evs, "CALL_FAILED") {
-			t.Fatalf("events %v", evs)
-		}
+		require.NoError(t, err)
+		assert.Equal(t, "running", d.OperationState, "ledger state")
+		assert.Nil(t, d.Failure, "failure recorded")
+		assert.Contains(t, callEvents(t, e, op.ID(), bad.ID()), "CALL_FAILED", "events")
 		other.Cancel()
 		other.Wait(ctx)
 	})
@@ -404,21 +359,18 @@ func TestSpawnCallCancel(t *testing.T) {
 			call.Cancel()
 			_, err := call.Wait(ctx)
 			var cce *ledger.CallCancelledError
-			if !errors.Is(err, ledger.ErrCancelled) || !errors.As(err, &cce) || cce.CallID != call.ID() {
-				t.Fatalf("Wait error %v; want a *CallCancelledError", err)
-			}
-			if cause.Load() != ledger.ErrCancelled {
-				t.Fatalf("context cause %v, want ErrCancelled", cause.Load())
-			}
-			if !call.IsCancelled() || call.IsFailed() || call.IsSuccess() || !call.IsCompleted() {
-				t.Fatal("state after Cancel")
-			}
-			if cleanup.Load() != 1 || hasFrame(t, op, call.ID()) || isClosed(op.Failed()) {
-				t.Fatalf("OnCleanup %d, frame left %t, operation failed %t", cleanup.Load(), hasFrame(t, op, call.ID()), isClosed(op.Failed()))
-			}
-			if evs := callEvents(t, e, op.ID(), call.ID()); !slices.Equal(evs, []string{"CALL_SPAWNED", "CALL_CANCELLED"}) {
-				t.Fatalf("events %v", evs)
-			}
+			require.ErrorIs(t, err, ledger.ErrCancelled, "Wait")
+			require.ErrorAs(t, err, &cce, "Wait: want a *CallCancelledError")
+			require.Equal(t, call.ID(), cce.CallID, "the CallCancelledError's call")
+			assert.Same(t, ledger.ErrCancelled, cause.Load(), "context cause")
+			assert.True(t, call.IsCancelled(), "after Cancel: IsCancelled")
+			assert.False(t, call.IsFailed(), "after Cancel: IsFailed")
+			assert.False(t, call.IsSuccess(), "after Cancel: IsSuccess")
+			assert.True(t, call.IsCompleted(), "after Cancel: IsCompleted")
+			assert.Equal(t, int32(1), cleanup.Load(), "OnCleanup runs")
+			assert.False(t, hasFrame(t, op, call.ID()), "frame left")
+			assert.False(t, isClosed(op.Failed()), "operation failed")
+			assert.Equal(t, []string{"CALL_SPAWNED", "CALL_CANCELLED"}, callEvents(t, e, op.ID(), call.ID()), "events")
 		})
 
 		t.Run("right after SpawnCall", func(t *testing.T) {
@@ -426,23 +378,23 @@ func TestSpawnCallCancel(t *testing.T) {
 			// not, the call ends cancelled.
 			call := ledger.SpawnCall(op, blockUntilCancelled[int](nil), ledger.CallOptions[int]{})
 			call.Cancel()
-			if _, err := call.Wait(ctx); !errors.Is(err, ledger.ErrCancelled) || !call.IsCancelled() {
-				t.Fatalf("Wait error %v", err)
-			}
-			if hasFrame(t, op, call.ID()) {
-				t.Fatal("frame left")
-			}
+			_, err := call.Wait(ctx)
+			require.ErrorIs(t, err, ledger.ErrCancelled, "Wait")
+			require.True(t, call.IsCancelled(), "call not cancelled")
+			assert.False(t, hasFrame(t, op, call.ID()), "frame left")
 		})
 
 		t.Run("after completion", func(t *testing.T) {
 			call := ledger.SpawnCall(op, func(context.Context, *ledger.SpawnedCall[int]) (int, error) { return 5, nil }, ledger.CallOptions[int]{})
-			if v, err := call.Wait(ctx); err != nil || v != 5 {
-				t.Fatalf("Wait = %d, %v", v, err)
-			}
+			v, err := call.Wait(ctx)
+			require.NoError(t, err, "Wait")
+			require.Equal(t, 5, v, "Wait")
 			call.Cancel()
-			if v, err := call.Wait(ctx); err != nil || v != 5 || !call.IsSuccess() || call.IsCancelled() {
-				t.Fatalf("after Cancel: %d, %v, success %t", v, err, call.IsSuccess())
-			}
+			v, err = call.Wait(ctx)
+			assert.NoError(t, err, "after Cancel")
+			assert.Equal(t, 5, v, "after Cancel")
+			assert.True(t, call.IsSuccess(), "after Cancel: IsSuccess")
+			assert.False(t, call.IsCancelled(), "after Cancel: IsCancelled")
 		})
 	})
 }
@@ -457,18 +409,12 @@ func TestSpawnCallOnAbortedOperation(t *testing.T) {
 			return 1, nil
 		}, ledger.CallOptions[int]{})
 		_, err := call.Wait(context.Background())
-		if !errors.Is(err, ledger.ErrAborted) || !errors.Is(err, ledger.ErrCancelled) || !call.IsCancelled() {
-			t.Fatalf("Wait error %v; want cancelled by the abort", err)
-		}
-		if ran.Load() {
-			t.Fatal("the work ran with a cancelled context")
-		}
-		if hasFrame(t, op, call.ID()) {
-			t.Fatal("frame left")
-		}
-		if evs := callEvents(t, e, op.ID(), call.ID()); !slices.Equal(evs, []string{"CALL_SPAWNED", "CALL_CANCELLED"}) {
-			t.Fatalf("events %v", evs)
-		}
+		assert.ErrorIs(t, err, ledger.ErrAborted, "Wait: want cancelled by the abort")
+		assert.ErrorIs(t, err, ledger.ErrCancelled, "Wait: want cancelled by the abort")
+		assert.True(t, call.IsCancelled(), "call not cancelled")
+		assert.False(t, ran.Load(), "the work ran with a cancelled context")
+		assert.False(t, hasFrame(t, op, call.ID()), "frame left")
+		assert.Equal(t, []string{"CALL_SPAWNED", "CALL_CANCELLED"}, callEvents(t, e, op.ID(), call.ID()), "events")
 	})
 }
 
@@ -479,28 +425,20 @@ func TestSpawnCallContextCauses(t *testing.T) {
 		want error
 	}{
 		{"abort", func(t *testing.T, _ ledger.Ledger, op *ledger.Operation) {
-			if err := op.SetAbortFlag(context.Background(), true); err != nil {
-				t.Fatal(err)
-			}
+			require.NoError(t, op.SetAbortFlag(context.Background(), true))
 		}, ledger.ErrAborted},
 		{"close", func(t *testing.T, l ledger.Ledger, _ *ledger.Operation) {
-			if err := l.Close(); err != nil {
-				t.Fatal(err)
-			}
+			require.NoError(t, l.Close())
 		}, ledger.ErrClosed},
 		{"complete", func(t *testing.T, _ ledger.Ledger, op *ledger.Operation) {
-			if err := op.Complete(context.Background()); err != nil {
-				t.Fatal(err)
-			}
+			require.NoError(t, op.Complete(context.Background()))
 		}, ledger.ErrOperationCompleted},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			forEachBackend(t, func(t *testing.T, e *env) {
 				l := e.Open("alice", ledger.Options{})
 				op, err := l.CreateOperation(context.Background(), ledger.CreateOptions{})
-				if err != nil {
-					t.Fatal(err)
-				}
+				require.NoError(t, err)
 				started := make(chan struct{}, 1)
 				var cause atomic.Value
 				call := ledger.SpawnCall(op, func(ctx context.Context, _ *ledger.SpawnedCall[int]) (int, error) {
@@ -512,12 +450,11 @@ func TestSpawnCallContextCauses(t *testing.T) {
 				<-started
 				tc.end(t, l, op)
 				_, err = call.Wait(context.Background())
-				if !errors.Is(err, tc.want) || !errors.Is(err, ledger.ErrCancelled) || !call.IsCancelled() {
-					t.Fatalf("Wait error %v; want cancelled with %v", err, tc.want)
-				}
-				if c, _ := cause.Load().(error); !errors.Is(c, tc.want) {
-					t.Fatalf("context cause %v, want %v", c, tc.want)
-				}
+				assert.ErrorIs(t, err, tc.want, "Wait")
+				assert.ErrorIs(t, err, ledger.ErrCancelled, "Wait")
+				assert.True(t, call.IsCancelled(), "call not cancelled")
+				c, _ := cause.Load().(error)
+				assert.ErrorIs(t, c, tc.want, "context cause")
 			})
 		})
 	}
@@ -537,36 +474,25 @@ func TestSpawnCallCannotStart(t *testing.T) {
 			{"nil work", func() *ledger.SpawnedCall[int] { return ledger.SpawnCall[int](op, nil, ledger.CallOptions[int]{}) }, ledger.ErrInvalidArgument},
 		} {
 			call := tc.call()
-			if _, err := call.Wait(ctx); !errors.Is(err, tc.want) || !call.IsFailed() {
-				t.Errorf("%s: %v, want %v", tc.name, err, tc.want)
-			}
+			_, err := call.Wait(ctx)
+			assert.ErrorIsf(t, err, tc.want, "%s", tc.name)
+			assert.Truef(t, call.IsFailed(), "%s: call not failed", tc.name)
 		}
 
 		second, err := l.JoinOperation(ctx, op.ID(), ledger.JoinOptions{})
-		if err != nil {
-			t.Fatal(err)
-		}
-		if err := second.Leave(ctx, ledger.LeaveOptions{}); err != nil {
-			t.Fatal(err)
-		}
-		if _, err := ledger.SpawnCall(second, ok, ledger.CallOptions[int]{}).Wait(ctx); !errors.Is(err, ledger.ErrSessionLeft) {
-			t.Errorf("left session: %v", err)
-		}
-		if err := op.Complete(ctx); err != nil {
-			t.Fatal(err)
-		}
-		if _, err := ledger.SpawnCall(op, ok, ledger.CallOptions[int]{}).Wait(ctx); !errors.Is(err, ledger.ErrOperationCompleted) {
-			t.Errorf("completed operation: %v", err)
-		}
+		require.NoError(t, err)
+		require.NoError(t, second.Leave(ctx, ledger.LeaveOptions{}))
+		_, err = ledger.SpawnCall(second, ok, ledger.CallOptions[int]{}).Wait(ctx)
+		assert.ErrorIs(t, err, ledger.ErrSessionLeft, "left session")
+		require.NoError(t, op.Complete(ctx))
+		_, err = ledger.SpawnCall(op, ok, ledger.CallOptions[int]{}).Wait(ctx)
+		assert.ErrorIs(t, err, ledger.ErrOperationCompleted, "completed operation")
 		l2 := e.Open("bob", ledger.Options{})
 		op2, err := l2.CreateOperation(ctx, ledger.CreateOptions{})
-		if err != nil {
-			t.Fatal(err)
-		}
+		require.NoError(t, err)
 		l2.Close()
-		if _, err := ledger.SpawnCall(op2, ok, ledger.CallOptions[int]{}).Wait(ctx); !errors.Is(err, ledger.ErrClosed) {
-			t.Errorf("closed ledger: %v", err)
-		}
+		_, err = ledger.SpawnCall(op2, ok, ledger.CallOptions[int]{}).Wait(ctx)
+		assert.ErrorIs(t, err, ledger.ErrClosed, "closed ledger")
 	})
 }
 
@@ -624,38 +550,31 @@ func TestSyncOperationFailsWhileManyRun(t *testing.T) {
 		select {
 		case got = <-out:
 		case <-time.After(wait):
-			t.Fatal("Sync did not return after the operation failed")
+			require.Fail(t, "Sync did not return after the operation failed")
 		}
 		r := got.r
-		if got.err != nil {
-			t.Fatal(got.err)
-		}
-		if calls[0].IsCompleted() {
-			t.Fatal("the stubborn call ended before Sync returned")
-		}
+		require.NoError(t, got.err)
+		require.False(t, calls[0].IsCompleted(), "the stubborn call ended before Sync returned")
 		releaseStubborn()
-		if !r.OperationFailed || len(r.Failed) != 1 || r.Failed[0] != ledger.Spawned(bad) || len(r.Unknown) != n || len(r.Successful) != 0 {
-			t.Fatalf("SyncResult: failed %d, unknown %d, successful %d, operation failed %t", len(r.Failed), len(r.Unknown), len(r.Successful), r.OperationFailed)
+		assert.True(t, r.OperationFailed, "SyncResult.OperationFailed")
+		if assert.Len(t, r.Failed, 1, "SyncResult.Failed") {
+			assert.Same(t, bad, r.Failed[0], "SyncResult.Failed")
 		}
-		if r.AllSucceeded() || !r.HasFailed() || r.AllResolved() {
-			t.Fatal("SyncResult predicates")
-		}
-		if !slices.Equal(hooks, []string{"failed", "completion"}) || !slices.Equal(hookInfo.CrashedCallIDs, []string{bad.ID()}) {
-			t.Fatalf("hooks %v, info %+v", hooks, hookInfo)
-		}
+		assert.Len(t, r.Unknown, n, "SyncResult.Unknown")
+		assert.Empty(t, r.Successful, "SyncResult.Successful")
+		assert.False(t, r.AllSucceeded(), "SyncResult.AllSucceeded")
+		assert.True(t, r.HasFailed(), "SyncResult.HasFailed")
+		assert.False(t, r.AllResolved(), "SyncResult.AllResolved")
+		assert.Equal(t, []string{"failed", "completion"}, hooks, "hooks")
+		assert.Equal(t, []string{bad.ID()}, hookInfo.CrashedCallIDs, "OnOperationFailed info")
 		for _, c := range r.Unknown {
 			waitClosed(t, c.Done(), wait, "a cancelled call to end")
-			if !c.IsCancelled() || !errors.Is(c.Err(), ledger.ErrOperationFailed) {
-				t.Fatalf("call %s: cancelled %t, err %v", c.ID(), c.IsCancelled(), c.Err())
-			}
+			assert.Truef(t, c.IsCancelled(), "call %s not cancelled", c.ID())
+			assert.ErrorIsf(t, c.Err(), ledger.ErrOperationFailed, "call %s", c.ID())
 		}
 		// Each call's OnOperationFailed ran before its Done closed.
-		if opFailed.Load() != n {
-			t.Fatalf("OnOperationFailed ran for %d calls, want %d", opFailed.Load(), n)
-		}
-		if op.HasPendingCalls() {
-			t.Fatalf("pending calls after the failure: %v", op.PendingCalls())
-		}
+		assert.Equal(t, int32(n), opFailed.Load(), "calls whose OnOperationFailed ran")
+		assert.Falsef(t, op.HasPendingCalls(), "pending calls after the failure: %v", op.PendingCalls())
 	})
 }
 
@@ -672,28 +591,20 @@ func TestSyncThousandCalls(t *testing.T) {
 			all[i] = calls[i]
 		}
 		r, err := op.Sync(ctx, all...)
-		if err != nil {
-			t.Fatal(err)
-		}
-		if !r.AllSucceeded() || len(r.Successful) != n {
-			t.Fatalf("succeeded %d of %d; failed %d, unknown %d", len(r.Successful), n, len(r.Failed), len(r.Unknown))
-		}
+		require.NoError(t, err)
+		assert.Truef(t, r.AllSucceeded(), "failed %d, unknown %d", len(r.Failed), len(r.Unknown))
+		assert.Equal(t, n, len(r.Successful), "calls that succeeded")
 		for i, c := range calls {
-			if v, ok := c.Result(); !ok || v != i*i {
-				t.Fatalf("call %d: %d, %t", i, v, ok)
-			}
+			v, ok := c.Result()
+			require.Truef(t, ok, "call %d has no result", i)
+			require.Equalf(t, i*i, v, "call %d", i)
 		}
 		d, err := op.State(ctx)
-		if err != nil {
-			t.Fatal(err)
-		}
-		if len(d.CallFrames) != 0 {
-			t.Fatalf("%d frames left", len(d.CallFrames))
-		}
+		require.NoError(t, err)
+		assert.Empty(t, d.CallFrames, "frames left")
 		ev := count(logEvents(opLog(t, e, op.ID())))
-		if ev["CALL_SPAWNED"] != n || ev["CALL_COMPLETED"] != n {
-			t.Fatalf("log: %d CALL_SPAWNED, %d CALL_COMPLETED", ev["CALL_SPAWNED"], ev["CALL_COMPLETED"])
-		}
+		assert.Equal(t, n, ev["CALL_SPAWNED"], "CALL_SPAWNED in the log")
+		assert.Equal(t, n, ev["CALL_COMPLETED"], "CALL_COMPLETED in the log")
 	})
 }
 
@@ -707,38 +618,35 @@ func TestSyncMixedTypes(t *testing.T) {
 			ledger.CallOptions[[]byte]{Contained: true})
 		var completion *ledger.SyncResult
 		r, err := op.SyncWith(ctx, ledger.SyncOptions{
-			OnOperationFailed: func(ledger.OperationFailedInfo) { t.Error("OnOperationFailed ran without a failure") },
+			OnOperationFailed: func(ledger.OperationFailedInfo) { assert.Fail(t, "OnOperationFailed ran without a failure") },
 			OnCompletion:      func(r ledger.SyncResult) { completion = &r },
 		}, n, s, f)
-		if err != nil {
-			t.Fatal(err)
-		}
-		if len(r.Successful) != 2 || r.Successful[0] != ledger.Spawned(n) || r.Successful[1] != ledger.Spawned(s) ||
-			len(r.Failed) != 1 || r.Failed[0] != ledger.Spawned(f) || r.OperationFailed {
-			t.Fatalf("SyncResult %+v", r)
-		}
-		if r.AllSucceeded() || !r.HasFailed() || !r.AllResolved() {
-			t.Fatal("SyncResult predicates")
-		}
-		if completion == nil || len(completion.Successful) != 2 {
-			t.Fatalf("OnCompletion got %v", completion)
-		}
+		require.NoError(t, err)
+		require.Len(t, r.Successful, 2, "SyncResult.Successful")
+		assert.Same(t, n, r.Successful[0], "SyncResult.Successful")
+		assert.Same(t, s, r.Successful[1], "SyncResult.Successful")
+		require.Len(t, r.Failed, 1, "SyncResult.Failed")
+		assert.Same(t, f, r.Failed[0], "SyncResult.Failed")
+		assert.False(t, r.OperationFailed, "SyncResult.OperationFailed")
+		assert.False(t, r.AllSucceeded(), "SyncResult.AllSucceeded")
+		assert.True(t, r.HasFailed(), "SyncResult.HasFailed")
+		assert.True(t, r.AllResolved(), "SyncResult.AllResolved")
+		require.NotNil(t, completion, "OnCompletion did not run")
+		assert.Len(t, completion.Successful, 2, "OnCompletion's SyncResult.Successful")
 		one, err := op.AwaitCall(ctx, s)
-		if err != nil || !one.AllSucceeded() || len(one.Successful) != 1 {
-			t.Fatalf("AwaitCall = %+v, %v", one, err)
-		}
-		if r, err := op.Sync(ctx); err != nil || !r.AllSucceeded() {
-			t.Fatalf("Sync of nothing = %+v, %v", r, err)
-		}
+		require.NoError(t, err, "AwaitCall")
+		assert.True(t, one.AllSucceeded(), "AwaitCall: AllSucceeded")
+		assert.Len(t, one.Successful, 1, "AwaitCall: Successful")
+		none, err := op.Sync(ctx)
+		assert.NoError(t, err, "Sync of nothing")
+		assert.True(t, none.AllSucceeded(), "Sync of nothing")
 		var nilCall *ledger.SpawnedCall[int]
 		for _, bad := range [][]ledger.Spawned{{nil}, {n, nilCall}, {&ledger.SpawnedCall[int]{}}} {
-			if _, err := op.Sync(ctx, bad...); !errors.Is(err, ledger.ErrInvalidArgument) {
-				t.Errorf("Sync(%v) = %v, want ErrInvalidArgument", bad, err)
-			}
+			_, err := op.Sync(ctx, bad...)
+			assert.ErrorIsf(t, err, ledger.ErrInvalidArgument, "Sync(%v)", bad)
 		}
-		if _, err := op.AwaitCall(ctx, nil); !errors.Is(err, ledger.ErrInvalidArgument) {
-			t.Errorf("AwaitCall(nil) = %v", err)
-		}
+		_, err = op.AwaitCall(ctx, nil)
+		assert.ErrorIs(t, err, ledger.ErrInvalidArgument, "AwaitCall(nil)")
 	})
 }
 
@@ -768,9 +676,8 @@ func TestWaitFromManyGoroutines(t *testing.T) {
 		close(release)
 		wg.Wait()
 		for i := range 10 {
-			if results[i] != "done" || errs[i] != nil {
-				t.Fatalf("waiter %d: %q, %v", i, results[i], errs[i])
-			}
+			assert.Equalf(t, "done", results[i], "waiter %d", i)
+			assert.NoErrorf(t, errs[i], "waiter %d", i)
 		}
 	})
 }
@@ -783,24 +690,21 @@ func TestWaitAndSyncDeadline(t *testing.T) {
 		<-started
 		ctx, cancel := context.WithTimeout(context.Background(), 20*time.Millisecond)
 		defer cancel()
-		if _, err := call.Wait(ctx); !errors.Is(err, context.DeadlineExceeded) {
-			t.Fatalf("Wait past the deadline: %v", err)
-		}
+		_, err := call.Wait(ctx)
+		require.ErrorIs(t, err, context.DeadlineExceeded, "Wait past the deadline")
 		r, err := op.SyncWith(ctx, ledger.SyncOptions{
-			OnCompletion: func(ledger.SyncResult) { t.Error("OnCompletion ran after the deadline") },
+			OnCompletion: func(ledger.SyncResult) { assert.Fail(t, "OnCompletion ran after the deadline") },
 		}, call)
-		if !errors.Is(err, context.DeadlineExceeded) || len(r.Unknown) != 1 || r.AllResolved() {
-			t.Fatalf("Sync past the deadline: %+v, %v", r, err)
-		}
+		require.ErrorIs(t, err, context.DeadlineExceeded, "Sync past the deadline")
+		require.Len(t, r.Unknown, 1, "Sync past the deadline: SyncResult.Unknown")
+		require.False(t, r.AllResolved(), "Sync past the deadline: SyncResult.AllResolved")
 		cause := errors.New("gave up")
 		cctx, ccancel := context.WithCancelCause(context.Background())
 		ccancel(cause)
-		if _, err := call.Wait(cctx); err != cause {
-			t.Fatalf("Wait after cancel with cause: %v", err)
-		}
-		if call.IsCompleted() || !hasFrame(t, op, call.ID()) {
-			t.Fatal("a caller's deadline ended the call")
-		}
+		_, err = call.Wait(cctx)
+		require.Same(t, cause, err, "Wait after cancel with cause")
+		require.False(t, call.IsCompleted(), "a caller's deadline ended the call")
+		require.True(t, hasFrame(t, op, call.ID()), "a caller's deadline removed the call's frame")
 		call.Cancel()
 		waitClosed(t, call.Done(), wait, "the call to end")
 	})
@@ -828,24 +732,17 @@ func TestWaitForCompletion(t *testing.T) {
 				_, op := newOp(t, e)
 				v, err := ledger.WaitForCompletion(context.Background(), op, tc.work, ledger.WaitOptions[int]{
 					OnError:           tc.onError,
-					OnOperationFailed: func(ledger.OperationFailedInfo) { t.Error("OnOperationFailed ran") },
+					OnOperationFailed: func(ledger.OperationFailedInfo) { assert.Fail(t, "OnOperationFailed ran") },
 				})
-				if v != tc.want {
-					t.Fatalf("result %d, want %d", v, tc.want)
-				}
+				assert.Equal(t, tc.want, v, "result")
 				switch want := tc.wantErr.(type) {
 				case nil:
-					if err != nil {
-						t.Fatalf("error %v", err)
-					}
+					require.NoError(t, err, "error")
 				case *ledger.PanicError:
-					if !errors.As(err, &want) || want.Value != "boom" {
-						t.Fatalf("error %v, want a *PanicError", err)
-					}
+					require.ErrorAs(t, err, &want, "error")
+					assert.Equal(t, "boom", want.Value, "the panic's value")
 				default:
-					if !errors.Is(err, want) {
-						t.Fatalf("error %v, want %v", err, want)
-					}
+					assert.ErrorIs(t, err, want, "error")
 				}
 			})
 		})
@@ -872,32 +769,26 @@ func TestWaitForCompletionOperationFails(t *testing.T) {
 			OnOperationFailed: func(info ledger.OperationFailedInfo) {
 				hook = append(hook, "failed:"+strings.Join(info.CrashedCallIDs, ","))
 			},
-			OnError: func(error) (int, bool) { t.Error("OnError ran for an operation failure"); return 0, false },
+			OnError: func(error) (int, bool) { assert.Fail(t, "OnError ran for an operation failure"); return 0, false },
 		})
 		var ofe *ledger.OperationFailedError
-		if v != 0 || !errors.As(err, &ofe) || !errors.Is(err, ledger.ErrOperationFailed) {
-			t.Fatalf("WaitForCompletion = %d, %v; want an *OperationFailedError", v, err)
-		}
-		if !slices.Equal(ofe.Info.CrashedCallIDs, []string{bad.ID()}) || ofe.Info.OperationID != op.ID() {
-			t.Fatalf("failure info %+v", ofe.Info)
-		}
-		if !slices.Equal(hook, []string{"failed:" + bad.ID()}) {
-			t.Fatalf("OnOperationFailed calls %v", hook)
-		}
+		require.Zero(t, v, "WaitForCompletion's value")
+		require.ErrorAs(t, err, &ofe, "WaitForCompletion: want an *OperationFailedError")
+		require.ErrorIs(t, err, ledger.ErrOperationFailed, "WaitForCompletion")
+		assert.Equal(t, []string{bad.ID()}, ofe.Info.CrashedCallIDs, "failure info")
+		assert.Equal(t, op.ID(), ofe.Info.OperationID, "failure info")
+		assert.Equal(t, []string{"failed:" + bad.ID()}, hook, "OnOperationFailed calls")
 		// The work's context is cancelled by the failure.
 		waitFor(t, wait, "the work to see the failure", func() bool { return workCause.Load() != nil })
-		if c := workCause.Load().(error); !errors.Is(c, ledger.ErrOperationFailed) {
-			t.Fatalf("work context cause %v", c)
-		}
+		assert.ErrorIs(t, workCause.Load().(error), ledger.ErrOperationFailed, "work context cause")
 		// Once failed, WaitForCompletion fails at once without running work.
 		hook = nil
 		_, err = ledger.WaitForCompletion(ctx, op, func(context.Context) (int, error) {
-			t.Error("work ran on a failed operation")
+			assert.Fail(t, "work ran on a failed operation")
 			return 0, nil
 		}, ledger.WaitOptions[int]{OnOperationFailed: func(ledger.OperationFailedInfo) { hook = append(hook, "failed") }})
-		if !errors.As(err, &ofe) || len(hook) != 1 {
-			t.Fatalf("on a failed operation: %v, hooks %v", err, hook)
-		}
+		assert.ErrorAs(t, err, &ofe, "on a failed operation")
+		assert.Len(t, hook, 1, "OnOperationFailed calls on a failed operation")
 	})
 }
 
@@ -912,16 +803,12 @@ func TestWaitForCompletionContext(t *testing.T) {
 			sawDone.Store(true)
 			return 0, ctx.Err()
 		}, ledger.WaitOptions[int]{})
-		if !errors.Is(err, context.DeadlineExceeded) {
-			t.Fatalf("error %v, want the deadline", err)
-		}
+		require.ErrorIs(t, err, context.DeadlineExceeded, "error, want the deadline")
 		waitFor(t, wait, "the work to see its context end", sawDone.Load)
-		if _, err := ledger.WaitForCompletion[int](ctx, op, nil, ledger.WaitOptions[int]{}); !errors.Is(err, ledger.ErrInvalidArgument) {
-			t.Fatalf("nil work: %v", err)
-		}
-		if _, err := ledger.WaitForCompletion(ctx, nil, func(context.Context) (int, error) { return 0, nil }, ledger.WaitOptions[int]{}); !errors.Is(err, ledger.ErrInvalidArgument) {
-			t.Fatalf("nil operation: %v", err)
-		}
+		_, err = ledger.WaitForCompletion[int](ctx, op, nil, ledger.WaitOptions[int]{})
+		assert.ErrorIs(t, err, ledger.ErrInvalidArgument, "nil work")
+		_, err = ledger.WaitForCompletion(ctx, nil, func(context.Context) (int, error) { return 0, nil }, ledger.WaitOptions[int]{})
+		assert.ErrorIs(t, err, ledger.ErrInvalidArgument, "nil operation")
 	})
 }
 
@@ -930,9 +817,7 @@ func TestLeaveWithPendingCalls(t *testing.T) {
 		ctx := context.Background()
 		l, op := newOp(t, e)
 		session, err := l.JoinOperation(ctx, op.ID(), ledger.JoinOptions{})
-		if err != nil {
-			t.Fatal(err)
-		}
+		require.NoError(t, err)
 		started := make(chan struct{}, 2)
 		var causes sync.Map
 		work := func(ctx context.Context, c *ledger.SpawnedCall[int]) (int, error) {
@@ -948,41 +833,27 @@ func TestLeaveWithPendingCalls(t *testing.T) {
 
 		err = session.Leave(ctx, ledger.LeaveOptions{})
 		var pce *ledger.PendingCallsError
-		if !errors.Is(err, ledger.ErrPendingCalls) || !errors.As(err, &pce) {
-			t.Fatalf("Leave with pending calls: %v", err)
-		}
-		if want := []string{a.ID(), b.ID()}; !sameIDs(pce.CallIDs, want) {
-			t.Fatalf("PendingCallsError names %v, want %v", pce.CallIDs, want)
-		}
-		if a.IsCompleted() || b.IsCompleted() {
-			t.Fatal("a refused Leave ended calls")
-		}
+		require.ErrorIs(t, err, ledger.ErrPendingCalls, "Leave with pending calls")
+		require.ErrorAs(t, err, &pce, "Leave with pending calls")
+		assert.ElementsMatch(t, []string{a.ID(), b.ID()}, pce.CallIDs, "the calls PendingCallsError names")
+		require.False(t, a.IsCompleted(), "a refused Leave ended calls")
+		require.False(t, b.IsCompleted(), "a refused Leave ended calls")
 
-		if err := session.Leave(ctx, ledger.LeaveOptions{CancelPendingCalls: true}); err != nil {
-			t.Fatal(err)
-		}
+		require.NoError(t, session.Leave(ctx, ledger.LeaveOptions{CancelPendingCalls: true}))
 		for _, c := range []*ledger.SpawnedCall[int]{a, b} {
-			if !isClosed(c.Done()) || !c.IsCancelled() || !errors.Is(c.Err(), ledger.ErrCancelled) {
-				t.Fatalf("call %s after Leave: done %t, cancelled %t, err %v", c.ID(), isClosed(c.Done()), c.IsCancelled(), c.Err())
-			}
-			if cause, _ := causes.Load(c.ID()); !errors.Is(cause.(error), ledger.ErrCancelled) {
-				t.Fatalf("cause %v", cause)
-			}
-			if hasFrame(t, op, c.ID()) {
-				t.Fatalf("frame of %s left", c.ID())
-			}
+			assert.Truef(t, isClosed(c.Done()), "call %s not done after Leave", c.ID())
+			assert.Truef(t, c.IsCancelled(), "call %s not cancelled after Leave", c.ID())
+			assert.ErrorIsf(t, c.Err(), ledger.ErrCancelled, "call %s after Leave", c.ID())
+			cause, _ := causes.Load(c.ID())
+			assert.ErrorIsf(t, cause.(error), ledger.ErrCancelled, "context cause of call %s", c.ID())
+			assert.Falsef(t, hasFrame(t, op, c.ID()), "frame of %s left", c.ID())
 		}
-		if session.HasPendingCalls() {
-			t.Fatal("pending calls after Leave")
-		}
-		if err := session.Leave(ctx, ledger.LeaveOptions{}); !errors.Is(err, ledger.ErrSessionLeft) {
-			t.Fatalf("second Leave: %v", err)
-		}
+		assert.False(t, session.HasPendingCalls(), "pending calls after Leave")
+		assert.ErrorIs(t, session.Leave(ctx, ledger.LeaveOptions{}), ledger.ErrSessionLeft, "second Leave")
 		// The other session goes on.
-		if _, err := ledger.SpawnCall(op, func(context.Context, *ledger.SpawnedCall[int]) (int, error) { return 1, nil },
-			ledger.CallOptions[int]{}).Wait(ctx); err != nil {
-			t.Fatal(err)
-		}
+		_, err = ledger.SpawnCall(op, func(context.Context, *ledger.SpawnedCall[int]) (int, error) { return 1, nil },
+			ledger.CallOptions[int]{}).Wait(ctx)
+		require.NoError(t, err)
 	})
 }
 
@@ -1003,31 +874,17 @@ func TestLeaveWaitsForCancelledCalls(t *testing.T) {
 		ctx, cancel := context.WithTimeout(context.Background(), 20*time.Millisecond)
 		defer cancel()
 		err := op.Leave(ctx, ledger.LeaveOptions{CancelPendingCalls: true})
-		if !errors.Is(err, context.DeadlineExceeded) {
-			t.Fatalf("Leave while the cancelled call winds down: %v, want the deadline", err)
-		}
+		require.ErrorIs(t, err, context.DeadlineExceeded, "Leave while the cancelled call winds down")
 		// The session stays, with its (cancelled) call.
-		if op.PendingCallCount() != 1 || call.IsCompleted() {
-			t.Fatalf("after a timed-out Leave: %d pending, completed %t", op.PendingCallCount(), call.IsCompleted())
-		}
+		require.Equal(t, 1, op.PendingCallCount(), "pending calls after a timed-out Leave")
+		require.False(t, call.IsCompleted(), "call completed after a timed-out Leave")
 		releaseWork()
-		if err := op.Leave(context.Background(), ledger.LeaveOptions{CancelPendingCalls: true}); err != nil {
-			t.Fatal(err)
-		}
-		if !call.IsCancelled() || !errors.Is(call.Err(), ledger.ErrCancelled) {
-			t.Fatalf("call after Leave: %v", call.Err())
-		}
-		if _, err := op.State(context.Background()); !errors.Is(err, ledger.ErrSessionLeft) {
-			t.Fatalf("session used after Leave: %v", err)
-		}
+		require.NoError(t, op.Leave(context.Background(), ledger.LeaveOptions{CancelPendingCalls: true}))
+		assert.True(t, call.IsCancelled(), "call not cancelled after Leave")
+		assert.ErrorIs(t, call.Err(), ledger.ErrCancelled, "call after Leave")
+		_, err = op.State(context.Background())
+		assert.ErrorIs(t, err, ledger.ErrSessionLeft, "session used after Leave")
 	})
-}
-
-func sameIDs(a, b []string) bool {
-	a, b = slices.Clone(a), slices.Clone(b)
-	slices.Sort(a)
-	slices.Sort(b)
-	return slices.Equal(a, b)
 }
 
 func TestPendingCallsPerSession(t *testing.T) {
@@ -1035,46 +892,38 @@ func TestPendingCallsPerSession(t *testing.T) {
 		ctx := context.Background()
 		l, op := newOp(t, e)
 		other, err := l.JoinOperation(ctx, op.ID(), ledger.JoinOptions{})
-		if err != nil {
-			t.Fatal(err)
-		}
-		if op.HasPendingCalls() || op.PendingCallCount() != 0 || op.PendingCalls() != nil || op.PendingSpawnedCalls() != nil {
-			t.Fatal("pending calls before any call")
-		}
+		require.NoError(t, err)
+		require.False(t, op.HasPendingCalls(), "pending calls before any call")
+		require.Zero(t, op.PendingCallCount(), "pending calls before any call")
+		require.Nil(t, op.PendingCalls(), "pending calls before any call")
+		require.Nil(t, op.PendingSpawnedCalls(), "pending calls before any call")
 		plain, err := ledger.StartCall[int](ctx, op, ledger.CallOptions[int]{Description: "plain"})
-		if err != nil {
-			t.Fatal(err)
-		}
+		require.NoError(t, err)
 		started := make(chan struct{}, 1)
 		spawned := ledger.SpawnCall(op, blockUntilCancelled[int](started), ledger.CallOptions[int]{Description: "spawned"})
 		<-started
 
-		if !op.HasPendingCalls() || op.PendingCallCount() != 2 {
-			t.Fatalf("pending: %t, %d", op.HasPendingCalls(), op.PendingCallCount())
-		}
+		require.True(t, op.HasPendingCalls(), "HasPendingCalls")
+		require.Equal(t, 2, op.PendingCallCount(), "PendingCallCount")
 		infos := op.PendingCalls()
-		if len(infos) != 2 || infos[0].ID != plain.ID() || infos[0].Spawned || infos[0].Description != "plain" ||
-			infos[1].ID != spawned.ID() || !infos[1].Spawned || infos[1].StartedAt.IsZero() {
-			t.Fatalf("PendingCalls %+v", infos)
-		}
-		if sp := op.PendingSpawnedCalls(); len(sp) != 1 || sp[0] != ledger.Spawned(spawned) {
-			t.Fatalf("PendingSpawnedCalls %v", sp)
-		}
-		if other.HasPendingCalls() || other.PendingCallCount() != 0 {
-			t.Fatal("another session sees this session's calls")
-		}
+		require.Len(t, infos, 2, "PendingCalls")
+		assert.Equal(t, plain.ID(), infos[0].ID, "PendingCalls[0]")
+		assert.False(t, infos[0].Spawned, "PendingCalls[0]")
+		assert.Equal(t, "plain", infos[0].Description, "PendingCalls[0]")
+		assert.Equal(t, spawned.ID(), infos[1].ID, "PendingCalls[1]")
+		assert.True(t, infos[1].Spawned, "PendingCalls[1]")
+		assert.False(t, infos[1].StartedAt.IsZero(), "PendingCalls[1] without a start time")
+		sp := op.PendingSpawnedCalls()
+		require.Len(t, sp, 1, "PendingSpawnedCalls")
+		assert.Same(t, spawned, sp[0], "PendingSpawnedCalls")
+		assert.False(t, other.HasPendingCalls(), "another session sees this session's calls")
+		assert.Zero(t, other.PendingCallCount(), "another session sees this session's calls")
 
 		op.PendingSpawnedCalls()[0].Cancel()
 		waitClosed(t, spawned.Done(), wait, "the cancelled call")
-		if op.PendingCallCount() != 1 {
-			t.Fatalf("after Cancel: %d pending", op.PendingCallCount())
-		}
-		if err := plain.End(ctx, 1); err != nil {
-			t.Fatal(err)
-		}
-		if op.HasPendingCalls() {
-			t.Fatal("pending after End")
-		}
+		assert.Equal(t, 1, op.PendingCallCount(), "pending calls after Cancel")
+		require.NoError(t, plain.End(ctx, 1))
+		assert.False(t, op.HasPendingCalls(), "pending after End")
 	})
 }
 
@@ -1096,28 +945,18 @@ func TestCloseCancelsSpawnedCalls(t *testing.T) {
 		for range n {
 			<-started
 		}
-		if err := l.Close(); err != nil {
-			t.Fatal(err)
-		}
+		require.NoError(t, l.Close())
 		// Close waited for every call's goroutine.
-		if returned.Load() != n {
-			t.Fatalf("%d of %d works returned when Close did", returned.Load(), n)
-		}
+		assert.Equal(t, int32(n), returned.Load(), "works returned when Close did")
 		for _, c := range calls {
-			if !isClosed(c.Done()) || !c.IsCancelled() || !errors.Is(c.Err(), ledger.ErrClosed) {
-				t.Fatalf("call %s after Close: done %t, err %v", c.ID(), isClosed(c.Done()), c.Err())
-			}
+			assert.Truef(t, isClosed(c.Done()), "call %s not done after Close", c.ID())
+			assert.Truef(t, c.IsCancelled(), "call %s not cancelled after Close", c.ID())
+			assert.ErrorIsf(t, c.Err(), ledger.ErrClosed, "call %s after Close", c.ID())
 		}
 		joined, err := e.Open("bob", ledger.Options{}).JoinOperation(context.Background(), op.ID(), ledger.JoinOptions{})
-		if err != nil {
-			t.Fatal(err)
-		}
+		require.NoError(t, err)
 		st, err := joined.State(context.Background())
-		if err != nil {
-			t.Fatal(err)
-		}
-		if len(st.CallFrames) != 0 {
-			t.Fatalf("%d frames left after Close", len(st.CallFrames))
-		}
+		require.NoError(t, err)
+		assert.Empty(t, st.CallFrames, "frames left after Close")
 	})
 }

@@ -20,6 +20,9 @@ import (
 	"testing"
 	"time"
 
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+
 	"github.com/tomdist/ledger"
 )
 
@@ -259,9 +262,7 @@ func workerOp(t *testing.T, e *env) (ledger.Ledger, *ledger.Operation) {
 	t.Helper()
 	l := e.Open("orchestrator", ledger.Options{})
 	op, err := l.CreateOperation(context.Background(), ledger.CreateOptions{Description: "worker test"})
-	if err != nil {
-		t.Fatal(err)
-	}
+	require.NoError(t, err)
 	return l, op
 }
 
@@ -286,7 +287,7 @@ func (p pidLines) next(t *testing.T) int {
 	case pid := <-p:
 		return pid
 	case <-time.After(workerWait):
-		t.Fatalf("no pid from the worker after %v", workerWait)
+		require.Failf(t, "timed out", "no pid from the worker after %v", workerWait)
 		return 0
 	}
 }
@@ -343,9 +344,7 @@ func killAtEnd(t *testing.T, pid int) {
 func myZombies(t *testing.T) []int {
 	t.Helper()
 	ents, err := os.ReadDir("/proc")
-	if err != nil {
-		t.Fatal(err)
-	}
+	require.NoError(t, err)
 	var zs []int
 	for _, e := range ents {
 		pid, err := strconv.Atoi(e.Name())
@@ -371,15 +370,10 @@ func TestStdioWorkerResult(t *testing.T) {
 		exe, args, env := testWorker(roleEcho, `W_STDOUT={"n": 7, "s": "seven"}`+"\n")
 		call := ledger.ExecStdioWorker(op, ledger.StdioWorker[result]{Process: ledger.Process{Executable: exe, Args: args, Env: env}})
 		v, err := call.Wait(ctx)
-		if err != nil || v != (result{7, "seven"}) {
-			t.Fatalf("Wait = %+v, %v", v, err)
-		}
-		if call.Description() != filepath.Base(exe) {
-			t.Fatalf("description %q, want the executable's base name", call.Description())
-		}
-		if evs := callEvents(t, e, op.ID(), call.ID()); !slices.Equal(evs, []string{"CALL_SPAWNED", "CALL_COMPLETED"}) {
-			t.Fatalf("events %v", evs)
-		}
+		require.NoError(t, err)
+		require.Equal(t, result{7, "seven"}, v, "Wait")
+		assert.Equal(t, filepath.Base(exe), call.Description(), "description, want the executable's base name")
+		assert.Equal(t, []string{"CALL_SPAWNED", "CALL_COMPLETED"}, callEvents(t, e, op.ID(), call.ID()), "events")
 	})
 }
 
@@ -389,13 +383,11 @@ func TestStdioWorkerRawResults(t *testing.T) {
 		_, op := workerOp(t, e)
 		exe, args, env := testWorker(roleEcho, "W_STDOUT=two\nlines\r\n\n")
 		s, err := ledger.ExecStdioWorker(op, ledger.StdioWorker[string]{Process: ledger.Process{Executable: exe, Args: args, Env: env}, CallOptions: ledger.CallOptions[string]{Description: "text"}}).Wait(ctx)
-		if err != nil || s != "two\nlines" {
-			t.Fatalf("string result %q, %v; want the text without trailing line breaks", s, err)
-		}
+		require.NoError(t, err, "string result")
+		require.Equal(t, "two\nlines", s, "string result, want the text without trailing line breaks")
 		b, err := ledger.ExecStdioWorker(op, ledger.StdioWorker[[]byte]{Process: ledger.Process{Executable: exe, Args: args, Env: env}}).Wait(ctx)
-		if err != nil || string(b) != "two\nlines\r\n\n" {
-			t.Fatalf("[]byte result %q, %v; want the bytes", b, err)
-		}
+		require.NoError(t, err, "[]byte result")
+		require.Equal(t, "two\nlines\r\n\n", string(b), "[]byte result, want the bytes")
 		up, err := ledger.ExecStdioWorker(op, ledger.StdioWorker[string]{
 			Process: ledger.Process{
 				Executable: exe,
@@ -404,9 +396,8 @@ func TestStdioWorkerRawResults(t *testing.T) {
 			},
 			Decode: func(b []byte) (string, error) { return strings.ToUpper(string(b)), nil },
 		}).Wait(ctx)
-		if err != nil || up != "TWO\nLINES\r\n\n" {
-			t.Fatalf("custom decoder result %q, %v", up, err)
-		}
+		require.NoError(t, err, "custom decoder result")
+		assert.Equal(t, "TWO\nLINES\r\n\n", up, "custom decoder result")
 	})
 }
 
@@ -428,12 +419,10 @@ func TestFileWorkerResult(t *testing.T) {
 				ResultFile:     "out.json", // relative to Dir
 				KeepResultFile: keep,
 			}).Wait(ctx)
-			if err != nil || v != (result{3, "file"}) {
-				t.Fatalf("keep=%t: Wait = %+v, %v", keep, v, err)
-			}
-			if _, err := os.Stat(path); (err == nil) != keep {
-				t.Fatalf("keep=%t: result file stat: %v", keep, err)
-			}
+			require.NoErrorf(t, err, "keep=%t: Wait", keep)
+			require.Equalf(t, result{3, "file"}, v, "keep=%t: Wait", keep)
+			_, err = os.Stat(path)
+			require.Equalf(t, keep, err == nil, "keep=%t: result file stat: %v", keep, err)
 		}
 	})
 }
@@ -443,9 +432,7 @@ func TestFileWorkerIgnoresAnOldFile(t *testing.T) {
 		ctx := context.Background()
 		_, op := workerOp(t, e)
 		path := filepath.Join(t.TempDir(), "out.json")
-		if err := os.WriteFile(path, []byte(`{"n": 1}`), 0o644); err != nil {
-			t.Fatal(err)
-		}
+		require.NoError(t, os.WriteFile(path, []byte(`{"n": 1}`), 0o644))
 		exe, args, env := testWorker(roleEcho) // writes no file
 		v, err := ledger.ExecFileResultWorker(op, ledger.FileWorker[result]{
 			Process: ledger.Process{
@@ -457,9 +444,8 @@ func TestFileWorkerIgnoresAnOldFile(t *testing.T) {
 			CallOptions: ledger.CallOptions[result]{Contained: true},
 		}).Wait(ctx)
 		var we *ledger.WorkerError
-		if !errors.As(err, &we) || we.MissingResultFile != path {
-			t.Fatalf("Wait = %+v, %v; want a *WorkerError for the missing file, not the old one", v, err)
-		}
+		require.ErrorAsf(t, err, &we, "Wait = %+v", v)
+		assert.Equal(t, path, we.MissingResultFile, "want a *WorkerError for the missing file, not the old one")
 	})
 }
 
@@ -486,12 +472,9 @@ func TestFileWorkerResultWhileRunning(t *testing.T) {
 		pid := pids.next(t)
 		killAtEnd(t, pid)
 		v, err := call.Wait(ctx)
-		if err != nil || v.N != 5 {
-			t.Fatalf("Wait = %+v, %v; want the file's result although the worker lingered", v, err)
-		}
-		if code := <-exit; code != -1 {
-			t.Fatalf("OnExit(%d), want -1: the lingering worker is ended by a signal", code)
-		}
+		require.NoError(t, err, "Wait: want the file's result although the worker lingered")
+		require.Equal(t, 5, v.N, "Wait: want the file's result although the worker lingered")
+		require.Equal(t, -1, <-exit, "OnExit: the lingering worker is ended by a signal")
 		waitGone(t, pid)
 	})
 }
@@ -510,9 +493,8 @@ func TestWorkerDecodeError(t *testing.T) {
 			CallOptions: ledger.CallOptions[result]{Contained: true},
 		}).Wait(ctx)
 		var syn *json.SyntaxError
-		if !errors.As(err, &syn) || !strings.Contains(err.Error(), "decoding its standard output") {
-			t.Fatalf("stdio: %v; want a failure wrapping the *json.SyntaxError", err)
-		}
+		require.ErrorAs(t, err, &syn, "stdio: want a failure wrapping the *json.SyntaxError")
+		require.ErrorContains(t, err, "decoding its standard output", "stdio")
 
 		path := filepath.Join(t.TempDir(), "out.json")
 		exe, args, env = testWorker(roleEcho, "W_FILE="+path, "W_FILE_CONTENT=[1, 2")
@@ -527,12 +509,11 @@ func TestWorkerDecodeError(t *testing.T) {
 			Decode:      func([]byte) (result, error) { return result{}, bad },
 			CallOptions: ledger.CallOptions[result]{Contained: true},
 		}).Wait(ctx)
-		if !errors.Is(err, bad) || !strings.Contains(err.Error(), path) {
-			t.Fatalf("file: %v; want a failure wrapping the decoder's error and naming the file", err)
-		}
-		if b, err := os.ReadFile(path); err != nil || string(b) != "[1, 2" {
-			t.Fatalf("the file that did not decode: %q, %v; want it kept", b, err)
-		}
+		require.ErrorIs(t, err, bad, "file: want a failure wrapping the decoder's error")
+		require.ErrorContains(t, err, path, "file: the failure must name the file")
+		b, err := os.ReadFile(path)
+		require.NoError(t, err, "the file that did not decode must be kept")
+		assert.Equal(t, "[1, 2", string(b), "the file that did not decode")
 	})
 }
 
@@ -545,22 +526,17 @@ func TestStdioWorkerNonZeroExit(t *testing.T) {
 		call := ledger.ExecStdioWorker(op, ledger.StdioWorker[result]{Process: ledger.Process{Executable: exe, Args: args, Env: env}})
 		_, err := call.Wait(ctx)
 		var we *ledger.WorkerError
-		if !errors.As(err, &we) {
-			t.Fatalf("Wait: %v, want a *WorkerError", err)
-		}
-		if we.ExitCode != 3 || we.Signal != nil || we.TimedOut || we.Stderr != "first\nlast words" {
-			t.Fatalf("WorkerError %+v; want status 3 and the tail of stderr from a line start", we)
-		}
+		require.ErrorAs(t, err, &we, "Wait")
+		assert.Equal(t, 3, we.ExitCode, "WorkerError status")
+		assert.Nil(t, we.Signal, "WorkerError signal")
+		assert.False(t, we.TimedOut, "WorkerError TimedOut")
+		assert.Equal(t, "first\nlast words", we.Stderr, "WorkerError: the tail of stderr from a line start")
 		var ee *exec.ExitError
-		if !errors.As(err, &ee) || ee.ExitCode() != 3 {
-			t.Fatalf("%v does not unwrap to the *exec.ExitError", err)
-		}
-		if msg := err.Error(); !strings.Contains(msg, "status 3") || !strings.Contains(msg, "last words") {
-			t.Fatalf("message %q lacks the status or the stderr tail", msg)
-		}
-		if !call.IsFailed() {
-			t.Fatal("call not failed")
-		}
+		require.ErrorAs(t, err, &ee, "the WorkerError must unwrap to the *exec.ExitError")
+		assert.Equal(t, 3, ee.ExitCode(), "the *exec.ExitError's status")
+		assert.Contains(t, err.Error(), "status 3", "message")
+		assert.Contains(t, err.Error(), "last words", "message")
+		assert.True(t, call.IsFailed(), "call not failed")
 		waitClosed(t, op.Failed(), workerWait, "the operation to fail with its worker")
 	})
 }
@@ -583,9 +559,10 @@ func TestFileWorkerExitsWithoutFile(t *testing.T) {
 				CallOptions:  ledger.CallOptions[result]{Contained: true},
 			}).Wait(ctx)
 			var we *ledger.WorkerError
-			if !errors.As(err, &we) || we.ExitCode != code || we.MissingResultFile != path || we.Stderr != "no result for you" {
-				t.Fatalf("exit %d: %v; want a *WorkerError with the status, the file and the stderr tail", code, err)
-			}
+			require.ErrorAsf(t, err, &we, "exit %d", code)
+			assert.Equalf(t, code, we.ExitCode, "exit %d: status", code)
+			assert.Equalf(t, path, we.MissingResultFile, "exit %d: missing result file", code)
+			assert.Equalf(t, "no result for you", we.Stderr, "exit %d: stderr tail", code)
 		}
 	})
 }
@@ -629,12 +606,10 @@ func TestWorkerTimeout(t *testing.T) {
 			waitClosed(t, call.Done(), workerWait, "the call to time out")
 			err := call.Err()
 			var we *ledger.WorkerError
-			if !errors.Is(err, ledger.ErrWorkerTimeout) || !errors.As(err, &we) || we.Signal != syscall.SIGKILL {
-				t.Fatalf("%s: %v; want ErrWorkerTimeout, the worker killed by SIGKILL after ignoring SIGTERM", kind, err)
-			}
-			if !call.IsFailed() {
-				t.Fatalf("%s: a timed-out call is not failed", kind)
-			}
+			require.ErrorIsf(t, err, ledger.ErrWorkerTimeout, "%s", kind)
+			require.ErrorAsf(t, err, &we, "%s", kind)
+			assert.Equalf(t, syscall.SIGKILL, we.Signal, "%s: want the worker killed by SIGKILL after ignoring SIGTERM", kind)
+			assert.Truef(t, call.IsFailed(), "%s: a timed-out call is not failed", kind)
 			waitGone(t, pid)
 		}
 	})
@@ -663,18 +638,14 @@ func TestWorkerCancelEndsProcessTree(t *testing.T) {
 		}
 		call.Cancel()
 		_, err := call.Wait(ctx)
-		if !errors.Is(err, ledger.ErrCancelled) || !call.IsCancelled() {
-			t.Fatalf("Wait: %v; want a cancelled call", err)
-		}
-		if code := <-exited; code != -1 {
-			t.Fatalf("OnExit(%d), want -1 (a signal)", code)
-		}
+		require.ErrorIs(t, err, ledger.ErrCancelled, "Wait")
+		require.True(t, call.IsCancelled(), "call not cancelled")
+		require.Equal(t, -1, <-exited, "OnExit, want -1 (a signal)")
 		// The grandchild ignores SIGTERM: only the SIGKILL to the group
 		// after KillGrace ends it.
 		waitGone(t, tree...)
-		if op.IsAborted() || isClosed(op.Failed()) {
-			t.Fatal("cancelling a worker ended the operation")
-		}
+		assert.False(t, op.IsAborted(), "cancelling a worker aborted the operation")
+		assert.False(t, isClosed(op.Failed()), "cancelling a worker failed the operation")
 	})
 }
 
@@ -712,13 +683,11 @@ func TestWorkerLeftoversEnded(t *testing.T) {
 				})
 				leftover, worker := pids.next(t), pids.next(t)
 				killAtEnd(t, leftover)
-				if _, err := call.Wait(ctx); err != nil {
-					t.Fatal(err)
-				}
+				_, err := call.Wait(ctx)
+				require.NoError(t, err)
 				waitGone(t, worker, leftover)
-				if _, err := os.Stat(mark); (err == nil) != tc.heeds {
-					t.Fatalf("SIGTERM mark: %v; want it written only by a leftover that heeds SIGTERM", err)
-				}
+				_, err = os.Stat(mark)
+				assert.Equalf(t, tc.heeds, err == nil, "SIGTERM mark: %v; want it written only by a leftover that heeds SIGTERM", err)
 			})
 		})
 	}
@@ -736,9 +705,7 @@ func TestWorkerLeavingItsGroup(t *testing.T) {
 		killAtEnd(t, pid)
 		call.Cancel()
 		waitClosed(t, call.Done(), workerWait, "the call to end")
-		if !call.IsCancelled() {
-			t.Fatalf("call error %v, want cancelled", call.Err())
-		}
+		require.Truef(t, call.IsCancelled(), "call error %v, want cancelled", call.Err())
 		waitGone(t, pid)
 	})
 }
@@ -750,28 +717,18 @@ func TestWorkerEndsWithTheOperation(t *testing.T) {
 		cause error
 	}{
 		{"abort", func(t *testing.T, _ ledger.Ledger, op *ledger.Operation) {
-			if err := op.SetAbortFlag(context.Background(), true); err != nil {
-				t.Fatal(err)
-			}
+			require.NoError(t, op.SetAbortFlag(context.Background(), true))
 		}, ledger.ErrAborted},
 		{"failure", func(t *testing.T, _ ledger.Ledger, op *ledger.Operation) {
 			c, err := ledger.StartCall[int](context.Background(), op, ledger.CallOptions[int]{})
-			if err != nil {
-				t.Fatal(err)
-			}
-			if err := c.Fail(context.Background(), errors.New("boom")); err != nil {
-				t.Fatal(err)
-			}
+			require.NoError(t, err)
+			require.NoError(t, c.Fail(context.Background(), errors.New("boom")))
 		}, ledger.ErrOperationFailed},
 		{"leave", func(t *testing.T, _ ledger.Ledger, op *ledger.Operation) {
-			if err := op.Leave(context.Background(), ledger.LeaveOptions{CancelPendingCalls: true}); err != nil {
-				t.Fatal(err)
-			}
+			require.NoError(t, op.Leave(context.Background(), ledger.LeaveOptions{CancelPendingCalls: true}))
 		}, ledger.ErrCancelled},
 		{"close", func(t *testing.T, l ledger.Ledger, _ *ledger.Operation) {
-			if err := l.Close(); err != nil {
-				t.Fatal(err)
-			}
+			require.NoError(t, l.Close())
 		}, ledger.ErrClosed},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
@@ -784,9 +741,8 @@ func TestWorkerEndsWithTheOperation(t *testing.T) {
 				killAtEnd(t, pid)
 				tc.end(t, l, op)
 				waitClosed(t, call.Done(), workerWait, "the call to end")
-				if err := call.Err(); !errors.Is(err, ledger.ErrCancelled) || !errors.Is(err, tc.cause) {
-					t.Fatalf("call error %v; want cancelled with %v", err, tc.cause)
-				}
+				require.ErrorIs(t, call.Err(), ledger.ErrCancelled, "call error")
+				require.ErrorIs(t, call.Err(), tc.cause, "call error: the cause")
 				waitGone(t, pid)
 			})
 		})
@@ -810,20 +766,14 @@ func TestWorkerKill(t *testing.T) {
 		})
 		pid := pids.next(t)
 		killAtEnd(t, pid)
-		if !call.Kill(syscall.SIGHUP) {
-			t.Fatal("Kill failed")
-		}
+		require.True(t, call.Kill(syscall.SIGHUP), "Kill failed")
 		_, err := call.Wait(ctx)
 		var we *ledger.WorkerError
-		if !errors.As(err, &we) || we.Signal != syscall.SIGHUP || we.ExitCode != -1 {
-			t.Fatalf("Wait: %v; want a *WorkerError for SIGHUP", err)
-		}
-		if call.Kill(syscall.SIGKILL) {
-			t.Fatal("Kill succeeded after the call ended")
-		}
-		if isClosed(op.Failed()) {
-			t.Fatal("a contained worker's death failed the operation")
-		}
+		require.ErrorAs(t, err, &we, "Wait: want a *WorkerError for SIGHUP")
+		assert.Equal(t, syscall.SIGHUP, we.Signal, "WorkerError signal")
+		assert.Equal(t, -1, we.ExitCode, "WorkerError status")
+		assert.False(t, call.Kill(syscall.SIGKILL), "Kill succeeded after the call ended")
+		assert.False(t, isClosed(op.Failed()), "a contained worker's death failed the operation")
 
 		// A worker that ignores the signal is killed KillGrace later.
 		exe, args, env = testWorker(roleBlock, "W_IGNORE_TERM=1")
@@ -835,13 +785,10 @@ func TestWorkerKill(t *testing.T) {
 			CallOptions: ledger.CallOptions[string]{Contained: true},
 		})
 		killAtEnd(t, pids.next(t))
-		if !stubborn.Kill(syscall.SIGTERM) {
-			t.Fatal("Kill failed")
-		}
+		require.True(t, stubborn.Kill(syscall.SIGTERM), "Kill failed")
 		waitClosed(t, stubborn.Done(), workerWait, "a worker ignoring SIGTERM to be killed")
-		if err := stubborn.Err(); !errors.As(err, &we) || we.Signal != syscall.SIGKILL {
-			t.Fatalf("stubborn worker ended with %v; want a *WorkerError for SIGKILL", err)
-		}
+		require.ErrorAs(t, stubborn.Err(), &we, "stubborn worker: want a *WorkerError")
+		assert.Equal(t, syscall.SIGKILL, we.Signal, "the signal that ended the stubborn worker")
 	})
 }
 
@@ -868,20 +815,13 @@ func TestWorkerHooks(t *testing.T) {
 			CallOptions: ledger.CallOptions[string]{Contained: true},
 		}).Wait(ctx)
 		var we *ledger.WorkerError
-		if !errors.As(err, &we) || we.ExitCode != 4 {
-			t.Fatalf("Wait: %v", err)
-		}
+		require.ErrorAs(t, err, &we, "Wait")
+		require.Equal(t, 4, we.ExitCode, "Wait: status")
 		mu.Lock()
 		defer mu.Unlock()
-		if want := []string{"one", "two", "", "last without break"}; !slices.Equal(out, want) {
-			t.Fatalf("OnStdout got %q, want %q", out, want)
-		}
-		if want := []string{"warn 1", "warn 2"}; !slices.Equal(errs, want) {
-			t.Fatalf("OnStderr got %q, want %q", errs, want)
-		}
-		if !slices.Equal(codes, []int{4}) {
-			t.Fatalf("OnExit got %v, want [4]", codes)
-		}
+		assert.Equal(t, []string{"one", "two", "", "last without break"}, out, "OnStdout")
+		assert.Equal(t, []string{"warn 1", "warn 2"}, errs, "OnStderr")
+		assert.Equal(t, []int{4}, codes, "OnExit")
 	})
 }
 
@@ -900,13 +840,10 @@ func TestWorkerGrandchildHoldingStdout(t *testing.T) {
 		})
 		waitClosed(t, call.Done(), workerWait, "the call to end while a process outside the group holds stdout")
 		v, err := call.Wait(ctx)
-		if err != nil || v["grandchild"] == 0 {
-			t.Fatalf("Wait = %v, %v", v, err)
-		}
+		require.NoError(t, err)
+		require.NotZerof(t, v["grandchild"], "Wait = %v", v)
 		gc := v["grandchild"]
-		if gone(gc) {
-			t.Fatalf("the grandchild %d in its own session is gone; the test proves nothing", gc)
-		}
+		require.Falsef(t, gone(gc), "the grandchild %d in its own session is gone; the test proves nothing", gc)
 		syscall.Kill(gc, syscall.SIGKILL)
 		waitGone(t, gc)
 	})
@@ -919,9 +856,7 @@ func TestWorkerOrchestratorKilled(t *testing.T) {
 	lines := startOrchestrator(t, orch)
 	pid := nextPid(t, lines)
 	killAtEnd(t, pid)
-	if err := orch.Process.Kill(); err != nil {
-		t.Fatal(err)
-	}
+	require.NoError(t, orch.Process.Kill())
 	orch.Wait()
 	waitGone(t, pid)
 }
@@ -945,14 +880,11 @@ func TestWorkerOrchestratorSignalled(t *testing.T) {
 			for _, pid := range tree {
 				killAtEnd(t, pid)
 			}
-			if err := orch.Process.Signal(syscall.SIGTERM); err != nil {
-				t.Fatal(err)
-			}
+			require.NoError(t, orch.Process.Signal(syscall.SIGTERM))
 			err := orch.Wait()
 			var ee *exec.ExitError
-			if !errors.As(err, &ee) || ee.Sys().(syscall.WaitStatus).Signal() != syscall.SIGTERM {
-				t.Fatalf("orchestrator ended with %v, want death by SIGTERM", err)
-			}
+			require.ErrorAs(t, err, &ee, "the orchestrator's end")
+			require.Equalf(t, syscall.SIGTERM, ee.Sys().(syscall.WaitStatus).Signal(), "orchestrator ended with %v, want death by SIGTERM", err)
 			waitGone(t, tree...)
 		})
 	}
@@ -962,12 +894,8 @@ func TestWorkerOrchestratorSignalled(t *testing.T) {
 func startOrchestrator(t *testing.T, cmd *exec.Cmd) <-chan string {
 	t.Helper()
 	out, err := cmd.StdoutPipe()
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
+	require.NoError(t, err)
+	require.NoError(t, cmd.Start())
 	t.Cleanup(func() { cmd.Process.Kill(); cmd.Wait() })
 	lines := make(chan string, 16)
 	go func() {
@@ -988,9 +916,7 @@ func nextPid(t *testing.T, lines <-chan string) int {
 	for {
 		select {
 		case l, ok := <-lines:
-			if !ok {
-				t.Fatal("the orchestrator's output ended before a pid")
-			}
+			require.True(t, ok, "the orchestrator's output ended before a pid")
 			p.hook(l)
 			select {
 			case pid := <-p:
@@ -998,7 +924,7 @@ func nextPid(t *testing.T, lines <-chan string) int {
 			default:
 			}
 		case <-deadline:
-			t.Fatalf("no pid from the orchestrator after %v", workerWait)
+			require.Failf(t, "timed out", "no pid from the orchestrator after %v", workerWait)
 		}
 	}
 }
@@ -1040,26 +966,19 @@ func TestWorkerSpawnCancelNoZombies(t *testing.T) {
 					}
 				}
 				call.Cancel()
-				if _, err := call.Wait(ctx); !errors.Is(err, ledger.ErrCancelled) {
-					t.Errorf("cycle %d: %v, want cancelled", i, err)
-				}
+				_, err := call.Wait(ctx)
+				assert.ErrorIsf(t, err, ledger.ErrCancelled, "cycle %d", i)
 			}()
 		}
 		wg.Wait()
-		if len(pids) < cycles/2 {
-			t.Fatalf("only %d of %d workers reported their pid", len(pids), cycles/2)
-		}
-		if zs := myZombies(t); len(zs) > 0 {
-			t.Fatalf("zombies left: %v", zs)
-		}
+		require.GreaterOrEqualf(t, len(pids), cycles/2, "only %d of %d workers reported their pid", len(pids), cycles/2)
+		assert.Empty(t, myZombies(t), "zombies left")
 		for _, pid := range pids {
-			if state, ppid, ok := procStat(pid); ok && ppid == os.Getpid() {
-				t.Fatalf("worker %d is still a child of this process (state %c)", pid, state)
+			if state, ppid, ok := procStat(pid); ok {
+				assert.NotEqualf(t, os.Getpid(), ppid, "worker %d is still a child of this process (state %c)", pid, state)
 			}
 		}
-		if n := op.PendingCallCount(); n != 0 {
-			t.Fatalf("%d calls still pending", n)
-		}
+		assert.Zero(t, op.PendingCallCount(), "calls still pending")
 	})
 }
 
@@ -1070,20 +989,13 @@ func TestJoinFromEnv(t *testing.T) {
 		exe, args, env := testWorker(roleJoin)
 		call := ledger.ExecStdioWorker(op, ledger.StdioWorker[joinReport]{Process: ledger.Process{Executable: exe, Args: args, Env: env}})
 		r, err := call.Wait(ctx)
-		if err != nil {
-			t.Fatal(err)
-		}
+		require.NoError(t, err)
 		want := joinReport{Operation: op.ID(), Call: call.ID(), Participant: "joiner", SawFrame: true}
-		if r != want {
-			t.Fatalf("the worker reported %+v, want %+v", r, want)
-		}
+		assert.Equal(t, want, r, "the worker's report")
 		d, err := op.State(ctx)
-		if err != nil {
-			t.Fatal(err)
-		}
-		if !slices.ContainsFunc(d.Participants, func(p ledger.Participant) bool { return p.ParticipantID == "joiner" }) {
-			t.Fatalf("participants %+v lack the worker", d.Participants)
-		}
+		require.NoError(t, err)
+		assert.Truef(t, slices.ContainsFunc(d.Participants, func(p ledger.Participant) bool { return p.ParticipantID == "joiner" }),
+			"participants %+v lack the worker", d.Participants)
 	})
 }
 
@@ -1098,9 +1010,7 @@ func TestWorkerLedgerEnv(t *testing.T) {
 		exe, args, env := testWorker(roleEnvDump)
 		call := ledger.ExecStdioWorker(op, ledger.StdioWorker[map[string]string]{Process: ledger.Process{Executable: exe, Args: args, Env: env}})
 		got, err := call.Wait(ctx)
-		if err != nil {
-			t.Fatal(err)
-		}
+		require.NoError(t, err)
 		want := map[string]string{
 			ledger.EnvOperationID: op.ID(), ledger.EnvCallID: call.ID(),
 			ledger.EnvBasePath: "", ledger.EnvServerURL: "",
@@ -1110,9 +1020,7 @@ func TestWorkerLedgerEnv(t *testing.T) {
 		} else {
 			want[ledger.EnvBasePath], _ = filepath.Abs(e.dir)
 		}
-		if fmt.Sprint(got) != fmt.Sprint(want) {
-			t.Fatalf("worker environment %v, want %v", got, want)
-		}
+		require.Equal(t, want, got, "worker environment")
 		got, err = ledger.ExecStdioWorker(op, ledger.StdioWorker[map[string]string]{
 			Process: ledger.Process{
 				Executable:  exe,
@@ -1125,23 +1033,22 @@ func TestWorkerLedgerEnv(t *testing.T) {
 			ledger.EnvOperationID: "inherited", ledger.EnvCallID: "",
 			ledger.EnvBasePath: "", ledger.EnvServerURL: "http://127.0.0.1:1",
 		}
-		if err != nil || fmt.Sprint(got) != fmt.Sprint(want) {
-			t.Fatalf("NoLedgerEnv: worker environment %v, %v; want %v", got, err, want)
-		}
+		require.NoError(t, err, "NoLedgerEnv")
+		assert.Equal(t, want, got, "NoLedgerEnv: worker environment")
 	})
 }
 
 func TestJoinFromEnvWithoutEnv(t *testing.T) {
 	t.Setenv(ledger.EnvOperationID, "")
 	l, op, err := ledger.JoinFromEnv(context.Background(), ledger.Options{BasePath: t.TempDir()}, ledger.JoinOptions{})
-	if !errors.Is(err, ledger.ErrNoWorkerEnv) || l != nil || op != nil {
-		t.Fatalf("JoinFromEnv = %v, %v, %v; want ErrNoWorkerEnv", l, op, err)
-	}
+	require.ErrorIs(t, err, ledger.ErrNoWorkerEnv, "JoinFromEnv")
+	// l == nil, not require.Nil: a nil pointer in the interface is a bug too.
+	require.Truef(t, l == nil, "JoinFromEnv returned a ledger (%#v) with its error", l)
+	require.Nil(t, op, "JoinFromEnv returned an operation with its error")
 	t.Setenv(ledger.EnvOperationID, "20240101T00:00:00.000-nobody-00000000")
 	t.Setenv(ledger.EnvBasePath, t.TempDir())
-	if _, _, err := ledger.JoinFromEnv(context.Background(), ledger.Options{}, ledger.JoinOptions{}); !errors.Is(err, ledger.ErrOperationNotFound) {
-		t.Fatalf("JoinFromEnv of an unknown operation: %v, want ErrOperationNotFound", err)
-	}
+	_, _, err = ledger.JoinFromEnv(context.Background(), ledger.Options{}, ledger.JoinOptions{})
+	assert.ErrorIs(t, err, ledger.ErrOperationNotFound, "JoinFromEnv of an unknown operation")
 }
 
 func TestWorkerInvalid(t *testing.T) {
@@ -1162,22 +1069,22 @@ func TestWorkerInvalid(t *testing.T) {
 			{"negative max output", ledger.ExecStdioWorker(op, ledger.StdioWorker[int]{Process: ledger.Process{Executable: exe}, MaxOutput: -1}), "StdioWorker.MaxOutput"},
 			{"nil operation", ledger.ExecStdioWorker(nil, ledger.StdioWorker[int]{Process: ledger.Process{Executable: exe}}), "nil *Operation"},
 		} {
-			if err := tc.call.Err(); !errors.Is(err, ledger.ErrInvalidArgument) || !strings.Contains(err.Error(), tc.field) || !tc.call.IsFailed() {
-				t.Errorf("%s: %v; want ErrInvalidArgument naming %s", tc.name, err, tc.field)
-			}
+			assert.ErrorIsf(t, tc.call.Err(), ledger.ErrInvalidArgument, "%s", tc.name)
+			assert.ErrorContainsf(t, tc.call.Err(), tc.field, "%s: the error must name the field", tc.name)
+			assert.Truef(t, tc.call.IsFailed(), "%s: call not failed", tc.name)
 		}
-		if d, err := op.State(ctx); err != nil || len(d.CallFrames) != 0 || isClosed(op.Failed()) {
-			t.Fatalf("invalid workers left frames %v (%v) or failed the operation", d.CallFrames, err)
-		}
+		d, err := op.State(ctx)
+		require.NoError(t, err)
+		require.Empty(t, d.CallFrames, "invalid workers left frames")
+		require.False(t, isClosed(op.Failed()), "invalid workers failed the operation")
 		call := ledger.ExecStdioWorker(op, ledger.StdioWorker[int]{
 			Process: ledger.Process{
 				Executable: filepath.Join(t.TempDir(), "missing"),
 			},
 			CallOptions: ledger.CallOptions[int]{Contained: true},
 		})
-		if _, err := call.Wait(ctx); !errors.Is(err, os.ErrNotExist) {
-			t.Fatalf("missing executable: %v, want a failure matching os.ErrNotExist", err)
-		}
+		_, err = call.Wait(ctx)
+		assert.ErrorIs(t, err, os.ErrNotExist, "missing executable")
 	})
 }
 
@@ -1188,9 +1095,7 @@ func TestWorkerInvalid(t *testing.T) {
 // (two ledger writes, the process group, the /proc look for leftovers).
 func BenchmarkStdioWorker(b *testing.B) {
 	sh, err := exec.LookPath("sh")
-	if err != nil {
-		b.Fatalf("this benchmark needs sh: %v", err)
-	}
+	require.NoError(b, err, "this benchmark needs sh")
 	args := []string{"-c", "echo 42"}
 	b.Run("raw", func(b *testing.B) {
 		for b.Loop() {
@@ -1199,9 +1104,8 @@ func BenchmarkStdioWorker(b *testing.B) {
 			if err == nil {
 				err = json.Unmarshal(out, &v)
 			}
-			if err != nil || v != 42 {
-				b.Fatal(v, err)
-			}
+			require.NoError(b, err)
+			require.Equal(b, 42, v)
 		}
 	})
 	b.Run("worker", func(b *testing.B) {
@@ -1209,9 +1113,8 @@ func BenchmarkStdioWorker(b *testing.B) {
 		ctx := context.Background()
 		for b.Loop() {
 			v, err := ledger.ExecStdioWorker(op, ledger.StdioWorker[int]{Process: ledger.Process{Executable: sh, Args: args}}).Wait(ctx)
-			if err != nil || v != 42 {
-				b.Fatal(v, err)
-			}
+			require.NoError(b, err)
+			require.Equal(b, 42, v)
 		}
 	})
 }
@@ -1248,19 +1151,16 @@ func TestFileWorkerDecodePanics(t *testing.T) {
 		select {
 		case <-decoded:
 		case <-time.After(workerWait):
-			t.Fatalf("Decode not called after %v", workerWait)
+			require.Failf(t, "timed out", "Decode not called after %v", workerWait)
 		}
 		// The poll's decode failed; the worker still runs and is still the
 		// call's: Kill reaches it, and the final read decides.
-		if !call.Kill(syscall.SIGTERM) {
-			t.Fatal("Kill failed: the call ended while its worker ran")
-		}
+		require.True(t, call.Kill(syscall.SIGTERM), "Kill failed: the call ended while its worker ran")
 		waitClosed(t, call.Done(), workerWait, "the call to end")
 		_, err := call.Wait(ctx)
 		var pe *ledger.PanicError
-		if !errors.As(err, &pe) || pe.Value != "decoder bug" {
-			t.Fatalf("Wait: %v; want a failure carrying the decoder's *PanicError", err)
-		}
+		require.ErrorAs(t, err, &pe, "Wait: want a failure carrying the decoder's *PanicError")
+		assert.Equal(t, "decoder bug", pe.Value, "the panic's value")
 		waitGone(t, pid)
 	})
 }
@@ -1291,9 +1191,8 @@ func TestWorkerHookPanics(t *testing.T) {
 		waitClosed(t, call.Done(), workerWait, "the call to end after its hook panicked")
 		_, err := call.Wait(ctx)
 		var pe *ledger.PanicError
-		if !errors.As(err, &pe) || pe.Value != "hook bug" {
-			t.Fatalf("Wait: %v; want the hook's *PanicError", err)
-		}
+		require.ErrorAs(t, err, &pe, "Wait: want the hook's *PanicError")
+		assert.Equal(t, "hook bug", pe.Value, "the panic's value")
 		waitGone(t, pid)
 	})
 }
@@ -1333,9 +1232,8 @@ func TestWorkerBlockingHook(t *testing.T) {
 			}
 			waitClosed(t, call.Done(), workerWait, how+" to end the call while its hook blocks")
 			_, err := call.Wait(ctx)
-			if want := map[string]error{"cancel": ledger.ErrCancelled, "timeout": ledger.ErrWorkerTimeout}[how]; !errors.Is(err, want) {
-				t.Fatalf("%s: Wait: %v, want %v", how, err, want)
-			}
+			want := map[string]error{"cancel": ledger.ErrCancelled, "timeout": ledger.ErrWorkerTimeout}[how]
+			require.ErrorIsf(t, err, want, "%s: Wait", how)
 			waitGone(t, pid)
 		}
 		// A full queue: the worker's output waits for the blocked hook.
@@ -1359,13 +1257,12 @@ func TestWorkerBlockingHook(t *testing.T) {
 		select {
 		case <-called:
 		case <-time.After(workerWait):
-			t.Fatalf("no line after %v", workerWait)
+			require.Failf(t, "timed out", "no line after %v", workerWait)
 		}
 		call.Cancel()
 		waitClosed(t, call.Done(), workerWait, "cancel to end the call while its hook blocks on a full queue")
-		if _, err := call.Wait(ctx); !errors.Is(err, ledger.ErrCancelled) {
-			t.Fatalf("full queue: Wait: %v, want cancelled", err)
-		}
+		_, err := call.Wait(ctx)
+		assert.ErrorIs(t, err, ledger.ErrCancelled, "full queue: Wait")
 	})
 }
 
@@ -1378,18 +1275,13 @@ func TestJoinFromEnvWithToken(t *testing.T) {
 	l := remoteOpener(url, token)(t, ledger.Options{ParticipantID: "orchestrator"})
 	ctx := context.Background()
 	op, err := l.CreateOperation(ctx, ledger.CreateOptions{})
-	if err != nil {
-		t.Fatal(err)
-	}
+	require.NoError(t, err)
 	exe, args, env := testWorker(roleJoin)
 	call := ledger.ExecStdioWorker(op, ledger.StdioWorker[joinReport]{Process: ledger.Process{Executable: exe, Args: args, Env: env}})
 	r, err := call.Wait(ctx)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if want := (joinReport{Operation: op.ID(), Call: call.ID(), Participant: "joiner", SawFrame: true}); r != want {
-		t.Fatalf("the worker reported %+v, want %+v", r, want)
-	}
+	require.NoError(t, err)
+	want := joinReport{Operation: op.ID(), Call: call.ID(), Participant: "joiner", SawFrame: true}
+	require.Equal(t, want, r, "the worker's report")
 	// NoLedgerEnv passes no token either.
 	exe, args, env = testWorker(roleEnvDump)
 	got, err := ledger.ExecStdioWorker(op, ledger.StdioWorker[map[string]string]{
@@ -1400,9 +1292,8 @@ func TestJoinFromEnvWithToken(t *testing.T) {
 			NoLedgerEnv: true,
 		},
 	}).Wait(ctx)
-	if err != nil || got[ledger.TokenEnv] != "" {
-		t.Fatalf("NoLedgerEnv: worker environment %v, %v; want no token", got, err)
-	}
+	require.NoError(t, err, "NoLedgerEnv")
+	assert.Emptyf(t, got[ledger.TokenEnv], "NoLedgerEnv: worker environment %v has a token", got)
 }
 
 // TestWorkerEnvOverridesLocation: Env naming one location variable keeps
@@ -1415,17 +1306,13 @@ func TestWorkerEnvOverridesLocation(t *testing.T) {
 			exe, args, env := testWorker(roleEnvDump, kv[0]+"="+kv[1])
 			call := ledger.ExecStdioWorker(op, ledger.StdioWorker[map[string]string]{Process: ledger.Process{Executable: exe, Args: args, Env: env}})
 			got, err := call.Wait(ctx)
-			if err != nil {
-				t.Fatal(err)
-			}
+			require.NoError(t, err)
 			want := map[string]string{
 				ledger.EnvOperationID: op.ID(), ledger.EnvCallID: call.ID(),
 				ledger.EnvBasePath: "", ledger.EnvServerURL: "",
 			}
 			want[kv[0]] = kv[1]
-			if fmt.Sprint(got) != fmt.Sprint(want) {
-				t.Fatalf("Env %s: worker environment %v, want %v", kv[0], got, want)
-			}
+			require.Equalf(t, want, got, "Env %s: worker environment", kv[0])
 		}
 	})
 }
@@ -1450,18 +1337,14 @@ func TestWorkerStderrTailFromLineStart(t *testing.T) {
 			CallOptions: ledger.CallOptions[string]{Contained: true},
 		}).Wait(ctx)
 		var we *ledger.WorkerError
-		if !errors.As(err, &we) || we.Stderr == "" {
-			t.Fatalf("Wait: %v; want a *WorkerError with a stderr tail", err)
-		}
+		require.ErrorAs(t, err, &we, "Wait")
+		require.NotEmpty(t, we.Stderr, "Wait: want a *WorkerError with a stderr tail")
 		lines := strings.Split(we.Stderr, "\n")
 		for _, l := range lines {
-			if len(l) != 9 || !strings.HasPrefix(l, "line ") {
-				t.Fatalf("stderr tail has the partial line %q; want whole lines only", l)
-			}
+			require.Lenf(t, l, 9, "stderr tail has the partial line %q; want whole lines only", l)
+			require.Truef(t, strings.HasPrefix(l, "line "), "stderr tail has the partial line %q; want whole lines only", l)
 		}
-		if lines[len(lines)-1] != "line 0899" {
-			t.Fatalf("stderr tail ends with %q, want the last line", lines[len(lines)-1])
-		}
+		assert.Equal(t, "line 0899", lines[len(lines)-1], "stderr tail must end with the last line")
 	})
 }
 
@@ -1486,16 +1369,13 @@ func TestStdioWorkerMaxOutput(t *testing.T) {
 			CallOptions: ledger.CallOptions[string]{Contained: true},
 		})
 		waitClosed(t, call.Done(), workerWait, "the call to end once the output passed MaxOutput")
-		if _, err := call.Wait(ctx); !errors.Is(err, ledger.ErrWorkerOutputLimit) || !strings.Contains(err.Error(), "1000") {
-			t.Fatalf("Wait: %v; want ErrWorkerOutputLimit naming the limit", err)
-		}
-		if zs := myZombies(t); len(zs) > 0 {
-			t.Fatalf("zombies left: %v", zs)
-		}
+		_, err := call.Wait(ctx)
+		require.ErrorIs(t, err, ledger.ErrWorkerOutputLimit, "Wait")
+		require.ErrorContains(t, err, "1000", "Wait: the error must name the limit")
+		require.Empty(t, myZombies(t), "zombies left")
 		exe, args, env = testWorker(roleEcho, "W_STDOUT="+strings.Repeat("y", 1000))
 		v, err := ledger.ExecStdioWorker(op, ledger.StdioWorker[string]{Process: ledger.Process{Executable: exe, Args: args, Env: env}, MaxOutput: 1000}).Wait(ctx)
-		if err != nil || len(v) != 1000 {
-			t.Fatalf("output at the limit: %d bytes, %v; want the 1000 bytes", len(v), err)
-		}
+		require.NoError(t, err, "output at the limit")
+		assert.Equal(t, 1000, len(v), "output at the limit: want the 1000 bytes")
 	})
 }

@@ -13,6 +13,9 @@ import (
 	"testing"
 	"time"
 
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+
 	"github.com/tomdist/ledger"
 )
 
@@ -38,9 +41,8 @@ func TestUsageErrors(t *testing.T) {
 		{[]string{"ls", "--dir", dir, "--bogus"}, "flag provided but not defined"},
 	} {
 		code, _, stderr := runCmd(t, tc.args...)
-		if code != exitUsage || !strings.Contains(stderr, tc.want) {
-			t.Errorf("ledger %v = %d, %q; want %d and %q", tc.args, code, stderr, exitUsage, tc.want)
-		}
+		assert.Equalf(t, exitUsage, code, "ledger %v: %q", tc.args, stderr)
+		assert.Containsf(t, stderr, tc.want, "ledger %v", tc.args)
 	}
 }
 
@@ -58,9 +60,8 @@ func TestServeRefusals(t *testing.T) {
 		{[]string{"serve", "--dir", filepath.Join(dir, "f", "\x00")}, "ledger serve:"},
 	} {
 		code, _, stderr := runCmd(t, tc.args...)
-		if code != exitError || !strings.Contains(stderr, tc.want) {
-			t.Errorf("ledger %v = %d, %q; want %d and %q", tc.args, code, stderr, exitError, tc.want)
-		}
+		assert.Equalf(t, exitError, code, "ledger %v: %q", tc.args, stderr)
+		assert.Containsf(t, stderr, tc.want, "ledger %v", tc.args)
 	}
 }
 
@@ -95,36 +96,26 @@ func TestServeAndShutdown(t *testing.T) {
 		pw.Close()
 	}()
 	line, err := bufio.NewReader(pr).ReadString('\n')
-	if err != nil {
-		t.Fatalf("no listening line: %v; stderr %s", err, stderr)
-	}
+	require.NoErrorf(t, err, "no listening line; stderr %s", stderr)
 	go io.Copy(io.Discard, pr)
 	url, ok := strings.CutPrefix(strings.TrimSpace(line), "listening on ")
-	if !ok || !strings.HasPrefix(url, "http://127.0.0.1:") {
-		t.Fatalf("first line %q", line)
-	}
+	require.Truef(t, ok, "first line %q", line)
+	require.Truef(t, strings.HasPrefix(url, "http://127.0.0.1:"), "first line %q", line)
 	res, err := http.Get(url + "/status")
-	if err != nil {
-		t.Fatal(err)
-	}
+	require.NoError(t, err)
 	var st struct{ Service string }
 	json.NewDecoder(res.Body).Decode(&st)
 	res.Body.Close()
-	if st.Service != "tom_dist_ledger" {
-		t.Fatalf("/status service %q", st.Service)
-	}
+	require.Equal(t, "tom_dist_ledger", st.Service, "/status service")
 	cancel()
 	select {
 	case code := <-done:
-		if code != exitOK {
-			t.Fatalf("serve exited %d; stderr %s", code, stderr)
-		}
+		require.Equalf(t, exitOK, code, "serve exit code; stderr %s", stderr)
 	case <-time.After(20 * time.Second):
-		t.Fatal("serve did not stop")
+		require.Fail(t, "serve did not stop")
 	}
-	if !strings.Contains(stderr.String(), "path=/status") || !strings.Contains(stderr.String(), "level=DEBUG") {
-		t.Fatalf("no debug line for the request:\n%s", stderr)
-	}
+	assert.Contains(t, stderr.String(), "path=/status", "no debug line for the request")
+	assert.Contains(t, stderr.String(), "level=DEBUG", "no debug line for the request")
 }
 
 // TestInspect runs ls, show, log, abort and prune over a directory that a
@@ -133,61 +124,50 @@ func TestInspect(t *testing.T) {
 	dir := t.TempDir()
 	ctx := context.Background()
 	l, err := ledger.NewLocalLedger(ledger.Options{BasePath: dir, ParticipantID: "alice", HeartbeatInterval: time.Minute})
-	if err != nil {
-		t.Fatal(err)
-	}
+	require.NoError(t, err)
 	defer l.Close()
 	done, err := l.CreateOperation(ctx, ledger.CreateOptions{Description: "finished work"})
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := done.Complete(ctx); err != nil {
-		t.Fatal(err)
-	}
+	require.NoError(t, err)
+	require.NoError(t, done.Complete(ctx))
 	live, err := l.CreateOperation(ctx, ledger.CreateOptions{Description: "ongoing\nwork"})
-	if err != nil {
-		t.Fatal(err)
-	}
-	if _, err := ledger.StartCall[int](ctx, live, ledger.CallOptions[int]{Description: "step"}); err != nil {
-		t.Fatal(err)
-	}
+	require.NoError(t, err)
+	_, err = ledger.StartCall[int](ctx, live, ledger.CallOptions[int]{Description: "step"})
+	require.NoError(t, err)
 
 	code, out, _ := runCmd(t, "ls", "--dir", dir)
-	if code != 0 || !strings.Contains(out, live.ID()) || strings.Contains(out, done.ID()) || !strings.Contains(out, "ongoing work") {
-		t.Fatalf("ls = %d:\n%s", code, out)
-	}
+	require.Equalf(t, 0, code, "ls:\n%s", out)
+	require.Contains(t, out, live.ID(), "ls")
+	require.NotContains(t, out, done.ID(), "ls")
+	require.Contains(t, out, "ongoing work", "ls")
 	code, out, _ = runCmd(t, "ls", "--all", "--dir", dir)
-	if code != 0 || !strings.Contains(out, live.ID()) || !strings.Contains(out, done.ID()) || !strings.Contains(out, "completed") {
-		t.Fatalf("ls --all = %d:\n%s", code, out)
-	}
+	require.Equalf(t, 0, code, "ls --all:\n%s", out)
+	require.Contains(t, out, live.ID(), "ls --all")
+	require.Contains(t, out, done.ID(), "ls --all")
+	require.Contains(t, out, "completed", "ls --all")
 	code, out, _ = runCmd(t, "show", live.ID(), "--dir", dir)
+	require.Equalf(t, 0, code, "show:\n%s", out)
 	var d ledger.Data
-	if code != 0 || json.Unmarshal([]byte(out), &d) != nil || d.OperationID != live.ID() || len(d.CallFrames) != 1 {
-		t.Fatalf("show = %d:\n%s", code, out)
-	}
+	require.NoErrorf(t, json.Unmarshal([]byte(out), &d), "show:\n%s", out)
+	require.Equal(t, live.ID(), d.OperationID, "show")
+	require.Len(t, d.CallFrames, 1, "show")
 	code, out, _ = runCmd(t, "log", "--dir", dir, done.ID())
-	if code != 0 || !strings.Contains(out, "OPERATION_CREATED") || !strings.Contains(out, "OPERATION_COMPLETED") {
-		t.Fatalf("log = %d:\n%s", code, out)
-	}
-	if err := live.Log(ctx, ledger.LogDebug, "fine detail"); err != nil {
-		t.Fatal(err)
-	}
+	require.Equalf(t, 0, code, "log:\n%s", out)
+	require.Contains(t, out, "OPERATION_CREATED", "log")
+	require.Contains(t, out, "OPERATION_COMPLETED", "log")
+	require.NoError(t, live.Log(ctx, ledger.LogDebug, "fine detail"))
 	code, out, _ = runCmd(t, "log", "--debug", "--dir", dir, live.ID())
-	if code != 0 || !strings.Contains(out, "fine detail") {
-		t.Fatalf("log --debug = %d:\n%s", code, out)
-	}
+	require.Equalf(t, 0, code, "log --debug:\n%s", out)
+	require.Contains(t, out, "fine detail", "log --debug")
 
 	code, out, _ = runCmd(t, "abort", "--dir", dir, live.ID())
-	if code != 0 || !strings.Contains(out, "aborted") {
-		t.Fatalf("abort = %d:\n%s", code, out)
-	}
-	if aborted, err := live.CheckAbort(ctx); err != nil || !aborted {
-		t.Fatalf("the participant sees aborted=%v, %v", aborted, err)
-	}
+	require.Equalf(t, 0, code, "abort:\n%s", out)
+	require.Contains(t, out, "aborted", "abort")
+	aborted, err := live.CheckAbort(ctx)
+	require.NoError(t, err, "CheckAbort")
+	require.True(t, aborted, "the participant does not see the abort")
 	code, out, _ = runCmd(t, "log", "--dir", dir, live.ID())
-	if code != 0 || !strings.Contains(out, "[WARNING] ledger-cli ABORT_SET true") {
-		t.Fatalf("log after abort:\n%s", out)
-	}
+	require.Equalf(t, 0, code, "log after abort:\n%s", out)
+	require.Contains(t, out, "[WARNING] ledger-cli ABORT_SET true", "log after abort")
 
 	for _, args := range [][]string{
 		{"show", "--dir", dir, "20240101T00:00:00.000-nobody-00000000"},
@@ -196,23 +176,19 @@ func TestInspect(t *testing.T) {
 		{"abort", "--dir", dir, done.ID()},
 		{"ls", "--dir", filepath.Join(dir, "missing")},
 	} {
-		if code, _, stderr := runCmd(t, args...); code != exitError || stderr == "" {
-			t.Errorf("ledger %v = %d, %q; want an error", args, code, stderr)
-		}
+		code, _, stderr := runCmd(t, args...)
+		assert.Equalf(t, exitError, code, "ledger %v: %q", args, stderr)
+		assert.NotEmptyf(t, stderr, "ledger %v: no error message", args)
 	}
-	if _, err := os.Stat(filepath.Join(dir, "missing")); !os.IsNotExist(err) {
-		t.Errorf("ls created the missing directory: %v", err)
-	}
+	_, err = os.Stat(filepath.Join(dir, "missing"))
+	assert.ErrorIs(t, err, os.ErrNotExist, "ls created the missing directory")
 
 	code, out, _ = runCmd(t, "prune", "--dir", dir, "--keep", "1")
-	if code != 0 || !strings.Contains(out, "pruned 0 archived operations, 1 kept") {
-		t.Fatalf("prune --keep 1 = %d: %s", code, out)
-	}
+	require.Equalf(t, 0, code, "prune --keep 1: %s", out)
+	require.Contains(t, out, "pruned 0 archived operations, 1 kept", "prune --keep 1")
 	code, out, _ = runCmd(t, "prune", "--dir", dir, "--keep", "0")
-	if code != 0 || !strings.Contains(out, "pruned 1 archived operations, 0 kept") {
-		t.Fatalf("prune --keep 0 = %d: %s", code, out)
-	}
-	if code, _, _ := runCmd(t, "prune", "--dir", dir, "--keep", "-1"); code != exitError {
-		t.Fatalf("prune --keep -1 = %d", code)
-	}
+	require.Equalf(t, 0, code, "prune --keep 0: %s", out)
+	require.Contains(t, out, "pruned 1 archived operations, 0 kept", "prune --keep 0")
+	code, _, _ = runCmd(t, "prune", "--dir", dir, "--keep", "-1")
+	assert.Equal(t, exitError, code, "prune --keep -1")
 }

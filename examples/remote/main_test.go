@@ -5,6 +5,9 @@ import (
 	"os"
 	"strings"
 	"testing"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
 )
 
 // TestMain lets the test binary play the worker processes that
@@ -22,9 +25,8 @@ func TestMain(m *testing.M) {
 
 func TestOrchestrate(t *testing.T) {
 	var out strings.Builder
-	if err := orchestrate(context.Background(), &out, 2, 2, false); err != nil {
-		t.Fatalf("%v\n%s", err, out.String())
-	}
+	err := orchestrate(context.Background(), &out, 2, 2, false)
+	require.NoErrorf(t, err, "output:\n%s", out.String())
 	s := out.String()
 	for _, want := range []string{
 		"started a ledger server at http://127.0.0.1:",
@@ -34,11 +36,7 @@ func TestOrchestrate(t *testing.T) {
 		"[INFO] worker-2 worker-2 finished",
 		"OPERATION_COMPLETED",
 	} {
-		if !strings.Contains(s, want) {
-			t.Errorf("output lacks %q:\n%s", want, s)
-		}
+		assert.Contains(t, s, want)
 	}
-	if n := strings.Count(s, "CALL_ENDED"); n != 4 {
-		t.Errorf("%d calls ended, want 4:\n%s", n, s)
-	}
+	assert.Equalf(t, 4, strings.Count(s, "CALL_ENDED"), "calls ended:\n%s", s)
 }

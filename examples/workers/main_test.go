@@ -5,8 +5,10 @@ import (
 	"context"
 	"fmt"
 	"os"
-	"strings"
 	"testing"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
 )
 
 // TestMain lets the test binary play the workers, as the program does.
@@ -23,15 +25,11 @@ func TestMain(m *testing.M) {
 
 func TestOrchestrate(t *testing.T) {
 	exe, err := os.Executable()
-	if err != nil {
-		t.Fatal(err)
-	}
+	require.NoError(t, err)
 	// A race build sleeps a second before each clean exit unless told not to.
 	t.Setenv("GORACE", os.Getenv("GORACE")+" atexit_sleep_ms=0")
 	var out bytes.Buffer
-	if err := orchestrate(context.Background(), exe, &out); err != nil {
-		t.Fatal(err)
-	}
+	require.NoError(t, orchestrate(context.Background(), exe, &out))
 	want := `sum       100 = 5050    by worker-sum (via file)
 squares    10 = 385     by worker-squares (via stdout)
 primes    100 = 25      by worker-primes (via stdout)
@@ -39,14 +37,10 @@ fibonacci  30 = 832040  by worker-fibonacci (via stdout)
 participants: orchestrator active, worker-fibonacci left, worker-primes left, worker-squares left, worker-sum left
 operation completed
 `
-	if got := out.String(); got != want {
-		t.Fatalf("output:\n%s\nwant:\n%s", got, want)
-	}
+	assert.Equal(t, want, out.String(), "output")
 }
 
 func TestWorkerUnknownTask(t *testing.T) {
 	err := worker([]string{"-task", "nope"}, new(bytes.Buffer))
-	if err == nil || !strings.Contains(err.Error(), `unknown task "nope"`) {
-		t.Fatalf("worker: %v", err)
-	}
+	assert.ErrorContains(t, err, `unknown task "nope"`, "worker")
 }

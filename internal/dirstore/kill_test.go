@@ -174,7 +174,7 @@ func TestObserveSeesKill(t *testing.T) {
 	select {
 	case <-gone:
 	case <-time.After(10 * time.Second):
-		t.Fatal("the lease of a killed process did not end")
+		require.Fail(t, "the lease of a killed process did not end")
 	}
 	vs, err = d.Vitals(ctx, killOp)
 	require.NoError(t, err)

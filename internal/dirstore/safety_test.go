@@ -49,8 +49,8 @@ func TestStoreNamesNeverCollide(t *testing.T) {
 		valid++
 		assert.False(t, strings.HasPrefix(id, "~ledger-"), "id %q has the temp form", id)
 		for _, n := range storeNames(id) {
-			if o, taken := owner[n]; taken && o != id {
-				t.Errorf("%q is a name of %q and of %q", n, o, id)
+			if o, taken := owner[n]; taken {
+				assert.Equalf(t, o, id, "%q is a name of %q and of %q", n, o, id)
 			}
 			owner[n] = id
 		}

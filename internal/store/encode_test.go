@@ -1,22 +1,23 @@
 package store
 
 import (
-	"bytes"
 	"encoding/json"
+	"fmt"
 	"math/rand/v2"
 	"reflect"
 	"slices"
 	"testing"
 	"time"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
 )
 
 // marshalIndent is what Encode must write, byte for byte.
 func marshalIndent(t testing.TB, d *Data) []byte {
 	t.Helper()
 	b, err := json.MarshalIndent(d, "", "  ")
-	if err != nil {
-		t.Fatal(err)
-	}
+	require.NoError(t, err)
 	return b
 }
 
@@ -35,16 +36,12 @@ func (c *cachingEncoder) encode(d *Data) []byte {
 }
 
 // checkEncode compares Encode, and an encode through a frame cache that has
-// seen other states, with encoding/json.
-func checkEncode(t testing.TB, fc *cachingEncoder, d *Data) {
+// seen other states, with encoding/json; where says which state d is.
+func checkEncode(t testing.TB, fc *cachingEncoder, d *Data, where string) {
 	t.Helper()
-	want := marshalIndent(t, d)
-	if got := Encode(d); !bytes.Equal(got, want) {
-		t.Fatalf("Encode differs from json.MarshalIndent\n got: %s\nwant: %s", got, want)
-	}
-	if got := fc.encode(d); !bytes.Equal(got, want) {
-		t.Fatalf("cached encode differs from json.MarshalIndent\n got: %s\nwant: %s", got, want)
-	}
+	want := string(marshalIndent(t, d))
+	require.Equalf(t, want, string(Encode(d)), "Encode differs from json.MarshalIndent (%s)", where)
+	require.Equalf(t, want, string(fc.encode(d)), "cached encode differs from json.MarshalIndent (%s)", where)
 }
 
 func tm(s string) Time {
@@ -148,7 +145,7 @@ func TestEncodeMatchesEncodingJSON(t *testing.T) {
 		t.Run(c.name, func(t *testing.T) {
 			d := fullData()
 			c.mod(d)
-			checkEncode(t, fc, d)
+			checkEncode(t, fc, d, c.name)
 		})
 	}
 }
@@ -161,7 +158,7 @@ func TestFrameCacheFollowsChanges(t *testing.T) {
 	fc := &cachingEncoder{}
 	d := benchData(12)
 	d.CallFrames[3].Resources = []string{"/tmp/a", "/tmp/b"}
-	checkEncode(t, fc, d)
+	checkEncode(t, fc, d, "first state")
 	steps := []func(d *Data){
 		func(d *Data) { d.CallFrames[0].State = FrameCleanedUp },
 		func(d *Data) {
@@ -193,10 +190,7 @@ func TestFrameCacheFollowsChanges(t *testing.T) {
 	for i, step := range steps {
 		d = d.Clone()
 		step(d)
-		checkEncode(t, fc, d)
-		if t.Failed() {
-			t.Fatalf("after step %d", i)
-		}
+		checkEncode(t, fc, d, fmt.Sprintf("after step %d", i))
 	}
 	// Random changes, checked against encoding/json.
 	r := rand.New(rand.NewPCG(3, 4))
@@ -211,10 +205,7 @@ func TestFrameCacheFollowsChanges(t *testing.T) {
 		default:
 			d.CallFrames = append(d.CallFrames, CallFrame{CallID: NewCallID("r", int64(i)), PID: i})
 		}
-		checkEncode(t, fc, d)
-		if t.Failed() {
-			t.Fatalf("after random change %d", i)
-		}
+		checkEncode(t, fc, d, fmt.Sprintf("after random change %d", i))
 	}
 }
 
@@ -240,17 +231,14 @@ func TestFrameEqualSeesEveryField(t *testing.T) {
 		case *[]string:
 			*v = append(*v, "x")
 		default:
-			t.Fatalf("field %s has type %s: teach this test (and CallFrame.equal) about it", typ.Field(i).Name, f.Type())
+			require.Failf(t, "field of an unknown type",
+				"field %s has type %s: teach this test (and CallFrame.equal) about it", typ.Field(i).Name, f.Type())
 		}
-		if base.equal(&g) {
-			t.Errorf("equal ignores a change of CallFrame.%s", typ.Field(i).Name)
-		}
+		assert.Falsef(t, base.equal(&g), "equal ignores a change of CallFrame.%s", typ.Field(i).Name)
 	}
 	same := base
 	same.StartTime = Time{base.StartTime.In(time.FixedZone("Y", 3600))}
-	if !base.equal(&same) {
-		t.Error("equal tells apart the same instant in two zones, which encode alike")
-	}
+	assert.True(t, base.equal(&same), "equal tells apart the same instant in two zones, which encode alike")
 }
 
 func TestAppendTimeMatchesAppendFormat(t *testing.T) {
@@ -265,9 +253,7 @@ func TestAppendTimeMatchesAppendFormat(t *testing.T) {
 	}
 	for _, v := range times {
 		want := Time{v}.appendJSON(nil)
-		if got := appendTime(nil, v); !bytes.Equal(got, want) {
-			t.Fatalf("appendTime(%v) = %s, want %s", v, got, want)
-		}
+		require.Equalf(t, string(want), string(appendTime(nil, v)), "appendTime(%v)", v)
 	}
 }
 
@@ -290,7 +276,7 @@ func FuzzEncode(f *testing.F) {
 		if flag {
 			data.CallFrames = append(data.CallFrames, CallFrame{CallID: a, Description: b})
 		}
-		checkEncode(t, &cachingEncoder{}, data)
+		checkEncode(t, &cachingEncoder{}, data, "fuzzed state")
 	})
 }
 

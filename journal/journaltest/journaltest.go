@@ -144,7 +144,7 @@ func testUnknown(t *testing.T, p Pair) {
 	_, err := p.A.Read(ctx, op, 0)
 	require.ErrorIs(t, err, journal.ErrNotFound)
 	_, err = p.A.Update(ctx, op, 0, func(journal.Tail) (journal.Change, error) {
-		t.Error("fn called for an unknown operation")
+		assert.Fail(t, "fn called for an unknown operation")
 		return journal.Change{}, nil
 	})
 	require.ErrorIs(t, err, journal.ErrNotFound)
@@ -299,7 +299,7 @@ func testArchive(t *testing.T, p Pair) {
 	assert.True(t, tail.Archived)
 
 	_, err = p.A.Update(ctx, op, 2, func(journal.Tail) (journal.Change, error) {
-		t.Error("fn called on an archived operation")
+		assert.Fail(t, "fn called on an archived operation")
 		return journal.Change{}, nil
 	})
 	require.ErrorIs(t, err, journal.ErrArchived)
@@ -406,7 +406,7 @@ func waitWake(t testing.TB, ch <-chan struct{}, what string) {
 	select {
 	case <-ch:
 	case <-time.After(10 * time.Second):
-		t.Fatalf("no %s", what)
+		require.Failf(t, "timed out", "no %s", what)
 	}
 }
 
@@ -422,7 +422,7 @@ func testLeases(t *testing.T, p Pair) {
 	require.NoError(t, err)
 	select {
 	case <-gone:
-		t.Fatal("the lease of a live member ended")
+		require.Fail(t, "the lease of a live member ended")
 	case <-time.After(50 * time.Millisecond):
 	}
 	vs, err := p.B.Vitals(ctx, op)
