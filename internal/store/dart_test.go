@@ -28,3 +28,29 @@ func TestDartTimeIsLocalTime(t *testing.T) {
 	require.NoError(t, err)
 	assert.True(t, got.Equal(time.Date(2026, 3, 14, 9, 15, 2, 418000000, time.UTC)))
 }
+
+// The binding of an operation to the participant its Dart clients act
+// as is part of the state document.
+func TestEncodeDartParticipant(t *testing.T) {
+	var fc cachingEncoder
+	d := fullData()
+	d.DartParticipant = Key("alice", 42, "h1")
+	checkEncode(t, &fc, d)
+	assert.Contains(t, string(Encode(d)), `"dartParticipant": "alice/42@h1"`)
+	d.DartParticipant = ""
+	checkEncode(t, &fc, d)
+	assert.NotContains(t, string(Encode(d)), "dartParticipant")
+}
+
+// A Dart server writes pid -1 into the frames of a client whose pid it
+// does not know; other negative pids are no pids.
+func TestDartUnknownPIDInFrames(t *testing.T) {
+	f := fullData().CallFrames[0]
+	f.PID = UnknownPID
+	assert.Nil(t, ValidateFrame(&f))
+	f.PID = -2
+	assert.NotNil(t, ValidateFrame(&f))
+	p := fullData().Participants[0]
+	p.PID = UnknownPID
+	assert.NotNil(t, ValidateParticipant(&p), "a participant record needs a real pid")
+}

@@ -53,6 +53,12 @@ type Data struct {
 	DetectionTimestamp *Time          `json:"detectionTimestamp,omitempty"` // when a failure or crash was detected
 	RemovalTimestamp   *Time          `json:"removalTimestamp,omitempty"`   // when the frames were removed after it
 	Failure            *Failure       `json:"failure,omitempty"`            // why the operation failed, once it has
+	// DartParticipant is the Key of the participant that the requests of
+	// Dart clients through a ledger server act for (a Dart request does
+	// not say who sends it): the one that created the operation, or first
+	// joined it, through a server with a Dart request. Empty when none
+	// did.
+	DartParticipant string `json:"dartParticipant,omitempty"`
 	// JournalRev is the position in the operation's journal of a state
 	// written as a document (a snapshot, operation.json): a document with
 	// it was written from a journal, one without (the Dart ledger's) was
@@ -124,6 +130,11 @@ type Failure struct {
 	// failure and finishes the cleanup.
 	Coordinator string `json:"coordinator,omitempty"`
 }
+
+// UnknownPID is the pid a Dart ledger server writes into the call frames
+// of a client that did not say its pid. It is allowed in frames, never in
+// participant records.
+const UnknownPID = -1
 
 // Key names a participant process: "{participantId}/{pid}@{host}".
 func Key(id string, pid int, host string) string {
