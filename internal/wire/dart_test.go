@@ -81,3 +81,14 @@ func TestDartRequestsValidate(t *testing.T) {
 	assert.Error(t, (&wire.DartCreateRequest{ParticipantID: "../x"}).Validate(), "ids are checked")
 	assert.Error(t, (&wire.DartCallRequest{OperationID: "op", CallID: "a/b"}).Validate(), "ids are checked")
 }
+
+// BenchmarkIsDart is what telling a request of a Go client from a Dart
+// one costs the server: a Go call start.
+func BenchmarkIsDart(b *testing.B) {
+	body := []byte(`{"participantId":"bench","participantPid":12345,"host":"benchhost","heartbeatIntervalMs":5000,"staleThresholdMs":15000,"after":17,"operationId":"20240101T00:00:00.000-bench-0000beef","callId":"call_bench_1_abcd","description":"background work","failOnCrash":true}`)
+	for b.Loop() {
+		if wire.IsDart(body) {
+			b.Fatal("a Go request taken for Dart's")
+		}
+	}
+}
