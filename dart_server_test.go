@@ -106,12 +106,13 @@ func viewLog(t testing.TB, dir, op string, debug bool) string {
 	return string(b)
 }
 
-// The participant a Dart client registered is recorded in the ledger: a
-// second server over the same directory, started after the first one
-// stopped, acts for it.
+// The participant a Dart client registered is recorded in the ledger
+// (with the heartbeat settings `ledger serve` was given for Dart
+// clients): a second server over the same directory, started after the
+// first one stopped, acts for it.
 func TestDartBindingSurvivesServerRestart(t *testing.T) {
 	dir := t.TempDir()
-	url, first := startBinaryServer(t, dir)
+	url, first := startBinaryServer(t, dir, "--dart-heartbeat", "2s", "--dart-stale", "7s")
 	d := newDartClient(t, url)
 	op := d.create("dart_a", 4242)
 	call := d.ok(wire.PathCallStart, `{"operationId":"`+op+`","sessionId":1,"description":"build","failOnCrash":true}`)["callId"].(string)
@@ -137,6 +138,8 @@ func TestDartBindingSurvivesServerRestart(t *testing.T) {
 	assert.Equal(t, 4242, p.PID)
 	assert.Equal(t, "127.0.0.1", p.Host, "the client's address is its host")
 	assert.True(t, p.Remote)
+	assert.Equal(t, 2*time.Second, p.HeartbeatInterval)
+	assert.Equal(t, 7*time.Second, p.StaleThreshold)
 	log := viewLog(t, dir, op, false)
 	assert.Contains(t, log, "[INFO] dart_a CALL_STARTED "+call+" build")
 	assert.Contains(t, log, "[INFO] dart_a CALL_ENDED "+call)
@@ -291,4 +294,13 @@ func TestDartAndGoClientsShareOperation(t *testing.T) {
 	assert.Equal(t, ledger.StateCompleted, s.OperationState)
 	assert.Equal(t, ledger.ParticipantLeft, participantRecord(t, s, "go_b").State)
 	assert.Equal(t, "dart_a/4242@127.0.0.1", s.DartParticipant, "the Go join did not change the binding")
+}
+
+// Negative Dart heartbeat settings are refused, as the others are.
+func TestDartOptionsChecked(t *testing.T) {
+	for _, o := range []ledger.DartOptions{{HeartbeatInterval: -time.Second}, {StaleThreshold: -1}} {
+		srv := ledger.NewServer(ledger.ServerOptions{BasePath: t.TempDir(), Dart: o})
+		assert.Error(t, srv.Err(), "%+v", o)
+		srv.Close()
+	}
 }
