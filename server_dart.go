@@ -213,7 +213,7 @@ func (s *Server) dartCreate(c *call, q *wire.DartCreateRequest) (reply, error) {
 		if err != nil {
 			return nil, err
 		}
-		return dartSession(v.d), nil
+		return dartSession(v.d)
 	}
 }
 
@@ -228,23 +228,30 @@ func (s *Server) dartJoin(c *call, q *wire.DartJoinRequest) (reply, error) {
 	if err != nil {
 		return nil, err
 	}
-	return dartSession(nv.d), nil
+	return dartSession(nv.d)
 }
 
 // dartSession is the answer to a Dart create or join: the participant d
 // is bound to.
-func dartSession(d *store.Data) wire.DartSession {
-	p := d.Participants[dartBound(d)]
+func dartSession(d *store.Data) (reply, error) {
+	i := dartBound(d)
+	if i < 0 {
+		return nil, fmt.Errorf("%w: %s is bound to no participant after a Dart create or join", ErrCorruptLedger, d.OperationID)
+	}
+	p := d.Participants[i]
 	return wire.DartSession{
 		OperationID: d.OperationID, ParticipantID: p.ParticipantID,
 		IsInitiator: p.ParticipantID == d.InitiatorID, SessionID: p.Sessions, StartTime: p.JoinedAt,
-	}
+	}, nil
 }
 
 // dartWho returns the participant that Dart requests on d act for. A
 // finished operation is its error (completed: 404, as the Dart server
 // forgets a completed one).
 func dartWho(d *store.Data) (participant, error) {
+	if d == nil {
+		return participant{}, ErrOperationNotFound
+	}
 	i := dartBound(d)
 	if i < 0 {
 		return participant{}, fmt.Errorf("%w: %s", errDartUnbound, d.OperationID)
@@ -295,7 +302,11 @@ func (s *Server) dartCallStart(c *call, q *wire.DartCallStartRequest) (reply, er
 		spec.Description = *q.Description
 	}
 	started := func(v view, _ participant) reply {
-		return wire.DartCallStarted{CallID: spec.CallID, StartedAt: v.d.CallFrames[v.d.Frame(spec.CallID)].StartTime}
+		r := wire.DartCallStarted{CallID: spec.CallID, StartedAt: store.Now()}
+		if i := v.d.Frame(spec.CallID); i >= 0 {
+			r.StartedAt = v.d.CallFrames[i].StartTime
+		}
+		return r
 	}
 	for try := 0; ; try++ {
 		rep, err := s.dartAct(c, q.OperationID, started, func(who participant, v view) change {
@@ -395,6 +406,9 @@ func (s *Server) dartState(c *call, q *wire.DartOperationRequest) (reply, error)
 		return nil, err
 	}
 	d := co.view().d
+	if d == nil {
+		return nil, ErrOperationNotFound
+	}
 	if dartBound(d) < 0 {
 		return nil, fmt.Errorf("%w: %s", errDartUnbound, d.OperationID)
 	}
