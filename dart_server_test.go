@@ -304,3 +304,27 @@ func TestDartOptionsChecked(t *testing.T) {
 		srv.Close()
 	}
 }
+
+// A Dart client declared crashed (here its heartbeats stopped for longer
+// than its threshold; its call was contained, so the operation runs on)
+// hears of it at its next heartbeat, as a Dart client hears that its
+// ledger is gone.
+func TestDartCrashedClientHearsOfIt(t *testing.T) {
+	dir := t.TempDir()
+	url := startHTTPTestServer(t, ledger.ServerOptions{
+		BasePath: dir, Dart: ledger.DartOptions{HeartbeatInterval: 50 * time.Millisecond, StaleThreshold: 200 * time.Millisecond},
+	})
+	d := newDartClient(t, url)
+	op := d.create("dart_a", 4242)
+	d.ok(wire.PathCallStart, `{"operationId":"`+op+`","sessionId":1,"description":null,"failOnCrash":false}`)
+	_, err := openLocal(t, dir, "observer").JoinOperation(context.Background(), op, ledger.JoinOptions{})
+	require.NoError(t, err)
+
+	waitFor(t, 10*time.Second, "the verdict on the silent Dart client", func() bool {
+		return participantRecord(t, viewState(t, dir, op), "dart_a").State == ledger.ParticipantCrashed
+	})
+	hb := d.ok(wire.PathHeartbeat, `{"operationId":"`+op+`"}`)
+	assert.Equal(t, false, hb["success"])
+	assert.Contains(t, hb["reason"], "crashed")
+	assert.Equal(t, ledger.StateRunning, viewState(t, dir, op).OperationState, "a contained call does not fail the operation")
+}
