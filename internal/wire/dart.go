@@ -223,8 +223,9 @@ type DartHeartbeat struct {
 }
 
 // DartNoLedger answers a Dart /operation/heartbeat for an operation that
-// failed: its file is archived, which the Dart server reports so (its
-// client then reports a heartbeat error with the reason).
+// failed (its files are archived, which the Dart server reports so), or
+// whose bound participant was declared crashed: the Dart client then
+// reports a heartbeat error with the reason.
 type DartNoLedger struct {
 	Success bool   `json:"success"` // false
 	Reason  string `json:"reason"`
