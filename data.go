@@ -31,6 +31,12 @@ type Data struct {
 	RemovalTimestamp time.Time `json:"removalTimestamp,omitzero"`
 	// Failure says why the operation failed, once it has; nil before.
 	Failure *Failure `json:"failure,omitempty"`
+	// DartParticipant names the participant that Dart clients act as
+	// through a ledger server, as "{participantId}/{pid}@{host}": the
+	// one that created the operation, or first joined it, with a Dart
+	// request (a Dart request does not say who sends it). Empty when
+	// none did.
+	DartParticipant string `json:"dartParticipant,omitempty"`
 }
 
 // CallFrame is one tracked call while it runs, in Data.
@@ -123,7 +129,7 @@ func dataOf(d *store.Data) *Data {
 	out := &Data{
 		OperationID: d.OperationID, InitiatorID: d.InitiatorID, Description: d.Description,
 		StartTime: d.StartTime.Time, OperationState: d.OperationState, Aborted: d.Aborted,
-		LastHeartbeat: d.LastHeartbeat.Time,
+		LastHeartbeat: d.LastHeartbeat.Time, DartParticipant: d.DartParticipant,
 		CallFrames:    make([]CallFrame, len(d.CallFrames)),
 		TempResources: make([]TempResource, len(d.TempResources)),
 		Participants:  make([]Participant, len(d.Participants)),

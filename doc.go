@@ -259,7 +259,11 @@
 // NewServer serves a ledger directory over HTTP (the Dart server's paths
 // and field names; `ledger serve` runs it). The server keeps no state per
 // client: every request names its participant, which heartbeats for
-// itself, so restarting the server loses nothing. It listens on loopback
+// itself, so restarting the server loses nothing. The Dart
+// RemoteLedgerClient, whose requests after create and join do not say who
+// sends them, is served too: they act for the participant that created or
+// joined the operation with a Dart request, which the ledger records
+// (README, Dart interoperability). It listens on loopback
 // unless told otherwise, requires a bearer token beyond loopback, and
 // answers errors as {"error", "code"}; the RemoteClient maps the codes back
 // to the sentinels of this package, so errors.Is works the same on both
@@ -286,7 +290,8 @@
 // The layout is the Dart ledger's, plus the liveness directory:
 //
 //	{base}/{id}.operation.json        state (JSON, 2-space indent)
-//	{base}/{id}.operation.json.lock   flock target; removed with the operation
+//	{base}/{id}.operation.lock        flock target; removed with the operation
+//	{base}/{id}.operation.json.lock   the Dart ledger's lock file: honoured, never deleted (README, Dart interoperability)
 //	{base}/{id}.operation.log         "<RFC3339 UTC> [LEVEL] <participantId> <EVENT or message>"
 //	{base}/{id}.operation.debug.log   DEBUG lines
 //	{base}/{id}_trail/{elapsed ms}_{id}.json
@@ -301,7 +306,7 @@
 // crash of any process, not of the machine. Log lines are appended with
 // O_APPEND, one write per change; a message's line breaks are written as
 // \n. Timestamps are written in RFC 3339 UTC with milliseconds; the Dart
-// form without an offset is read as UTC.
+// form without an offset (a local time) is read in the local zone.
 //
 // The trail keeps snapshots of the state (hard links to state files, which
 // are never changed once written): at most one per HeartbeatInterval, from

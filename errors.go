@@ -27,6 +27,12 @@ var (
 	// before the context ended.
 	ErrLockTimeout = store.ErrLockTimeout
 
+	// ErrDartLocked is returned, with ErrLockTimeout, when a Dart process
+	// held its lock file of the operation ({id}.operation.json.lock) for
+	// as long as the caller could wait; the message names the file and
+	// what it says of its holder.
+	ErrDartLocked = errors.New("ledger: a Dart process holds the operation's lock file")
+
 	// ErrOperationCompleted is returned when an operation has completed.
 	ErrOperationCompleted = errors.New("ledger: operation completed")
 

@@ -120,7 +120,7 @@ func TestRecordWithoutSettingsGetsDefaults(t *testing.T) {
 	ctx := context.Background()
 	forEachBackend(t, func(t *testing.T, e *env) {
 		id := "20240115T10:30:00.123-dart-0a1b2c3d"
-		now := time.Now().UTC().Format("2006-01-02T15:04:05.000")
+		now := time.Now().Format("2006-01-02T15:04:05.000") // local, as Dart writes it
 		// A Dart participant on another host, so only its heartbeat can
 		// speak for it; it never beats again.
 		state := fmt.Sprintf(`{

@@ -121,7 +121,7 @@ func sameHead(a, b *store.Data) bool {
 	return a.OperationID == b.OperationID && a.InitiatorID == b.InitiatorID &&
 		a.Description == b.Description && a.StartTime.Equal(b.StartTime.Time) &&
 		a.OperationState == b.OperationState && a.Aborted == b.Aborted &&
-		a.LastHeartbeat.Equal(b.LastHeartbeat.Time) &&
+		a.LastHeartbeat.Equal(b.LastHeartbeat.Time) && a.DartParticipant == b.DartParticipant &&
 		sameTime(a.DetectionTimestamp, b.DetectionTimestamp) &&
 		sameTime(a.RemovalTimestamp, b.RemovalTimestamp) &&
 		sameFailure(a.Failure, b.Failure)

@@ -66,11 +66,14 @@ func failureInfo(d *store.Data) OperationFailedInfo {
 	return info
 }
 
-// createOp creates the operation id with who as its initiator.
+// createOp creates the operation id with who as its initiator. With dart,
+// the request is a Dart client's, and the operation is bound to who (see
+// rules_dart.go).
 type createOp struct {
 	id          string
 	who         participant
 	description string
+	dart        bool
 }
 
 func (c createOp) apply(tx *tx) error {
@@ -88,6 +91,9 @@ func (c createOp) apply(tx *tx) error {
 		CallFrames:     []store.CallFrame{},
 		TempResources:  []store.TempResource{},
 		Participants:   []store.Participant{c.who.record(now)},
+	}
+	if c.dart {
+		tx.d.DartParticipant = c.who.key()
 	}
 	tx.logf("INFO", c.who.ID, "OPERATION_CREATED %s", c.description)
 	return nil

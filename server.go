@@ -74,6 +74,9 @@ type ServerOptions struct {
 	// Zero means 1s.
 	StreamGrace time.Duration
 
+	// Dart configures how Dart clients are served (see DartOptions).
+	Dart DartOptions
+
 	// Logger receives one line per request at debug level (failures of the
 	// server itself at error level). Zero means no request log.
 	Logger *slog.Logger
@@ -194,7 +197,7 @@ func (o ServerOptions) check() error {
 	if o.StaleThreshold < 0 {
 		return fmt.Errorf("ledger: ServerOptions.StaleThreshold (%v) must not be negative", o.StaleThreshold)
 	}
-	return nil
+	return o.Dart.check()
 }
 
 func (o ServerOptions) dirOptions() dirstore.Options {
@@ -475,7 +478,7 @@ func (s *Server) serve(w *respWriter, r *http.Request) {
 		}
 		c.key.key = key
 	}
-	rep, err := rt.serve(s, c)
+	rep, err := s.dispatch(rt, c) // server_dart.go: Dart clients' requests
 	if err != nil {
 		w.fail(s.mapError(err))
 		return

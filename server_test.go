@@ -157,7 +157,7 @@ func TestServerBadInput(t *testing.T) {
 		{"two objects", rawRequest{path: "/operation/join", body: valid("") + valid("")}, 400, "bad_request"},
 		{"missing participantId", rawRequest{path: "/operation/join", body: `{"participantPid":1,"host":"h","operationId":"` + badOp + `"}`}, 400, "bad_request"},
 		{"missing participantPid", rawRequest{path: "/operation/join", body: `{"participantId":"bob","host":"h","operationId":"` + badOp + `"}`}, 400, "bad_request"},
-		{"missing host", rawRequest{path: "/operation/join", body: `{"participantId":"bob","participantPid":1,"operationId":"` + badOp + `"}`}, 400, "bad_request"},
+		{"missing host", rawRequest{path: "/operation/join", body: `{"participantId":"bob","participantPid":1,"after":0,"operationId":"` + badOp + `"}`}, 400, "bad_request"}, // without after, a Dart join
 		{"missing operationId", rawRequest{path: "/operation/join", body: `{` + whoJSON("bob") + `}`}, 400, "bad_request"},
 		{"missing callId", rawRequest{path: "/call/end", body: valid("")}, 400, "bad_request"},
 		{"missing message path", rawRequest{path: "/temp/register", body: valid("")}, 400, "bad_request"},

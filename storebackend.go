@@ -200,6 +200,8 @@ func storeError(err error) error {
 		return fmt.Errorf("%w: %w", ErrOperationNotFound, err)
 	case errors.Is(err, journal.ErrExists):
 		return fmt.Errorf("%w: %w", store.ErrExists, err)
+	case errors.As(err, new(*dirstore.DartLockError)):
+		return fmt.Errorf("%w: %w: %w", ErrLockTimeout, ErrDartLocked, err)
 	case errors.Is(err, journal.ErrLocked):
 		return fmt.Errorf("%w: %w", ErrLockTimeout, err)
 	case errors.Is(err, journal.ErrCorrupt):

@@ -3,6 +3,7 @@
 // Usage:
 //
 //	ledger serve --dir D [--addr 127.0.0.1:19880] [--token T] [--tls-cert F --tls-key F] [--insecure] [--debug]
+//	             [--dart-heartbeat 5s] [--dart-stale 15s]
 //	ledger ls    --dir D [--all]
 //	ledger show  --dir D ID
 //	ledger log   --dir D [--debug] ID
@@ -15,6 +16,8 @@
 // otherwise, and refuses a non-loopback address without a token (--token
 // or the environment variable LEDGER_TOKEN) unless --insecure is given.
 // With --debug it logs one line per request on standard error.
+// --dart-heartbeat and --dart-stale are the heartbeat settings by which
+// Dart clients are judged (ledger.DartOptions).
 //
 // ls lists the live operations (with --all, the archived ones too); show
 // prints an operation's state as JSON; log prints its log; abort sets its
@@ -54,6 +57,7 @@ const (
 
 const usage = `usage:
   ledger serve --dir D [--addr 127.0.0.1:19880] [--token T] [--tls-cert F --tls-key F] [--insecure] [--debug]
+               [--dart-heartbeat 5s] [--dart-stale 15s]
   ledger ls    --dir D [--all]
   ledger show  --dir D ID
   ledger log   --dir D [--debug] ID
@@ -137,6 +141,9 @@ func setupServe(fs *flag.FlagSet) func(context.Context, string, []string, io.Wri
 	key := fs.String("tls-key", "", "the key file (PEM) of --tls-cert")
 	insecure := fs.Bool("insecure", false, "allow a non-loopback address without a token")
 	debug := fs.Bool("debug", false, "log every request")
+	var dart ledger.DartOptions
+	fs.DurationVar(&dart.HeartbeatInterval, "dart-heartbeat", 0, "the heartbeat interval of Dart clients (default 5s)")
+	fs.DurationVar(&dart.StaleThreshold, "dart-stale", 0, "the stale threshold of Dart clients (default 15s)")
 	return func(ctx context.Context, dir string, _ []string, stdout, stderr io.Writer) error {
 		if *token == "" {
 			*token = os.Getenv(ledger.TokenEnv)
@@ -150,7 +157,7 @@ func setupServe(fs *flag.FlagSet) func(context.Context, string, []string, io.Wri
 		}
 		log := slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: level}))
 		return serve(ctx, serveConfig{
-			opts: ledger.ServerOptions{BasePath: dir, Token: *token, Insecure: *insecure, Logger: log},
+			opts: ledger.ServerOptions{BasePath: dir, Token: *token, Insecure: *insecure, Logger: log, Dart: dart},
 			addr: *addr, cert: *cert, key: *key,
 		}, stdout, log)
 	}

@@ -14,7 +14,8 @@ import (
 )
 
 // lockOp takes the lock of operation id: the in-process token of e, then
-// an exclusive flock of {id}.operation.lock. Waiters queue in the kernel
+// an exclusive flock of {id}.operation.lock, then waits until no Dart
+// process holds its lock of the operation (see dartlock.go). Waiters queue in the kernel
 // (a blocking flock), so the lock passes from writer to writer without
 // idle gaps; a waiter whose ctx ends returns ErrLocked at once while its
 // place in the queue is kept by a goroutine that gives the lock back as
@@ -53,6 +54,12 @@ func (d *Dir) lockOp(ctx context.Context, id string, e *entry, create bool) (unl
 		if err == nil {
 			var now fs.FileInfo
 			if now, err = d.root.Lstat(lockName(id)); err == nil && os.SameFile(held, now) {
+				// A Dart process may hold its own lock: wait for it.
+				if err := d.waitDartLock(ctx, id, true); err != nil {
+					fl.Unlock()
+					<-e.sem
+					return nil, err
+				}
 				return func() { fl.Unlock(); <-e.sem }, nil
 			}
 		}

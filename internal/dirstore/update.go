@@ -138,6 +138,14 @@ func (d *Dir) update(ctx context.Context, id string, e *entry, after journal.Rev
 	if err != nil {
 		return journal.Tail{}, f, 0, false, err
 	}
+	if c.Archive {
+		// The state document moves: no Dart process may be rewriting it.
+		release, err := d.holdDartLock(ctx, id)
+		if err != nil {
+			return journal.Tail{}, f, 0, false, err
+		}
+		defer release()
+	}
 	tail, appended, err = d.commit(ctx, id, e, f, st, c)
 	return tail, f, st.pos.rev, appended, err
 }
@@ -146,9 +154,17 @@ func (d *Dir) update(ctx context.Context, id string, e *entry, after journal.Rev
 // document but no journal (the Dart ledger's, or an earlier version's):
 // fn sees the document as a snapshot at position 1, and only if it makes
 // a change is the document given a journal, which the change is appended
-// to. A change refused leaves the document as it is.
+// to. A change refused leaves the document as it is. The Dart lock is
+// held meanwhile, so that no Dart process rewrites the document.
 func (d *Dir) adoptAndChange(ctx context.Context, id string, e *entry, after journal.Rev, fn func(journal.Tail) (journal.Change, error)) (journal.Tail, *os.File, journal.Rev, bool, error) {
-	t, err := d.readOther(id, after)
+	if _, err := d.root.Lstat(stateName(id)); err == nil {
+		release, err := d.holdDartLock(ctx, id)
+		if err != nil {
+			return journal.Tail{}, nil, 0, false, err
+		}
+		defer release()
+	}
+	t, err := d.readOther(ctx, id, after)
 	if err != nil {
 		return journal.Tail{}, nil, 0, false, err
 	}
@@ -429,7 +445,7 @@ func (d *Dir) Read(ctx context.Context, id string, after journal.Rev) (journal.T
 	defer d.release(id, e)
 	f, err := d.root.OpenFile(journalName(id), os.O_RDONLY|noFollow, 0)
 	if errors.Is(err, fs.ErrNotExist) {
-		return d.readOther(id, after)
+		return d.readOther(ctx, id, after)
 	}
 	if err != nil {
 		return journal.Tail{}, err
@@ -445,8 +461,9 @@ func (d *Dir) Read(ctx context.Context, id string, after journal.Rev) (journal.T
 
 // readOther reads an operation without a live journal: archived, or a
 // state document without a journal (written by the Dart ledger or an
-// earlier version), which reads as a snapshot at position 1.
-func (d *Dir) readOther(id string, after journal.Rev) (journal.Tail, error) {
+// earlier version), which reads as a snapshot at position 1 (a document
+// a Dart process is rewriting is waited for: see readStateDoc).
+func (d *Dir) readOther(ctx context.Context, id string, after journal.Rev) (journal.Tail, error) {
 	b, err := readFileNoFollow(d.root, backupName(id)+"/"+archivedJournal)
 	if err == nil {
 		p, err := parseJournal(b, id)
@@ -461,7 +478,7 @@ func (d *Dir) readOther(id string, after journal.Rev) (journal.Tail, error) {
 		return journal.Tail{}, err
 	}
 	for _, name := range []string{stateName(id), backupName(id) + "/operation.json"} {
-		doc, err := readFileNoFollow(d.root, name)
+		doc, err := d.readStateDoc(ctx, id, name)
 		if errors.Is(err, fs.ErrNotExist) {
 			continue
 		}

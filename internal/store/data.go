@@ -54,6 +54,12 @@ type Data struct {
 	DetectionTimestamp *Time          `json:"detectionTimestamp,omitempty"` // when a failure or crash was detected
 	RemovalTimestamp   *Time          `json:"removalTimestamp,omitempty"`   // when the frames were removed after it
 	Failure            *Failure       `json:"failure,omitempty"`            // why the operation failed, once it has
+	// DartParticipant is the Key of the participant that the requests of
+	// Dart clients through a ledger server act for (a Dart request does
+	// not say who sends it): the one that created the operation, or first
+	// joined it, through a server with a Dart request. Empty when none
+	// did.
+	DartParticipant string `json:"dartParticipant,omitempty"`
 	// JournalRev is the position in the operation's journal of a state
 	// written as a document (a snapshot, operation.json): a document with
 	// it was written from a journal, one without (the Dart ledger's) was
@@ -132,6 +138,11 @@ type Failure struct {
 	// failure and finishes the cleanup.
 	Coordinator string `json:"coordinator,omitempty"`
 }
+
+// UnknownPID is the pid a Dart ledger server writes into the call frames
+// of a client that did not say its pid. It is allowed in frames, never in
+// participant records.
+const UnknownPID = -1
 
 // Key names a participant process: "{participantId}/{pid}@{host}".
 func Key(id string, pid int, host string) string {
@@ -217,7 +228,8 @@ func (d *Data) Finished() bool {
 
 // Time is a time.Time that is written as RFC 3339 in UTC with millisecond
 // precision and read from RFC 3339 or from the offset-less form the Dart
-// ledger writes (DateTime.toIso8601String of a local time, read as UTC).
+// ledger writes (DateTime.toIso8601String of a local time, read as a time
+// of the reader's local zone, time.Local: see ParseTime).
 type Time struct{ time.Time }
 
 // Now returns the current wall-clock time as a Time, truncated to what is
@@ -262,9 +274,15 @@ func (t *Time) UnmarshalJSON(b []byte) error {
 	return nil
 }
 
-// ParseTime reads a timestamp in RFC 3339 or in the Dart offset-less form.
-// A time whose UTC year is not 0000 to 9999 (reachable through an offset)
-// is refused: it could not be written back in RFC 3339.
+// ParseTime reads a timestamp in RFC 3339 or in the Dart offset-less form,
+// and returns it in UTC. The Dart package writes the local time of its
+// machine without an offset (DateTime.now().toIso8601String()); such a time
+// is read in the local zone of this process (time.Local, as the TZ
+// environment variable or the system sets it), which is the writer's when
+// both run on the machine of the ledger directory. A time in the hour
+// that the end of summer time repeats may be read an hour off. A time
+// whose UTC year is not 0000 to 9999 (reachable through an offset) is
+// refused: it could not be written back in RFC 3339.
 func ParseTime(s string) (Time, error) {
 	if v, err := time.Parse(time.RFC3339Nano, s); err == nil {
 		if y := v.UTC().Year(); y < 0 || y > 9999 {
@@ -277,11 +295,14 @@ func ParseTime(s string) (Time, error) {
 	if strings.Contains(s, " ") {
 		layout = "2006-01-02 15:04:05.999999999"
 	}
-	v, err := time.Parse(layout, s)
+	v, err := time.ParseInLocation(layout, s, time.Local)
 	if err != nil {
 		return Time{}, fmt.Errorf("timestamp %q is neither RFC 3339 nor the Dart form", s)
 	}
-	return Time{v}, nil
+	if y := v.UTC().Year(); y < 0 || y > 9999 {
+		return Time{}, fmt.Errorf("timestamp %q is in year %d in UTC, outside RFC 3339", s, y)
+	}
+	return Time{v.UTC()}, nil
 }
 
 // Equal reports whether f and g are the same frame, field by field.

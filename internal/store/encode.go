@@ -230,6 +230,9 @@ func (e *encoder) encode(d *Data) {
 		}
 		e.close('}')
 	}
+	if d.DartParticipant != "" {
+		e.str("dartParticipant", d.DartParticipant)
+	}
 	if d.JournalRev != 0 {
 		e.key("journalRev")
 		e.b = strconv.AppendUint(e.b, d.JournalRev, 10)

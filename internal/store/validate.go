@@ -71,7 +71,7 @@ func validateFrame(f *CallFrame) *fieldError {
 		return &fieldError{"state", err}
 	}
 	switch {
-	case f.PID <= 0:
+	case f.PID <= 0 && f.PID != UnknownPID:
 		return &fieldError{"pid", notPID(f.PID)}
 	case f.StartTime.IsZero():
 		return &fieldError{"startTime", errMissing}

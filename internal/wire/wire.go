@@ -2,7 +2,10 @@
 // protocol, shared by the server (ledger.NewServer) and the client
 // (ledger.RemoteClient). Paths and field names follow the Dart
 // tom_dist_ledger server where it has them; unlike it, the server remembers
-// nothing between requests, so every request names its participant.
+// nothing between requests, so every request of a Go client names its
+// participant. Requests of the Dart client, which do not, are served too:
+// see dart.go (Dart clients) for how they are told apart and whom they
+// act for.
 //
 // Every request is a POST with a JSON object body, except GET /health and
 // GET /status. A success is 200 with a JSON object; a failure is an Error
