@@ -202,7 +202,7 @@ func (s *Server) dartCreate(c *call, q *wire.DartCreateRequest) (reply, error) {
 	for try := 0; ; try++ {
 		ch.id = store.NewOperationID(who.ID, time.Now())
 		co := s.cache.get(ch.id)
-		v, err := s.b.createKeyed(c.ctx, ch, "")
+		v, err := s.b.createKeyed(c.ctx, ch, requestKey{})
 		if err == nil {
 			co.take(view{}, journal.Tail{}, v)
 		}
@@ -223,7 +223,7 @@ func (s *Server) dartJoin(c *call, q *wire.DartJoinRequest) (reply, error) {
 	co := s.cache.get(q.OperationID)
 	defer s.cache.put(co)
 	v := co.view()
-	nv, tail, _, err := s.b.applyKeyed(c.ctx, q.OperationID, v, dartJoinOp{who: who}, "")
+	nv, tail, _, err := s.b.applyKeyed(c.ctx, q.OperationID, v, dartJoinOp{who: who}, requestKey{})
 	co.take(v, tail, nv)
 	if err != nil {
 		return nil, err
@@ -281,7 +281,7 @@ func (s *Server) dartAct(c *call, id string, answer func(view, participant) repl
 		if err != nil {
 			return nil, err
 		}
-		nv, tail, _, err := s.b.applyKeyed(c.ctx, id, v, dartOp{key: v.d.DartParticipant, ch: mk(who, v)}, "")
+		nv, tail, _, err := s.b.applyKeyed(c.ctx, id, v, dartOp{key: v.d.DartParticipant, ch: mk(who, v)}, requestKey{})
 		co.take(v, tail, nv)
 		if errors.Is(err, errDartRebound) && try < 3 {
 			continue

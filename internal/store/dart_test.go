@@ -35,10 +35,10 @@ func TestEncodeDartParticipant(t *testing.T) {
 	var fc cachingEncoder
 	d := fullData()
 	d.DartParticipant = Key("alice", 42, "h1")
-	checkEncode(t, &fc, d)
+	checkEncode(t, &fc, d, "bound")
 	assert.Contains(t, string(Encode(d)), `"dartParticipant": "alice/42@h1"`)
 	d.DartParticipant = ""
-	checkEncode(t, &fc, d)
+	checkEncode(t, &fc, d, "unbound")
 	assert.NotContains(t, string(Encode(d)), "dartParticipant")
 }
 
