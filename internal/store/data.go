@@ -3,6 +3,7 @@ package store
 import (
 	"bytes"
 	"fmt"
+	"slices"
 	"strconv"
 	"strings"
 	"sync/atomic"
@@ -143,8 +144,8 @@ func (d *Data) Clone() *Data {
 	}
 	c := *d
 	c.CallFrames = cloneFrames(d.CallFrames)
-	c.TempResources = append([]TempResource(nil), d.TempResources...)
-	c.Participants = append([]Participant(nil), d.Participants...)
+	c.TempResources = slices.Clone(d.TempResources) // empty stays empty, not nil
+	c.Participants = slices.Clone(d.Participants)
 	if d.DetectionTimestamp != nil {
 		t := *d.DetectionTimestamp
 		c.DetectionTimestamp = &t
@@ -155,7 +156,7 @@ func (d *Data) Clone() *Data {
 	}
 	if d.Failure != nil {
 		f := *d.Failure
-		f.CrashedCallIDs = append([]string(nil), d.Failure.CrashedCallIDs...)
+		f.CrashedCallIDs = slices.Clone(d.Failure.CrashedCallIDs)
 		c.Failure = &f
 	}
 	return &c
