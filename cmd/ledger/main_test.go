@@ -26,15 +26,16 @@ func runCmd(t *testing.T, args ...string) (code int, stdout, stderr string) {
 
 func TestUsageErrors(t *testing.T) {
 	dir := t.TempDir()
+	t.Setenv("LEDGER_DIR", "")
 	for _, tc := range []struct {
 		args []string
 		want string
 	}{
 		{nil, "usage:"},
 		{[]string{"explode"}, "unknown command"},
-		{[]string{"ls"}, "--dir is required"},
-		{[]string{"show", "--dir", dir}, "want 1 argument"},
-		{[]string{"ls", "--dir", dir, "extra"}, "want 0 argument"},
+		{[]string{"serve"}, "--dir (or $LEDGER_DIR) is required"},
+		{[]string{"show", "--dir", dir}, "want ID, got 0"},
+		{[]string{"ls", "--dir", dir, "extra"}, "want no arguments"},
 		{[]string{"ls", "--dir", dir, "--bogus"}, "flag provided but not defined"},
 	} {
 		code, _, stderr := runCmd(t, tc.args...)
@@ -160,7 +161,7 @@ func TestInspect(t *testing.T) {
 	if code != 0 || !strings.Contains(out, live.ID()) || !strings.Contains(out, done.ID()) || !strings.Contains(out, "completed") {
 		t.Fatalf("ls --all = %d:\n%s", code, out)
 	}
-	code, out, _ = runCmd(t, "show", live.ID(), "--dir", dir)
+	code, out, _ = runCmd(t, "show", "--json", live.ID(), "--dir", dir)
 	var d ledger.Data
 	if code != 0 || json.Unmarshal([]byte(out), &d) != nil || d.OperationID != live.ID() || len(d.CallFrames) != 1 {
 		t.Fatalf("show = %d:\n%s", code, out)
@@ -189,15 +190,18 @@ func TestInspect(t *testing.T) {
 		t.Fatalf("log after abort:\n%s", out)
 	}
 
-	for _, args := range [][]string{
-		{"show", "--dir", dir, "20240101T00:00:00.000-nobody-00000000"},
-		{"show", "--dir", dir, "../../etc/passwd"},
-		{"log", "--dir", dir, "../x"},
-		{"abort", "--dir", dir, done.ID()},
-		{"ls", "--dir", filepath.Join(dir, "missing")},
+	for _, c := range []struct {
+		args []string
+		code int
+	}{
+		{[]string{"show", "--dir", dir, "20240101T00:00:00.000-nobody-00000000"}, exitNotFound},
+		{[]string{"show", "--dir", dir, "../../etc/passwd"}, exitUsage},
+		{[]string{"log", "--dir", dir, "../x"}, exitUsage},
+		{[]string{"abort", "--dir", dir, done.ID()}, exitError},
+		{[]string{"ls", "--dir", filepath.Join(dir, "missing")}, exitError},
 	} {
-		if code, _, stderr := runCmd(t, args...); code != exitError || stderr == "" {
-			t.Errorf("ledger %v = %d, %q; want an error", args, code, stderr)
+		if code, _, stderr := runCmd(t, c.args...); code != c.code || stderr == "" {
+			t.Errorf("ledger %v = %d, %q; want %d and an error", c.args, code, stderr, c.code)
 		}
 	}
 	if _, err := os.Stat(filepath.Join(dir, "missing")); !os.IsNotExist(err) {
@@ -212,7 +216,7 @@ func TestInspect(t *testing.T) {
 	if code != 0 || !strings.Contains(out, "pruned 1 archived operations, 0 kept") {
 		t.Fatalf("prune --keep 0 = %d: %s", code, out)
 	}
-	if code, _, _ := runCmd(t, "prune", "--dir", dir, "--keep", "-1"); code != exitError {
+	if code, _, _ := runCmd(t, "prune", "--dir", dir, "--keep", "-1"); code != exitUsage {
 		t.Fatalf("prune --keep -1 = %d", code)
 	}
 }
