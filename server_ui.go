@@ -1,0 +1,4 @@
+package ledger
+
+// pathUIEvents streams the changes the dashboard redraws at.
+const pathUIEvents = "/ui/events"
