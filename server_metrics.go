@@ -231,7 +231,7 @@ func (c *stateCollector) Collect(ch chan<- prometheus.Metric) {
 	})
 	now := time.Now()
 	for _, id := range live {
-		d, err := s.viewState(ctx, id)
+		d, _, err := s.viewState(ctx, id)
 		if errors.Is(err, ErrOperationNotFound) {
 			continue // archived since
 		}

@@ -71,7 +71,7 @@ func (s *Server) viewDocument(c *call) (reply, error) {
 	if err := s.ready(); err != nil {
 		return nil, err
 	}
-	d, err := s.viewState(c.ctx, id)
+	d, _, err := s.viewState(c.ctx, id)
 	if err != nil {
 		return nil, err
 	}
@@ -79,18 +79,19 @@ func (s *Server) viewDocument(c *call) (reply, error) {
 }
 
 // viewState returns the state of id, live or archived, with the beats of
-// its members, through the server's cache.
-func (s *Server) viewState(ctx context.Context, id string) (*store.Data, error) {
+// its members, through the server's cache, and its journal position.
+func (s *Server) viewState(ctx context.Context, id string) (*store.Data, journal.Rev, error) {
 	co := s.cache.get(id)
 	defer s.cache.put(co)
 	if err := s.catchUp(ctx, id, co); err != nil {
-		return nil, err
+		return nil, 0, err
 	}
 	vitals, err := s.b.s.Vitals(ctx, id)
 	if err != nil && !errors.Is(err, journal.ErrNotFound) {
-		return nil, storeError(err)
+		return nil, 0, storeError(err)
 	}
-	return withBeats(co.view().d, vitals), nil
+	v := co.view()
+	return withBeats(v.d, vitals), v.rev, nil
 }
 
 func (s *Server) viewLog(c *call) (reply, error) {

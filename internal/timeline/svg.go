@@ -12,6 +12,13 @@ import (
 //go:embed timeline.svg.tmpl
 var svgSource string
 
+//go:embed timeline.css
+var css string
+
+// CSS returns the style sheet of the timeline's classes (tl-*): a
+// standalone SVG carries it; a page that shows HTML's element links it.
+func CSS() string { return css }
+
 var svgTemplate = template.Must(template.New("timeline").Funcs(template.FuncMap{
 	"addf": func(a, b float64) float64 { return a + b },
 }).Parse(svgSource))
@@ -28,25 +35,23 @@ const (
 	charWidth = 6.2 // of the 10px label font, roughly
 )
 
-// SVG writes the timeline as a standalone SVG document.
+// SVG writes the timeline as a standalone SVG document, with its style:
+// one <rect class="tl-bar tl-{status}" data-call="{call id}"> per call,
+// with a <title> that says what it was.
 func (t *Timeline) SVG(w io.Writer) error {
 	if _, err := io.WriteString(w, `<?xml version="1.0" encoding="UTF-8"?>`+"\n"); err != nil {
 		return err
 	}
-	return t.WriteSVG(w)
+	d := t.layout()
+	d.Standalone, d.CSS = true, template.CSS(css)
+	return svgTemplate.Execute(w, d)
 }
 
-// WriteSVG writes the timeline as an <svg> element, for a page or a file:
-// one <rect class="tl-bar tl-{status}" data-call="{call id}"> per call,
-// with a <title> that says what it was.
-func (t *Timeline) WriteSVG(w io.Writer) error {
-	return svgTemplate.Execute(w, t.layout())
-}
-
-// HTML returns WriteSVG's element as HTML, for a page's template.
+// HTML returns the <svg> element of SVG without its style (see CSS), for
+// a page's template.
 func (t *Timeline) HTML() (template.HTML, error) {
 	var b strings.Builder
-	if err := t.WriteSVG(&b); err != nil {
+	if err := svgTemplate.Execute(&b, t.layout()); err != nil {
 		return "", err
 	}
 	return template.HTML(b.String()), nil // html/template escaped it
@@ -62,6 +67,8 @@ type drawing struct {
 	Legend        []legendItem
 	LegendY       float64
 	Empty         bool
+	Standalone    bool         // a document of its own: with its style
+	CSS           template.CSS // the style
 }
 
 type tick struct {

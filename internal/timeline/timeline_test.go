@@ -132,6 +132,11 @@ func TestSVG(t *testing.T) {
 	assert.Contains(t, doc, `data-call="call_a_2"`)
 	assert.Contains(t, doc, `compile &lt;&amp;&#34;x&#34;&gt;`, "descriptions are escaped")
 	assert.True(t, strings.HasPrefix(doc, "<?xml"))
+	assert.Contains(t, doc, ".tl .tl-failed{", "a standalone document carries its style")
+	h, err := tl.HTML()
+	require.NoError(t, err)
+	assert.Equal(t, 5, elements(t, string(h))["rect.tl-bar"])
+	assert.NotContains(t, string(h), "<style>", "a page links the style")
 
 	empty := Parse("op-3", nil, time.Now())
 	b.Reset()
