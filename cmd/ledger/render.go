@@ -15,13 +15,28 @@ import (
 // a head, then participants, running calls, temp resources and the last
 // lines of the log (lines of them; none for 0), as of now.
 func writeShow(w io.Writer, d *ledger.Data, log []byte, now time.Time, lines int) {
-	writeHead(w, d, now)
-	writeParticipants(w, d, now)
-	writeCalls(w, d, now)
-	writeTemps(w, d, now)
+	var b bytes.Buffer
+	writeHead(&b, d, now)
+	writeParticipants(&b, d, now)
+	writeCalls(&b, d, now)
+	writeTemps(&b, d, now)
 	if lines > 0 {
-		writeLogTail(w, log, lines)
+		writeLogTail(&b, log, lines)
 	}
+	w.Write(trimLines(b.Bytes()))
+}
+
+// trimLines drops the spaces that tables leave at the ends of lines.
+func trimLines(b []byte) []byte {
+	out := make([]byte, 0, len(b))
+	for _, l := range bytes.SplitAfter(b, []byte("\n")) {
+		nl := bytes.HasSuffix(l, []byte("\n"))
+		out = append(out, bytes.TrimRight(l, " \n")...)
+		if nl {
+			out = append(out, '\n')
+		}
+	}
+	return out
 }
 
 func writeHead(w io.Writer, d *ledger.Data, now time.Time) {
