@@ -36,7 +36,9 @@ type ServerOptions struct {
 
 	// Token is the bearer token every request but GET /health and GET
 	// /status must carry (Authorization: Bearer <token>; the scheme in
-	// any case). It may not hold spaces or control characters, which a
+	// any case). The dashboard (/ui) takes instead the session cookie
+	// its sign-in form sets, and its style sheets and script need
+	// nothing (see server_ui.go). It may not hold spaces or control characters, which a
 	// header cannot carry in a token: NewServer refuses it. Zero means no
 	// token: then the server may only listen on loopback (see
 	// CheckListenAddr), and requests must name the server by IP address or
