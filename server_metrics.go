@@ -2,7 +2,6 @@ package ledger
 
 import (
 	"context"
-	"errors"
 	"log/slog"
 	"maps"
 	"net/http"
@@ -223,27 +222,30 @@ func (c *stateCollector) Collect(ch chan<- prometheus.Metric) {
 		ch <- prometheus.MustNewConstMetric(descOperations, prometheus.GaugeValue, float64(len(archived)), "archived")
 	}
 	ch <- prometheus.MustNewConstMetric(descOperations, prometheus.GaugeValue, float64(len(live)), "live")
+	c.collectLive(ctx, live, ch)
+}
+
+// collectLive sends the participants, calls and journal sizes of the live
+// operations ids.
+func (c *stateCollector) collectLive(ctx context.Context, ids []string, ch chan<- prometheus.Metric) {
+	s := c.s
 	parts := map[string]float64{store.ParticipantActive: 0, store.ParticipantLeft: 0, store.ParticipantCrashed: 0}
 	calls := map[string]float64{store.FrameActive: 0, store.FrameCrashed: 0, store.FrameCleaningUp: 0, store.FrameCleanedUp: 0}
-	stale := 0.0
+	stalled := 0.0
 	sizer, _ := s.b.s.(interface {
 		JournalSize(id string) (int64, error)
 	})
 	now := time.Now()
-	for _, id := range live {
+	for _, id := range ids {
 		d, _, err := s.viewState(ctx, id)
-		if errors.Is(err, ErrOperationNotFound) {
-			continue // archived since
-		}
 		if err != nil {
-			continue
+			continue // archived since it was listed, or unreadable
 		}
 		for i := range d.Participants {
 			p := &d.Participants[i]
 			parts[p.State]++
-			interval, threshold := settingsOf(p)
-			if p.State == store.ParticipantActive && now.Sub(p.LastHeartbeat.Time) > staleAfter(interval, threshold) {
-				stale++
+			if p.State == store.ParticipantActive && stale(p, now) {
+				stalled++
 			}
 		}
 		for _, f := range d.CallFrames {
@@ -261,5 +263,5 @@ func (c *stateCollector) Collect(ch chan<- prometheus.Metric) {
 	for st, n := range calls {
 		ch <- prometheus.MustNewConstMetric(descCalls, prometheus.GaugeValue, n, st)
 	}
-	ch <- prometheus.MustNewConstMetric(descStale, prometheus.GaugeValue, stale)
+	ch <- prometheus.MustNewConstMetric(descStale, prometheus.GaugeValue, stalled)
 }
