@@ -285,6 +285,17 @@
 // a symbolic link where the ledger expects a file or directory of its own:
 // the ledger never follows a link inside its directory.
 //
+// # Watching
+//
+// A Viewer reads a ledger without taking part in it: OpenViewer for a
+// ledger directory, ConnectViewer for a directory or a server; its Watch
+// and WatchList are pushed by the store or the server, never polled. The
+// server serves a dashboard at /ui and Prometheus metrics at /metrics,
+// under the access rule of its protocol; the ledger command (`ledger ls`,
+// `show`, `watch`, `log -f`) reads either. Options.Logger receives the
+// library's own diagnostics (heartbeat errors, crash verdicts, retries,
+// stream reconnects) through log/slog; nil stays silent.
+//
 // # Files on disk
 //
 // The layout is the Dart ledger's, plus the liveness directory:

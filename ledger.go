@@ -5,6 +5,7 @@ import (
 	"crypto/tls"
 	"errors"
 	"fmt"
+	"log/slog"
 	"os"
 	"path/filepath"
 	"strings"
@@ -130,6 +131,12 @@ type Options struct {
 	// BasePath are empty. The zero value probes 127.0.0.1 and localhost on
 	// port 19880, after LEDGER_SERVER_URL; see DiscoveryOptions.
 	Discovery DiscoveryOptions
+
+	// Logger receives the ledger's own diagnostics: heartbeat errors,
+	// crash verdicts this process makes, retried requests and reconnected
+	// streams of a RemoteClient (see logging.go for the messages). Zero
+	// means none.
+	Logger *slog.Logger
 }
 
 // LedgerCallback receives ledger-wide events. Every field may be nil.
@@ -196,6 +203,9 @@ func (o Options) withDefaults() (Options, error) {
 	}
 	if o.SignalGrace == 0 {
 		o.SignalGrace = DefaultSignalGrace
+	}
+	if o.Logger == nil {
+		o.Logger = discardLogger
 	}
 	roots, err := tempRoots(o.TempRoots)
 	if err != nil {

@@ -94,7 +94,10 @@ func (b *storeBackend) sweep(ctx context.Context, who participant) {
 		// it is archived, and their registries with it, so that whoever
 		// sees it archived sees them gone.
 		b.removeTemps(v.d, dead)
-		b.apply(ctx, id, v, sweepOp{who: who, dead: dead})
+		nv, _, err := b.apply(ctx, id, v, sweepOp{who: who, dead: dead})
+		if err == nil && nv.d.Finished() && b.swept != nil {
+			b.swept(id)
+		}
 	}
 }
 

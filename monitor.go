@@ -429,6 +429,11 @@ func (m *monitor) crash(ctx context.Context, victim participant, seen store.Time
 		return
 	}
 	if out.crashed {
+		how := "stale"
+		if seen.IsZero() {
+			how = "lease ended"
+		}
+		logVerdict(m.st.c.opts.Logger, m.st.id, victim, how)
 		temps.remove(m.st.id, victim, paths)
 	}
 	m.take(ctx, v, coord)
@@ -499,6 +504,7 @@ func activeParticipant(d *store.Data, k string) bool {
 // report queues a heartbeat error for the callbacks and returns it.
 func (m *monitor) report(t HeartbeatErrorType, msg string, cause error) error {
 	err := &HeartbeatError{Type: t, Message: msg, Cause: cause}
+	logHeartbeatError(m.st.c.opts.Logger, m.st.id, err)
 	m.notes.failure(err)
 	return err
 }

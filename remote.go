@@ -8,6 +8,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"log/slog"
 	"net/http"
 	"net/url"
 	"os"
@@ -133,6 +134,7 @@ func NewRemoteClient(ctx context.Context, o Options) (*RemoteClient, error) {
 		timeout:   o.RequestTimeout,
 		retry:     o.Retry,
 		pollEvery: o.LivenessPoll,
+		log:       o.Logger,
 		streams:   make(map[string]*streamView),
 	}
 	rb.hc = &http.Client{Transport: rb.tr, CheckRedirect: noRedirects}
@@ -208,6 +210,7 @@ type remoteBackend struct {
 	retry     RetryPolicy
 	pollEvery time.Duration // where streaming fails
 	who       participant   // the participant of this client
+	log       *slog.Logger  // Options.Logger: retries, reconnects
 
 	mu      sync.Mutex             // guards streams
 	streams map[string]*streamView // the views the streams keep, by operation
@@ -249,7 +252,9 @@ func (b *remoteBackend) do(ctx context.Context, method, base, path, key string, 
 		if err == nil || attempt >= b.retry.Attempts || !retriable(err) || ctx.Err() != nil {
 			return err
 		}
-		t := time.NewTimer(jitter(pause))
+		wait := jitter(pause)
+		logRetry(b.log, path, attempt+1, wait, err)
+		t := time.NewTimer(wait)
 		select {
 		case <-t.C:
 		case <-ctx.Done():

@@ -7,6 +7,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"log/slog"
 	"mime"
 	"net/http"
 	"net/url"
@@ -77,13 +78,18 @@ func (b *remoteBackend) follow(ctx context.Context, id string, sv *streamView, w
 			return
 		}
 		if errors.Is(err, errNoStreaming) {
+			b.log.LogAttrs(ctx, slog.LevelWarn, "ledger: stream unavailable", slog.String("operation", id))
 			b.pollState(ctx, id, sv, wake)
 			return
 		}
 		if progressed {
 			pause = b.retry.Backoff
 		}
-		t := time.NewTimer(jitter(pause))
+		wait := jitter(pause)
+		if ctx.Err() == nil {
+			logReconnect(b.log, id, wait, err)
+		}
+		t := time.NewTimer(wait)
 		select {
 		case <-t.C:
 		case <-ctx.Done():

@@ -36,7 +36,9 @@ type ServerOptions struct {
 
 	// Token is the bearer token every request but GET /health and GET
 	// /status must carry (Authorization: Bearer <token>; the scheme in
-	// any case). It may not hold spaces or control characters, which a
+	// any case). The dashboard (/ui) takes instead the session cookie
+	// its sign-in form sets, and its style sheets and script need
+	// nothing (see server_ui.go). It may not hold spaces or control characters, which a
 	// header cannot carry in a token: NewServer refuses it. Zero means no
 	// token: then the server may only listen on loopback (see
 	// CheckListenAddr), and requests must name the server by IP address or
@@ -131,6 +133,8 @@ type Server struct {
 	token [sha256.Size]byte
 	log   *slog.Logger // nil: no request log
 
+	metrics *serverMetrics // server_metrics.go
+
 	stopSweep context.CancelFunc // ends the orphan sweep
 	swept     chan struct{}      // closed when the sweep has ended
 
@@ -147,6 +151,7 @@ type Server struct {
 // Err says why and every request but /status answers 503.
 func NewServer(o ServerOptions) *Server {
 	s := &Server{opts: o, log: o.Logger}
+	s.metrics = newServerMetrics(s)
 	s.token = sha256.Sum256([]byte(o.Token))
 	if s.err = o.check(); s.err != nil {
 		return s
@@ -160,12 +165,14 @@ func NewServer(o ServerOptions) *Server {
 		return s
 	}
 	s.dir = dir
-	st, err := dirstore.Open(dir, o.dirOptions())
+	do := o.dirOptions()
+	do.OnLockWait = s.metrics.lockWaited
+	st, err := dirstore.Open(dir, do)
 	if err != nil {
 		s.err = fmt.Errorf("ledger: open %s: %w", dir, err)
 		return s
 	}
-	s.b = &storeBackend{s: st}
+	s.b = &storeBackend{s: st, swept: func(id string) { s.verdict("sweep", id, "all participants") }}
 	s.cache = newOpCache(maxCachedOps)
 	s.live = newStreamLiveness(s)
 	ctx, cancel := context.WithCancel(context.Background())
@@ -404,7 +411,9 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	if r.ContentLength != 0 {
 		rw.body = &bodyReader{r: http.MaxBytesReader(w, r.Body, wire.MaxBody)}
 	}
+	stream := s.metrics.streamOpened(r.URL.Path)
 	s.serve(rw, r)
+	s.metrics.observe(r.URL.Path, rw.status, time.Since(start), stream)
 	if s.log == nil {
 		return
 	}

@@ -36,6 +36,7 @@ var (
 		wire.PathCallFrameCreate, wire.PathCallFrameDelete, // 16, 17
 		wire.PathTempRegister, wire.PathTempUnregister, // 18, 19
 		"/", "/operation/", "/Operation/Create", "/operation/create/", "/../operation/state", // 20-24
+		wire.PathViewOperations, wire.PathViewDocument, wire.PathViewLog, // 25-27
 	}
 )
 

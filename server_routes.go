@@ -200,6 +200,9 @@ func (s *Server) change(c *call, id string, pos wire.Position, ch change, sh sha
 	if err != nil {
 		return nil, err
 	}
+	if crash, ok := ch.(crashOp); ok && out.crashed {
+		s.verdict("client", id, crash.victim.key())
+	}
 	return s.answer(co, pos, out, sh), nil
 }
 

@@ -214,8 +214,11 @@ func (l *streamLiveness) expire(id string, who participant, c *streamCount) {
 	co := l.s.cache.get(id)
 	defer l.s.cache.put(co)
 	v := co.view()
-	nv, tail, _, _ := l.s.b.applyKeyed(ctx, id, v, crashOp{who: sweeper(), victim: who}, requestKey{})
+	nv, tail, out, _ := l.s.b.applyKeyed(ctx, id, v, crashOp{who: sweeper(), victim: who}, requestKey{})
 	co.take(v, tail, nv)
+	if out.crashed {
+		l.s.verdict("stream", id, who.key())
+	}
 }
 
 // stop stops the graces and waits for the verdicts in progress.

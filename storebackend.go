@@ -19,6 +19,9 @@ type storeBackend struct {
 	// temps deletes the temp resources of dead processes; nil for the
 	// server and for stores without temp registries.
 	temps *tempCleaner
+	// swept, when set, is told of each operation the orphan sweep failed
+	// (the server counts them).
+	swept func(id string)
 }
 
 // outcome is what a change found, beyond the state.

@@ -1,45 +1,50 @@
-// Command ledger serves a ledger directory over HTTP and inspects one.
+// Command ledger serves a ledger directory over HTTP and shows what a
+// ledger holds, to people and to scripts.
 //
 // Usage:
 //
-//	ledger serve --dir D [--addr 127.0.0.1:19880] [--token T] [--tls-cert F --tls-key F] [--insecure] [--debug]
-//	             [--dart-heartbeat 5s] [--dart-stale 15s]
-//	ledger ls    --dir D [--all]
-//	ledger show  --dir D ID
-//	ledger log   --dir D [--debug] ID
-//	ledger abort --dir D ID
-//	ledger prune --dir D [--keep 20]
+//	ledger serve  [--dir D] [--addr 127.0.0.1:19880] [--token T] [--tls-cert F --tls-key F] [--insecure] [--debug] [--log-format text|json]
+//	              [--dart-heartbeat 5s] [--dart-stale 15s]
+//	ledger ls     [--all | --archived] [--state S,...] [--json]
+//	ledger show   [--json | --svg] [--lines N] ID
+//	ledger watch  [--json] [ID]
+//	ledger log    [--debug] [-f] [--json] ID
+//	ledger abort  ID
+//	ledger prune  [--keep 20]
+//	ledger help   [COMMAND]
+//
+// Every command but serve reads the ledger named by --dir (or
+// LEDGER_DIR), or the server named by --server (or LEDGER_SERVER_URL),
+// with the token of --token (or LEDGER_TOKEN); with none of them, the
+// server that discovery finds on 127.0.0.1 or localhost, port 19880.
 //
 // serve runs ledger.NewServer over the directory until SIGINT or SIGTERM,
 // then shuts down gracefully. It prints "listening on URL" on standard
-// output once it accepts connections. It listens on loopback unless told
-// otherwise, and refuses a non-loopback address without a token (--token
-// or the environment variable LEDGER_TOKEN) unless --insecure is given.
-// With --debug it logs one line per request on standard error.
-// --dart-heartbeat and --dart-stale are the heartbeat settings by which
-// Dart clients are judged (ledger.DartOptions).
+// output once it accepts connections, serves a dashboard at /ui and
+// Prometheus metrics at /metrics, and logs through log/slog on standard
+// error. --dart-heartbeat and --dart-stale are the heartbeat settings by
+// which Dart clients are judged (ledger.DartOptions).
 //
-// ls lists the live operations (with --all, the archived ones too); show
-// prints an operation's state as JSON; log prints its log; abort sets its
-// abort flag, which every participant sees at its next heartbeat; prune
-// deletes the oldest archived operations beyond --keep.
+// ls lists operations; show prints one for people (--json: its state
+// document, --svg: its timeline); watch redraws them as they change; log
+// prints an operation's log (-f: and follows it); abort sets the abort
+// flag; prune deletes the oldest archived operations beyond --keep.
+//
+// Exit codes: 0 success (watch: the operation completed, or the watch was
+// interrupted); 1 error; 2 bad usage (an unknown command or flag, a
+// missing or malformed argument); 3 no such operation; 4 watch: the
+// operation failed. Errors are one line on standard error.
 package main
 
 import (
 	"context"
-	"crypto/tls"
 	"errors"
 	"flag"
 	"fmt"
 	"io"
-	"log/slog"
-	"net"
 	"os"
-	"os/signal"
+	"sort"
 	"strings"
-	"syscall"
-	"text/tabwriter"
-	"time"
 
 	"github.com/tomdist/ledger"
 )
@@ -50,72 +55,128 @@ func main() {
 
 // Exit codes.
 const (
-	exitOK    = 0
-	exitError = 1
-	exitUsage = 2
+	exitOK       = 0
+	exitError    = 1
+	exitUsage    = 2
+	exitNotFound = 3
+	exitFailed   = 4 // watch: the operation failed
 )
-
-const usage = `usage:
-  ledger serve --dir D [--addr 127.0.0.1:19880] [--token T] [--tls-cert F --tls-key F] [--insecure] [--debug]
-               [--dart-heartbeat 5s] [--dart-stale 15s]
-  ledger ls    --dir D [--all]
-  ledger show  --dir D ID
-  ledger log   --dir D [--debug] ID
-  ledger abort --dir D ID
-  ledger prune --dir D [--keep 20]
-`
 
 // cliParticipant is the participant id the command writes under.
 const cliParticipant = "ledger-cli"
 
-// command is one subcommand: its flags are set up on fs, then run is
-// called with the positional arguments.
+// command is one subcommand.
 type command struct {
-	nargs int // positional arguments required
-	setup func(fs *flag.FlagSet) func(ctx context.Context, dir string, args []string, stdout, stderr io.Writer) error
+	args    string // the positional arguments, for the usage line
+	nargs   [2]int // how many positional arguments it takes: at least, at most
+	summary string // one line for the list of commands
+	help    string // what it does, for `ledger help COMMAND`
+	source  bool   // it reads a ledger: --dir, --server, --token
+	// setup declares the command's flags on fs and returns what runs it.
+	setup func(fs *flag.FlagSet) func(ctx context.Context, e *env, args []string) error
 }
 
-var commands = map[string]command{
-	"serve": {0, setupServe},
-	"ls":    {0, setupList},
-	"show":  {1, setupShow},
-	"log":   {1, setupLog},
-	"abort": {1, setupAbort},
-	"prune": {0, setupPrune},
+// env is what a command runs with.
+type env struct {
+	name           string // the command
+	stdout, stderr io.Writer
+	src            *sourceFlags // nil for commands that read no ledger
+}
+
+var commands = map[string]*command{}
+
+const usageHead = `ledger: operations of a ledger, for people and scripts
+
+usage: ledger COMMAND [flags] [ARGS]
+
+commands:
+`
+
+const usageTail = `
+Every command but serve reads a ledger directory (--dir, $LEDGER_DIR), or a
+ledger server (--server, $LEDGER_SERVER_URL; --token, $LEDGER_TOKEN); with
+neither, the server that answers on 127.0.0.1 or localhost, port 19880.
+
+Exit codes: 0 success (watch: the operation completed, or Ctrl-C); 1 error;
+2 bad usage (unknown command or flag, missing or malformed argument or id);
+3 no such operation; 4 watch: the operation failed.
+
+"ledger help COMMAND" or "ledger COMMAND --help" tells more.
+`
+
+// usage writes the list of commands.
+func usage(w io.Writer) {
+	fmt.Fprint(w, usageHead)
+	names := make([]string, 0, len(commands))
+	for n := range commands {
+		names = append(names, n)
+	}
+	sort.Strings(names)
+	for _, n := range names {
+		fmt.Fprintf(w, "  %-6s %s\n", n, commands[n].summary)
+	}
+	fmt.Fprint(w, usageTail)
 }
 
 // run runs the command line args and returns the exit code.
 func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
-	if len(args) == 0 || args[0] == "-h" || args[0] == "--help" || args[0] == "help" {
-		fmt.Fprint(stderr, usage)
+	if len(args) == 0 {
+		usage(stderr)
 		return exitUsage
+	}
+	switch args[0] {
+	case "-h", "-help", "--help":
+		usage(stdout)
+		return exitOK
+	case "help":
+		return help(args[1:], stdout, stderr)
 	}
 	cmd, ok := commands[args[0]]
 	if !ok {
-		fmt.Fprintf(stderr, "ledger: unknown command %q\n%s", args[0], usage)
+		fmt.Fprintf(stderr, "ledger: unknown command %q (ledger help lists them)\n", args[0])
 		return exitUsage
 	}
-	fs := flag.NewFlagSet("ledger "+args[0], flag.ContinueOnError)
-	fs.SetOutput(stderr)
-	dir := fs.String("dir", "", "the ledger directory (required)")
+	e := &env{name: args[0], stdout: stdout, stderr: stderr}
+	fs := newFlagSet(e.name)
+	if cmd.source {
+		e.src = addSourceFlags(fs)
+	}
 	exec := cmd.setup(fs)
 	pos, err := parse(fs, args[1:])
-	if err != nil {
+	switch {
+	case errors.Is(err, flag.ErrHelp):
+		commandHelp(stdout, e.name, cmd, fs)
+		return exitOK
+	case err != nil:
+		fmt.Fprintf(stderr, "ledger %s: %v (ledger help %s)\n", e.name, err, e.name)
+		return exitUsage
+	case len(pos) < cmd.nargs[0] || len(pos) > cmd.nargs[1]:
+		fmt.Fprintf(stderr, "ledger %s: want %s, got %d argument(s) (ledger help %s)\n", e.name, wantArgs(cmd), len(pos), e.name)
 		return exitUsage
 	}
-	if *dir == "" {
-		fmt.Fprintf(stderr, "ledger %s: --dir is required\n", args[0])
-		return exitUsage
-	}
-	if len(pos) != cmd.nargs {
-		fmt.Fprintf(stderr, "ledger %s: want %d argument(s), got %d\n%s", args[0], cmd.nargs, len(pos), usage)
-		return exitUsage
-	}
-	if err := exec(ctx, *dir, pos, stdout, stderr); err != nil {
-		fmt.Fprintf(stderr, "ledger %s: %v\n", args[0], err)
-		return exitError
+	if err := exec(ctx, e, pos); err != nil {
+		return fail(e, err)
 	}
 	return exitOK
+}
+
+// newFlagSet returns the flag set of a command, silent: run reports its
+// errors in one line.
+func newFlagSet(name string) *flag.FlagSet {
+	fs := flag.NewFlagSet("ledger "+name, flag.ContinueOnError)
+	fs.SetOutput(io.Discard)
+	fs.Usage = func() {}
+	return fs
+}
+
+func wantArgs(cmd *command) string {
+	switch {
+	case cmd.nargs[1] == 0:
+		return "no arguments"
+	case cmd.nargs[0] == cmd.nargs[1]:
+		return cmd.args
+	}
+	return "at most " + cmd.args
 }
 
 // parse parses flags that may come before or after the positional
@@ -134,212 +195,85 @@ func parse(fs *flag.FlagSet, args []string) ([]string, error) {
 	}
 }
 
-func setupServe(fs *flag.FlagSet) func(context.Context, string, []string, io.Writer, io.Writer) error {
-	addr := fs.String("addr", fmt.Sprintf("127.0.0.1:%d", ledger.DefaultPort), "the address to listen on")
-	token := fs.String("token", "", "the bearer token clients must send (default $"+ledger.TokenEnv+")")
-	cert := fs.String("tls-cert", "", "serve https with this certificate file (PEM)")
-	key := fs.String("tls-key", "", "the key file (PEM) of --tls-cert")
-	insecure := fs.Bool("insecure", false, "allow a non-loopback address without a token")
-	debug := fs.Bool("debug", false, "log every request")
-	var dart ledger.DartOptions
-	fs.DurationVar(&dart.HeartbeatInterval, "dart-heartbeat", 0, "the heartbeat interval of Dart clients (default 5s)")
-	fs.DurationVar(&dart.StaleThreshold, "dart-stale", 0, "the stale threshold of Dart clients (default 15s)")
-	return func(ctx context.Context, dir string, _ []string, stdout, stderr io.Writer) error {
-		if *token == "" {
-			*token = os.Getenv(ledger.TokenEnv)
-		}
-		if (*cert == "") != (*key == "") {
-			return errors.New("--tls-cert and --tls-key go together")
-		}
-		level := slog.LevelInfo
-		if *debug {
-			level = slog.LevelDebug
-		}
-		log := slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: level}))
-		return serve(ctx, serveConfig{
-			opts: ledger.ServerOptions{BasePath: dir, Token: *token, Insecure: *insecure, Logger: log, Dart: dart},
-			addr: *addr, cert: *cert, key: *key,
-		}, stdout, log)
+// help serves `ledger help [COMMAND]`.
+func help(args []string, stdout, stderr io.Writer) int {
+	if len(args) == 0 {
+		usage(stdout)
+		return exitOK
 	}
+	cmd, ok := commands[args[0]]
+	if !ok || len(args) > 1 {
+		fmt.Fprintf(stderr, "ledger help: unknown command %q\n", strings.Join(args, " "))
+		return exitUsage
+	}
+	fs := newFlagSet(args[0])
+	if cmd.source {
+		addSourceFlags(fs)
+	}
+	cmd.setup(fs)
+	commandHelp(stdout, args[0], cmd, fs)
+	return exitOK
 }
 
-type serveConfig struct {
-	opts      ledger.ServerOptions
-	addr      string
-	cert, key string
+// commandHelp writes the help of one command.
+func commandHelp(w io.Writer, name string, cmd *command, fs *flag.FlagSet) {
+	fmt.Fprintf(w, "usage: ledger %s [flags] %s\n\n%s\n\nflags:\n", name, cmd.args, strings.TrimSpace(cmd.help))
+	fs.SetOutput(w)
+	fs.PrintDefaults()
+	fs.SetOutput(io.Discard)
+	fmt.Fprint(w, usageTail)
 }
 
-// serve listens and serves until SIGINT or SIGTERM (or ctx ends).
-func serve(ctx context.Context, c serveConfig, stdout io.Writer, log *slog.Logger) error {
-	if err := c.opts.CheckListenAddr(c.addr); err != nil {
-		return err
-	}
-	srv := ledger.NewServer(c.opts)
-	if err := srv.Err(); err != nil {
-		return err
-	}
-	defer srv.Close()
-	var tc *tls.Config
-	if c.cert != "" {
-		pair, err := tls.LoadX509KeyPair(c.cert, c.key)
-		if err != nil {
-			return err
+// fail reports err in one line and returns its exit code.
+func fail(e *env, err error) int {
+	var ie *ledger.IDError
+	code, msg := exitError, err.Error()
+	switch {
+	case errors.As(err, &ie):
+		code, msg = exitUsage, fmt.Sprintf("invalid %s id %q: %s", ie.Kind, ie.ID, ie.Reason)
+	case errors.Is(err, ledger.ErrOperationNotFound):
+		code = exitNotFound
+		var nf *notFoundError
+		if errors.As(err, &nf) {
+			msg = nf.Error()
 		}
-		tc = &tls.Config{Certificates: []tls.Certificate{pair}, MinVersion: tls.VersionTLS12}
+	case errors.Is(err, errFailed):
+		code = exitFailed
+	case errors.Is(err, ledger.ErrNoServer):
+		msg += " (give --dir D or --server URL)"
 	}
-	ln, err := net.Listen("tcp", c.addr)
-	if err != nil {
-		return err
+	var ue *usageError
+	if errors.As(err, &ue) {
+		code = exitUsage
 	}
-	scheme := "http"
-	if tc != nil {
-		ln = tls.NewListener(ln, tc)
-		scheme = "https"
+	msg = strings.ReplaceAll(strings.TrimPrefix(msg, "ledger: "), "\n", " ")
+	fmt.Fprintf(e.stderr, "ledger %s: %s\n", e.name, msg)
+	return code
+}
+
+// usageError is a bad use of a command found after its flags were parsed.
+type usageError struct{ msg string }
+
+func (e *usageError) Error() string { return e.msg }
+
+func usagef(format string, args ...any) error { return &usageError{fmt.Sprintf(format, args...)} }
+
+// notFoundError says which operation is not there.
+type notFoundError struct {
+	id  string
+	err error
+}
+
+func (e *notFoundError) Error() string { return fmt.Sprintf("no operation %q, live or archived", e.id) }
+func (e *notFoundError) Unwrap() error { return e.err }
+
+// notFound names id in an error of the ledger that did not find it.
+func notFound(id string, err error) error {
+	if errors.Is(err, ledger.ErrOperationNotFound) {
+		return &notFoundError{id: id, err: err}
 	}
-	ctx, stop := signal.NotifyContext(ctx, syscall.SIGINT, syscall.SIGTERM)
-	defer stop()
-	fmt.Fprintf(stdout, "listening on %s://%s\n", scheme, ln.Addr())
-	log.Info("serving", "dir", c.opts.BasePath, "addr", ln.Addr().String(), "tls", tc != nil, "token", c.opts.Token != "")
-	err = srv.Serve(ctx, ln)
-	log.Info("stopped")
 	return err
 }
 
-// openViewer opens a Viewer of an existing ledger directory.
-func openViewer(dir string) (*ledger.Viewer, error) {
-	fi, err := os.Stat(dir)
-	if err != nil {
-		return nil, err
-	}
-	if !fi.IsDir() {
-		return nil, fmt.Errorf("%s is not a directory", dir)
-	}
-	return ledger.OpenViewer(ledger.Options{BasePath: dir})
-}
-
-func setupList(fs *flag.FlagSet) func(context.Context, string, []string, io.Writer, io.Writer) error {
-	all := fs.Bool("all", false, "list archived operations too")
-	return func(ctx context.Context, dir string, _ []string, stdout, _ io.Writer) error {
-		v, err := openViewer(dir)
-		if err != nil {
-			return err
-		}
-		defer v.Close()
-		ids, err := v.List(ctx, false)
-		if err != nil {
-			return err
-		}
-		if *all {
-			archived, err := v.List(ctx, true)
-			if err != nil {
-				return err
-			}
-			ids = append(archived, ids...)
-		}
-		tw := tabwriter.NewWriter(stdout, 0, 4, 2, ' ', 0)
-		fmt.Fprintln(tw, "OPERATION\tSTATE\tABORTED\tPARTICIPANTS\tFRAMES\tAGE\tDESCRIPTION")
-		for _, id := range ids {
-			d, err := v.State(ctx, id)
-			if err != nil {
-				fmt.Fprintf(tw, "%s\t%s\t\t\t\t\t\n", id, unreadable(err))
-				continue
-			}
-			active := 0
-			for _, p := range d.Participants {
-				if p.State == ledger.ParticipantActive {
-					active++
-				}
-			}
-			age := time.Since(d.StartTime).Round(time.Second)
-			fmt.Fprintf(tw, "%s\t%s\t%t\t%d/%d\t%d\t%v\t%s\n", id, d.OperationState, d.Aborted,
-				active, len(d.Participants), len(d.CallFrames), age, oneLine(d.Description))
-		}
-		return tw.Flush()
-	}
-}
-
-func unreadable(err error) string {
-	if errors.Is(err, ledger.ErrCorruptLedger) {
-		return "corrupt"
-	}
-	return "unreadable"
-}
-
-func oneLine(s string) string {
-	s = strings.NewReplacer("\n", " ", "\r", " ", "\t", " ").Replace(s)
-	if len(s) > 60 {
-		s = s[:57] + "..."
-	}
-	return s
-}
-
-func setupShow(fs *flag.FlagSet) func(context.Context, string, []string, io.Writer, io.Writer) error {
-	return func(ctx context.Context, dir string, args []string, stdout, _ io.Writer) error {
-		v, err := openViewer(dir)
-		if err != nil {
-			return err
-		}
-		defer v.Close()
-		b, err := v.Document(ctx, args[0])
-		if err != nil {
-			return err
-		}
-		_, err = fmt.Fprintf(stdout, "%s\n", b)
-		return err
-	}
-}
-
-func setupLog(fs *flag.FlagSet) func(context.Context, string, []string, io.Writer, io.Writer) error {
-	debug := fs.Bool("debug", false, "print the debug log instead")
-	return func(ctx context.Context, dir string, args []string, stdout, _ io.Writer) error {
-		v, err := openViewer(dir)
-		if err != nil {
-			return err
-		}
-		defer v.Close()
-		b, err := v.Log(ctx, args[0], *debug)
-		if err != nil {
-			return err
-		}
-		_, err = stdout.Write(b)
-		return err
-	}
-}
-
-func setupAbort(fs *flag.FlagSet) func(context.Context, string, []string, io.Writer, io.Writer) error {
-	return func(ctx context.Context, dir string, args []string, stdout, _ io.Writer) error {
-		v, err := openViewer(dir)
-		if err != nil {
-			return err
-		}
-		defer v.Close()
-		ctx, cancel := context.WithTimeout(ctx, 30*time.Second)
-		defer cancel()
-		d, err := v.SetAbortFlag(ctx, args[0], cliParticipant)
-		if err != nil {
-			return err
-		}
-		_, err = fmt.Fprintf(stdout, "%s aborted (state %s)\n", d.OperationID, d.OperationState)
-		return err
-	}
-}
-
-func setupPrune(fs *flag.FlagSet) func(context.Context, string, []string, io.Writer, io.Writer) error {
-	keep := fs.Int("keep", ledger.DefaultMaxBackups, "archived operations to keep")
-	return func(ctx context.Context, dir string, _ []string, stdout, _ io.Writer) error {
-		if *keep < 0 {
-			return fmt.Errorf("--keep (%d) must not be negative", *keep)
-		}
-		v, err := openViewer(dir)
-		if err != nil {
-			return err
-		}
-		defer v.Close()
-		removed, kept, err := v.Prune(ctx, *keep)
-		if err != nil {
-			return err
-		}
-		_, err = fmt.Fprintf(stdout, "pruned %d archived operations, %d kept\n", removed, kept)
-		return err
-	}
-}
+// errFailed ends a watch of an operation that failed.
+var errFailed = errors.New("the operation failed")

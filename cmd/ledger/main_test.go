@@ -29,15 +29,16 @@ func runCmd(t *testing.T, args ...string) (code int, stdout, stderr string) {
 
 func TestUsageErrors(t *testing.T) {
 	dir := t.TempDir()
+	t.Setenv("LEDGER_DIR", "")
 	for _, tc := range []struct {
 		args []string
 		want string
 	}{
 		{nil, "usage:"},
 		{[]string{"explode"}, "unknown command"},
-		{[]string{"ls"}, "--dir is required"},
-		{[]string{"show", "--dir", dir}, "want 1 argument"},
-		{[]string{"ls", "--dir", dir, "extra"}, "want 0 argument"},
+		{[]string{"serve"}, "--dir (or $LEDGER_DIR) is required"},
+		{[]string{"show", "--dir", dir}, "want ID, got 0"},
+		{[]string{"ls", "--dir", dir, "extra"}, "want no arguments"},
 		{[]string{"ls", "--dir", dir, "--bogus"}, "flag provided but not defined"},
 	} {
 		code, _, stderr := runCmd(t, tc.args...)
@@ -144,8 +145,8 @@ func TestInspect(t *testing.T) {
 	require.Contains(t, out, live.ID(), "ls --all")
 	require.Contains(t, out, done.ID(), "ls --all")
 	require.Contains(t, out, "completed", "ls --all")
-	code, out, _ = runCmd(t, "show", live.ID(), "--dir", dir)
-	require.Equalf(t, 0, code, "show:\n%s", out)
+	code, out, _ = runCmd(t, "show", "--json", live.ID(), "--dir", dir)
+	require.Equalf(t, 0, code, "show --json:\n%s", out)
 	var d ledger.Data
 	require.NoErrorf(t, json.Unmarshal([]byte(out), &d), "show:\n%s", out)
 	require.Equal(t, live.ID(), d.OperationID, "show")
@@ -169,16 +170,19 @@ func TestInspect(t *testing.T) {
 	require.Equalf(t, 0, code, "log after abort:\n%s", out)
 	require.Contains(t, out, "[WARNING] ledger-cli ABORT_SET true", "log after abort")
 
-	for _, args := range [][]string{
-		{"show", "--dir", dir, "20240101T00:00:00.000-nobody-00000000"},
-		{"show", "--dir", dir, "../../etc/passwd"},
-		{"log", "--dir", dir, "../x"},
-		{"abort", "--dir", dir, done.ID()},
-		{"ls", "--dir", filepath.Join(dir, "missing")},
+	for _, c := range []struct {
+		args []string
+		code int
+	}{
+		{[]string{"show", "--dir", dir, "20240101T00:00:00.000-nobody-00000000"}, exitNotFound},
+		{[]string{"show", "--dir", dir, "../../etc/passwd"}, exitUsage},
+		{[]string{"log", "--dir", dir, "../x"}, exitUsage},
+		{[]string{"abort", "--dir", dir, done.ID()}, exitError},
+		{[]string{"ls", "--dir", filepath.Join(dir, "missing")}, exitError},
 	} {
-		code, _, stderr := runCmd(t, args...)
-		assert.Equalf(t, exitError, code, "ledger %v: %q", args, stderr)
-		assert.NotEmptyf(t, stderr, "ledger %v: no error message", args)
+		code, _, stderr := runCmd(t, c.args...)
+		assert.Equalf(t, c.code, code, "ledger %v: %q", c.args, stderr)
+		assert.NotEmptyf(t, stderr, "ledger %v: no error message", c.args)
 	}
 	_, err = os.Stat(filepath.Join(dir, "missing"))
 	assert.ErrorIs(t, err, os.ErrNotExist, "ls created the missing directory")
@@ -190,5 +194,5 @@ func TestInspect(t *testing.T) {
 	require.Equalf(t, 0, code, "prune --keep 0: %s", out)
 	require.Contains(t, out, "pruned 1 archived operations, 0 kept", "prune --keep 0")
 	code, _, _ = runCmd(t, "prune", "--dir", dir, "--keep", "-1")
-	assert.Equal(t, exitError, code, "prune --keep -1")
+	assert.Equal(t, exitUsage, code, "prune --keep -1")
 }

@@ -64,6 +64,12 @@ type Options struct {
 	// are released.
 	OnLogLine       func(operationID, line string)
 	OnBackupCreated func(operationID, dir string)
+
+	// OnLockWait, when set, is called after a change waited for the lock
+	// of an operation (held by another process, or by another change in
+	// this one), with how long it waited. A change that found the lock
+	// free does not call it.
+	OnLockWait func(waited time.Duration)
 }
 
 // Dir is a ledger directory. It implements journal.Store. It is safe for

@@ -7,6 +7,7 @@ import (
 	"io/fs"
 	"os"
 	"path/filepath"
+	"time"
 
 	"github.com/gofrs/flock"
 
@@ -26,14 +27,20 @@ import (
 // it then looks again. Without create, a missing lock file means the
 // operation is not live, and no lock file is created.
 func (d *Dir) lockOp(ctx context.Context, id string, e *entry, create bool) (unlock func(), err error) {
+	var since time.Time // when a wait for the lock began; zero while it was free
 	select {
 	case e.sem <- struct{}{}:
-	case <-ctx.Done():
-		return nil, lockTimeout(d.lockPath(id), ctx)
+	default:
+		since = time.Now()
+		select {
+		case e.sem <- struct{}{}:
+		case <-ctx.Done():
+			return nil, lockTimeout(d.lockPath(id), ctx)
+		}
 	}
 	for {
 		fl := flock.New(d.lockPath(id), flock.SetFlag(lockFlags(create)), flock.SetPermissions(0o644))
-		if err := waitLock(ctx, fl, func() { <-e.sem }); err != nil {
+		if err := waitLock(ctx, fl, func() { <-e.sem }, &since); err != nil {
 			if errors.Is(err, errAbandoned) {
 				return nil, lockTimeout(d.lockPath(id), ctx)
 			}
@@ -60,6 +67,9 @@ func (d *Dir) lockOp(ctx context.Context, id string, e *entry, create bool) (unl
 					<-e.sem
 					return nil, err
 				}
+				if !since.IsZero() && d.opts.OnLockWait != nil {
+					d.opts.OnLockWait(time.Since(since))
+				}
 				return func() { fl.Unlock(); <-e.sem }, nil
 			}
 		}
@@ -82,10 +92,14 @@ var errAbandoned = errors.New("lock wait abandoned")
 
 // waitLock takes fl, waiting in the kernel's queue. If ctx ends first it
 // returns errAbandoned at once; the wait goes on in a goroutine that
-// unlocks fl as soon as it gets it and then calls giveBack.
-func waitLock(ctx context.Context, fl *flock.Flock, giveBack func()) error {
+// unlocks fl as soon as it gets it and then calls giveBack. A wait sets
+// *since to when it began, unless it is set.
+func waitLock(ctx context.Context, fl *flock.Flock, giveBack func(), since *time.Time) error {
 	if ok, err := fl.TryLock(); ok || err != nil {
 		return err
+	}
+	if since.IsZero() {
+		*since = time.Now()
 	}
 	done := make(chan error, 1)
 	go func() { done <- fl.Lock() }()

@@ -152,10 +152,12 @@ func (w *watcher) pollLoop() {
 func (w *watcher) wake(id string) {
 	w.mu.Lock()
 	defer w.mu.Unlock()
-	for s := range w.subs[id] {
-		select {
-		case s.ch <- struct{}{}:
-		default:
+	for _, set := range [...]map[*sub]struct{}{w.subs[id], w.subs[allOps]} {
+		for s := range set {
+			select {
+			case s.ch <- struct{}{}:
+			default:
+			}
 		}
 	}
 }

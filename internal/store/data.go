@@ -162,8 +162,8 @@ func (d *Data) Clone() *Data {
 	}
 	c := *d
 	c.CallFrames = cloneFrames(d.CallFrames)
-	c.TempResources = append([]TempResource(nil), d.TempResources...)
-	c.Participants = append([]Participant(nil), d.Participants...)
+	c.TempResources = slices.Clone(d.TempResources) // empty stays empty, not nil
+	c.Participants = slices.Clone(d.Participants)
 	if d.Keys != nil {
 		c.Keys = make(map[string][]string, len(d.Keys))
 		for by, ks := range d.Keys {
@@ -180,7 +180,7 @@ func (d *Data) Clone() *Data {
 	}
 	if d.Failure != nil {
 		f := *d.Failure
-		f.CrashedCallIDs = append([]string(nil), d.Failure.CrashedCallIDs...)
+		f.CrashedCallIDs = slices.Clone(d.Failure.CrashedCallIDs)
 		c.Failure = &f
 	}
 	return &c

@@ -49,9 +49,11 @@ func checkID(kind, id string, max int, colon bool) error {
 		return bad(fmt.Sprintf("longer than %d bytes", max))
 	case strings.Contains(id, ".."):
 		return bad(`contains ".."`)
-	case id == ".":
-		// As an operation id, its archive would be backup/ itself.
-		return bad(`is "."`)
+	case id[0] == '.':
+		// As an operation id, "." would archive to backup/ itself; and the
+		// directory store takes names that start with a dot for none of
+		// its own (nor for a participant's files).
+		return bad(`starts with "."`)
 	}
 	for i := 0; i < len(id); i++ {
 		c := id[i]
@@ -65,7 +67,7 @@ func checkID(kind, id string, max int, colon bool) error {
 }
 
 // CheckOperationID validates an operation id: ^[A-Za-z0-9_.:-]{1,200}$,
-// no "..", and not ".". No name the store gives the files of one valid
+// no "..", and no "." first. No name the store gives the files of one valid
 // operation is then a name of another's (see names.go).
 func CheckOperationID(id string) error { return checkID("operation", id, 200, true) }
 
@@ -73,7 +75,7 @@ func CheckOperationID(id string) error { return checkID("operation", id, 200, tr
 func CheckCallID(id string) error { return checkID("call", id, 200, true) }
 
 // CheckParticipantID validates a participant id: ^[A-Za-z0-9_.-]{1,64}$,
-// no "..", and not ".".
+// no "..", and no "." first.
 func CheckParticipantID(id string) error { return checkID("participant", id, 64, false) }
 
 // NewOperationID returns YYYYMMDDTHH:MM:SS.mmm-{participantId}-{8 hex} (UTC).
