@@ -140,9 +140,9 @@ func TestDartDirectoryCommand(t *testing.T) {
 	ls := run("UTC", "ls", "--all")
 	assert.Contains(t, ls, dartLiveOp)
 	assert.Contains(t, ls, dartArchivedOp)
-	assert.Contains(t, run("UTC", "show", dartLiveOp), `"startTime": "2026-03-14T09:15:02.418Z"`)
-	assert.Contains(t, run("Asia/Kolkata", "show", dartLiveOp), `"startTime": "2026-03-14T03:45:02.418Z"`, "09:15 in India is 03:45 UTC")
-	assert.Contains(t, run("UTC", "show", dartArchivedOp), `"operationState": "completed"`)
+	assert.Contains(t, run("UTC", "show", "--json", dartLiveOp), `"startTime": "2026-03-14T09:15:02.418Z"`)
+	assert.Contains(t, run("Asia/Kolkata", "show", "--json", dartLiveOp), `"startTime": "2026-03-14T03:45:02.418Z"`, "09:15 in India is 03:45 UTC")
+	assert.Contains(t, run("UTC", "show", "--json", dartArchivedOp), `"operationState": "completed"`)
 	assert.Equal(t, readFile(t, filepath.Join(dir, dartLiveOp+".operation.log")), run("UTC", "log", dartLiveOp))
 }
 
