@@ -46,7 +46,9 @@ type buildError struct {
 	out []byte
 }
 
-func (e *buildError) Error() string { return "build " + e.pkg + ": " + e.err.Error() + "\n" + string(e.out) }
+func (e *buildError) Error() string {
+	return "build " + e.pkg + ": " + e.err.Error() + "\n" + string(e.out)
+}
 
 // removeBuilds removes what commands built.
 func removeBuilds() {
