@@ -55,7 +55,7 @@ func participantRole() {
 
 // startParticipant starts a participant child on the ledger of c and
 // waits for it to be ready; it is killed when the test ends.
-func startParticipant(t *testing.T, c etcd.Config, opID, name string) *exec.Cmd {
+func startParticipant(t testing.TB, c etcd.Config, opID, name string) *exec.Cmd {
 	t.Helper()
 	cmd := child(t, "participant", "ENDPOINTS="+strings.Join(c.Client.Endpoints, ","), "PREFIX="+c.Prefix, "OP="+opID, "NAME="+name)
 	stdin, err := cmd.StdinPipe()
