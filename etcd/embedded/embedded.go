@@ -33,7 +33,8 @@ type Options struct {
 	// leases of one second are honoured (etcd's minimum lease TTL is 1.5
 	// election timeouts). Zero means etcd's defaults: 100ms and 1s.
 	Fast bool
-	// LogLevel is etcd's log level. Zero means "error".
+	// LogLevel is etcd's log level. Zero means "fatal": etcd logs errors
+	// at every stop.
 	LogLevel string
 	// AutoCompaction keeps this much of etcd's history and compacts the
 	// rest, periodically. Zero means no compaction.
@@ -102,7 +103,7 @@ func config(o Options, i, client, peer int, initial string) *embed.Config {
 	}
 	cfg.LogLevel = o.LogLevel
 	if cfg.LogLevel == "" {
-		cfg.LogLevel = "error"
+		cfg.LogLevel = "fatal"
 	}
 	cfg.LogOutputs = []string{"stderr"}
 	cfg.EnableGRPCGateway = false
