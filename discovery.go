@@ -102,7 +102,11 @@ func discover(ctx context.Context, o DiscoveryOptions, tc *tls.Config) (string, 
 	p := &prober{hc: &http.Client{Transport: tr, CheckRedirect: noRedirects}, timeout: o.Timeout}
 
 	var tried []string
-	if u := os.Getenv(EnvServerURL); u != "" {
+	first, more := splitURLs(os.Getenv(EnvServerURL))
+	for _, u := range append([]string{first}, more...) {
+		if u == "" {
+			continue
+		}
 		base, err := normalizeURL(u)
 		if err != nil {
 			return "", fmt.Errorf("ledger: %s: %w", EnvServerURL, err)

@@ -43,8 +43,15 @@ type Options struct {
 	BasePath string
 
 	// ServerURL is the base URL of a ledger server (remote backend). Zero,
-	// with BasePath empty, means discovery. Setting both is an error.
+	// with BasePath and ServerURLs empty, means discovery. Setting it and
+	// BasePath is an error.
 	ServerURL string
+
+	// ServerURLs are more servers of the same ledger (several `ledger
+	// serve` fronts of one store, such as etcd), tried after ServerURL:
+	// a RemoteClient moves to the next when a request or stream cannot
+	// reach the one it uses (see RemoteClient).
+	ServerURLs []string
 
 	// Callback receives ledger-wide events.
 	Callback LedgerCallback
@@ -154,7 +161,7 @@ type LedgerCallback struct {
 
 // withDefaults validates o and fills in the defaults.
 func (o Options) withDefaults() (Options, error) {
-	if o.BasePath != "" && o.ServerURL != "" {
+	if o.BasePath != "" && (o.ServerURL != "" || len(o.ServerURLs) > 0) {
 		return o, errors.New("ledger: Options.BasePath and Options.ServerURL are both set; choose one backend")
 	}
 	if o.ParticipantID == "" {
@@ -297,9 +304,11 @@ type JoinOptions struct {
 }
 
 // Connect returns a ledger: a *LocalLedger when o.BasePath is set, else a
-// *RemoteClient for o.ServerURL, or for the server discovery finds.
+// *RemoteClient for o.ServerURL and o.ServerURLs, or for the server
+// discovery finds. (A ledger over another store, such as etcd, is opened
+// with Open, or with the Connect of the store's module.)
 func Connect(ctx context.Context, o Options) (Ledger, error) {
-	if o.BasePath != "" && o.ServerURL != "" {
+	if o.BasePath != "" && (o.ServerURL != "" || len(o.ServerURLs) > 0) {
 		_, err := o.withDefaults()
 		return nil, err
 	}

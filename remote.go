@@ -101,6 +101,10 @@ func (o Options) remoteOptions() (Options, error) {
 // directory for it, one request per change, each naming this participant.
 // Remote participants are judged alive by their heartbeats only: a killed
 // one is seen after StaleThreshold and one more HeartbeatInterval.
+// Given several servers of one ledger (Options.ServerURL and ServerURLs),
+// it uses one and moves to the next when a request or stream cannot reach
+// it: the request is sent again there with the same idempotency key, so a
+// change is never made twice, and the stream opens again there.
 //
 // Errors of the server come back as the same sentinels as on a local
 // ledger (see RemoteError); connection errors are returned wrapped.
@@ -118,7 +122,7 @@ type RemoteClient struct {
 // It checks that the server answers /status as a ledger server; if not, the
 // error matches ErrNoServer.
 func NewRemoteClient(ctx context.Context, o Options) (*RemoteClient, error) {
-	if o.BasePath != "" && o.ServerURL == "" {
+	if o.BasePath != "" && o.ServerURL == "" && len(o.ServerURLs) == 0 {
 		return nil, errors.New("ledger: NewRemoteClient: Options.BasePath is set; use NewLocalLedger for a ledger directory")
 	}
 	o, err := o.withDefaults()
@@ -138,10 +142,12 @@ func NewRemoteClient(ctx context.Context, o Options) (*RemoteClient, error) {
 		streams:   make(map[string]*streamView),
 	}
 	rb.hc = &http.Client{Transport: rb.tr, CheckRedirect: noRedirects}
-	if o.ServerURL == "" {
-		rb.base, err = discover(ctx, o.Discovery, o.TLSConfig)
+	if o.ServerURL == "" && len(o.ServerURLs) == 0 {
+		var base string
+		base, err = discover(ctx, o.Discovery, o.TLSConfig)
+		rb.srv.list = []string{base}
 	} else {
-		rb.base, err = rb.connect(ctx, o.ServerURL)
+		err = rb.connectAny(ctx, append([]string{o.ServerURL}, o.ServerURLs...))
 	}
 	if err != nil {
 		rb.tr.CloseIdleConnections()
@@ -153,8 +159,11 @@ func NewRemoteClient(ctx context.Context, o Options) (*RemoteClient, error) {
 	return l, nil
 }
 
-// ServerURL returns the base URL of the server this client talks to.
-func (l *RemoteClient) ServerURL() string { return l.rb.base }
+// ServerURL returns the base URL of the server this client talks to now.
+func (l *RemoteClient) ServerURL() string {
+	base, _ := l.rb.srv.current()
+	return base
+}
 
 // newTransport returns a transport of its own, so that Close can drop its
 // connections.
@@ -202,7 +211,7 @@ func (b *remoteBackend) connect(ctx context.Context, raw string) (string, error)
 // remoteBackend implements backend over HTTP: one POST per change, and a
 // stream per open operation.
 type remoteBackend struct {
-	base      string
+	srv       servers // the servers of the ledger, and the one in use
 	hc        *http.Client
 	tr        *http.Transport
 	token     string
@@ -233,11 +242,12 @@ func part(who participant) wire.Participant {
 // that a change the server made before the connection failed is not made
 // twice.
 func (b *remoteBackend) post(ctx context.Context, path string, req, resp any) error {
-	return b.do(ctx, http.MethodPost, b.base, path, uuid.NewString(), req, resp)
+	return b.do(ctx, http.MethodPost, "", path, uuid.NewString(), req, resp)
 }
 
 // do sends one request, retrying it after connection errors, timeouts of
-// one attempt and a server that is restarting, as b.retry says.
+// one attempt and a server that is restarting, as b.retry says. An empty
+// base means the server in use, and the next one after such an error.
 func (b *remoteBackend) do(ctx context.Context, method, base, path, key string, req, resp any) error {
 	var body []byte
 	if req != nil {
@@ -247,10 +257,22 @@ func (b *remoteBackend) do(ctx context.Context, method, base, path, key string, 
 		}
 	}
 	pause := b.retry.Backoff
+	attempts, moved := b.retry.Attempts, 0
+	if base == "" {
+		attempts += len(b.srv.list) - 1 // a fair try of every server
+	}
 	for attempt := 1; ; attempt++ {
-		err := b.once(ctx, method, base+path, key, body, resp)
-		if err == nil || attempt >= b.retry.Attempts || !retriable(err) || ctx.Err() != nil {
+		u, i := base, -1
+		if base == "" {
+			u, i = b.srv.current()
+		}
+		err := b.once(ctx, method, u+path, key, body, resp)
+		if err == nil || attempt >= attempts || !retriable(err) || ctx.Err() != nil {
 			return err
+		}
+		if i >= 0 && moved < len(b.srv.list)-1 && b.srv.failed(i) {
+			moved++
+			continue // another server: no pause
 		}
 		wait := jitter(pause)
 		logRetry(b.log, path, attempt+1, wait, err)
@@ -539,4 +561,4 @@ func vitals(t *wire.Tail) []journal.Vital {
 }
 
 // ledgerLocation implements ledgerLocator: workers reach the same server.
-func (b *remoteBackend) ledgerLocation() (basePath, serverURL string) { return "", b.base }
+func (b *remoteBackend) ledgerLocation() (basePath, serverURL string) { return "", b.srv.joined() }

@@ -115,7 +115,8 @@ func (b *remoteBackend) streamOnce(ctx context.Context, id string, sv *streamVie
 	q.Set("participantId", b.who.ID)
 	q.Set("participantPid", strconv.Itoa(b.who.PID))
 	q.Set("host", b.who.Host)
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, b.base+wire.PathStream+"?"+q.Encode(), nil)
+	base, i := b.srv.current()
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, base+wire.PathStream+"?"+q.Encode(), nil)
 	if err != nil {
 		return false, false, err
 	}
@@ -123,6 +124,7 @@ func (b *remoteBackend) streamOnce(ctx context.Context, id string, sv *streamVie
 	b.authorize(req)
 	res, err := b.hc.Do(req)
 	if err != nil {
+		b.srv.failed(i) // the next try goes to the next server
 		return false, false, err
 	}
 	defer res.Body.Close()
@@ -133,6 +135,9 @@ func (b *remoteBackend) streamOnce(ctx context.Context, id string, sv *streamVie
 		res.StatusCode == http.StatusNotAcceptable || res.StatusCode == http.StatusOK:
 		return false, false, errNoStreaming
 	default:
+		if res.StatusCode == http.StatusServiceUnavailable {
+			b.srv.failed(i)
+		}
 		var raw bytes.Buffer
 		raw.ReadFrom(http.MaxBytesReader(nil, res.Body, 4096))
 		err := remoteError(res.StatusCode, raw.Bytes())

@@ -15,7 +15,6 @@ import (
 	"net"
 	"net/http"
 	"net/netip"
-	"path/filepath"
 	"strconv"
 	"strings"
 	"sync/atomic"
@@ -27,12 +26,20 @@ import (
 	"github.com/tomdist/ledger/journal"
 )
 
-// ServerOptions configure NewServer. BasePath is required; the zero value
-// of every other field is valid.
+// ServerOptions configure NewServer. BasePath or Store is required; the
+// zero value of every other field is valid.
 type ServerOptions struct {
 	// BasePath is the ledger directory the server serves. It is created if
 	// needed. Local ledgers may share it with the server.
 	BasePath string
+
+	// Store, instead of BasePath, is the journal store the server serves
+	// (such as etcd's, of module github.com/tomdist/ledger/etcd). The
+	// server owns it: Close closes it. The server keeps nothing of its
+	// own but caches, so several servers over one shared store may run
+	// behind a load balancer (see Server). Durable, MaxBackups and
+	// MaxTrail are the store's business then, and not used.
+	Store journal.Store
 
 	// Token is the bearer token every request but GET /health and GET
 	// /status must carry (Authorization: Bearer <token>; the scheme in
@@ -109,10 +116,14 @@ func isLoopbackHost(host string) bool {
 }
 
 // Server is the ledger server: a stateless HTTP face of a ledger directory
-// (DESIGN §6). Every request names its participant and is carried out on
-// the directory through the same code as a LocalLedger, so the server
-// keeps nothing about its clients in memory and may be restarted at any
-// time. It is an http.Handler; Serve runs it with safe timeouts.
+// (DESIGN §6), or of any journal store (ServerOptions.Store). Every
+// request names its participant and is carried out on the store through
+// the same code as a LocalLedger, so the server keeps nothing about its
+// clients in memory but caches and may be restarted at any time. Over a
+// store that many processes share (etcd), several servers may serve one
+// ledger behind a load balancer or a client's ServerURLs; the stream
+// grace of a client runs on the server that had its stream. It is an
+// http.Handler; Serve runs it with safe timeouts.
 //
 // Like a LocalLedger, the server sweeps the directory for orphans when it
 // starts and then every StaleThreshold: a live operation whose
@@ -146,9 +157,10 @@ type Server struct {
 	closed atomic.Bool
 }
 
-// NewServer returns a server over the ledger directory o.BasePath. It
-// never fails: if the directory cannot be opened or the options are bad,
-// Err says why and every request but /status answers 503.
+// NewServer returns a server over the ledger directory o.BasePath, or over
+// the store o.Store. It never fails: if the directory cannot be opened or
+// the options are bad, Err says why and every request but /status answers
+// 503.
 func NewServer(o ServerOptions) *Server {
 	s := &Server{opts: o, log: o.Logger}
 	s.metrics = newServerMetrics(s)
@@ -159,19 +171,12 @@ func NewServer(o ServerOptions) *Server {
 	if o.LockTimeout == 0 {
 		s.opts.LockTimeout = 30 * time.Second
 	}
-	dir, err := filepath.Abs(o.BasePath)
+	st, dir, err := o.openStore(s.metrics.lockWaited)
 	if err != nil {
-		s.err = fmt.Errorf("ledger: ServerOptions.BasePath: %w", err)
+		s.err = err
 		return s
 	}
 	s.dir = dir
-	do := o.dirOptions()
-	do.OnLockWait = s.metrics.lockWaited
-	st, err := dirstore.Open(dir, do)
-	if err != nil {
-		s.err = fmt.Errorf("ledger: open %s: %w", dir, err)
-		return s
-	}
 	s.b = &storeBackend{s: st, swept: func(id string) { s.verdict("sweep", id, "all participants") }}
 	s.cache = newOpCache(maxCachedOps)
 	s.live = newStreamLiveness(s)
@@ -187,8 +192,11 @@ func NewServer(o ServerOptions) *Server {
 }
 
 func (o ServerOptions) check() error {
-	if o.BasePath == "" {
+	if o.BasePath == "" && o.Store == nil {
 		return errors.New("ledger: ServerOptions.BasePath is empty")
+	}
+	if o.BasePath != "" && o.Store != nil {
+		return errors.New("ledger: ServerOptions.BasePath and Store are both set; choose one")
 	}
 	for i := 0; i < len(o.Token); i++ {
 		if c := o.Token[i]; c <= ' ' || c == 0x7f {

@@ -57,7 +57,7 @@ func OpenViewer(o Options) (*Viewer, error) {
 // would reach it: the ledger directory o.BasePath, which must exist, or
 // else the ledger server at o.ServerURL or the one discovery finds. Of o,
 // the fields of the directory's or the server's connection are used
-// (BasePath; ServerURL, Token, TLSConfig, RequestTimeout, Retry,
+// (BasePath; ServerURL, ServerURLs, Token, TLSConfig, RequestTimeout, Retry,
 // Discovery), and Logger.
 func ConnectViewer(ctx context.Context, o Options) (*Viewer, error) {
 	if o.BasePath != "" && o.ServerURL != "" {

@@ -41,10 +41,12 @@ func dialRemoteSource(ctx context.Context, o Options) (*remoteSource, error) {
 		retry: o.Retry, log: log, streams: make(map[string]*streamView),
 	}
 	b.hc = &http.Client{Transport: b.tr, CheckRedirect: noRedirects}
-	if o.ServerURL == "" {
-		b.base, err = discover(ctx, o.Discovery, o.TLSConfig)
+	if o.ServerURL == "" && len(o.ServerURLs) == 0 {
+		var base string
+		base, err = discover(ctx, o.Discovery, o.TLSConfig)
+		b.srv.list = []string{base}
 	} else {
-		b.base, err = b.connect(ctx, o.ServerURL)
+		err = b.connectAny(ctx, append([]string{o.ServerURL}, o.ServerURLs...))
 	}
 	if err != nil {
 		b.tr.CloseIdleConnections()
@@ -56,7 +58,7 @@ func dialRemoteSource(ctx context.Context, o Options) (*remoteSource, error) {
 // get sends a GET of path with the query q, retried as the client's
 // reads are, and decodes the answer into resp.
 func (s *remoteSource) get(ctx context.Context, path string, q url.Values, resp any) error {
-	return s.b.do(ctx, http.MethodGet, s.b.base, path+"?"+q.Encode(), "", nil, resp)
+	return s.b.do(ctx, http.MethodGet, "", path+"?"+q.Encode(), "", nil, resp)
 }
 
 func (s *remoteSource) list(ctx context.Context, archived bool) ([]string, error) {
@@ -190,7 +192,8 @@ func isConnError(err error) bool {
 
 // openEvents opens a stream of server-sent events at path.
 func (s *remoteSource) openEvents(ctx context.Context, path string) (*http.Response, error) {
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, s.b.base+path, nil)
+	base, _ := s.b.srv.current()
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, base+path, nil)
 	if err != nil {
 		return nil, fmt.Errorf("ledger: %w", err)
 	}

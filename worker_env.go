@@ -2,6 +2,7 @@ package ledger
 
 import (
 	"context"
+	"fmt"
 	"os"
 	"strings"
 )
@@ -19,7 +20,8 @@ const (
 	// uses a local ledger.
 	EnvBasePath = "LEDGER_BASE_PATH"
 	// EnvServerURL holds the ledger server's URL when the orchestrator uses
-	// a remote ledger; discovery tries it first.
+	// a remote ledger (several, separated by commas, when it knows several
+	// servers of the ledger); discovery tries it first.
 	EnvServerURL = "LEDGER_SERVER_URL"
 )
 
@@ -27,7 +29,7 @@ const (
 // process started by ExecFileResultWorker or ExecStdioWorker (or by any
 // program that sets the same variables). It connects with o, taking the
 // ledger's location from EnvBasePath or EnvServerURL unless o sets
-// BasePath or ServerURL (and a server's token from TokenEnv unless o sets
+// BasePath, ServerURL or ServerURLs (and a server's token from TokenEnv unless o sets
 // Token, as Connect always does), and joins the operation EnvOperationID
 // with jo.
 // Without EnvOperationID it returns ErrNoWorkerEnv.
@@ -39,8 +41,14 @@ func JoinFromEnv(ctx context.Context, o Options, jo JoinOptions) (Ledger, *Opera
 	if id == "" {
 		return nil, nil, ErrNoWorkerEnv
 	}
-	if o.BasePath == "" && o.ServerURL == "" {
-		o.BasePath, o.ServerURL = os.Getenv(EnvBasePath), os.Getenv(EnvServerURL)
+	if o.BasePath == "" && o.ServerURL == "" && len(o.ServerURLs) == 0 {
+		o.BasePath = os.Getenv(EnvBasePath)
+		if urls := os.Getenv(EnvServerURL); urls != "" {
+			o.ServerURL, o.ServerURLs = splitURLs(urls)
+		}
+		if kind := os.Getenv(EnvStore); kind != "" && o.BasePath == "" && o.ServerURL == "" {
+			return nil, nil, fmt.Errorf("ledger: JoinFromEnv: the ledger is in a %s store (%s): join with the JoinFromEnv of its module", kind, EnvStore)
+		}
 	}
 	l, err := Connect(ctx, o)
 	if err != nil {
@@ -76,7 +84,7 @@ func (s *workerSpec) environ(op *Operation, callID string) []string {
 	if !s.noLedgerEnv {
 		// Drop inherited values (this process may be a worker itself), so
 		// that the worker sees this ledger only.
-		env = dropEnv(env, EnvOperationID, EnvCallID, EnvBasePath, EnvServerURL)
+		env = dropEnv(env, EnvOperationID, EnvCallID, EnvBasePath, EnvServerURL, EnvStore)
 		env = append(env, EnvOperationID+"="+op.ID(), EnvCallID+"="+callID)
 		// Env naming either location names the ledger: adding the other
 		// would give the worker both, which Connect rejects.
@@ -88,6 +96,7 @@ func (s *workerSpec) environ(op *Operation, callID string) []string {
 			if url != "" {
 				env = append(env, EnvServerURL+"="+url)
 			}
+			env = appendStoreEnv(env, s.env, op.st.c.b)
 			// The token goes with this server's URL only: another
 			// location named in Env must not receive it.
 			if cred, ok := op.st.c.b.(ledgerCredential); ok {
@@ -119,4 +128,39 @@ func dropEnv(env []string, keys ...string) []string {
 		}
 	}
 	return out
+}
+
+// appendStoreEnv adds to env the variables that locate the store of a
+// ledger opened with Open (see StoreLocator), replacing inherited ones,
+// unless the worker's own entries set one of them.
+func appendStoreEnv(env, own []string, b backend) []string {
+	sb, ok := b.(*storeBackend)
+	if !ok {
+		return env
+	}
+	vars := sb.workerEnv()
+	keys := make([]string, 0, len(vars))
+	for _, kv := range vars {
+		k, _, _ := strings.Cut(kv, "=")
+		keys = append(keys, k)
+	}
+	if len(vars) == 0 || setsEnv(own, keys...) {
+		return env
+	}
+	return append(dropEnv(env, keys...), vars...)
+}
+
+// splitURLs splits a comma-separated list of server URLs into the first
+// and the others.
+func splitURLs(list string) (string, []string) {
+	var urls []string
+	for _, u := range strings.Split(list, ",") {
+		if u = strings.TrimSpace(u); u != "" {
+			urls = append(urls, u)
+		}
+	}
+	if len(urls) == 0 {
+		return "", nil
+	}
+	return urls[0], urls[1:]
 }

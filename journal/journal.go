@@ -25,7 +25,13 @@
 //     them, all or nothing: no record of anyone else lands between the tail
 //     the function saw and the records it returned. A store may call the
 //     function more than once (an optimistic store retries when it lost a
-//     race); only the Change of the last call is applied.
+//     race); only the Change of the last call is applied. A store that
+//     guesses the tail (from a cache of the head, as the etcd store does)
+//     must confirm the guess before it returns an error of fn or a zero
+//     Change decided on it. An Update whose outcome the store cannot know
+//     (the connection broke during the commit) returns an error although
+//     its records may have landed: a caller that sends the change again
+//     must make it recognisable (the ledger's idempotency keys).
 //   - Snapshots. A Change may carry a snapshot of the state after its
 //     records. The store may then drop the records up to it; a reader whose
 //     position is older than the oldest record kept gets the snapshot in its
@@ -43,7 +49,9 @@
 //   - Liveness. A Lease held by a process ends when the process dies (or,
 //     for a store that cannot see processes, when its TTL passes without a
 //     Beat); its members' Observe channels then close, promptly, with nobody
-//     polling. Release ends it at once.
+//     polling. Release ends it at once. A store may round a TTL up to what
+//     its engine grants (etcd: whole seconds, and at least about 1.5 of its
+//     election timeouts).
 //   - Names. Operation ids and member ids are checked by the ledger before
 //     they reach a store (see package ledger); a store must still never
 //     write or delete outside its own space whatever ids it is given.

@@ -1,5 +1,8 @@
 // Command ledger serves a ledger directory over HTTP and shows what a
-// ledger holds, to people and to scripts.
+// ledger holds, to people and to scripts. Given --etcd URL[,URL...]
+// instead of --dir, it runs ledger-etcd (module
+// github.com/tomdist/ledger/etcd) with the same arguments, which serves
+// and shows a ledger kept in etcd.
 //
 // Usage:
 //
@@ -50,6 +53,11 @@ import (
 )
 
 func main() {
+	if len(os.Args) > 2 && wantsEtcd(os.Args[2:]) {
+		err := runEtcd(os.Args[1:]) // etcd.go: ledger-etcd serves etcd
+		fmt.Fprintf(os.Stderr, "ledger %s: %v\n", os.Args[1], err)
+		os.Exit(exitError)
+	}
 	os.Exit(run(context.Background(), os.Args[1:], os.Stdout, os.Stderr))
 }
 
