@@ -26,24 +26,17 @@
 //
 //   - corrupt: a state, log line, trail snapshot or backup that does not
 //     parse or is not in the documented form;
-//
 //   - lost: an acknowledged StartCall without its CALL_STARTED, or an
 //     acknowledged End without its CALL_ENDED or with its frame left;
-//
 //   - doubled: a call id or StartCall logged twice, a call ended twice
 //     (two CALL_ENDED, or CALL_ENDED and a crash), a participant declared
 //     crashed twice;
-//
 //   - undetected: a killed worker that had joined (it has a participant
 //     record) whose record is not crashed at the end;
-//
 //   - falsecrash: a verdict on a participant that was not killed;
-//
 //   - inconsistent: the log, the final state and the journals disagree
 //     otherwise (a call nobody started, one that never ended, ...);
-//
-//   - workerfail: a worker that failed on its own.
-//
+//   - workerfail: a worker that failed on its own;
 //   - loggaps: a change that is in the state but whose log line is
 //     missing (a frame that CRASH_DETECTED lists without a CALL_STARTED, a
 //     verdict with no CRASH_DETECTED line, ...). The log is derived from
