@@ -393,6 +393,10 @@ func signalSurvivor(t *testing.T) (dir string, op *ledger.Operation) {
 	l, err := ledger.NewLocalLedger(ledger.Options{
 		BasePath: dir, ParticipantID: "survivor",
 		HeartbeatInterval: time.Second, StaleThreshold: childStale,
+		// Temp roots of its own: the survivor may delete the temp
+		// resources of a crashed child (the rule allows it), which would
+		// hide whether the child deleted them itself.
+		TempRoots: []string{t.TempDir()},
 	})
 	require.NoError(t, err)
 	t.Cleanup(func() { l.Close() })

@@ -155,8 +155,9 @@ func TestBlockingOnOperationFailedDoesNotHoldSpawnedCall(t *testing.T) {
 func TestStateDeliversFailureOnLibraryGoroutines(t *testing.T) {
 	ctx := context.Background()
 	e := localEnv(t)
-	// Neither monitor may see the news first: no beats, no polls.
-	slow := ledger.Options{HeartbeatInterval: time.Hour, StaleThreshold: 2 * time.Hour, LivenessPoll: time.Hour}
+	// Neither monitor may see the news first: no beats, no events, no
+	// polls (a directory polled once an hour).
+	slow := ledger.Options{HeartbeatInterval: time.Hour, StaleThreshold: 2 * time.Hour, LivenessPoll: time.Hour, PollDirectory: true}
 	alice := e.Open("alice", slow)
 	bob := e.Open("bob", slow)
 	aborted, failedCB := newBlocker(t), newBlocker(t)

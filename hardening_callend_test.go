@@ -283,7 +283,7 @@ func TestCallSettledByTheLedger(t *testing.T) {
 			e := localEnv(t)
 			// alice hears of the failure only from the answer to End or
 			// Fail; bob coordinates it and archives the operation.
-			alice := e.Open("alice", ledger.Options{HeartbeatInterval: time.Hour, StaleThreshold: 2 * time.Hour, LivenessPoll: time.Hour})
+			alice := e.Open("alice", ledger.Options{HeartbeatInterval: time.Hour, StaleThreshold: 2 * time.Hour, LivenessPoll: time.Hour, PollDirectory: true})
 			bob := e.Open("bob", ledger.Options{StaleThreshold: 10 * time.Second})
 			op, err := alice.CreateOperation(ctx, ledger.CreateOptions{})
 			require.NoError(t, err)

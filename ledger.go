@@ -74,9 +74,21 @@ type Options struct {
 	// HeartbeatIntervals if that is longer.
 	StaleThreshold time.Duration
 
-	// LivenessPoll is the interval of the same-host liveness check of the
-	// local backend. Zero means 200ms.
+	// LivenessPoll is how often a ledger looks for changes where nothing
+	// tells it of them: a LocalLedger with PollDirectory, and a
+	// RemoteClient whose server (or a proxy in between) cannot stream.
+	// Zero means 200ms.
 	LivenessPoll time.Duration
+
+	// PollDirectory makes a LocalLedger poll its directory every
+	// LivenessPoll instead of waiting for the file system's change
+	// events. Set it for a directory that processes on other machines
+	// write through a network file system that this host's events do
+	// not cover. On Linux the common ones (NFS, SMB, 9P, Ceph, FUSE,
+	// Lustre, GPFS, AFS) are recognised and polled every 100ms without
+	// it; elsewhere events are trusted unless it is set. Peers on this
+	// host are seen to die at once either way (their liveness locks).
+	PollDirectory bool
 
 	// MaxBackups is how many archived operations are kept. Zero means 20;
 	// negative keeps all.
@@ -129,9 +141,10 @@ type Options struct {
 	// RemoteClient. Zero means 10s.
 	RequestTimeout time.Duration
 
-	// Retry says which requests of a RemoteClient are retried after a
-	// connection error, and how often. The zero value retries idempotent
-	// requests up to 3 times; see RetryPolicy.
+	// Retry says how often a RemoteClient retries a request after a
+	// connection error, a timeout or a server restart. Every request
+	// carries an Idempotency-Key, so a retried change is made once. The
+	// zero value makes up to 8 attempts over about 3.5s; see RetryPolicy.
 	Retry RetryPolicy
 
 	// Discovery configures how a ledger server is found when ServerURL and

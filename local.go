@@ -46,9 +46,19 @@ func dirOptions(o Options) dirstore.Options {
 		MaxTrail:        o.MaxTrail,
 		MaxBackups:      o.MaxBackups,
 		Host:            hostname(),
+		Poll:            pollInterval(o),
 		OnLogLine:       o.Callback.OnLogLine,
 		OnBackupCreated: o.Callback.OnBackupCreated,
 	}
+}
+
+// pollInterval is how often the directory store polls: never, unless the
+// user said so with PollDirectory.
+func pollInterval(o Options) time.Duration {
+	if o.PollDirectory {
+		return o.LivenessPoll
+	}
+	return 0
 }
 
 // BasePath returns the ledger directory.

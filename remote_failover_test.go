@@ -23,7 +23,8 @@ func TestRemoteClientFailsOver(t *testing.T) {
 	srvA := ledger.NewServer(ledger.ServerOptions{BasePath: dir})
 	require.NoError(t, srvA.Err())
 	tsA := httptest.NewServer(srvA)
-	t.Cleanup(func() { tsA.Close(); srvA.Close() })
+	// srvA first: it ends its streams, which tsA.Close would wait for.
+	t.Cleanup(func() { srvA.Close(); tsA.Close() })
 	urlB := startHTTPTestServer(t, ledger.ServerOptions{BasePath: dir})
 
 	o := ledger.Options{ParticipantID: "alice", ServerURL: tsA.URL, ServerURLs: []string{urlB},
@@ -36,8 +37,11 @@ func TestRemoteClientFailsOver(t *testing.T) {
 	op, err := l.CreateOperation(ctx, ledger.CreateOptions{})
 	require.NoError(t, err)
 
+	// The first server goes away: no new connections, then none of the
+	// open ones (in the other order, the client's stream could reconnect
+	// in between and keep tsA.Close waiting for it).
+	require.NoError(t, tsA.Listener.Close())
 	tsA.CloseClientConnections()
-	tsA.Close()
 	call, err := ledger.StartCall[int](ctx, op, ledger.CallOptions[int]{})
 	require.NoError(t, err, "a call through the second server")
 	require.NoError(t, call.End(ctx, 1))

@@ -43,7 +43,11 @@ func (v view) newer(w view) bool {
 // so they are spaced out in proportion to it too, which keeps their cost
 // per change constant.
 func compactAfter(d *store.Data) journal.Rev {
-	return journal.Rev(max(256, 2*len(d.CallFrames)+len(d.Participants)+len(d.TempResources)))
+	size := 2*len(d.CallFrames) + len(d.Participants) + len(d.TempResources)
+	for _, ks := range d.Keys {
+		size += len(ks) * 2 / 5 // a key is a fifth of a frame, which counts 2
+	}
+	return journal.Rev(max(256, size))
 }
 
 // withBeats returns a copy of d whose heartbeat times include the beats

@@ -74,7 +74,7 @@ type result struct {
 }
 
 func (r *result) failed() bool {
-	return r.lost+r.doubled+r.undetected+r.falseCrash+r.inconsistent+r.corrupt+r.workerFail > 0
+	return r.lost+r.doubled+r.undetected+r.falseCrash+r.inconsistent+r.corrupt+r.workerFail+r.gaps > 0
 }
 
 // verdict is the one line that sums up the campaign.

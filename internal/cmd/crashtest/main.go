@@ -10,12 +10,14 @@
 // a random moment with SIGKILL and starts another, until -kills workers
 // were killed; the last workers are stopped cleanly. Contained calls keep
 // the operation running through every kill, so one operation sees them
-// all: each kill exercises the victim's interrupted write (temp file,
-// rename, log append), the liveness locks and the crash verdict of the
-// survivors, and the removal of the victim's frames. With -remote the
-// workers go through a `ledger serve` process on 127.0.0.1 (built with go
-// build unless -ledger-bin names it), so kills cut requests and crashes
-// are seen by heartbeat staleness.
+// all: each kill exercises the victim's interrupted append to the
+// operation's journal (a torn tail, cut by the next writer), the liveness
+// locks and the crash verdict of the survivors, and the removal of the
+// victim's frames. With -remote the workers go through a `ledger serve`
+// process on 127.0.0.1 (built with go build unless -ledger-bin names it),
+// so kills cut requests and streams, and crashes are seen when a stream
+// drops (or by heartbeat staleness, for a worker killed before it opened
+// one).
 //
 // Each worker appends to a journal of its own before and after each ledger
 // call (see worker.go). While the workers run, every file of the ledger
@@ -34,16 +36,15 @@
 //   - falsecrash: a verdict on a participant that was not killed;
 //   - inconsistent: the log, the final state and the journals disagree
 //     otherwise (a call nobody started, one that never ended, ...);
-//   - workerfail: a worker that failed on its own.
-//
-// loggaps counts, without failing, the changes that are in the state but
-// whose log line a kill cut off (the store renames the state file, then
-// appends to the log): a frame that CRASH_DETECTED lists without a
-// CALL_STARTED, a verdict with no CRASH_DETECTED line, and so on, where the
-// writer that would have logged it was killed.
+//   - workerfail: a worker that failed on its own;
+//   - loggaps: a change that is in the state but whose log line is
+//     missing (a frame that CRASH_DETECTED lists without a CALL_STARTED, a
+//     verdict with no CRASH_DETECTED line, ...). The log is derived from
+//     the journal's records, which carry their lines, so a kill at any
+//     instruction leaves none.
 //
 // It prints the details, then one verdict line, and exits with status 1 if
-// any other count is not zero. The directory is removed after a PASS unless
+// any count is not zero. The directory is removed after a PASS unless
 // -keep.
 package main
 

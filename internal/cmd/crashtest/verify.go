@@ -130,12 +130,12 @@ func (ev *events) add(at time.Time, participant string, f []string) {
 	}
 }
 
-// tally counts what the checks found. Every count but gaps is a
-// violation. A gap is a change that is in the state but whose log line is
-// missing because its writer was killed between writing the state and
-// appending the line (the store does these in two steps); the change was
-// never acknowledged to anyone, so no promise is broken, but the log does
-// not tell the whole story.
+// tally counts what the checks found; every count is a violation. A gap
+// is a change that is in the state but whose log line is missing, where a
+// kill of its writer would explain it. A store that wrote the state and
+// then the log in two steps had such gaps; the journal, whose records
+// carry their log lines, must have none. Gaps are counted apart from
+// inconsistencies to say which of the two a finding is.
 type tally struct {
 	lost, doubled, undetected, falseCrash, inconsistent, gaps int
 	details                                                   []string // the violations

@@ -20,8 +20,11 @@
 // -window; the CPU time all of them (and the initiator) use in that window
 // is reported as a share of one core.
 //
-// With -archived N the directory first gets N archived operations, to show
-// that a long history does not change the figures.
+// With -archived N a second directory gets N archived operations first,
+// and every trial and the idle measure run in both, alternating, so that
+// both meet the same load; the figures with the history over those
+// without must not exceed 2x, to show that a long history does not
+// change them.
 //
 // It prints p50, p99 and max of each kind and the idle share, then whether
 // the targets hold (p99 of 20ms for local crash and abort, 1.5s for remote
@@ -60,43 +63,40 @@ func main() {
 		return
 	}
 
-	base, err := os.MkdirTemp("", "livenessbench-")
-	if err != nil {
-		log.Fatal(err)
-	}
-	defer os.RemoveAll(base)
+	benches := []*bench{newBench("", *survivors, 0)}
 	if *archived > 0 {
-		t0 := time.Now()
-		if err := history.Archive(context.Background(), base, *archived); err != nil {
-			log.Fatal(err)
-		}
-		fmt.Fprintf(os.Stderr, "%d archived operations in %v\n", *archived, time.Since(t0).Round(time.Second))
+		benches = append(benches, newBench(fmt.Sprintf("with %d archived", *archived), *survivors, *archived))
 	}
-
-	b := bench{dir: base, survivors: *survivors}
-	srv := b.serve()
-	var local, remote struct{ crash, abort []time.Duration }
+	var stops []func()
+	for _, b := range benches {
+		stops = append(stops, b.serve())
+	}
+	// The trials of the benches alternate, so that they meet the same
+	// load.
 	for i := range *n {
-		local.crash = append(local.crash, b.crashTrial(b.openLocal, "victim"))
-		local.abort = append(local.abort, b.abortTrial(b.openLocal))
-		remote.crash = append(remote.crash, b.crashTrial(b.openRemote, "remote-victim"))
-		remote.abort = append(remote.abort, b.abortTrial(b.openRemote))
+		for _, b := range benches {
+			b.local.crash = append(b.local.crash, b.crashTrial(b.openLocal, "victim"))
+			b.local.abort = append(b.local.abort, b.abortTrial(b.openLocal))
+			b.remote.crash = append(b.remote.crash, b.crashTrial(b.openRemote, "remote-victim"))
+			b.remote.abort = append(b.remote.abort, b.abortTrial(b.openRemote))
+		}
 		if (i+1)%10 == 0 {
 			fmt.Fprintf(os.Stderr, "%d/%d trials\n", i+1, *n)
 		}
 	}
-	srv()
+	for _, stop := range stops {
+		stop()
+	}
 
 	ok := true
-	ok = report("kill -9 -> every survivor's Failed(), same host", local.crash, 20*time.Millisecond) && ok
-	ok = report("SetAbortFlag -> every Aborted(), same host", local.abort, 20*time.Millisecond) && ok
-	ok = report("kill -9 -> every survivor's Failed(), remote", remote.crash, 1500*time.Millisecond) && ok
-	ok = report("SetAbortFlag -> every Aborted(), remote", remote.abort, 100*time.Millisecond) && ok
-	if *idlers > 0 {
-		share := b.idle(*idlers, *frames, *window)
-		fmt.Printf("%-52s %d participants, %d frames, %v: %.2f%% of one core (target <= 5%%)\n",
-			"idle", *idlers, *frames, *window, 100*share)
-		ok = share <= 0.05 && ok
+	for _, b := range benches {
+		ok = b.report(*idlers, *frames, *window) && ok
+	}
+	if len(benches) == 2 {
+		ok = compare(benches[0], benches[1]) && ok
+	}
+	for _, b := range benches {
+		os.RemoveAll(b.dir)
 	}
 	if !ok {
 		fmt.Println("livenessbench: a target was missed")
@@ -105,16 +105,76 @@ func main() {
 	fmt.Println("livenessbench: all targets hold")
 }
 
+// newBench makes a ledger directory with archived operations in it.
+func newBench(name string, survivors, archived int) *bench {
+	base, err := os.MkdirTemp("", "livenessbench-")
+	if err != nil {
+		log.Fatal(err)
+	}
+	if archived > 0 {
+		t0 := time.Now()
+		if err := history.Archive(context.Background(), base, archived); err != nil {
+			log.Fatal(err)
+		}
+		fmt.Fprintf(os.Stderr, "%d archived operations in %v\n", archived, time.Since(t0).Round(time.Second))
+	}
+	return &bench{name: name, dir: base, survivors: survivors}
+}
+
+// report prints the figures of b, measuring its idle cost if idlers is
+// positive, and says whether they are within target.
+func (b *bench) report(idlers, frames int, window time.Duration) bool {
+	suffix := ""
+	if b.name != "" {
+		suffix = ", " + b.name
+	}
+	ok := true
+	ok = report("kill -9 -> every survivor's Failed(), same host"+suffix, b.local.crash, 20*time.Millisecond) && ok
+	ok = report("SetAbortFlag -> every Aborted(), same host"+suffix, b.local.abort, 20*time.Millisecond) && ok
+	ok = report("kill -9 -> every survivor's Failed(), remote"+suffix, b.remote.crash, 1500*time.Millisecond) && ok
+	ok = report("SetAbortFlag -> every Aborted(), remote"+suffix, b.remote.abort, 100*time.Millisecond) && ok
+	if idlers > 0 {
+		b.idleShare = b.idle(idlers, frames, window)
+		fmt.Printf("%-64s %d participants, %d frames, %v: %.2f%% of one core (target <= 5%%)\n",
+			"idle"+suffix, idlers, frames, window, 100*b.idleShare)
+		ok = b.idleShare <= 0.05 && ok
+	}
+	return ok
+}
+
+// compare prints the figures of b over those of a, the same directory
+// without a history, and says whether none is more than 2x.
+func compare(a, b *bench) bool {
+	ok := true
+	ratio := func(what string, x, y []time.Duration) {
+		p50, p99 := pct(y, 0.50).Seconds()/pct(x, 0.50).Seconds(), pct(y, 0.99).Seconds()/pct(x, 0.99).Seconds()
+		fmt.Printf("%-64s p50 %.2fx p99 %.2fx (target <= 2x)\n", what+", "+b.name+" / without", p50, p99)
+		ok = ok && p50 <= 2 && p99 <= 2
+	}
+	ratio("kill -9 -> Failed(), same host", a.local.crash, b.local.crash)
+	ratio("SetAbortFlag -> Aborted(), same host", a.local.abort, b.local.abort)
+	ratio("kill -9 -> Failed(), remote", a.remote.crash, b.remote.crash)
+	ratio("SetAbortFlag -> Aborted(), remote", a.remote.abort, b.remote.abort)
+	if a.idleShare > 0 {
+		fmt.Printf("%-64s %.2fx (target <= 2x)\n", "idle, "+b.name+" / without", b.idleShare/a.idleShare)
+		ok = ok && b.idleShare <= 2*a.idleShare
+	}
+	return ok
+}
+
+// pct is the nearest-rank percentile of ds: the smallest value that p of
+// them do not exceed.
+func pct(ds []time.Duration, p float64) time.Duration {
+	ds = slices.Sorted(slices.Values(ds))
+	return ds[max(0, int(math.Ceil(p*float64(len(ds))))-1)]
+}
+
 // report prints the percentiles of ds and says whether p99 is within
 // target.
 func report(what string, ds []time.Duration, target time.Duration) bool {
-	slices.Sort(ds)
-	// The nearest-rank percentile: the smallest value that p of the trials
-	// do not exceed.
-	pct := func(p float64) time.Duration { return ds[max(0, int(math.Ceil(p*float64(len(ds))))-1)] }
-	p99 := pct(0.99)
-	fmt.Printf("%-52s n=%d p50=%v p99=%v max=%v (target p99 <= %v)\n", what, len(ds),
-		round(pct(0.50)), round(p99), round(ds[len(ds)-1]), target)
+	p99 := pct(ds, 0.99)
+	fmt.Printf("%-64s n=%d p50=%v p99=%v max=%v (target p99 <= %v)\n", what, len(ds),
+		round(pct(ds, 0.50)), round(p99), round(slices.Max(ds)), target)
 	return p99 <= target
 }
 

@@ -18,9 +18,13 @@ import (
 
 // bench holds what the trials share: the directory and the server on it.
 type bench struct {
+	name      string // "" or what sets the directory apart
 	dir       string
 	url       string // the server's, once serve ran
 	survivors int
+
+	local, remote struct{ crash, abort []time.Duration } // the trials' figures
+	idleShare     float64                                // the idle measure's
 }
 
 // serve starts a ledger server on dir, on 127.0.0.1, and returns its stop.
