@@ -56,6 +56,7 @@ type HeartbeatError struct {
 	Cause   error              // the underlying error, or nil
 }
 
+// Error returns the type, the message and the cause, if any.
 func (e *HeartbeatError) Error() string {
 	msg := "ledger: heartbeat " + e.Type.String() + ": " + e.Message
 	if e.Cause != nil {

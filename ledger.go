@@ -74,8 +74,10 @@ type Options struct {
 	// HeartbeatIntervals if that is longer.
 	StaleThreshold time.Duration
 
-	// LivenessPoll is the interval of the same-host liveness check of the
-	// local backend. Zero means 200ms.
+	// LivenessPoll is how often a RemoteClient reads the state of an
+	// operation when its server (or a proxy before it) cannot stream
+	// (see RemoteClient). Other backends do not use it: their stores wake
+	// their watchers (see the package doc, Liveness). Zero means 200ms.
 	LivenessPoll time.Duration
 
 	// MaxBackups is how many archived operations are kept. Zero means 20;
@@ -86,9 +88,11 @@ type Options struct {
 	// means 100; negative keeps none.
 	MaxTrail int
 
-	// Durable makes every write fsync the file and its directory, so a
-	// change survives a power cut. Zero means off: a change survives the
-	// crash of any process, not of the machine.
+	// Durable makes every change of the ledger directory reach the disk
+	// before it returns (the journal is fdatasynced after each append,
+	// files and directories when they are renamed), so a change survives
+	// a power cut. Zero means off: a change survives the crash of any
+	// process, not of the machine.
 	Durable bool
 
 	// NoSignalHandler keeps the ledger from handling SIGINT and SIGTERM
@@ -129,9 +133,11 @@ type Options struct {
 	// RemoteClient. Zero means 10s.
 	RequestTimeout time.Duration
 
-	// Retry says which requests of a RemoteClient are retried after a
-	// connection error, and how often. The zero value retries idempotent
-	// requests up to 3 times; see RetryPolicy.
+	// Retry says how a RemoteClient retries a request that failed on the
+	// way (a connection error, a timed-out attempt, a 503). Every request
+	// is retried, changes too, with the same idempotency key. The zero
+	// value sends a request at most DefaultRetryAttempts (8) times; see
+	// RetryPolicy.
 	Retry RetryPolicy
 
 	// Discovery configures how a ledger server is found when ServerURL and
