@@ -19,12 +19,15 @@ var (
 	// operation in the ledger, live or archived.
 	ErrOperationNotFound = store.ErrNotFound
 
-	// ErrCorruptLedger is returned when a ledger file does not parse; the
-	// error is a *CorruptError naming the file, which is left untouched.
+	// ErrCorruptLedger is returned when stored data does not have its form
+	// (a journal record that fails its checksum before the journal's end,
+	// a state document that does not parse or lacks a field); the error
+	// is a *CorruptError naming the file, which is left untouched.
 	ErrCorruptLedger = store.ErrCorrupt
 
-	// ErrLockTimeout is returned when the ledger file lock could not be had
-	// before the context ended.
+	// ErrLockTimeout is returned when exclusive access to an operation (the
+	// file lock of a ledger directory) could not be had before the context
+	// ended.
 	ErrLockTimeout = store.ErrLockTimeout
 
 	// ErrDartLocked is returned, with ErrLockTimeout, when a Dart process
