@@ -77,7 +77,8 @@ type Options struct {
 	// LivenessPoll is how often a RemoteClient reads the state of an
 	// operation when its server (or a proxy before it) cannot stream
 	// (see RemoteClient). Other backends do not use it: their stores wake
-	// their watchers (see the package doc, Liveness). Zero means 200ms.
+	// their watchers (see the package doc, Liveness and crash cleanup).
+	// Zero means 200ms.
 	LivenessPoll time.Duration
 
 	// MaxBackups is how many archived operations are kept. Zero means 20;
@@ -115,8 +116,9 @@ type Options struct {
 	// CleanupHandler). Zero means 5s.
 	SignalGrace time.Duration
 
-	// LockTimeout bounds the wait for a ledger file lock when the caller's
-	// context has no deadline. Zero means 30s.
+	// LockTimeout bounds each call that reads or writes the ledger (the
+	// wait for an operation's lock included) when the caller's context has
+	// no deadline. Zero means 30s.
 	LockTimeout time.Duration
 
 	// Token is the bearer token a RemoteClient sends to the ledger server.
@@ -154,7 +156,9 @@ type Options struct {
 
 // LedgerCallback receives ledger-wide events. Every field may be nil.
 // Callbacks run on the goroutine that caused the event and must not block
-// for long.
+// for long. OnLogLine and OnBackupCreated are called by a LocalLedger,
+// whose directory store writes the logs and archives; a RemoteClient and
+// a ledger from Open do not call them.
 type LedgerCallback struct {
 	// OnBackupCreated is called with the directory of an archived operation.
 	OnBackupCreated func(operationID, dir string)
