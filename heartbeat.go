@@ -26,7 +26,7 @@ type HeartbeatErrorType int
 // Heartbeat error types, as in Dart.
 const (
 	HeartbeatLedgerNotFound HeartbeatErrorType = iota // the operation is gone
-	HeartbeatLockFailed                               // a lock could not be had (a heartbeat takes none: kept for the Dart name)
+	HeartbeatLockFailed                               // the beat's read ended with ErrLockTimeout (a beat takes no lock of the operation; its store or server may still wait for one)
 	HeartbeatAbortFlagSet                             // the abort flag is set (reported once)
 	HeartbeatStale                                    // a participant is stale
 	HeartbeatIOError                                  // any other failure

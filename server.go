@@ -57,7 +57,7 @@ type ServerOptions struct {
 	// Token. Zero means such a listener is refused.
 	Insecure bool
 
-	// LockTimeout bounds the wait of one request for a ledger file lock.
+	// LockTimeout bounds the wait of one request for an operation's lock.
 	// Zero means 30s.
 	LockTimeout time.Duration
 
@@ -89,7 +89,9 @@ type ServerOptions struct {
 	Dart DartOptions
 
 	// Logger receives one line per request at debug level (failures of the
-	// server itself at error level). Zero means no request log.
+	// server itself at error level) and a warning for each participant the
+	// server declares crashed ("participant crashed", with by: client,
+	// stream or sweep). Zero means no log.
 	Logger *slog.Logger
 }
 
@@ -233,9 +235,12 @@ func (o ServerOptions) dirOptions() dirstore.Options {
 // that cannot be opened), or nil.
 func (s *Server) Err() error { return s.err }
 
-// Close stops the orphan sweep and releases the ledger files the server
-// holds open. Call it after the HTTP server has stopped; later requests
-// answer 503.
+// Close stops the orphan sweep, ends the open streams (without a verdict
+// on their participants: the server going away is not their death) and
+// closes the store, the directory it opened or ServerOptions.Store; later
+// requests answer 503. Serve ends the streams itself when it shuts down;
+// an http.Server of one's own (or an httptest.Server) waits for open
+// streams when it shuts down or closes, so close s first.
 func (s *Server) Close() error {
 	if s.closed.Swap(true) || s.b == nil {
 		return nil
