@@ -40,7 +40,8 @@
 // directory, which any number of processes on the machine may share (see
 // Files on disk). Open(store, opts) runs a ledger over any other
 // journal.Store, such as the etcd store of module
-// github.com/tomdist/ledger/etcd. Otherwise Connect returns a
+// github.com/tomdist/ledger/etcd, or one of your own (ExampleOpen shows
+// one that keeps its journals in memory). Otherwise Connect returns a
 // *RemoteClient of a ledger server (see Remote), which runs the rules
 // over its own store for its clients. Setting BasePath and ServerURL (or
 // ServerURLs) is an error. Every backend gives the same behaviour and the
