@@ -151,8 +151,9 @@
 // others' beats. So a change that any participant records reaches the
 // others as it is written, with nobody polling.
 //
-// Every participant process holds a lease of the store from before it
-// creates or joins until it ends. In a ledger directory the lease is a
+// Every participant process that uses a store itself (a LocalLedger, a
+// ledger from Open) holds a lease of the store from before it creates or
+// joins until it leaves or dies. In a ledger directory the lease is a
 // flock on the process's own file in {id}.live/, and the store wakes
 // watchers by file system events (fsnotify on the directory). An observer
 // on the same host keeps a goroutine blocked on that lock, which the
@@ -170,8 +171,9 @@
 // healthy participant), measured on the observer's monotonic clock from
 // when it last saw the value change, is declared crashed too: a process
 // that hangs, or one on another host that a store cannot observe. Wall
-// clocks that disagree never cause a verdict, and a process paused for
-// less than its threshold is never declared crashed. Each participant
+// clocks that disagree never cause such a verdict (only the orphan sweep
+// reads them, with a margin of a minute), and a process paused for less
+// than its threshold is never declared crashed. Each participant
 // is judged by its own settings: its record carries its HeartbeatInterval
 // and StaleThreshold (heartbeatIntervalMs and staleThresholdMs, written on
 // create and join), and a record without them, as the Dart ledger writes,
