@@ -319,8 +319,9 @@
 // server, or a proxy before it, cannot stream, the client reads the state
 // every Options.LivenessPoll instead.
 //
-// Every request of a RemoteClient carries an idempotency key, and every
-// request is retried, changes too, after a connection error, an attempt
+// Every request of a RemoteClient that goes through the rules (each
+// change, heartbeat and read of the state) carries an idempotency key,
+// and every request is retried, changes too, after a connection error, an attempt
 // that ran past Options.RequestTimeout, or a 503 of a server that is
 // starting or stopping: up to DefaultRetryAttempts (8) times with a
 // doubling pause, as Options.Retry (a RetryPolicy) says. A change the

@@ -100,8 +100,8 @@ func (o Options) remoteOptions() (Options, error) {
 // run in this process; the server carries out each change on its store
 // for it, one request per change, each naming this participant and the
 // journal position the client has seen, and answers with the records the
-// client has not seen. Every request carries an idempotency key and is
-// retried as Options.Retry says (see RetryPolicy).
+// client has not seen. Every such request carries an idempotency key,
+// and every request is retried as Options.Retry says (see RetryPolicy).
 //
 // Each open operation is followed through one stream of server-sent
 // events: the server pushes every change as it happens, and a dropped
