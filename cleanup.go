@@ -438,8 +438,8 @@ func (h *CleanupHandler) shutdown(ops []*opState, grace time.Duration) error {
 
 // reportGone tells the ledger of every operation in ops, at the same time
 // and within d, that this process is gone: its participant record and
-// active frames are marked crashed, and the other participants react on
-// their next poll instead of after the stale threshold. Nothing the ledger
+// active frames are marked crashed, and the other participants react as
+// soon as the change wakes them instead of after the stale threshold. Nothing the ledger
 // lists is deleted: the temp resources this process registered itself
 // were deleted by removeTemps, and what else the ledger lists in its name
 // anyone may have written there.

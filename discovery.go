@@ -25,11 +25,12 @@ const DefaultDiscoveryTimeout = 500 * time.Millisecond
 const discoveryParallel = 64
 
 // DiscoveryOptions configure how Connect and NewRemoteClient find a ledger
-// server when Options.ServerURL and Options.BasePath are empty. Discovery
-// probes GET /status and accepts only an answer whose service is
-// "tom_dist_ledger", in this order:
+// server when Options.ServerURL, ServerURLs and BasePath are empty.
+// Discovery probes GET /status and accepts only an answer whose service
+// is "tom_dist_ledger", in this order:
 //
-//  1. the URL in the environment variable LEDGER_SERVER_URL, if set;
+//  1. the URLs in the environment variable LEDGER_SERVER_URL (separated
+//     by commas), if set, one after the other;
 //  2. every host of Hosts on every port of Ports, in parallel; the first
 //     in that order that answers wins;
 //  3. with ScanSubnet only, every address of Subnets on every port, in

@@ -1,8 +1,10 @@
 // Package ledger coordinates long-running work that spans several
 // processes: a shared, crash-safe record of who takes part in an operation,
 // which calls are running, and whether the operation was aborted or failed.
-// It is the Go port of the Dart package tom_dist_ledger and keeps its files
-// and names.
+// It is the Go port of the Dart package tom_dist_ledger: it keeps its names,
+// its state document and its HTTP protocol, so Dart clients work with a Go
+// server and Go reads and joins Dart ledger directories (see Dart
+// interoperability).
 //
 // # Overview
 //
@@ -26,14 +28,26 @@
 //
 // # Backends
 //
+// A ledger keeps each operation as a journal: an append-only sequence of
+// records, each one change of its state, behind one seam, the interface
+// journal.Store (package journal states the contract; package
+// journal/journaltest checks a store against it). The rules that decide
+// every change are one piece of code, run over the store by the process
+// that opened it; a store only keeps records in order, wakes the readers,
+// and holds the leases that prove participant processes alive.
+//
 // With Options.BasePath set, Connect returns a *LocalLedger over that
-// directory: flock-guarded JSON files that any number of processes on the
-// machine may share. Otherwise it returns a *RemoteClient of a ledger
-// server (see Remote). Setting both BasePath and ServerURL is an error.
-// Both backends give the same behaviour and the same errors: everything
-// users see (sessions, calls, heartbeats, crash handling, cleanup) is
-// written once, over a small unexported interface that each backend
-// implements.
+// directory, which any number of processes on the machine may share (see
+// Files on disk). Open(store, opts) runs a ledger over any other
+// journal.Store, such as the etcd store of module
+// github.com/tomdist/ledger/etcd, or one of your own (ExampleOpen shows
+// one that keeps its journals in memory). Otherwise Connect returns a
+// *RemoteClient of a ledger server (see Remote), which runs the rules
+// over its own store for its clients. Setting BasePath and ServerURL (or
+// ServerURLs) is an error. Every backend gives the same behaviour and the
+// same errors: everything users see (sessions, calls, heartbeats, crash
+// handling, cleanup) is written once, over a small unexported interface
+// that each backend implements.
 //
 // # Operations and sessions
 //
@@ -55,10 +69,10 @@
 // archives it; every handle of it then returns ErrOperationCompleted.
 //
 // State reads the operation from the ledger and CachedData returns what
-// this process saw last. Data, CallFrame, Participant and TempResource are
-// aliases of the types of the internal store: their fields are what the
-// state file holds, with the JSON keys of the Dart ledger. Values handed
-// out are deep copies that the caller may keep and change.
+// this process saw last. Data, CallFrame, Participant and TempResource
+// hold what the state document holds, with the JSON keys of the Dart
+// ledger. Values handed out are deep copies that the caller may keep and
+// change.
 //
 // # Calls
 //
@@ -128,29 +142,49 @@
 //
 // # Liveness and crash cleanup
 //
-// One monitor goroutine per operation and process heartbeats every
-// HeartbeatInterval (with ±10% jitter): it refreshes this process's
-// participant record and frames and reads everyone else. On the local
-// backend it also polls the state every LivenessPoll, so an abort or a
-// failure recorded by any participant is seen within one poll. Each
-// participant process holds a flock on its own file in {id}.live/ while it
-// takes part: an observer on the same host that can take that lock knows
-// the process is gone, at once. A participant whose heartbeat has not
-// changed for its StaleThreshold, measured on the observer's monotonic
-// clock from when it last saw the value change, is declared crashed too;
-// so wall clocks that disagree never cause a verdict, and a process paused
-// for less than the threshold is never declared crashed. Each participant
+// One monitor goroutine per operation and process keeps this process
+// alive in it and watches the others. It is woken, not timed: by the
+// store's watch when the journal grows (an abort, a failure, a verdict, a
+// completion), by the end of the lease of another participant process,
+// and by its own heartbeat every HeartbeatInterval (with ±10% jitter),
+// which proves this process alive and reads what the store knows of the
+// others' beats. So a change that any participant records reaches the
+// others as it is written, with nobody polling.
+//
+// Every participant process that uses a store itself (a LocalLedger, a
+// ledger from Open) holds a lease of the store from before it creates or
+// joins until it leaves or dies. In a ledger directory the lease is a
+// flock on the process's own file in {id}.live/, and the store wakes
+// watchers by file system events (fsnotify on the directory). An observer
+// on the same host keeps a goroutine blocked on that lock, which the
+// kernel grants when the process dies: its death is seen at once, however
+// it died. The directory is polled (every 100ms) only where events do not
+// arrive: on a network file system (NFS, SMB, FUSE and the like, which do
+// not deliver other machines' writes; recognised on Linux) or when no file
+// system watch can be had; Options.PollDirectory makes a LocalLedger poll
+// every LivenessPoll where it cannot be recognised. An etcd store's leases expire when their
+// process stops keeping them alive, and are observed from every host. A
+// participant through a server holds no lease: the server watches it
+// through its stream (see Remote).
+//
+// A participant whose beat has not changed for its StaleThreshold plus
+// 1.25 of its HeartbeatInterval (the longest gap between two beats of a
+// healthy participant), measured on the observer's monotonic clock from
+// when it last saw the value change, is declared crashed too: a process
+// that hangs, or one on another host that a store cannot observe. Wall
+// clocks that disagree never cause such a verdict (only the orphan sweep
+// reads them, with a margin of a minute), and a process paused for less
+// than its threshold is never declared crashed. Each participant
 // is judged by its own settings: its record carries its HeartbeatInterval
 // and StaleThreshold (heartbeatIntervalMs and staleThresholdMs, written on
 // create and join), and a record without them, as the Dart ledger writes,
-// has the defaults (5s and 15s). On the local backend a heartbeat also
-// touches the participant's liveness file, which needs no lock of the
-// operation, and observers on the same host count a change of its time as
-// a beat: a participant whose ledger heartbeat waits for a lock that call
-// traffic keeps busy is not stale. (The ledger heartbeat is still written,
-// for observers on other hosts and readers of State.)
+// has the defaults (5s and 15s). A heartbeat is a beat of the lease (in a
+// ledger directory it touches the lease file, which needs no lock of the
+// operation), not a change of the journal, so call traffic never makes a
+// live participant stale; State shows the latest beat of each participant
+// in its record.
 //
-// The first observer records the crash under the file lock (CRASH_DETECTED,
+// The first observer records the crash in one change (CRASH_DETECTED,
 // detectionTimestamp, the participant and its frames crashed) and becomes
 // the coordinator. A crashed frame of a Contained call is removed and the
 // operation goes on. Otherwise the operation fails (CLEANUP_STARTED, state
@@ -163,9 +197,9 @@
 // passed, removes the frames, sets the state failed (removalTimestamp,
 // OPERATION_FAILED) and archives the operation. If the coordinator is gone,
 // any participant finishes after the window. An operation whose
-// participants all died is failed and archived by the next LocalLedger that
-// opens the directory (and every StaleThreshold while one is open) and by
-// the ledger server.
+// participants all died is failed and archived by the next ledger that
+// opens the store (a LocalLedger, or one from Open), and every
+// StaleThreshold while one is open, and by a ledger server.
 //
 // Heartbeat does one beat by hand and returns a HeartbeatResult;
 // OnHeartbeatSuccess and OnHeartbeatError (a *HeartbeatError of type
@@ -250,79 +284,135 @@
 // even when the orchestrator is killed with SIGKILL (not on macOS; the
 // README's Platforms section says what each system gives). The worker's
 // environment names the operation and the ledger (LEDGER_OPERATION_ID,
-// LEDGER_CALL_ID, LEDGER_BASE_PATH or LEDGER_SERVER_URL), so a Go worker
-// joins with JoinFromEnv and runs tracked calls of its own. Use Cancel,
+// LEDGER_CALL_ID, and LEDGER_BASE_PATH, LEDGER_SERVER_URL or, over a store
+// that is a StoreLocator, LEDGER_STORE and the store's own variables), so
+// a Go worker joins with JoinFromEnv (or the store's own, such as
+// etcd.JoinFromEnv) and runs tracked calls of its own. Use Cancel,
 // not Kill, to stop a worker without failing the operation.
 //
 // # Remote
 //
-// NewServer serves a ledger directory over HTTP (the Dart server's paths
-// and field names; `ledger serve` runs it). The server keeps no state per
-// client: every request names its participant, which heartbeats for
-// itself, so restarting the server loses nothing. The Dart
-// RemoteLedgerClient, whose requests after create and join do not say who
-// sends them, is served too: they act for the participant that created or
-// joined the operation with a Dart request, which the ledger records
-// (README, Dart interoperability). It listens on loopback
-// unless told otherwise, requires a bearer token beyond loopback, and
-// answers errors as {"error", "code"}; the RemoteClient maps the codes back
-// to the sentinels of this package, so errors.Is works the same on both
-// backends, and anything else is a *RemoteError. Without ServerURL or
-// BasePath, Connect discovers a server: $LEDGER_SERVER_URL, then 127.0.0.1
-// and localhost on Options.Discovery.Ports, then, only with
-// Discovery.ScanSubnet, the local /24; nothing found is ErrNoServer. A
-// remote participant has no liveness lock: the others judge it by its
-// heartbeat only (StaleThreshold plus one interval), unless it leaves or
-// reports itself after a signal.
+// NewServer serves a ledger directory (ServerOptions.BasePath), or any
+// journal.Store (ServerOptions.Store), over HTTP, with the Dart server's
+// paths and field names; `ledger serve` runs it. The server runs the
+// rules for its clients over its store, and keeps no state per client but
+// caches and open streams: every request names its participant and the
+// journal position the client has seen, and is answered with the records
+// the client has not seen, so restarting the server loses nothing. It
+// listens on loopback unless told otherwise, requires a bearer token
+// beyond loopback, and answers errors as {"error", "code"}; the
+// RemoteClient maps the codes back to the sentinels of this package, so
+// errors.Is works the same on every backend, and anything else is a
+// *RemoteError. Without ServerURL, ServerURLs or BasePath, Connect
+// discovers a server: $LEDGER_SERVER_URL, then 127.0.0.1 and localhost on
+// Options.Discovery.Ports, then, only with Discovery.ScanSubnet, the local
+// /24; nothing found is ErrNoServer.
+//
+// A RemoteClient follows each open operation through one stream of
+// server-sent events, which the server pushes each change into as it is
+// written; a dropped stream is opened again, with backoff, from the last
+// position received. The stream is also the participant's proof of life:
+// when it drops and no stream of the participant comes back within
+// ServerOptions.StreamGrace (1s), the server declares the participant
+// crashed, unless it has left, so a remote participant that is killed is
+// seen within about a second. One that hangs with its stream open is
+// judged by its heartbeats, which the server records for it. Where the
+// server, or a proxy before it, cannot stream, the client reads the state
+// every Options.LivenessPoll instead.
+//
+// Every request of a RemoteClient that goes through the rules (each
+// change, heartbeat and read of the state) carries an idempotency key,
+// and every request is retried, changes too, after a connection error, an attempt
+// that ran past Options.RequestTimeout, or a 503 of a server that is
+// starting or stopping: up to DefaultRetryAttempts (8) times with a
+// doubling pause, as Options.Retry (a RetryPolicy) says. A change the
+// server made before the answer was lost is recognised by its key and
+// answered, not made again. With several servers of one store
+// (Options.ServerURL and ServerURLs, such as several `ledger serve
+// --etcd` fronts), the client uses one and moves to the next when a
+// request or its stream cannot reach it, resending the request with the
+// same key.
+//
+// # Dart interoperability
+//
+// The server also serves the Dart RemoteLedgerClient, whose requests carry
+// no journal position: it answers them as the Dart server did. Its
+// requests after create and join do not say who sends them; they act for
+// the participant that created or first joined the operation with a Dart
+// request, which the state records (Data.DartParticipant), so another
+// server over the same store acts for the same one. A Dart client sends
+// no heartbeat settings: ServerOptions.Dart gives those it is judged by.
+// A LocalLedger reads the operations of a Dart ledger directory, and joins
+// them: an {id}.operation.json without a journal reads as a snapshot, and
+// the first change gives it a journal that starts from it. The README's
+// Dart sections say exactly what works and what does not.
+//
+// # Errors
 //
 // Errors are sentinels or typed errors to test with errors.Is and
 // errors.As, never by their text. An id from outside that does not have the
 // allowed form is ErrInvalidID (an *IDError), and nothing is written. A
-// state file that does not parse, whose operationId is not the one its
-// name says, or that lacks a required field or holds a value outside its
-// set, is ErrCorruptLedger (a *CorruptError naming the file and the
-// field); the file is left as it is for inspection, never replaced. So is
-// a symbolic link where the ledger expects a file or directory of its own:
-// the ledger never follows a link inside its directory.
+// journal with a record that fails its checksum before its end, or a Dart
+// state document that does not parse or lacks a required field, is
+// ErrCorruptLedger (a *CorruptError naming the file); the file is left as
+// it is for inspection, never replaced. The ledger never follows a
+// symbolic link inside its directory.
 //
 // # Watching
 //
-// A Viewer reads a ledger without taking part in it: OpenViewer for a
-// ledger directory, ConnectViewer for a directory or a server; its Watch
-// and WatchList are pushed by the store or the server, never polled. The
-// server serves a dashboard at /ui and Prometheus metrics at /metrics,
-// under the access rule of its protocol; the ledger command (`ledger ls`,
-// `show`, `watch`, `log -f`) reads either. Options.Logger receives the
-// library's own diagnostics (heartbeat errors, crash verdicts, retries,
-// stream reconnects) through log/slog; nil stays silent.
+// A Viewer reads a ledger without taking part in it: NewViewer over a
+// journal.Store, OpenViewer for a ledger directory, ConnectViewer for a
+// directory or a server; its Watch and WatchList are pushed by the store
+// or the server's stream, never polled. The server serves a dashboard at
+// /ui and Prometheus metrics at /metrics, under the access rule of its
+// protocol; the ledger command (`ledger ls`, `show`, `watch`, `log -f`)
+// reads either. Options.Logger receives the library's own diagnostics
+// (heartbeat errors, crash verdicts, retried requests, stream reconnects)
+// through log/slog; nil stays silent.
 //
 // # Files on disk
 //
-// The layout is the Dart ledger's, plus the liveness directory:
+// A ledger directory keeps the names of the Dart ledger, plus the journal
+// and the liveness directory:
 //
-//	{base}/{id}.operation.json        state (JSON, 2-space indent)
+//	{base}/{id}.operation.journal     the truth: a header, a snapshot, then records
+//	{base}/{id}.operation.json        the state document (JSON, 2-space indent), derived
 //	{base}/{id}.operation.lock        flock target; removed with the operation
 //	{base}/{id}.operation.json.lock   the Dart ledger's lock file: honoured, never deleted (README, Dart interoperability)
-//	{base}/{id}.operation.log         "<RFC3339 UTC> [LEVEL] <participantId> <EVENT or message>"
-//	{base}/{id}.operation.debug.log   DEBUG lines
+//	{base}/{id}.operation.log         "<RFC3339 UTC> [LEVEL] <participantId> <EVENT or message>", derived
+//	{base}/{id}.operation.debug.log   DEBUG lines, derived
 //	{base}/{id}_trail/{elapsed ms}_{id}.json
-//	{base}/{id}.live/                 liveness lock files and temp registries
-//	{base}/backup/{id}/               operation.json, operation.log, operation.debug.log, trail/
+//	{base}/{id}.live/                 lease files, beat files and temp registries
+//	{base}/backup/{id}/               operation.journal, operation.json, operation.log, operation.debug.log, trail/
 //
-// Every change takes the flock, reads the state, writes a new temp file
-// next to it and renames it over the state, so a process killed at any
-// moment leaves the old state or the new one, never a torn one. With
-// Options.Durable the temp file and the directory are fsynced as well, so
-// a change also survives a power cut; without it a change survives the
-// crash of any process, not of the machine. Log lines are appended with
-// O_APPEND, one write per change; a message's line breaks are written as
-// \n. Timestamps are written in RFC 3339 UTC with milliseconds; the Dart
-// form without an offset (a local time) is read in the local zone.
+// The journal is framed: one line per record, each with its CRC-32C.
+// Every change takes the operation's flock, reads the records after the
+// writer's position, decides, and appends its records in one O_APPEND
+// write; a write torn by a kill can only be a tail without its newline,
+// which the next writer cuts off under the lock, and readers, who take no
+// lock, stop before it. So a process killed at any moment leaves the
+// journal as it was before its change or after it. With Options.Durable
+// the journal is fdatasynced before the change returns (writers queued
+// behind the lock share a sync), and renamed files and directories are
+// synced, so a change also survives a power cut; without it a change
+// survives the crash of any process, not of the machine.
 //
-// The trail keeps snapshots of the state (hard links to state files, which
-// are never changed once written): at most one per HeartbeatInterval, from
-// all processes together, and the newest Options.MaxTrail (100). Complete
-// moves state, logs and trail to backup/{id}/ and removes the oldest
+// After a number of records that grows with the size of the state (at
+// least 256), a change compacts the journal: it is rewritten to start
+// with a snapshot of the state, and the state document is written, with a
+// trail snapshot (a hard link to it, the newest Options.MaxTrail kept).
+// The state document is derived: written when the operation is created,
+// at each compaction and at archive, for people and for Dart readers;
+// Viewer.Document and `ledger show --json` give the current one at any
+// time. The logs are derived from the records too: each record carries
+// its log lines, which are appended to the logs after the journal; a log
+// that is shorter than the journal says (its writer was killed between
+// the two) gets the missing lines from the next writer, and ReadLog adds
+// them meanwhile. Log lines are written with O_APPEND; a message's
+// line breaks are written as \n. Timestamps are written in RFC 3339 UTC
+// with milliseconds; the Dart form without an offset (a local time) is
+// read in the local zone. Complete, or the end of a failure, moves the
+// journal, state, logs and trail to backup/{id}/ and removes the oldest
 // backups beyond Options.MaxBackups (20).
 //
 // # Caveats
@@ -331,14 +421,15 @@
 // that does not support them is not safe to share. A lock file is removed,
 // under its lock, once its operation is archived or found gone; a process
 // that was waiting for it sees that the file it locked is no longer the
-// one at its path and starts again. Processes of older versions, which
-// keep lock files forever, must not share a directory with this one.
+// one at its path and starts again. Processes of versions before the
+// journal, which read and write only the state document, must not share a
+// directory with this one.
 //
-// Each process keeps the last state it read or wrote of the operations
-// it uses (and of up to 128 it no longer uses) and decodes the file again
-// only when its bytes differ; a change still reads the whole file, so its
-// cost grows with the number of frames. At most 16 lock files per ledger
-// stay open between changes.
+// Each process keeps the state of the operations it uses and reads only
+// the records it has not seen, and a change writes only its own records;
+// deciding a change still copies the state in memory, so its cost grows
+// with the number of frames, slowly. Compaction writes the whole state,
+// and is spaced out in proportion to it.
 //
 // Callbacks run with no lock held, on a goroutine of the library: a
 // call's own callbacks on the goroutine that ends it (the caller's, for

@@ -19,12 +19,15 @@ var (
 	// operation in the ledger, live or archived.
 	ErrOperationNotFound = store.ErrNotFound
 
-	// ErrCorruptLedger is returned when a ledger file does not parse; the
-	// error is a *CorruptError naming the file, which is left untouched.
+	// ErrCorruptLedger is returned when stored data does not have its form
+	// (a journal record that fails its checksum before the journal's end,
+	// a state document that does not parse or lacks a field); the error
+	// is a *CorruptError naming the file, which is left untouched.
 	ErrCorruptLedger = store.ErrCorrupt
 
-	// ErrLockTimeout is returned when the ledger file lock could not be had
-	// before the context ended.
+	// ErrLockTimeout is returned when exclusive access to an operation (the
+	// file lock of a ledger directory) could not be had before the context
+	// ended.
 	ErrLockTimeout = store.ErrLockTimeout
 
 	// ErrDartLocked is returned, with ErrLockTimeout, when a Dart process
@@ -104,6 +107,7 @@ type IDError struct {
 	Reason string // what is wrong with it
 }
 
+// Error returns "ledger: invalid {kind} id {id}: {reason}".
 func (e *IDError) Error() string {
 	return fmt.Sprintf("ledger: invalid %s id %q: %s", e.Kind, e.ID, e.Reason)
 }
@@ -134,6 +138,7 @@ type CorruptError struct {
 	Err   error  // what is wrong with it
 }
 
+// Error names the file and, if known, the field that is wrong.
 func (e *CorruptError) Error() string {
 	if e.Field != "" {
 		return fmt.Sprintf("ledger: corrupt ledger file %s: field %s: %v", e.Path, e.Field, e.Err)
@@ -162,6 +167,7 @@ type OperationFailedError struct {
 	Info OperationFailedInfo // why the operation failed
 }
 
+// Error names the operation and says why it failed.
 func (e *OperationFailedError) Error() string {
 	msg := "ledger: operation " + e.Info.OperationID + " failed"
 	if e.Info.Reason != "" {
@@ -179,6 +185,7 @@ type PendingCallsError struct {
 	CallIDs []string // the calls still running, oldest first
 }
 
+// Error lists the calls still pending.
 func (e *PendingCallsError) Error() string {
 	return fmt.Sprintf("ledger: session has %d pending calls: %s", len(e.CallIDs), strings.Join(e.CallIDs, ", "))
 }
@@ -192,6 +199,7 @@ type CallFailedError struct {
 	Err    error  // the work's error, or a *PanicError
 }
 
+// Error names the call and the error it failed with.
 func (e *CallFailedError) Error() string {
 	return fmt.Sprintf("ledger: call %s failed: %v", e.CallID, e.Err)
 }
@@ -209,6 +217,7 @@ type CallCancelledError struct {
 	Cause  error  // context.Cause of the call's context
 }
 
+// Error names the call and, if it is not ErrCancelled, the cause.
 func (e *CallCancelledError) Error() string {
 	if e.Cause == nil || e.Cause == ErrCancelled {
 		return "ledger: call " + e.CallID + " cancelled"
@@ -229,6 +238,7 @@ type PanicError struct {
 	Stack []byte // the stack of the panicking goroutine
 }
 
+// Error returns the panic value and the stack.
 func (e *PanicError) Error() string {
 	return fmt.Sprintf("ledger: work panicked: %v\n\n%s", e.Value, e.Stack)
 }
@@ -250,6 +260,7 @@ type RemoteError struct {
 	Message    string // the server's message
 }
 
+// Error returns the server's message, status and code.
 func (e *RemoteError) Error() string {
 	return fmt.Sprintf("ledger: server: %s (%d %s)", strings.TrimPrefix(e.Message, "ledger: "), e.StatusCode, e.Code)
 }
@@ -279,6 +290,7 @@ type WorkerError struct {
 	Err               error     // the *exec.ExitError of the process, or nil
 }
 
+// Error says how the worker ended, with the tail of its standard error.
 func (e *WorkerError) Error() string {
 	var b strings.Builder
 	b.WriteString("ledger: worker " + e.Executable)

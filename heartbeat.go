@@ -26,7 +26,7 @@ type HeartbeatErrorType int
 // Heartbeat error types, as in Dart.
 const (
 	HeartbeatLedgerNotFound HeartbeatErrorType = iota // the operation is gone
-	HeartbeatLockFailed                               // a lock could not be had (a heartbeat takes none: kept for the Dart name)
+	HeartbeatLockFailed                               // the beat's read ended with ErrLockTimeout (a beat takes no lock of the operation; its store or server may still wait for one)
 	HeartbeatAbortFlagSet                             // the abort flag is set (reported once)
 	HeartbeatStale                                    // a participant is stale
 	HeartbeatIOError                                  // any other failure
@@ -56,6 +56,7 @@ type HeartbeatError struct {
 	Cause   error              // the underlying error, or nil
 }
 
+// Error returns the type, the message and the cause, if any.
 func (e *HeartbeatError) Error() string {
 	msg := "ledger: heartbeat " + e.Type.String() + ": " + e.Message
 	if e.Cause != nil {

@@ -98,9 +98,11 @@ type Options struct {
 	// means 100; negative keeps none.
 	MaxTrail int
 
-	// Durable makes every write fsync the file and its directory, so a
-	// change survives a power cut. Zero means off: a change survives the
-	// crash of any process, not of the machine.
+	// Durable makes every change of the ledger directory reach the disk
+	// before it returns (the journal is fdatasynced after each append,
+	// files and directories when they are renamed), so a change survives
+	// a power cut. Zero means off: a change survives the crash of any
+	// process, not of the machine.
 	Durable bool
 
 	// NoSignalHandler keeps the ledger from handling SIGINT and SIGTERM
@@ -123,8 +125,9 @@ type Options struct {
 	// CleanupHandler). Zero means 5s.
 	SignalGrace time.Duration
 
-	// LockTimeout bounds the wait for a ledger file lock when the caller's
-	// context has no deadline. Zero means 30s.
+	// LockTimeout bounds each call that reads or writes the ledger (the
+	// wait for an operation's lock included) when the caller's context has
+	// no deadline. Zero means 30s.
 	LockTimeout time.Duration
 
 	// Token is the bearer token a RemoteClient sends to the ledger server.
@@ -141,10 +144,11 @@ type Options struct {
 	// RemoteClient. Zero means 10s.
 	RequestTimeout time.Duration
 
-	// Retry says how often a RemoteClient retries a request after a
-	// connection error, a timeout or a server restart. Every request
-	// carries an Idempotency-Key, so a retried change is made once. The
-	// zero value makes up to 8 attempts over about 3.5s; see RetryPolicy.
+	// Retry says how a RemoteClient retries a request that failed on the
+	// way (a connection error, a timed-out attempt, a 503). Every request
+	// is retried, changes too, with the same idempotency key. The zero
+	// value sends a request at most DefaultRetryAttempts (8) times; see
+	// RetryPolicy.
 	Retry RetryPolicy
 
 	// Discovery configures how a ledger server is found when ServerURL and
@@ -161,7 +165,9 @@ type Options struct {
 
 // LedgerCallback receives ledger-wide events. Every field may be nil.
 // Callbacks run on the goroutine that caused the event and must not block
-// for long.
+// for long. OnLogLine and OnBackupCreated are called by a LocalLedger,
+// whose directory store writes the logs and archives; a RemoteClient and
+// a ledger from Open do not call them.
 type LedgerCallback struct {
 	// OnBackupCreated is called with the directory of an archived operation.
 	OnBackupCreated func(operationID, dir string)

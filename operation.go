@@ -435,7 +435,8 @@ func (op *Operation) Log(ctx context.Context, level LogLevel, msg string) error 
 // SetAbortFlag sets (or clears) the abort flag in the ledger. Setting it
 // aborts the operation in this process at once (Aborted is closed when
 // SetAbortFlag returns; OnAbort runs on a goroutine of the library) and in
-// the others at their next heartbeat or liveness poll. Clearing it does
+// the others as soon as the change reaches them (their store's watch or
+// their server's stream wakes them). Clearing it does
 // not undo an abort that a process has already seen.
 func (op *Operation) SetAbortFlag(ctx context.Context, aborted bool) error {
 	if err := op.usable(); err != nil {

@@ -97,10 +97,24 @@ func (o Options) remoteOptions() (Options, error) {
 // RemoteClient is a ledger reached through a ledger server (NewServer,
 // `ledger serve`) over HTTP. It implements Ledger with the same behaviour
 // as LocalLedger: sessions, calls, callbacks, heartbeats and crash handling
-// run in this process; the server only reads and writes the ledger
-// directory for it, one request per change, each naming this participant.
-// Remote participants are judged alive by their heartbeats only: a killed
-// one is seen after StaleThreshold and one more HeartbeatInterval.
+// run in this process; the server carries out each change on its store
+// for it, one request per change, each naming this participant and the
+// journal position the client has seen, and answers with the records the
+// client has not seen. Every such request carries an idempotency key,
+// and every request is retried as Options.Retry says (see RetryPolicy).
+//
+// Each open operation is followed through one stream of server-sent
+// events: the server pushes every change as it happens, and a dropped
+// stream is opened again, with backoff, from the last position received.
+// The stream is also the client's proof of life: when it drops and no
+// stream of the participant comes back within the server's
+// ServerOptions.StreamGrace (1s), the server declares the participant
+// crashed, so a killed remote participant is seen within about a second.
+// One that hangs with its stream open is seen by its heartbeats, after
+// its StaleThreshold plus 1.25 HeartbeatInterval. Where the server (or a
+// proxy before it) cannot stream, the client reads the state every
+// Options.LivenessPoll instead.
+//
 // Given several servers of one ledger (Options.ServerURL and ServerURLs),
 // it uses one and moves to the next when a request or stream cannot reach
 // it: the request is sent again there with the same idempotency key, so a
@@ -110,17 +124,18 @@ func (o Options) remoteOptions() (Options, error) {
 // ledger (see RemoteError); connection errors are returned wrapped.
 // Options.Callback.OnLogLine and OnBackupCreated are not called: the server
 // writes the logs and archives. Options fields of the directory (BasePath,
-// Durable, MaxBackups, MaxTrail, LivenessPoll) are the server's business
-// and ignored here.
+// Durable, MaxBackups, MaxTrail) are the server's business and ignored
+// here.
 type RemoteClient struct {
 	*client
 	rb *remoteBackend
 }
 
-// NewRemoteClient connects to the ledger server at o.ServerURL, or, when
-// it is empty, to the server that discovery finds (see DiscoveryOptions).
-// It checks that the server answers /status as a ledger server; if not, the
-// error matches ErrNoServer.
+// NewRemoteClient connects to the ledger server at o.ServerURL, or to the
+// first of o.ServerURL and o.ServerURLs that answers (the others are kept
+// for failover), or, when both are empty, to the server that discovery
+// finds (see DiscoveryOptions). It checks that the server answers /status
+// as a ledger server; if none does, the error matches ErrNoServer.
 func NewRemoteClient(ctx context.Context, o Options) (*RemoteClient, error) {
 	if o.BasePath != "" && o.ServerURL == "" && len(o.ServerURLs) == 0 {
 		return nil, errors.New("ledger: NewRemoteClient: Options.BasePath is set; use NewLocalLedger for a ledger directory")

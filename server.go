@@ -57,12 +57,12 @@ type ServerOptions struct {
 	// Token. Zero means such a listener is refused.
 	Insecure bool
 
-	// LockTimeout bounds the wait of one request for a ledger file lock.
+	// LockTimeout bounds the wait of one request for an operation's lock.
 	// Zero means 30s.
 	LockTimeout time.Duration
 
-	// Durable makes every write fsync the file and its directory. Zero
-	// means off, as Options.Durable.
+	// Durable makes every change of the ledger directory reach the disk
+	// before it is answered, as Options.Durable. Zero means off.
 	Durable bool
 
 	// MaxBackups is how many archived operations are kept. Zero means 20;
@@ -79,15 +79,19 @@ type ServerOptions struct {
 	StaleThreshold time.Duration
 
 	// StreamGrace is how long a client whose stream dropped may take to
-	// open it again before the server declares it crashed (see stream).
-	// Zero means 1s.
+	// open it again before the server declares it crashed, unless it has
+	// left. A stream names its participant (a RemoteClient's does; a
+	// Viewer's does not, and proves nobody alive). Zero means 1s,
+	// DefaultStreamGrace.
 	StreamGrace time.Duration
 
 	// Dart configures how Dart clients are served (see DartOptions).
 	Dart DartOptions
 
 	// Logger receives one line per request at debug level (failures of the
-	// server itself at error level). Zero means no request log.
+	// server itself at error level) and a warning for each participant the
+	// server declares crashed ("participant crashed", with by: client,
+	// stream or sweep). Zero means no log.
 	Logger *slog.Logger
 }
 
@@ -119,18 +123,21 @@ func isLoopbackHost(host string) bool {
 // (DESIGN §6), or of any journal store (ServerOptions.Store). Every
 // request names its participant and is carried out on the store through
 // the same code as a LocalLedger, so the server keeps nothing about its
-// clients in memory but caches and may be restarted at any time. Over a
+// clients in memory but caches and their open streams, and may be
+// restarted at any time. Over a
 // store that many processes share (etcd), several servers may serve one
 // ledger behind a load balancer or a client's ServerURLs; the stream
 // grace of a client runs on the server that had its stream. It is an
 // http.Handler; Serve runs it with safe timeouts.
 //
-// Like a LocalLedger, the server sweeps the directory for orphans when it
+// Like a LocalLedger, the server sweeps its store for orphans when it
 // starts and then every StaleThreshold: a live operation whose
 // participants are all gone (none left to coordinate) is marked failed
 // and archived. It judges a participant gone by a heartbeat older than
 // three of the participant's own stale thresholds (15s for a record
-// without one) plus a minute (clocks of other hosts may be off).
+// without one) plus a minute (clocks of other hosts may be off), unless
+// it holds a lease. A participant whose stream drops is declared crashed once
+// ServerOptions.StreamGrace passes without a new one.
 // The server never deletes files outside its directory: temp resources
 // registered through it are recorded as such (registeredVia "server") and
 // deleted by their registrants alone.
@@ -228,9 +235,12 @@ func (o ServerOptions) dirOptions() dirstore.Options {
 // that cannot be opened), or nil.
 func (s *Server) Err() error { return s.err }
 
-// Close stops the orphan sweep and releases the ledger files the server
-// holds open. Call it after the HTTP server has stopped; later requests
-// answer 503.
+// Close stops the orphan sweep, ends the open streams (without a verdict
+// on their participants: the server going away is not their death) and
+// closes the store, the directory it opened or ServerOptions.Store; later
+// requests answer 503. Serve ends the streams itself when it shuts down;
+// an http.Server of one's own (or an httptest.Server) waits for open
+// streams when it shuts down or closes, so close s first.
 func (s *Server) Close() error {
 	if s.closed.Swap(true) || s.b == nil {
 		return nil

@@ -55,7 +55,9 @@ func OpenViewer(o Options) (*Viewer, error) {
 
 // ConnectViewer returns a Viewer of the ledger that o names, as Connect
 // would reach it: the ledger directory o.BasePath, which must exist, or
-// else the ledger server at o.ServerURL or the one discovery finds. Of o,
+// else the first ledger server of o.ServerURL and o.ServerURLs that
+// answers (moving to the next when one cannot be reached), or the one
+// discovery finds. Of o,
 // the fields of the directory's or the server's connection are used
 // (BasePath; ServerURL, ServerURLs, Token, TLSConfig, RequestTimeout, Retry,
 // Discovery), and Logger.

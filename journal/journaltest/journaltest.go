@@ -29,7 +29,7 @@ import (
 // open it. A and B may be the same Store if the implementation cannot
 // open two; the tests of sharing are then weaker.
 type Pair struct {
-	A, B journal.Store
+	A, B journal.Store // the two stores (one Store twice if it cannot open two)
 	// Host is the host name the stores give members of this process; zero
 	// means the stores accept any.
 	Host string
