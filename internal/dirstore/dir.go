@@ -172,9 +172,10 @@ type entry struct {
 }
 
 // position is a place in a journal file: after the record rev, at byte
-// off of the file with identity file.
+// off of the file with identity file whose first line is hdr.
 type position struct {
 	file    fs.FileInfo
+	hdr     []byte    // the header line, newline included (see header.Epoch)
 	created time.Time // when the journal was first created
 	base    journal.Rev
 	body    int64 // offset of the first record line

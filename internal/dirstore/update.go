@@ -328,9 +328,14 @@ func (d *Dir) catchUp(id string, e *entry, f *os.File, after journal.Rev, locked
 		from, prev = pos.offs[after-pos.base], after
 		logEnd = [2]int64{-1, -1} // not known here; set by the records read
 	}
-	buf := make([]byte, fi.Size()-from)
-	if _, err := f.ReadAt(buf, from); err != nil && !errors.Is(err, io.EOF) {
+	buf, same, err := readFrom(f, fi, pos.hdr, from)
+	if err != nil {
 		return state{}, err
+	}
+	if !same {
+		// Another file under the same inode number (a compaction), or
+		// one rewritten in place: the position means nothing in it.
+		return d.readWhole(id, e, f, fi, after, locked)
 	}
 	c, err := parseRecords(buf, prev, after, logEnd)
 	if err != nil {
@@ -357,6 +362,33 @@ func (d *Dir) catchUp(id string, e *entry, f *os.File, after journal.Rev, locked
 	return state{tail: tail, pos: pos, archived: c.archived}, nil
 }
 
+// readFrom reads f (of size fi.Size()) from the line boundary at from,
+// and reports whether f is still the file in which that offset was found:
+// its header line is hdr and a newline precedes from. The inode number
+// alone does not tell (see header.Epoch); the newline keeps a file
+// rewritten in place from being read, or cut, from the middle of a line.
+func readFrom(f *os.File, fi fs.FileInfo, hdr []byte, from int64) (buf []byte, same bool, err error) {
+	if len(hdr) == 0 || from < int64(len(hdr)) {
+		return nil, false, nil
+	}
+	head := make([]byte, len(hdr))
+	if _, err := f.ReadAt(head, 0); err != nil && !errors.Is(err, io.EOF) {
+		return nil, false, err
+	}
+	if !bytes.Equal(head, hdr) {
+		return nil, false, nil
+	}
+	buf = make([]byte, fi.Size()-from+1)
+	n, err := f.ReadAt(buf, from-1)
+	if err != nil && !errors.Is(err, io.EOF) {
+		return nil, false, err
+	}
+	if n == 0 || buf[0] != '\n' {
+		return nil, false, nil
+	}
+	return buf[1:n], true, nil
+}
+
 // readWhole reads the journal f from its start.
 func (d *Dir) readWhole(id string, e *entry, f *os.File, fi fs.FileInfo, after journal.Rev, locked bool) (state, error) {
 	b := make([]byte, fi.Size())
@@ -372,7 +404,7 @@ func (d *Dir) readWhole(id string, e *entry, f *os.File, fi fs.FileInfo, after j
 			return state{}, err
 		}
 	}
-	pos := position{file: fi, created: p.hdr.Created, base: p.hdr.Base, body: p.body, rev: p.rev(), off: p.end, logEnd: p.logEnd, offs: p.offs}
+	pos := position{file: fi, hdr: p.hdrLine, created: p.hdr.Created, base: p.hdr.Base, body: p.body, rev: p.rev(), off: p.end, logEnd: p.logEnd, offs: p.offs}
 	if e != nil {
 		e.setPos(pos)
 	}
@@ -412,7 +444,7 @@ func parseJournal(b []byte, id string) (*parsed, error) {
 		c.offs[i] += body
 	}
 	return &parsed{
-		hdr: h, snapshot: snap, body: body, records: c.records, offs: c.offs, logEnds: c.logEnds,
+		hdr: h, hdrLine: bytes.Clone(b[:bytes.IndexByte(b, '\n')+1]), snapshot: snap, body: body, records: c.records, offs: c.offs, logEnds: c.logEnds,
 		logEnd: c.logEnd, end: body + c.n, archived: c.archived, torn: c.torn,
 	}, nil
 }
