@@ -293,7 +293,7 @@ func (d *Dir) List(ctx context.Context, archived bool) ([]string, error) {
 
 // readDirNames returns the names in dir of root, unsorted.
 func readDirNames(root *os.Root, dir string) ([]string, error) {
-	f, err := root.Open(dir)
+	f, err := root.OpenFile(dir, os.O_RDONLY|nonBlock, 0) // a FIFO in its place does not block
 	if err != nil {
 		return nil, err
 	}

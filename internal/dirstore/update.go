@@ -123,7 +123,7 @@ func (d *Dir) gone(id string) error {
 // and whether records were appended to it, for the caller to sync and
 // close.
 func (d *Dir) update(ctx context.Context, id string, e *entry, after journal.Rev, fn func(journal.Tail) (journal.Change, error)) (tail journal.Tail, f *os.File, from journal.Rev, appended bool, err error) {
-	f, err = d.root.OpenFile(journalName(id), os.O_RDWR|os.O_APPEND|noFollow, 0)
+	f, err = d.openRegular(journalName(id), os.O_RDWR|os.O_APPEND, 0)
 	if errors.Is(err, fs.ErrNotExist) {
 		return d.adoptAndChange(ctx, id, e, after, fn)
 	}
@@ -475,7 +475,7 @@ func (d *Dir) Read(ctx context.Context, id string, after journal.Rev) (journal.T
 		return journal.Tail{}, err
 	}
 	defer d.release(id, e)
-	f, err := d.root.OpenFile(journalName(id), os.O_RDONLY|noFollow, 0)
+	f, err := d.openRegular(journalName(id), os.O_RDONLY, 0)
 	if errors.Is(err, fs.ErrNotExist) {
 		return d.readOther(ctx, id, after)
 	}
@@ -496,7 +496,7 @@ func (d *Dir) Read(ctx context.Context, id string, after journal.Rev) (journal.T
 // earlier version), which reads as a snapshot at position 1 (a document
 // a Dart process is rewriting is waited for: see readStateDoc).
 func (d *Dir) readOther(ctx context.Context, id string, after journal.Rev) (journal.Tail, error) {
-	b, err := readFileNoFollow(d.root, backupName(id)+"/"+archivedJournal)
+	b, err := d.readFile(backupName(id) + "/" + archivedJournal)
 	if err == nil {
 		p, err := parseJournal(b, id)
 		if err != nil {
@@ -534,7 +534,7 @@ func (d *Dir) readOther(ctx context.Context, id string, after journal.Rev) (jour
 // an earlier version's) a journal: the document becomes its snapshot at
 // position 1. The caller holds the lock.
 func (d *Dir) adopt(id string) (*os.File, error) {
-	doc, err := readFileNoFollow(d.root, stateName(id))
+	doc, err := d.readFile(stateName(id))
 	if errors.Is(err, fs.ErrNotExist) {
 		return nil, d.gone(id)
 	}
@@ -552,7 +552,7 @@ func (d *Dir) adopt(id string) (*os.File, error) {
 	if err := d.writeFile(journalName(id), hdr); err != nil {
 		return nil, err
 	}
-	return d.root.OpenFile(journalName(id), os.O_RDWR|os.O_APPEND|noFollow, 0)
+	return d.openRegular(journalName(id), os.O_RDWR|os.O_APPEND, 0)
 }
 
 // fileSize returns the size of a regular file, or 0.
@@ -564,20 +564,14 @@ func fileSize(root *os.Root, name string) int64 {
 	return fi.Size()
 }
 
-// readFileNoFollow reads a regular file of root, refusing a symlink.
-func readFileNoFollow(root *os.Root, name string) ([]byte, error) {
-	f, err := root.OpenFile(name, os.O_RDONLY|noFollow, 0)
+// readFile reads a regular file of the directory, refusing a symlink
+// and anything else than a regular file (see openRegular).
+func (d *Dir) readFile(name string) ([]byte, error) {
+	f, err := d.openRegular(name, os.O_RDONLY, 0)
 	if err != nil {
 		return nil, err
 	}
 	defer f.Close()
-	fi, err := f.Stat()
-	if err != nil {
-		return nil, err
-	}
-	if !fi.Mode().IsRegular() {
-		return nil, fmt.Errorf("dirstore: %s is not a regular file", name)
-	}
 	return io.ReadAll(f)
 }
 
@@ -616,7 +610,7 @@ func derived(doc []byte) bool {
 // adoptable reports whether id has a state document without a journal
 // that a change may give one (see adopt).
 func (d *Dir) adoptable(id string) bool {
-	doc, err := readFileNoFollow(d.root, stateName(id))
+	doc, err := d.readFile(stateName(id))
 	return err == nil && !derived(doc)
 }
 
