@@ -124,7 +124,7 @@ func (d *Dir) repairLogs(id string, f *os.File, st state) {
 		return
 	}
 	fi, err := f.Stat()
-	if err != nil {
+	if err != nil || d.checkSize(journalName(id), fi.Size()) != nil {
 		return
 	}
 	b := make([]byte, fi.Size())

@@ -57,6 +57,9 @@ func (d *Dir) readLiveLog(id string, f *os.File, i int) ([]byte, error) {
 	if err != nil {
 		return nil, err
 	}
+	if err := d.checkSize(journalName(id), fi.Size()); err != nil {
+		return nil, err
+	}
 	jb := make([]byte, fi.Size())
 	if _, err := f.ReadAt(jb, 0); err != nil && !errors.Is(err, io.EOF) {
 		return nil, err

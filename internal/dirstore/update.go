@@ -316,6 +316,9 @@ func (d *Dir) catchUp(id string, e *entry, f *os.File, after journal.Rev, locked
 	if err != nil {
 		return state{}, err
 	}
+	if err := d.checkSize(journalName(id), fi.Size()); err != nil {
+		return state{}, err
+	}
 	pos := e.getPos()
 	if pos.file == nil || !os.SameFile(pos.file, fi) || after < pos.base || after > pos.rev || fi.Size() < pos.off ||
 		journal.Rev(len(pos.offs)) != pos.rev-pos.base {
@@ -391,6 +394,9 @@ func readFrom(f *os.File, fi fs.FileInfo, hdr []byte, from int64) (buf []byte, s
 
 // readWhole reads the journal f from its start.
 func (d *Dir) readWhole(id string, e *entry, f *os.File, fi fs.FileInfo, after journal.Rev, locked bool) (state, error) {
+	if err := d.checkSize(journalName(id), fi.Size()); err != nil {
+		return state{}, err
+	}
 	b := make([]byte, fi.Size())
 	if _, err := f.ReadAt(b, 0); err != nil && !errors.Is(err, io.EOF) {
 		return state{}, err
@@ -572,7 +578,32 @@ func (d *Dir) readFile(name string) ([]byte, error) {
 		return nil, err
 	}
 	defer f.Close()
-	return io.ReadAll(f)
+	fi, err := f.Stat()
+	if err != nil {
+		return nil, err
+	}
+	if err := d.checkSize(name, fi.Size()); err != nil {
+		return nil, err
+	}
+	b, err := io.ReadAll(io.LimitReader(f, maxFileSize+1))
+	if err == nil {
+		err = d.checkSize(name, int64(len(b)))
+	}
+	return b, err
+}
+
+// maxFileSize bounds the files the store reads into memory. A journal is
+// compacted long before it gets near; a larger file was put there by
+// someone else (a sparse file of a terabyte costs nothing to make, and
+// reading it would exhaust memory).
+const maxFileSize = 1 << 30
+
+// checkSize refuses (a *CorruptError) to read a file of size bytes.
+func (d *Dir) checkSize(name string, size int64) error {
+	if size > maxFileSize {
+		return d.corrupt(name, fmt.Errorf("%d bytes, more than the store reads (%d)", size, int64(maxFileSize)))
+	}
+	return nil
 }
 
 // onceFunc returns f that runs at most once.
@@ -608,10 +639,14 @@ func derived(doc []byte) bool {
 }
 
 // adoptable reports whether id has a state document without a journal
-// that a change may give one (see adopt).
+// that a change may give one (see adopt), or one that cannot be read
+// (the change then says why).
 func (d *Dir) adoptable(id string) bool {
 	doc, err := d.readFile(stateName(id))
-	return err == nil && !derived(doc)
+	if err != nil {
+		return !errors.Is(err, fs.ErrNotExist)
+	}
+	return !derived(doc)
 }
 
 // pathOf returns the path of a file of the directory.
