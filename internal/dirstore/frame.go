@@ -175,7 +175,7 @@ func parseHeader(b []byte, id string) (header, []byte, int64, error) {
 		return header{}, nil, 0, fmt.Errorf("header: journal version %d, want %d", h.Version, journalVersion)
 	case h.OperationID != id:
 		return header{}, nil, 0, fmt.Errorf("header: operationId %q does not match the file name", h.OperationID)
-	case h.SnapshotLen < 0 || h.SnapshotLen > int64(len(b)-n-1):
+	case h.SnapshotLen < 0 || h.SnapshotLen > 0 && h.SnapshotLen > int64(len(b)-n-1):
 		return header{}, nil, 0, fmt.Errorf("header: snapshot of %d bytes does not fit the file", h.SnapshotLen)
 	}
 	off := int64(n)
