@@ -324,25 +324,21 @@ func (d *Dir) catchUp(id string, e *entry, f *os.File, after journal.Rev, locked
 		journal.Rev(len(pos.offs)) != pos.rev-pos.base {
 		return d.readWhole(id, e, f, fi, after, locked)
 	}
-	// Read from the record after the caller's position: the records
-	// known to this process are re-read, not the whole file.
-	from, prev, logEnd := pos.off, pos.rev, pos.logEnd
-	if after < pos.rev {
-		from, prev = pos.offs[after-pos.base], after
-		logEnd = [2]int64{-1, -1} // not known here; set by the records read
-	}
+	from, prev, logEnd := pos.resume(after, locked)
 	buf, same, err := readFrom(f, fi, pos.hdr, from)
 	if err != nil {
 		return state{}, err
 	}
-	if !same {
-		// Another file under the same inode number (a compaction), or
-		// one rewritten in place: the position means nothing in it.
-		return d.readWhole(id, e, f, fi, after, locked)
+	var c chunk
+	if same {
+		c, err = parseRecords(buf, prev, after, logEnd)
 	}
-	c, err := parseRecords(buf, prev, after, logEnd)
-	if err != nil {
-		return state{}, d.corrupt(journalName(id), err)
+	if !same || err != nil || from+c.n < pos.off {
+		// Another file under the same inode number (a compaction), or
+		// lines this process read whole that are not there any more (a
+		// file cut or rewritten in place): the position means nothing.
+		// Read the file from its start, which tells corruption.
+		return d.readWhole(id, e, f, fi, after, locked)
 	}
 	if c.torn && locked {
 		if err := f.Truncate(from + c.n); err != nil {
@@ -363,6 +359,23 @@ func (d *Dir) catchUp(id string, e *entry, f *os.File, after journal.Rev, locked
 	e.setPos(pos)
 	tail := journal.Tail{Base: pos.base, Records: c.records, Source: d.pathOf(journalName(id))}
 	return state{tail: tail, pos: pos, archived: c.archived}, nil
+}
+
+// resume returns where a reader at position after reads p's file from:
+// the offset of the record after it, that record's predecessor and the
+// log ends before it (-1 where this process does not know them). The
+// records known to this process are not read again, but for a writer
+// (locked), which re-reads the last one it knows: it appends only after
+// a record still there whole.
+func (p *position) resume(after journal.Rev, locked bool) (from int64, prev journal.Rev, logEnd [2]int64) {
+	k := after
+	if locked && k == p.rev && k > p.base {
+		k--
+	}
+	if k == p.rev {
+		return p.off, p.rev, p.logEnd
+	}
+	return p.offs[k-p.base], k, [2]int64{-1, -1}
 }
 
 // readFrom reads f (of size fi.Size()) from the line boundary at from,
