@@ -114,6 +114,7 @@ const (
 	CodeOperationFailed    = "operation_failed"    // 409, with Failure
 	CodeOperationExists    = "operation_exists"    // 409: create of an id in use
 	CodeNotInitiator       = "not_initiator"       // 409
+	CodeNotParticipant     = "not_participant"     // 409: heartbeat of a process the operation does not know
 	CodeTooLarge           = "too_large"           // 413: body above MaxBody
 	CodeUnsupportedMedia   = "unsupported_media"   // 415: body not application/json
 	CodeLockTimeout        = "lock_timeout"        // 500
