@@ -246,8 +246,9 @@ func (s *Server) catchUp(ctx context.Context, id string, co *cachedOp) error {
 	return nil
 }
 
-// heartbeat serves /operation/heartbeat: the beat of a client, recorded
-// by the store, and the vitals of every member.
+// heartbeat serves /operation/heartbeat: the beat of a client that is a
+// participant of the operation (in any state), recorded by the store, and
+// the vitals of every member.
 func (s *Server) heartbeat(c *call, q *wire.OperationRequest) (reply, error) {
 	who := remote(q.Participant)
 	co := s.cache.get(q.OperationID)
@@ -255,8 +256,15 @@ func (s *Server) heartbeat(c *call, q *wire.OperationRequest) (reply, error) {
 	if err := s.catchUp(c.ctx, q.OperationID, co); err != nil {
 		return nil, err
 	}
-	if v := co.view(); v.d.Finished() {
+	v := co.view()
+	if v.d.Finished() {
 		return nil, finished(v.d)
+	}
+	if v.d.Participant(who.ID, who.Host, who.PID) < 0 {
+		// Each beat is a file of the store: only the operation's own
+		// participants may leave one.
+		return nil, &httpError{http.StatusConflict, wire.CodeNotParticipant,
+			"ledger: " + who.key() + " is not a participant of " + q.OperationID}
 	}
 	if err := s.b.s.Beat(c.ctx, q.OperationID, who.member(who.Stale)); err != nil {
 		return nil, storeError(err)

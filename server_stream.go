@@ -3,6 +3,7 @@ package ledger
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"net/http"
 	"strconv"
 	"sync"
@@ -18,6 +19,13 @@ const (
 	DefaultStreamGrace   = time.Second      // ServerOptions.StreamGrace
 	streamVerdictTimeout = 10 * time.Second
 )
+
+// streamWriteTimeout bounds the write of one event (or ping) of a
+// stream: a client that stops reading fills the connection's buffers,
+// and without a deadline the write, the stream's goroutine and its
+// connection would wait for it for ever. Such a stream is dropped, as if
+// the client had gone. A variable for tests.
+var streamWriteTimeout = 2 * streamPing
 
 // stream serves GET /operation/stream: the changes of an operation as
 // server-sent events, woken by the store's watch, until the client goes
@@ -66,7 +74,9 @@ func (s *Server) stream(w *respWriter, r *http.Request) {
 		return
 	}
 	rc := http.NewResponseController(w.w)
-	rc.SetWriteDeadline(time.Time{}) // the stream lives as long as the client wants it
+	// The stream lives as long as the client wants it; each write has a
+	// deadline of its own (streamWrite).
+	rc.SetWriteDeadline(time.Time{})
 	h := w.w.Header()
 	h.Set("Content-Type", "text/event-stream")
 	h.Set("Cache-Control", "no-store")
@@ -93,10 +103,7 @@ func (s *Server) pushTails(ctx context.Context, w http.ResponseWriter, rc *http.
 			if err != nil {
 				return
 			}
-			if _, err := w.Write(append(append([]byte("event: tail\ndata: "), b...), "\n\n"...)); err != nil {
-				return
-			}
-			if rc.Flush() != nil {
+			if !streamWrite(w, rc, append(append([]byte("event: tail\ndata: "), b...), "\n\n"...)) {
 				return
 			}
 			pos, first = t.Rev, false
@@ -112,11 +119,23 @@ func (s *Server) pushTails(ctx context.Context, w http.ResponseWriter, rc *http.
 				return
 			}
 		case <-ping.C:
-			if _, err := w.Write([]byte(": ping\n\n")); err != nil || rc.Flush() != nil {
+			if !streamWrite(w, rc, []byte(": ping\n\n")) {
 				return
 			}
 		}
 	}
+}
+
+// streamWrite writes and flushes b within streamWriteTimeout (where the
+// connection takes deadlines), and reports whether it did.
+func streamWrite(w http.ResponseWriter, rc *http.ResponseController, b []byte) bool {
+	if err := rc.SetWriteDeadline(time.Now().Add(streamWriteTimeout)); err != nil && !errors.Is(err, http.ErrNotSupported) {
+		return false
+	}
+	if _, err := w.Write(b); err != nil {
+		return false
+	}
+	return rc.Flush() == nil
 }
 
 // streamParticipant returns the participant a stream names, if any.

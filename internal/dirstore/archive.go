@@ -124,7 +124,7 @@ func (d *Dir) repairLogs(id string, f *os.File, st state) {
 		return
 	}
 	fi, err := f.Stat()
-	if err != nil {
+	if err != nil || d.checkSize(journalName(id), fi.Size()) != nil {
 		return
 	}
 	b := make([]byte, fi.Size())
@@ -168,7 +168,7 @@ func (d *Dir) repairLog(id string, i int, size int64, p *parsed) {
 	}
 	name := logName(id, i == 1)
 	if cut < size {
-		if f, err := d.root.OpenFile(name, os.O_WRONLY|noFollow, 0); err == nil {
+		if f, err := d.openRegular(name, os.O_WRONLY, 0); err == nil {
 			f.Truncate(cut)
 			f.Close()
 		}

@@ -173,7 +173,7 @@ func (d *Dir) removeOwnDartLock(name string, fi fs.FileInfo) bool {
 	if !fi.Mode().IsRegular() {
 		return false
 	}
-	b, err := readFileNoFollow(d.root, name)
+	b, err := d.readFile(name)
 	var c dartLockContent
 	if err != nil || json.Unmarshal(b, &c) != nil || c.Writer != dartLockWriter {
 		return false
@@ -188,7 +188,7 @@ func (d *Dir) removeOwnDartLock(name string, fi fs.FileInfo) bool {
 // the caller waited for in vain.
 func (d *Dir) dartLockError(ctx context.Context, name string, fi fs.FileInfo) error {
 	e := &DartLockError{Path: d.pathOf(name), Since: fi.ModTime(), Err: context.Cause(ctx)}
-	if b, err := readFileNoFollow(d.root, name); err == nil {
+	if b, err := d.readFile(name); err == nil {
 		var c dartLockContent
 		if json.Unmarshal(b, &c) == nil {
 			e.ParticipantID, e.PID, e.Timestamp = c.ParticipantID, c.PID, c.Timestamp
@@ -206,7 +206,7 @@ func (d *Dir) dartLockError(ctx context.Context, name string, fi fs.FileInfo) er
 func (d *Dir) readStateDoc(ctx context.Context, id, name string) ([]byte, error) {
 	quiet := 0 // reads in a row of a torn document without a Dart lock
 	for wait := dartPollFirst; ; wait = min(wait*3/2, dartPollMax) {
-		doc, err := readFileNoFollow(d.root, name)
+		doc, err := d.readFile(name)
 		if err != nil || json.Valid(doc) || name != stateName(id) {
 			return doc, err
 		}

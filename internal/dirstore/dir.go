@@ -172,9 +172,10 @@ type entry struct {
 }
 
 // position is a place in a journal file: after the record rev, at byte
-// off of the file with identity file.
+// off of the file with identity file whose first line is hdr.
 type position struct {
 	file    fs.FileInfo
+	hdr     []byte    // the header line, newline included (see header.Epoch)
 	created time.Time // when the journal was first created
 	base    journal.Rev
 	body    int64 // offset of the first record line
@@ -292,7 +293,7 @@ func (d *Dir) List(ctx context.Context, archived bool) ([]string, error) {
 
 // readDirNames returns the names in dir of root, unsorted.
 func readDirNames(root *os.Root, dir string) ([]string, error) {
-	f, err := root.Open(dir)
+	f, err := root.OpenFile(dir, os.O_RDONLY|nonBlock, 0) // a FIFO in its place does not block
 	if err != nil {
 		return nil, err
 	}

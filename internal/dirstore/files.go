@@ -146,9 +146,34 @@ func (d *Dir) appendLogs(id string, recs []journal.Record, prev, logEnd [2]int64
 	}
 }
 
+// errNotRegular reports something else than a regular file where the
+// store keeps one.
+var errNotRegular = errors.New("not a regular file")
+
+// openRegular opens name of the directory with flag, never through a
+// symlink and without blocking, and refuses (a *CorruptError) anything
+// else than a regular file: whoever may write the directory may put a
+// FIFO in a file's place, whose plain open blocks until someone opens
+// its other end, with the operation's lock held.
+func (d *Dir) openRegular(name string, flag int, perm os.FileMode) (*os.File, error) {
+	f, err := d.root.OpenFile(name, flag|noFollow|nonBlock, perm)
+	if err != nil {
+		return nil, err
+	}
+	fi, err := f.Stat()
+	if err == nil && !fi.Mode().IsRegular() {
+		err = d.corrupt(name, errNotRegular)
+	}
+	if err != nil {
+		f.Close()
+		return nil, err
+	}
+	return f, nil
+}
+
 // appendFile appends b to name with one O_APPEND write, creating it.
 func (d *Dir) appendFile(name string, b []byte) error {
-	f, err := d.root.OpenFile(name, os.O_WRONLY|os.O_APPEND|os.O_CREATE|noFollow, 0o644)
+	f, err := d.openRegular(name, os.O_WRONLY|os.O_APPEND|os.O_CREATE, 0o644)
 	if err != nil {
 		return err
 	}
@@ -223,11 +248,11 @@ func (d *Dir) backups() ([]backup, error) {
 
 // isArchiveOf reports whether backup/{id} holds an archive of id.
 func (d *Dir) isArchiveOf(id string) bool {
-	if b, err := readFileNoFollow(d.root, backupName(id)+"/"+archivedJournal); err == nil {
+	if b, err := d.readFile(backupName(id) + "/" + archivedJournal); err == nil {
 		_, _, _, err := parseHeader(b, id)
 		return err == nil
 	}
-	b, err := readFileNoFollow(d.root, backupName(id)+"/operation.json")
+	b, err := d.readFile(backupName(id) + "/operation.json")
 	if err != nil {
 		return false
 	}

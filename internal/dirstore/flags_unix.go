@@ -7,9 +7,11 @@ import (
 	"syscall"
 )
 
-// lockFlags are the open flags of a lock file: never through a symlink.
+// lockFlags are the open flags of a lock file: never through a symlink,
+// never blocking on a FIFO put in its place (a blocking flock still
+// waits).
 func lockFlags(create bool) int {
-	f := os.O_RDWR | syscall.O_NOFOLLOW | syscall.O_CLOEXEC
+	f := os.O_RDWR | syscall.O_NOFOLLOW | syscall.O_CLOEXEC | syscall.O_NONBLOCK
 	if create {
 		f |= os.O_CREATE
 	}

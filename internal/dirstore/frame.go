@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"hash/crc32"
+	"math/rand/v2"
 	"strconv"
 	"time"
 
@@ -47,6 +48,13 @@ type header struct {
 	// Archived marks a journal whose operation is archived: it is moved to
 	// the backup directory and takes no record.
 	Archived bool `json:"archived,omitempty"`
+	// Epoch is random, new for every journal file written (at creation,
+	// adoption and each compaction). A reader's remembered position is
+	// good only in the file it was taken in, and the inode number does
+	// not tell: the file system may give a compacted journal the number
+	// of the one it replaced. The header line, epoch included, does.
+	// Journals written before it have none (zero).
+	Epoch uint64 `json:"epoch,omitempty"`
 }
 
 // line is one record line of a journal file, or a marker.
@@ -132,6 +140,7 @@ func nextLine(b []byte) (js []byte, n int, err error) {
 // and the records, and where the complete lines end.
 type parsed struct {
 	hdr      header
+	hdrLine  []byte // the header line, newline included (a copy)
 	snapshot []byte
 	body     int64 // offset of the first record line
 	records  []journal.Record
@@ -166,7 +175,7 @@ func parseHeader(b []byte, id string) (header, []byte, int64, error) {
 		return header{}, nil, 0, fmt.Errorf("header: journal version %d, want %d", h.Version, journalVersion)
 	case h.OperationID != id:
 		return header{}, nil, 0, fmt.Errorf("header: operationId %q does not match the file name", h.OperationID)
-	case h.SnapshotLen < 0 || h.SnapshotLen > int64(len(b)-n-1):
+	case h.SnapshotLen < 0 || h.SnapshotLen > 0 && h.SnapshotLen > int64(len(b)-n-1):
 		return header{}, nil, 0, fmt.Errorf("header: snapshot of %d bytes does not fit the file", h.SnapshotLen)
 	}
 	off := int64(n)
@@ -258,6 +267,7 @@ func (l *line) record() journal.Record {
 // encodeHeader returns the header line and snapshot of a journal file.
 func encodeHeader(h header, snapshot []byte) ([]byte, error) {
 	h.Version = journalVersion
+	h.Epoch = rand.Uint64() | 1 // never zero, which means "none"
 	h.SnapshotLen = int64(len(snapshot))
 	h.SnapshotCRC = 0
 	if len(snapshot) > 0 {

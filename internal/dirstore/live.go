@@ -234,7 +234,7 @@ func (d *Dir) vital(name string, lease bool) (journal.Vital, bool) {
 	if err != nil || !fi.Mode().IsRegular() {
 		return journal.Vital{}, false
 	}
-	b, err := readFileNoFollow(d.root, name)
+	b, err := d.readFile(name)
 	var mf memberFile
 	if err != nil || json.Unmarshal(b, &mf) != nil || mf.ID == "" {
 		if !lease {
@@ -256,7 +256,7 @@ func (d *Dir) vital(name string, lease bool) (journal.Vital, bool) {
 
 // held reports whether the lease file name is locked by its process.
 func (d *Dir) held(name string) bool {
-	fl := flock.New(filepath.Join(d.path, filepath.FromSlash(name)), flock.SetFlag(os.O_RDONLY|noFollow))
+	fl := flock.New(filepath.Join(d.path, filepath.FromSlash(name)), flock.SetFlag(os.O_RDONLY|noFollow|nonBlock))
 	ok, err := fl.TryRLock()
 	if err != nil {
 		return false // gone meanwhile
@@ -309,7 +309,7 @@ func (lv *liveness) observe(name string) <-chan struct{} {
 		lv.waits = make(map[string]chan struct{})
 	}
 	lv.waits[name] = ch
-	fl := flock.New(filepath.Join(lv.d.path, filepath.FromSlash(name)), flock.SetFlag(os.O_RDONLY|noFollow))
+	fl := flock.New(filepath.Join(lv.d.path, filepath.FromSlash(name)), flock.SetFlag(os.O_RDONLY|noFollow|nonBlock))
 	go func() {
 		if err := fl.RLock(); err == nil {
 			fl.Unlock()

@@ -22,7 +22,7 @@ func (d *Dir) ReadLog(ctx context.Context, id string, debug bool) ([]byte, error
 	if debug {
 		i = 1
 	}
-	f, err := d.root.OpenFile(journalName(id), os.O_RDONLY|noFollow, 0)
+	f, err := d.openRegular(journalName(id), os.O_RDONLY, 0)
 	if err == nil {
 		defer f.Close()
 		return d.readLiveLog(id, f, i)
@@ -40,7 +40,7 @@ func (d *Dir) ReadLog(ctx context.Context, id string, debug bool) ([]byte, error
 			name = backupName(id) + "/operation.debug.log"
 		}
 	}
-	b, err := readFileNoFollow(d.root, name)
+	b, err := d.readFile(name)
 	if errors.Is(err, fs.ErrNotExist) {
 		return nil, nil
 	}
@@ -49,12 +49,15 @@ func (d *Dir) ReadLog(ctx context.Context, id string, debug bool) ([]byte, error
 
 // readLiveLog reads log i of the live operation whose journal is f.
 func (d *Dir) readLiveLog(id string, f *os.File, i int) ([]byte, error) {
-	b, err := readFileNoFollow(d.root, logName(id, i == 1))
+	b, err := d.readFile(logName(id, i == 1))
 	if err != nil && !errors.Is(err, fs.ErrNotExist) {
 		return nil, err
 	}
 	fi, err := f.Stat()
 	if err != nil {
+		return nil, err
+	}
+	if err := d.checkSize(journalName(id), fi.Size()); err != nil {
 		return nil, err
 	}
 	jb := make([]byte, fi.Size())

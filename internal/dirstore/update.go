@@ -123,7 +123,7 @@ func (d *Dir) gone(id string) error {
 // and whether records were appended to it, for the caller to sync and
 // close.
 func (d *Dir) update(ctx context.Context, id string, e *entry, after journal.Rev, fn func(journal.Tail) (journal.Change, error)) (tail journal.Tail, f *os.File, from journal.Rev, appended bool, err error) {
-	f, err = d.root.OpenFile(journalName(id), os.O_RDWR|os.O_APPEND|noFollow, 0)
+	f, err = d.openRegular(journalName(id), os.O_RDWR|os.O_APPEND, 0)
 	if errors.Is(err, fs.ErrNotExist) {
 		return d.adoptAndChange(ctx, id, e, after, fn)
 	}
@@ -316,25 +316,29 @@ func (d *Dir) catchUp(id string, e *entry, f *os.File, after journal.Rev, locked
 	if err != nil {
 		return state{}, err
 	}
+	if err := d.checkSize(journalName(id), fi.Size()); err != nil {
+		return state{}, err
+	}
 	pos := e.getPos()
 	if pos.file == nil || !os.SameFile(pos.file, fi) || after < pos.base || after > pos.rev || fi.Size() < pos.off ||
 		journal.Rev(len(pos.offs)) != pos.rev-pos.base {
 		return d.readWhole(id, e, f, fi, after, locked)
 	}
-	// Read from the record after the caller's position: the records
-	// known to this process are re-read, not the whole file.
-	from, prev, logEnd := pos.off, pos.rev, pos.logEnd
-	if after < pos.rev {
-		from, prev = pos.offs[after-pos.base], after
-		logEnd = [2]int64{-1, -1} // not known here; set by the records read
-	}
-	buf := make([]byte, fi.Size()-from)
-	if _, err := f.ReadAt(buf, from); err != nil && !errors.Is(err, io.EOF) {
+	from, prev, logEnd := pos.resume(after, locked)
+	buf, same, err := readFrom(f, fi, pos.hdr, from)
+	if err != nil {
 		return state{}, err
 	}
-	c, err := parseRecords(buf, prev, after, logEnd)
-	if err != nil {
-		return state{}, d.corrupt(journalName(id), err)
+	var c chunk
+	if same {
+		c, err = parseRecords(buf, prev, after, logEnd)
+	}
+	if !same || err != nil || from+c.n < pos.off {
+		// Another file under the same inode number (a compaction), or
+		// lines this process read whole that are not there any more (a
+		// file cut or rewritten in place): the position means nothing.
+		// Read the file from its start, which tells corruption.
+		return d.readWhole(id, e, f, fi, after, locked)
 	}
 	if c.torn && locked {
 		if err := f.Truncate(from + c.n); err != nil {
@@ -357,8 +361,55 @@ func (d *Dir) catchUp(id string, e *entry, f *os.File, after journal.Rev, locked
 	return state{tail: tail, pos: pos, archived: c.archived}, nil
 }
 
+// resume returns where a reader at position after reads p's file from:
+// the offset of the record after it, that record's predecessor and the
+// log ends before it (-1 where this process does not know them). The
+// records known to this process are not read again, but for a writer
+// (locked), which re-reads the last one it knows: it appends only after
+// a record still there whole.
+func (p *position) resume(after journal.Rev, locked bool) (from int64, prev journal.Rev, logEnd [2]int64) {
+	k := after
+	if locked && k == p.rev && k > p.base {
+		k--
+	}
+	if k == p.rev {
+		return p.off, p.rev, p.logEnd
+	}
+	return p.offs[k-p.base], k, [2]int64{-1, -1}
+}
+
+// readFrom reads f (of size fi.Size()) from the line boundary at from,
+// and reports whether f is still the file in which that offset was found:
+// its header line is hdr and a newline precedes from. The inode number
+// alone does not tell (see header.Epoch); the newline keeps a file
+// rewritten in place from being read, or cut, from the middle of a line.
+func readFrom(f *os.File, fi fs.FileInfo, hdr []byte, from int64) (buf []byte, same bool, err error) {
+	if len(hdr) == 0 || from < int64(len(hdr)) {
+		return nil, false, nil
+	}
+	head := make([]byte, len(hdr))
+	if _, err := f.ReadAt(head, 0); err != nil && !errors.Is(err, io.EOF) {
+		return nil, false, err
+	}
+	if !bytes.Equal(head, hdr) {
+		return nil, false, nil
+	}
+	buf = make([]byte, fi.Size()-from+1)
+	n, err := f.ReadAt(buf, from-1)
+	if err != nil && !errors.Is(err, io.EOF) {
+		return nil, false, err
+	}
+	if n == 0 || buf[0] != '\n' {
+		return nil, false, nil
+	}
+	return buf[1:n], true, nil
+}
+
 // readWhole reads the journal f from its start.
 func (d *Dir) readWhole(id string, e *entry, f *os.File, fi fs.FileInfo, after journal.Rev, locked bool) (state, error) {
+	if err := d.checkSize(journalName(id), fi.Size()); err != nil {
+		return state{}, err
+	}
 	b := make([]byte, fi.Size())
 	if _, err := f.ReadAt(b, 0); err != nil && !errors.Is(err, io.EOF) {
 		return state{}, err
@@ -372,7 +423,7 @@ func (d *Dir) readWhole(id string, e *entry, f *os.File, fi fs.FileInfo, after j
 			return state{}, err
 		}
 	}
-	pos := position{file: fi, created: p.hdr.Created, base: p.hdr.Base, body: p.body, rev: p.rev(), off: p.end, logEnd: p.logEnd, offs: p.offs}
+	pos := position{file: fi, hdr: p.hdrLine, created: p.hdr.Created, base: p.hdr.Base, body: p.body, rev: p.rev(), off: p.end, logEnd: p.logEnd, offs: p.offs}
 	if e != nil {
 		e.setPos(pos)
 	}
@@ -412,7 +463,7 @@ func parseJournal(b []byte, id string) (*parsed, error) {
 		c.offs[i] += body
 	}
 	return &parsed{
-		hdr: h, snapshot: snap, body: body, records: c.records, offs: c.offs, logEnds: c.logEnds,
+		hdr: h, hdrLine: bytes.Clone(b[:bytes.IndexByte(b, '\n')+1]), snapshot: snap, body: body, records: c.records, offs: c.offs, logEnds: c.logEnds,
 		logEnd: c.logEnd, end: body + c.n, archived: c.archived, torn: c.torn,
 	}, nil
 }
@@ -443,7 +494,7 @@ func (d *Dir) Read(ctx context.Context, id string, after journal.Rev) (journal.T
 		return journal.Tail{}, err
 	}
 	defer d.release(id, e)
-	f, err := d.root.OpenFile(journalName(id), os.O_RDONLY|noFollow, 0)
+	f, err := d.openRegular(journalName(id), os.O_RDONLY, 0)
 	if errors.Is(err, fs.ErrNotExist) {
 		return d.readOther(ctx, id, after)
 	}
@@ -464,7 +515,7 @@ func (d *Dir) Read(ctx context.Context, id string, after journal.Rev) (journal.T
 // earlier version), which reads as a snapshot at position 1 (a document
 // a Dart process is rewriting is waited for: see readStateDoc).
 func (d *Dir) readOther(ctx context.Context, id string, after journal.Rev) (journal.Tail, error) {
-	b, err := readFileNoFollow(d.root, backupName(id)+"/"+archivedJournal)
+	b, err := d.readFile(backupName(id) + "/" + archivedJournal)
 	if err == nil {
 		p, err := parseJournal(b, id)
 		if err != nil {
@@ -502,7 +553,7 @@ func (d *Dir) readOther(ctx context.Context, id string, after journal.Rev) (jour
 // an earlier version's) a journal: the document becomes its snapshot at
 // position 1. The caller holds the lock.
 func (d *Dir) adopt(id string) (*os.File, error) {
-	doc, err := readFileNoFollow(d.root, stateName(id))
+	doc, err := d.readFile(stateName(id))
 	if errors.Is(err, fs.ErrNotExist) {
 		return nil, d.gone(id)
 	}
@@ -520,7 +571,7 @@ func (d *Dir) adopt(id string) (*os.File, error) {
 	if err := d.writeFile(journalName(id), hdr); err != nil {
 		return nil, err
 	}
-	return d.root.OpenFile(journalName(id), os.O_RDWR|os.O_APPEND|noFollow, 0)
+	return d.openRegular(journalName(id), os.O_RDWR|os.O_APPEND, 0)
 }
 
 // fileSize returns the size of a regular file, or 0.
@@ -532,9 +583,10 @@ func fileSize(root *os.Root, name string) int64 {
 	return fi.Size()
 }
 
-// readFileNoFollow reads a regular file of root, refusing a symlink.
-func readFileNoFollow(root *os.Root, name string) ([]byte, error) {
-	f, err := root.OpenFile(name, os.O_RDONLY|noFollow, 0)
+// readFile reads a regular file of the directory, refusing a symlink
+// and anything else than a regular file (see openRegular).
+func (d *Dir) readFile(name string) ([]byte, error) {
+	f, err := d.openRegular(name, os.O_RDONLY, 0)
 	if err != nil {
 		return nil, err
 	}
@@ -543,10 +595,28 @@ func readFileNoFollow(root *os.Root, name string) ([]byte, error) {
 	if err != nil {
 		return nil, err
 	}
-	if !fi.Mode().IsRegular() {
-		return nil, fmt.Errorf("dirstore: %s is not a regular file", name)
+	if err := d.checkSize(name, fi.Size()); err != nil {
+		return nil, err
 	}
-	return io.ReadAll(f)
+	b, err := io.ReadAll(io.LimitReader(f, maxFileSize+1))
+	if err == nil {
+		err = d.checkSize(name, int64(len(b)))
+	}
+	return b, err
+}
+
+// maxFileSize bounds the files the store reads into memory. A journal is
+// compacted long before it gets near; a larger file was put there by
+// someone else (a sparse file of a terabyte costs nothing to make, and
+// reading it would exhaust memory).
+const maxFileSize = 1 << 30
+
+// checkSize refuses (a *CorruptError) to read a file of size bytes.
+func (d *Dir) checkSize(name string, size int64) error {
+	if size > maxFileSize {
+		return d.corrupt(name, fmt.Errorf("%d bytes, more than the store reads (%d)", size, int64(maxFileSize)))
+	}
+	return nil
 }
 
 // onceFunc returns f that runs at most once.
@@ -582,10 +652,14 @@ func derived(doc []byte) bool {
 }
 
 // adoptable reports whether id has a state document without a journal
-// that a change may give one (see adopt).
+// that a change may give one (see adopt), or one that cannot be read
+// (the change then says why).
 func (d *Dir) adoptable(id string) bool {
-	doc, err := readFileNoFollow(d.root, stateName(id))
-	return err == nil && !derived(doc)
+	doc, err := d.readFile(stateName(id))
+	if err != nil {
+		return !errors.Is(err, fs.ErrNotExist)
+	}
+	return !derived(doc)
 }
 
 // pathOf returns the path of a file of the directory.

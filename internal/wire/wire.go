@@ -114,6 +114,7 @@ const (
 	CodeOperationFailed    = "operation_failed"    // 409, with Failure
 	CodeOperationExists    = "operation_exists"    // 409: create of an id in use
 	CodeNotInitiator       = "not_initiator"       // 409
+	CodeNotParticipant     = "not_participant"     // 409: heartbeat of a process the operation does not know
 	CodeTooLarge           = "too_large"           // 413: body above MaxBody
 	CodeUnsupportedMedia   = "unsupported_media"   // 415: body not application/json
 	CodeLockTimeout        = "lock_timeout"        // 500
@@ -224,13 +225,29 @@ func (p *Participant) validate(prefix string) error {
 	if reason := checkHost(p.Host); reason != "" {
 		return &FieldError{prefix + "host", reason}
 	}
-	if p.HeartbeatIntervalMs < 0 {
-		return &FieldError{prefix + "heartbeatIntervalMs", "negative"}
+	if reason := checkSetting(p.HeartbeatIntervalMs); reason != "" {
+		return &FieldError{prefix + "heartbeatIntervalMs", reason}
 	}
-	if p.StaleThresholdMs < 0 {
-		return &FieldError{prefix + "staleThresholdMs", "negative"}
+	if reason := checkSetting(p.StaleThresholdMs); reason != "" {
+		return &FieldError{prefix + "staleThresholdMs", reason}
 	}
 	return nil
+}
+
+// MaxSettingMs bounds heartbeatIntervalMs and staleThresholdMs (about 34
+// years): the durations that observers compute from them, a few times
+// the threshold in nanoseconds, must not overflow, which would make a
+// live participant stale at once.
+const MaxSettingMs = 1 << 40
+
+func checkSetting(ms int) string {
+	switch {
+	case ms < 0:
+		return "negative"
+	case ms > MaxSettingMs:
+		return fmt.Sprintf("more than %d", MaxSettingMs)
+	}
+	return ""
 }
 
 // checkHost accepts what a host name or address may contain: 1 to 255

@@ -1,0 +1,75 @@
+package ledger
+
+import (
+	"encoding/json"
+	"testing"
+
+	"github.com/stretchr/testify/require"
+
+	"github.com/tomdist/ledger/internal/store"
+	"github.com/tomdist/ledger/journal"
+)
+
+// fuzzState is a state with a participant, a frame and a temp resource,
+// as the records of FuzzApplyRecord find it.
+func fuzzState() *store.Data {
+	now := store.Now()
+	d := &store.Data{
+		OperationID: "20240115T10:30:00.123-alice-0a1b2c3d", InitiatorID: "alice", StartTime: now,
+		OperationState: "running", LastHeartbeat: now,
+		Participants: []store.Participant{{ParticipantID: "alice", PID: 7, Host: "h", JoinedAt: now, LastHeartbeat: now, State: "active", Sessions: 1}},
+		CallFrames: []store.CallFrame{{ParticipantID: "alice", CallID: "call_alice_1_ab12", PID: 7, Host: "h",
+			StartTime: now, LastHeartbeat: now, State: "active"}},
+		TempResources: []store.TempResource{{Path: "/tmp/x", Owner: 7, RegisteredAt: now, ParticipantID: "alice", Host: "h"}},
+	}
+	normalize(d)
+	return d
+}
+
+// FuzzApplyRecord applies an arbitrary record body (from a newer version,
+// a foreign writer, a bad server) to a valid state, as every reader of a
+// journal does. It never panics, it does not change the state it was
+// given when it fails, and a state it accepts reads back from its
+// snapshot: a record cannot leave a state that the next compaction would
+// write as a snapshot nobody can read.
+func FuzzApplyRecord(f *testing.F) {
+	d := fuzzState()
+	later := d.Clone()
+	later.CallFrames = nil
+	later.Participants[0].State = "left"
+	later.TempResources = append(later.TempResources, store.TempResource{Path: "/tmp/y", Owner: 7, RegisteredAt: later.StartTime})
+	for _, ops := range [][]op{diff(d, later), diff(nil, d), {{Op: "upsertWidget"}}, {{Op: opHead, Head: &store.Data{}}}} {
+		b, err := encodeBody(ops, requestKey{by: "alice 7 h", key: "3b1e2a4c-0000-4000-8000-000000000000"})
+		require.NoError(f, err)
+		f.Add(b)
+	}
+	for _, s := range []string{
+		`{}`, `null`, `[]`, `{"ops":null}`, `{"ops":[{"op":"frame"}]}`, `{"ops":[{"op":"frame","frame":{}}]}`,
+		`{"ops":[{"op":"participant","participant":{"participantId":"../x"}}]}`,
+		`{"ops":[{"op":"temp","temp":{"path":""}}]}`, `{"ops":[{"op":"init"}]}`,
+		`{"ops":[{"op":"init","data":{"operationId":"x"}}]}`, `{"ops":[{"op":"head","head":{"operationId":"other"}}]}`,
+		`{"ops":[{"op":"unframe","key":"nope"},{"op":"clearFrames"}],"key":"k","by":""}`,
+	} {
+		f.Add([]byte(s))
+	}
+	f.Fuzz(func(t *testing.T, body []byte) {
+		d := fuzzState()
+		before := store.Encode(d)
+		got, err := apply(d.Clone(), body)
+		require.Equal(t, string(before), string(store.Encode(d)), "the state given changed")
+		if err != nil {
+			return
+		}
+		require.NotNil(t, got)
+		snap := snapshot(got, 9)
+		again, err := decodeState(snap)
+		require.NoError(t, err, "the snapshot of an accepted state does not read back:\n%s", snap)
+		// And the fold of a journal tail that starts from that snapshot
+		// gives the same state.
+		v, err := view{}.fold(journal.Tail{Base: 9, Snapshot: snap})
+		require.NoError(t, err)
+		a, _ := json.Marshal(again)
+		b, _ := json.Marshal(v.d)
+		require.JSONEq(t, string(a), string(b))
+	})
+}
