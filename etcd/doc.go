@@ -24,15 +24,19 @@
 //	                               its lease: liveness and last beat
 //	{prefix}op/{id}/beat/{who}     beats of members without a lease here
 //	                               (remote clients of a ledger server)
+//	{prefix}op/{id}/queue/{place}  the changes waiting for their turn,
+//	                               bound to their Store's session lease
 //
 // # Changes
 //
 // Update reads the head and the records after the caller's position (or
 // nothing, when its cache says the caller is at the head), calls fn, and
-// writes the new records and head in one transaction whose only condition
-// is that the head's ModRevision is still the one read. A transaction that
-// loses the race gets the new tail in the same round trip and calls fn
-// again. A snapshot (compaction, every few hundred records) replaces the
+// writes the new records and head in one transaction whose condition is
+// that the head's ModRevision is still the one read (and that the queue is
+// empty). A transaction that loses the race gets the new tail in the same
+// round trip, and joins the operation's queue: under contention changes
+// take turns, first come first served, so that sixteen writers of one
+// operation all make progress (see queue.go). A snapshot (compaction, every few hundred records) replaces the
 // records before it in the same transaction; an archive writes the final
 // state as the snapshot, moves the operation from live/ to archive/ and
 // drops its beats. Records, snapshots and archives wake every Watch of the

@@ -58,10 +58,13 @@ type Store struct {
 	stop context.CancelFunc
 	wg   sync.WaitGroup // goroutines of watches, observers and leases
 
-	mu     sync.Mutex // guards heads, leases, closed
-	heads  map[string]head
-	leases map[*lease]bool
-	closed bool
+	mu        sync.Mutex // guards heads, leases, closed, sessionID
+	heads     map[string]head
+	leases    map[*lease]bool
+	closed    bool
+	sessionID clientv3.LeaseID // the session lease (queue.go); 0 until needed
+
+	smu sync.Mutex // held while the session lease is granted
 }
 
 // New returns a Store over the etcd client cli, which it does not close.
@@ -115,10 +118,14 @@ func (s *Store) Close() error {
 	for l := range s.leases {
 		held = append(held, l)
 	}
+	session := s.sessionID
 	s.mu.Unlock()
 	var errs []error
 	for _, l := range held {
 		errs = append(errs, l.Release())
+	}
+	if session != 0 {
+		s.revoke(session) // else its places go with its TTL
 	}
 	s.stop()
 	s.wg.Wait()
@@ -398,6 +405,8 @@ func (s *Store) Update(ctx context.Context, id string, after journal.Rev, fn fun
 		}
 		known = true
 	}
+	var q place // the Update's place in the queue, once it lost a race
+	defer func() { s.leave(ctx, q) }()
 	for {
 		if h.Archived {
 			return t, fmt.Errorf("%w: %s", journal.ErrArchived, id)
@@ -418,14 +427,13 @@ func (s *Store) Update(ctx context.Context, id string, after journal.Rev, fn fun
 			return t, nil
 		}
 		ops, nh, recs := s.changeOps(id, h, c)
-		resp, err := s.cli.Txn(ctx).
-			If(clientv3.Compare(clientv3.ModRevision(s.headKey(id)), "=", h.mod)).
-			Then(ops...).Else(s.readOps(id, after)...).Commit()
+		resp, err := s.commit(ctx, id, after, h, ops, &q)
 		if err != nil {
 			s.forget(id)
 			return t, unreachable(ctx, err)
 		}
 		if resp.Succeeded {
+			q = place{} // the transaction took it out of the queue
 			nh.mod = resp.Header.Revision
 			s.remember(id, nh)
 			if nh.Archived {
@@ -436,18 +444,53 @@ func (s *Store) Update(ctx context.Context, id string, after journal.Rev, fn fun
 			return t, nil
 		}
 		// Lost the race: the else branch read the new tail.
-		if t, h, err = s.tailOf(ctx, id, after, resp.Responses, resp.Header.Revision); err != nil {
-			if errors.Is(err, errCompacted) {
-				if t, h, err = s.read(ctx, id, after); err == nil {
-					known = true
-					continue
-				}
-			}
+		if t, h, err = s.lost(ctx, id, after, resp, &q); err != nil {
 			return t, err
 		}
-		s.remember(id, h)
 		known = true
 	}
+}
+
+// commit makes the transaction of a change from place q: ops if the head
+// is still h and it is q's turn, else the reads of the tail after after
+// and of the first of the queue, and (outside the queue) a place in it.
+func (s *Store) commit(ctx context.Context, id string, after journal.Rev, h head, ops []clientv3.Op, q *place) (*clientv3.TxnResponse, error) {
+	els := s.readOps(id, after)
+	if q.key == "" {
+		var put []clientv3.Op
+		put, *q = s.join(ctx, id)
+		els = append(els, put...)
+	} else {
+		ops = append(ops, clientv3.OpDelete(q.key))
+	}
+	els = append(els, clientv3.OpGet(s.queueKey(id), append(clientv3.WithFirstCreate(), clientv3.WithPrefix(), clientv3.WithKeysOnly())...))
+	return s.cli.Txn(ctx).
+		If(clientv3.Compare(clientv3.ModRevision(s.headKey(id)), "=", h.mod), s.turnCmp(id, *q)).
+		Then(ops...).Else(els...).Commit()
+}
+
+// lost returns the tail after after and the head, once it is the turn of
+// the Update at place q, which lost the race of resp.
+func (s *Store) lost(ctx context.Context, id string, after journal.Rev, resp *clientv3.TxnResponse, q *place) (journal.Tail, head, error) {
+	if q.key != "" && q.rev == 0 {
+		q.rev = resp.Header.Revision // the transaction put the place
+	}
+	t, h, err := s.tailOf(ctx, id, after, resp.Responses, resp.Header.Revision)
+	if errors.Is(err, errCompacted) {
+		t, h, err = s.read(ctx, id, after)
+	}
+	if err != nil {
+		return t, h, err
+	}
+	s.remember(id, h)
+	first := resp.Responses[len(resp.Responses)-1].GetResponseRange().Kvs
+	if q.key == "" || len(first) > 0 && string(first[0].Key) == q.key {
+		return t, h, nil // no place, or the first: the tail is current
+	}
+	if err := s.awaitTurn(ctx, id, *q); err != nil {
+		return t, h, err
+	}
+	return s.read(ctx, id, after)
 }
 
 // read is Read that also returns the head.
