@@ -12,7 +12,7 @@ import (
 )
 
 // Under contention the changes of an operation take turns. An Update that
-// loses a race for the head joins the operation's queue in the same
+// has lost a race for the head joins the operation's queue in its next
 // transaction (a key under {prefix}op/{id}/queue/, bound to the Store's
 // session lease, whose create revision is its place); from then on only
 // the first of the queue may change the operation, and an Update that has

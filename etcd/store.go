@@ -140,6 +140,8 @@ type head struct {
 	Rev      journal.Rev `json:"rev"`
 	Base     journal.Rev `json:"base,omitempty"`
 	Archived bool        `json:"archived,omitempty"`
+	// Tx names the change that wrote the head (see outcome.go).
+	Tx string `json:"tx,omitempty"`
 	// mod is the ModRevision of the head key: what a change compares.
 	mod int64
 }
@@ -259,16 +261,27 @@ func (s *Store) Create(ctx context.Context, id string, c journal.Change) (journa
 	var h head
 	ops, nh, recs := s.changeOps(id, h, c)
 	ops = append(ops, clientv3.OpPut(s.liveKey(id), ""))
-	resp, err := s.cli.Txn(ctx).
-		If(clientv3.Compare(clientv3.CreateRevision(s.headKey(id)), "=", 0)).
-		Then(ops...).Commit()
+	resp, unsure, err := s.sendTxn(ctx, func() clientv3.Txn {
+		return s.cli.Txn(ctx).If(clientv3.Compare(clientv3.CreateRevision(s.headKey(id)), "=", 0)).Then(ops...)
+	})
 	if err != nil {
-		return journal.Tail{}, unreachable(ctx, err)
-	}
-	if !resp.Succeeded {
-		return journal.Tail{}, fmt.Errorf("%w: %s", journal.ErrExists, id)
+		return journal.Tail{}, err
 	}
 	nh.mod = resp.Header.Revision
+	if !resp.Succeeded {
+		// Taken, by this change if an earlier copy landed.
+		if !unsure {
+			return journal.Tail{}, fmt.Errorf("%w: %s", journal.ErrExists, id)
+		}
+		first, err := s.created(ctx, id)
+		if err != nil {
+			return journal.Tail{}, err
+		}
+		if first.Tx != nh.Tx {
+			return journal.Tail{}, fmt.Errorf("%w: %s", journal.ErrExists, id)
+		}
+		nh.mod = first.mod
+	}
 	s.remember(id, nh)
 	if nh.Archived {
 		s.prune(ctx)
@@ -282,6 +295,7 @@ func (s *Store) Create(ctx context.Context, id string, c journal.Change) (journa
 func (s *Store) changeOps(id string, h head, c journal.Change) ([]clientv3.Op, head, []journal.Record) {
 	now := time.Now()
 	nh := h
+	nh.Tx = newTx()
 	recs := make([]journal.Record, len(c.Records))
 	var ops []clientv3.Op
 	for i, r := range c.Records {
@@ -405,7 +419,10 @@ func (s *Store) Update(ctx context.Context, id string, after journal.Rev, fn fun
 		}
 		known = true
 	}
-	var q place // the Update's place in the queue, once it lost a race
+	var (
+		q     place // the Update's place in the queue, once it lost a race
+		raced bool  // it lost a race
+	)
 	defer func() { s.leave(ctx, q) }()
 	for {
 		if h.Archived {
@@ -427,14 +444,23 @@ func (s *Store) Update(ctx context.Context, id string, after journal.Rev, fn fun
 			return t, nil
 		}
 		ops, nh, recs := s.changeOps(id, h, c)
-		resp, err := s.commit(ctx, id, after, h, ops, &q)
+		resp, unsure, err := s.sendTxn(ctx, s.commit(ctx, id, after, h, ops, &q, raced))
 		if err != nil {
 			s.forget(id)
-			return t, unreachable(ctx, err)
+			return t, err
+		}
+		nh.mod = resp.Header.Revision
+		if !resp.Succeeded && unsure {
+			// An earlier copy, whose answer was lost, may have landed.
+			f, err := s.followed(ctx, id, h.mod)
+			if err != nil {
+				s.forget(id)
+				return t, err
+			}
+			resp.Succeeded, nh.mod = f.Tx == nh.Tx, f.mod
 		}
 		if resp.Succeeded {
 			q = place{} // the transaction took it out of the queue
-			nh.mod = resp.Header.Revision
 			s.remember(id, nh)
 			if nh.Archived {
 				s.prune(ctx)
@@ -447,33 +473,43 @@ func (s *Store) Update(ctx context.Context, id string, after journal.Rev, fn fun
 		if t, h, err = s.lost(ctx, id, after, resp, &q); err != nil {
 			return t, err
 		}
-		known = true
+		known, raced = true, true
 	}
 }
 
-// commit makes the transaction of a change from place q: ops if the head
-// is still h and it is q's turn, else the reads of the tail after after
-// and of the first of the queue, and (outside the queue) a place in it.
-func (s *Store) commit(ctx context.Context, id string, after journal.Rev, h head, ops []clientv3.Op, q *place) (*clientv3.TxnResponse, error) {
+// commit returns the transaction of a change from place q (each call a
+// copy of the same): ops if the head is still h and it is q's turn, else
+// the reads of the tail after after and of the first of the queue, and,
+// for a change outside the queue that lost a race, a place in it, read
+// back.
+func (s *Store) commit(ctx context.Context, id string, after journal.Rev, h head, ops []clientv3.Op, q *place, lost bool) func() clientv3.Txn {
 	els := s.readOps(id, after)
-	if q.key == "" {
+	if q.key == "" && lost {
 		var put []clientv3.Op
 		put, *q = s.join(ctx, id)
 		els = append(els, put...)
-	} else {
+		if q.key != "" {
+			els = append(els, clientv3.OpGet(q.key, clientv3.WithKeysOnly()))
+		}
+	} else if q.key != "" {
 		ops = append(ops, clientv3.OpDelete(q.key))
 	}
 	els = append(els, clientv3.OpGet(s.queueKey(id), append(clientv3.WithFirstCreate(), clientv3.WithPrefix(), clientv3.WithKeysOnly())...))
-	return s.cli.Txn(ctx).
-		If(clientv3.Compare(clientv3.ModRevision(s.headKey(id)), "=", h.mod), s.turnCmp(id, *q)).
-		Then(ops...).Else(els...).Commit()
+	cmps := []clientv3.Cmp{clientv3.Compare(clientv3.ModRevision(s.headKey(id)), "=", h.mod), s.turnCmp(id, *q)}
+	return func() clientv3.Txn { return s.cli.Txn(ctx).If(cmps...).Then(ops...).Else(els...) }
 }
 
 // lost returns the tail after after and the head, once it is the turn of
 // the Update at place q, which lost the race of resp.
 func (s *Store) lost(ctx context.Context, id string, after journal.Rev, resp *clientv3.TxnResponse, q *place) (journal.Tail, head, error) {
+	rs := resp.Responses
 	if q.key != "" && q.rev == 0 {
-		q.rev = resp.Header.Revision // the transaction put the place
+		// The transaction put the place, and read it back.
+		if kvs := rs[len(rs)-2].GetResponseRange().Kvs; len(kvs) > 0 {
+			q.rev = kvs[0].CreateRevision
+		} else {
+			*q = place{} // its lease ended at once: race without one
+		}
 	}
 	t, h, err := s.tailOf(ctx, id, after, resp.Responses, resp.Header.Revision)
 	if errors.Is(err, errCompacted) {
@@ -483,7 +519,7 @@ func (s *Store) lost(ctx context.Context, id string, after journal.Rev, resp *cl
 		return t, h, err
 	}
 	s.remember(id, h)
-	first := resp.Responses[len(resp.Responses)-1].GetResponseRange().Kvs
+	first := rs[len(rs)-1].GetResponseRange().Kvs
 	if q.key == "" || len(first) > 0 && string(first[0].Key) == q.key {
 		return t, h, nil // no place, or the first: the tail is current
 	}
