@@ -9,7 +9,10 @@ import (
 	"fmt"
 	"time"
 
+	"go.etcd.io/etcd/api/v3/v3rpc/rpctypes"
 	clientv3 "go.etcd.io/etcd/client/v3"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
 
 	"github.com/tomdist/ledger/journal"
 )
@@ -46,6 +49,9 @@ func (s *Store) sendTxn(ctx context.Context, txn func() clientv3.Txn) (resp *cli
 		if err == nil {
 			return resp, unsure, nil
 		}
+		if refused(err) && !unsure {
+			return nil, false, fmt.Errorf("etcd: %w", err)
+		}
 		if ctx.Err() != nil || i == resends || !pause(ctx, time.Duration(i+1)*50*time.Millisecond) {
 			if unsure || ctx.Err() == nil {
 				return nil, true, fmt.Errorf("%w: %w", errUnknown, unreachable(ctx, err))
@@ -54,6 +60,26 @@ func (s *Store) sendTxn(ctx context.Context, txn func() clientv3.Txn) (resp *cli
 		}
 		unsure = true
 	}
+}
+
+// refused reports whether err is etcd's answer that it did not apply a
+// request (too large, not permitted, invalid), rather than a lost or
+// late answer.
+func refused(err error) bool {
+	var ee rpctypes.EtcdError
+	code := codes.Unknown
+	if errors.As(err, &ee) {
+		code = ee.Code()
+	} else if st, ok := status.FromError(err); ok {
+		code = st.Code()
+	}
+	switch code {
+	case codes.InvalidArgument, codes.PermissionDenied, codes.Unauthenticated,
+		codes.ResourceExhausted, codes.FailedPrecondition, codes.OutOfRange,
+		codes.NotFound, codes.AlreadyExists, codes.Unimplemented:
+		return true
+	}
+	return false
 }
 
 // followed returns the head that followed, on the head key of id, the

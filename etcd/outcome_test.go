@@ -4,6 +4,7 @@ import (
 	"context"
 	"net"
 	"net/url"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -219,4 +220,25 @@ func waitRecord(t *testing.T, s *etcd.Store, id string, rev journal.Rev) {
 		tail, err := s.Read(context.Background(), id, 0)
 		return err == nil && tail.End(0) >= rev
 	}, 10*time.Second, 5*time.Millisecond, "record %d of %s", rev, id)
+}
+
+// TestRefusedChangeIsNotUnknown: a transaction that etcd refuses (here, a
+// record larger than etcd takes in one request) was not applied: the
+// Update says why at once, rather than sending it again and calling its
+// outcome unknown.
+func TestRefusedChangeIsNotUnknown(t *testing.T) {
+	ctx := context.Background()
+	s := openStore(t, config(t))
+	_, err := s.Create(ctx, "op", journal.Change{Records: []journal.Record{{Body: []byte(`{"n":1}`)}}})
+	require.NoError(t, err)
+	big := []byte(`{"n":"` + strings.Repeat("x", 1700<<10) + `"}`)
+	_, err = s.Update(ctx, "op", 1, func(journal.Tail) (journal.Change, error) {
+		return journal.Change{Records: []journal.Record{{Body: big}}}, nil
+	})
+	require.Error(t, err)
+	assert.Contains(t, err.Error(), "too large")
+	assert.NotContains(t, err.Error(), "unknown")
+	tail, err := s.Read(ctx, "op", 0)
+	require.NoError(t, err)
+	assert.Len(t, tail.Records, 1)
 }
