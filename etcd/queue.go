@@ -71,13 +71,45 @@ func (s *Store) awaitTurn(ctx context.Context, id string, q place) error {
 		if len(resp.Kvs) == 0 {
 			return nil
 		}
-		if !s.awaitDelete(ctx, string(resp.Kvs[0].Key), resp.Header.Revision) {
+		if !s.awaitGone(ctx, string(resp.Kvs[0].Key)) {
 			if ctx.Err() != nil {
 				return fmt.Errorf("etcd: %w", context.Cause(ctx))
 			}
 			return errors.New("etcd: store closed")
 		}
 	}
+}
+
+// awaitGone waits until key is gone and reports whether it is; false when
+// ctx ends or the store closes first. Unlike awaitDelete it watches from
+// the present: a watch from a past revision is caught up by etcd's
+// background sync, every 100ms, which would be the pace of the queue. It
+// looks at the key once the watch is in place.
+func (s *Store) awaitGone(ctx context.Context, key string) bool {
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	defer context.AfterFunc(s.life, cancel)()
+	for ctx.Err() == nil {
+		wch := s.cli.Watch(clientv3.WithRequireLeader(ctx), key, clientv3.WithCreatedNotify(), clientv3.WithFilterPut())
+		for wr := range wch {
+			if wr.Created {
+				resp, err := s.cli.Get(ctx, key, clientv3.WithKeysOnly())
+				if err == nil && len(resp.Kvs) == 0 {
+					return true
+				}
+			}
+			if len(wr.Events) > 0 {
+				return true // a delete: puts are filtered out
+			}
+			if wr.Err() != nil {
+				break
+			}
+		}
+		if !pause(ctx, 50*time.Millisecond) {
+			return false
+		}
+	}
+	return false
 }
 
 // leave takes q out of the queue of its operation, if it is in it. What
