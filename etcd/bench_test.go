@@ -9,6 +9,7 @@ import (
 	"time"
 
 	clientv3 "go.etcd.io/etcd/client/v3"
+	"go.uber.org/zap"
 
 	"github.com/tomdist/ledger"
 	"github.com/tomdist/ledger/etcd"
@@ -30,8 +31,12 @@ func benchCluster(b *testing.B, fsync bool) []string {
 	return cl.Endpoints()
 }
 
+// benchLedger opens a ledger for participant name on c. Its etcd client
+// logs nothing: the warnings of calls cut short by Close would break the
+// lines of the benchmarks' results.
 func benchLedger(b *testing.B, c etcd.Config, name string) ledger.Ledger {
 	b.Helper()
+	c.Client.Logger = zap.NewNop()
 	l, err := etcd.Connect(context.Background(), c, ledger.Options{ParticipantID: name, NoSignalHandler: true})
 	if err != nil {
 		b.Fatal(err)
