@@ -126,6 +126,7 @@ func TestUnknownOutcome(t *testing.T) {
 		t.Run("update/lost "+dir, func(t *testing.T) { testUnknownUpdate(t, dir) })
 	}
 	t.Run("create/lost answers", testUnknownCreate)
+	t.Run("queued update/lost answers", testUnknownQueued)
 }
 
 // cutStore returns a store on c through a new proxy, and a store on c
@@ -241,4 +242,68 @@ func TestRefusedChangeIsNotUnknown(t *testing.T) {
 	tail, err := s.Read(ctx, "op", 0)
 	require.NoError(t, err)
 	assert.Len(t, tail.Records, 1)
+}
+
+// testUnknownQueued: an Update that lost a race joins the queue in its
+// next transaction; that one lands but its answer is lost, and the copy
+// sent again fails its compare, and puts the place back. The Update is
+// told it succeeded, and leaves no place behind: the next change of
+// anyone goes through.
+func testUnknownQueued(t *testing.T) {
+	ctx := context.Background()
+	c := config(t)
+	s, p, direct := cutStore(t, c)
+	_, err := direct.Create(ctx, "op", journal.Change{Records: []journal.Record{{Body: []byte(`{"n":1}`)}}})
+	require.NoError(t, err)
+	_, err = s.Read(ctx, "op", 0) // s's cache: the head is at 1
+	require.NoError(t, err)
+	appendOne := func(after journal.Rev) {
+		_, err := direct.Update(ctx, "op", after, func(journal.Tail) (journal.Change, error) {
+			return journal.Change{Records: []journal.Record{{Body: []byte(`{"by":"direct"}`)}}}, nil
+		})
+		require.NoError(t, err)
+	}
+	// A race that s loses (2 lands first), so that s takes its session
+	// lease while its answers come back.
+	calls := 0
+	_, err = s.Update(ctx, "op", 1, func(journal.Tail) (journal.Change, error) {
+		if calls++; calls == 1 {
+			appendOne(1)
+		}
+		return journal.Change{Records: []journal.Record{{Body: []byte(`{"by":"s"}`)}}}, nil
+	})
+	require.NoError(t, err)
+	require.Equal(t, 2, calls)
+	appendOne(3) // s's next first transaction loses to it
+
+	done := make(chan error, 1)
+	calls = 0
+	go func() {
+		_, err := s.Update(ctx, "op", 3, func(journal.Tail) (journal.Change, error) {
+			if calls++; calls == 2 {
+				p.lose("answers") // the answer to the transaction that joins the queue
+			}
+			return journal.Change{Records: []journal.Record{{Body: []byte(`{"by":"s"}`)}}}, nil
+		})
+		done <- err
+	}()
+	waitRecord(t, direct, "op", 5)
+	p.cut()
+	select {
+	case err := <-done:
+		require.NoError(t, err, "the change landed once")
+	case <-time.After(30 * time.Second):
+		t.Fatal("the update did not return 30s after the cut")
+	}
+	assert.Equal(t, 2, calls, "fn ran for the lost race and for the change")
+
+	next, cancel := context.WithTimeout(ctx, 10*time.Second)
+	defer cancel()
+	_, err = direct.Update(next, "op", 5, func(journal.Tail) (journal.Change, error) {
+		return journal.Change{Records: []journal.Record{{Body: []byte(`{"by":"direct"}`)}}}, nil
+	})
+	require.NoError(t, err, "no place is left in the queue to wait for")
+	all, err := direct.Read(ctx, "op", 0)
+	require.NoError(t, err)
+	assert.Len(t, all.Records, 6)
 }

@@ -460,7 +460,9 @@ func (s *Store) Update(ctx context.Context, id string, after journal.Rev, fn fun
 			resp.Succeeded, nh.mod = f.Tx == nh.Tx, f.mod
 		}
 		if resp.Succeeded {
-			q = place{} // the transaction took it out of the queue
+			if !unsure {
+				q = place{} // the transaction took it out of the queue
+			} // else a later copy may have put it back: leave deletes it
 			s.remember(id, nh)
 			if nh.Archived {
 				s.prune(ctx)
