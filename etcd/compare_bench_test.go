@@ -2,12 +2,15 @@ package etcd_test
 
 import (
 	"context"
+	"fmt"
+	"sync"
 	"testing"
 	"time"
 
 	clientv3 "go.etcd.io/etcd/client/v3"
 
 	"github.com/tomdist/ledger"
+	"github.com/tomdist/ledger/etcd"
 )
 
 // BenchmarkLedgerVsEtcd is the comparison of issue 12, outside the core
@@ -105,4 +108,91 @@ func rawTxns(b *testing.B, endpoints []string) func() error {
 		}
 		return put()
 	}
+}
+
+// BenchmarkSharedOpLocalVsEtcd is the 16-client throughput of one
+// operation on each backend in the same run: sixteen participants, each
+// a ledger of its own, make call round trips (StartCall + End) on one
+// operation, on a ledger directory and on an embedded etcd without fsync
+// (UnsafeNoFsync), in rounds of 64 calls that alternate between the two.
+// It reports each one's calls/s and
+//
+//	local/etcd  how many times the calls/s of etcd the directory makes
+func BenchmarkSharedOpLocalVsEtcd(b *testing.B) {
+	const clients, round = 16, 64
+	ctx := context.Background()
+	dir := b.TempDir()
+	local := sharedOp(b, func(i int) ledger.Ledger {
+		l, err := ledger.Connect(ctx, ledger.Options{BasePath: dir, ParticipantID: fmt.Sprintf("c%02d", i), NoSignalHandler: true})
+		if err != nil {
+			b.Fatal(err)
+		}
+		b.Cleanup(func() { l.Close() })
+		return l
+	}, clients)
+	c := etcd.Config{Client: clientv3.Config{Endpoints: benchCluster(b, false)}, Prefix: "/bench/"}
+	remote := sharedOp(b, func(i int) ledger.Ledger { return benchLedger(b, c, fmt.Sprintf("c%02d", i)) }, clients)
+
+	var spent [2]time.Duration
+	calls := 0
+	for b.Loop() {
+		for i, ops := range [][]*ledger.Operation{local, remote} {
+			d, err := burst(ctx, ops, round)
+			if err != nil {
+				b.Fatal(err)
+			}
+			spent[i] += d
+		}
+		calls += round
+	}
+	rate := func(i int) float64 { return float64(calls) / spent[i].Seconds() }
+	b.ReportMetric(rate(0), "local-calls/s")
+	b.ReportMetric(rate(1), "etcd-calls/s")
+	b.ReportMetric(rate(0)/rate(1), "local/etcd")
+}
+
+// sharedOp opens n ledgers with open and returns one operation that all
+// of them take part in, by the handle of each.
+func sharedOp(b *testing.B, open func(i int) ledger.Ledger, n int) []*ledger.Operation {
+	ctx := context.Background()
+	ops := make([]*ledger.Operation, n)
+	for i := range n {
+		var err error
+		if i == 0 {
+			ops[i], err = open(i).CreateOperation(ctx, ledger.CreateOptions{})
+		} else {
+			ops[i], err = open(i).JoinOperation(ctx, ops[0].ID(), ledger.JoinOptions{})
+		}
+		if err != nil {
+			b.Fatal(err)
+		}
+	}
+	return ops
+}
+
+// burst makes n call round trips, shared out among the handles ops all at
+// once, and returns how long they took.
+func burst(ctx context.Context, ops []*ledger.Operation, n int) (time.Duration, error) {
+	work := make(chan struct{}, n)
+	for range n {
+		work <- struct{}{}
+	}
+	close(work)
+	errs := make(chan error, len(ops))
+	var wg sync.WaitGroup
+	start := time.Now()
+	for _, op := range ops {
+		wg.Go(func() {
+			for range work {
+				if err := callRoundTrip(ctx, op); err != nil {
+					errs <- err
+					return
+				}
+			}
+		})
+	}
+	wg.Wait()
+	d := time.Since(start)
+	close(errs)
+	return d, <-errs
 }

@@ -13,7 +13,8 @@
 //
 //	{prefix}live/{id}              the live operations (listed oldest first)
 //	{prefix}archive/{id}           the archived ones, pruned beyond MaxBackups
-//	{prefix}op/{id}/head           position, snapshot position, archived:
+//	{prefix}op/{id}/head           position, snapshot position, archived,
+//	                               the name of the change that wrote it:
 //	                               every change rewrites it, and its
 //	                               ModRevision is what a change compares
 //	{prefix}op/{id}/rec/{rev}      one record each, after the snapshot
@@ -24,15 +25,24 @@
 //	                               its lease: liveness and last beat
 //	{prefix}op/{id}/beat/{who}     beats of members without a lease here
 //	                               (remote clients of a ledger server)
+//	{prefix}op/{id}/queue/{place}  the changes waiting for their turn,
+//	                               bound to their Store's session lease
 //
 // # Changes
 //
 // Update reads the head and the records after the caller's position (or
 // nothing, when its cache says the caller is at the head), calls fn, and
-// writes the new records and head in one transaction whose only condition
-// is that the head's ModRevision is still the one read. A transaction that
-// loses the race gets the new tail in the same round trip and calls fn
-// again. A snapshot (compaction, every few hundred records) replaces the
+// writes the new records and head in one transaction whose condition is
+// that the head's ModRevision is still the one read (and that the queue is
+// empty). A transaction that loses the race gets the new tail in the same
+// round trip, and joins the operation's queue: under contention changes
+// take turns, first come first served, so that sixteen writers of one
+// operation all make progress (see queue.go). Every change names itself
+// in the head: when the answer to its transaction is lost (a broken
+// connection, a timeout), the Store sends the same transaction again until
+// it hears one, and a copy that fails its compare looks up which change
+// followed the head it compared; so a change lands once, and is reported
+// as made if it was (see outcome.go). A snapshot (compaction, every few hundred records) replaces the
 // records before it in the same transaction; an archive writes the final
 // state as the snapshot, moves the operation from live/ to archive/ and
 // drops its beats. Records, snapshots and archives wake every Watch of the

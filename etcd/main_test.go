@@ -12,6 +12,7 @@ import (
 
 	"github.com/stretchr/testify/require"
 	clientv3 "go.etcd.io/etcd/client/v3"
+	"go.uber.org/goleak"
 
 	"github.com/tomdist/ledger"
 	"github.com/tomdist/ledger/etcd"
@@ -55,9 +56,18 @@ func run(m *testing.M) int {
 		fmt.Fprintln(os.Stderr, err)
 		return 1
 	}
-	defer cluster.Close()
 	code := m.Run()
 	removeBuilds()
+	// No goroutine of a test may outlive it. They are counted once the
+	// embedded etcd is closed, so that its own goroutines (raft, gRPC,
+	// the lessor and the compactor, which live as long as the server)
+	// need no exception: it stops them, and goleak.Find waits for the
+	// last of them to exit.
+	cluster.Close()
+	if err := goleak.Find(); err != nil && code == 0 {
+		fmt.Fprintln(os.Stderr, "goleak:", err)
+		return 1
+	}
 	return code
 }
 

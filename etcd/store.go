@@ -58,10 +58,13 @@ type Store struct {
 	stop context.CancelFunc
 	wg   sync.WaitGroup // goroutines of watches, observers and leases
 
-	mu     sync.Mutex // guards heads, leases, closed
-	heads  map[string]head
-	leases map[*lease]bool
-	closed bool
+	mu        sync.Mutex // guards heads, leases, closed, sessionID
+	heads     map[string]head
+	leases    map[*lease]bool
+	closed    bool
+	sessionID clientv3.LeaseID // the session lease (queue.go); 0 until needed
+
+	smu sync.Mutex // held while the session lease is granted
 }
 
 // New returns a Store over the etcd client cli, which it does not close.
@@ -115,10 +118,14 @@ func (s *Store) Close() error {
 	for l := range s.leases {
 		held = append(held, l)
 	}
+	session := s.sessionID
 	s.mu.Unlock()
 	var errs []error
 	for _, l := range held {
 		errs = append(errs, l.Release())
+	}
+	if session != 0 {
+		s.revoke(session) // else its places go with its TTL
 	}
 	s.stop()
 	s.wg.Wait()
@@ -133,6 +140,8 @@ type head struct {
 	Rev      journal.Rev `json:"rev"`
 	Base     journal.Rev `json:"base,omitempty"`
 	Archived bool        `json:"archived,omitempty"`
+	// Tx names the change that wrote the head (see outcome.go).
+	Tx string `json:"tx,omitempty"`
 	// mod is the ModRevision of the head key: what a change compares.
 	mod int64
 }
@@ -252,16 +261,27 @@ func (s *Store) Create(ctx context.Context, id string, c journal.Change) (journa
 	var h head
 	ops, nh, recs := s.changeOps(id, h, c)
 	ops = append(ops, clientv3.OpPut(s.liveKey(id), ""))
-	resp, err := s.cli.Txn(ctx).
-		If(clientv3.Compare(clientv3.CreateRevision(s.headKey(id)), "=", 0)).
-		Then(ops...).Commit()
+	resp, unsure, err := s.sendTxn(ctx, func() clientv3.Txn {
+		return s.cli.Txn(ctx).If(clientv3.Compare(clientv3.CreateRevision(s.headKey(id)), "=", 0)).Then(ops...)
+	})
 	if err != nil {
-		return journal.Tail{}, unreachable(ctx, err)
-	}
-	if !resp.Succeeded {
-		return journal.Tail{}, fmt.Errorf("%w: %s", journal.ErrExists, id)
+		return journal.Tail{}, err
 	}
 	nh.mod = resp.Header.Revision
+	if !resp.Succeeded {
+		// Taken, by this change if an earlier copy landed.
+		if !unsure {
+			return journal.Tail{}, fmt.Errorf("%w: %s", journal.ErrExists, id)
+		}
+		first, err := s.created(ctx, id)
+		if err != nil {
+			return journal.Tail{}, err
+		}
+		if first.Tx != nh.Tx {
+			return journal.Tail{}, fmt.Errorf("%w: %s", journal.ErrExists, id)
+		}
+		nh.mod = first.mod
+	}
 	s.remember(id, nh)
 	if nh.Archived {
 		s.prune(ctx)
@@ -275,6 +295,7 @@ func (s *Store) Create(ctx context.Context, id string, c journal.Change) (journa
 func (s *Store) changeOps(id string, h head, c journal.Change) ([]clientv3.Op, head, []journal.Record) {
 	now := time.Now()
 	nh := h
+	nh.Tx = newTx()
 	recs := make([]journal.Record, len(c.Records))
 	var ops []clientv3.Op
 	for i, r := range c.Records {
@@ -398,6 +419,11 @@ func (s *Store) Update(ctx context.Context, id string, after journal.Rev, fn fun
 		}
 		known = true
 	}
+	var (
+		q     place // the Update's place in the queue, once it lost a race
+		raced bool  // it lost a race
+	)
+	defer func() { s.leave(ctx, q) }()
 	for {
 		if h.Archived {
 			return t, fmt.Errorf("%w: %s", journal.ErrArchived, id)
@@ -418,15 +444,25 @@ func (s *Store) Update(ctx context.Context, id string, after journal.Rev, fn fun
 			return t, nil
 		}
 		ops, nh, recs := s.changeOps(id, h, c)
-		resp, err := s.cli.Txn(ctx).
-			If(clientv3.Compare(clientv3.ModRevision(s.headKey(id)), "=", h.mod)).
-			Then(ops...).Else(s.readOps(id, after)...).Commit()
+		resp, unsure, err := s.sendTxn(ctx, s.commit(ctx, id, after, h, ops, &q, raced))
 		if err != nil {
 			s.forget(id)
-			return t, unreachable(ctx, err)
+			return t, err
+		}
+		nh.mod = resp.Header.Revision
+		if !resp.Succeeded && unsure {
+			// An earlier copy, whose answer was lost, may have landed.
+			f, err := s.followed(ctx, id, h.mod)
+			if err != nil {
+				s.forget(id)
+				return t, err
+			}
+			resp.Succeeded, nh.mod = f.Tx == nh.Tx, f.mod
 		}
 		if resp.Succeeded {
-			nh.mod = resp.Header.Revision
+			if !unsure {
+				q = place{} // the transaction took it out of the queue
+			} // else a later copy may have put it back: leave deletes it
 			s.remember(id, nh)
 			if nh.Archived {
 				s.prune(ctx)
@@ -436,18 +472,63 @@ func (s *Store) Update(ctx context.Context, id string, after journal.Rev, fn fun
 			return t, nil
 		}
 		// Lost the race: the else branch read the new tail.
-		if t, h, err = s.tailOf(ctx, id, after, resp.Responses, resp.Header.Revision); err != nil {
-			if errors.Is(err, errCompacted) {
-				if t, h, err = s.read(ctx, id, after); err == nil {
-					known = true
-					continue
-				}
-			}
+		if t, h, err = s.lost(ctx, id, after, resp, &q); err != nil {
 			return t, err
 		}
-		s.remember(id, h)
-		known = true
+		known, raced = true, true
 	}
+}
+
+// commit returns the transaction of a change from place q (each call a
+// copy of the same): ops if the head is still h and it is q's turn, else
+// the reads of the tail after after and of the first of the queue, and,
+// for a change outside the queue that lost a race, a place in it, read
+// back.
+func (s *Store) commit(ctx context.Context, id string, after journal.Rev, h head, ops []clientv3.Op, q *place, lost bool) func() clientv3.Txn {
+	els := s.readOps(id, after)
+	if q.key == "" && lost {
+		var put []clientv3.Op
+		put, *q = s.join(ctx, id)
+		els = append(els, put...)
+		if q.key != "" {
+			els = append(els, clientv3.OpGet(q.key, clientv3.WithKeysOnly()))
+		}
+	} else if q.key != "" {
+		ops = append(ops, clientv3.OpDelete(q.key))
+	}
+	els = append(els, clientv3.OpGet(s.queueKey(id), append(clientv3.WithFirstCreate(), clientv3.WithPrefix(), clientv3.WithKeysOnly())...))
+	cmps := []clientv3.Cmp{clientv3.Compare(clientv3.ModRevision(s.headKey(id)), "=", h.mod), s.turnCmp(id, *q)}
+	return func() clientv3.Txn { return s.cli.Txn(ctx).If(cmps...).Then(ops...).Else(els...) }
+}
+
+// lost returns the tail after after and the head, once it is the turn of
+// the Update at place q, which lost the race of resp.
+func (s *Store) lost(ctx context.Context, id string, after journal.Rev, resp *clientv3.TxnResponse, q *place) (journal.Tail, head, error) {
+	rs := resp.Responses
+	if q.key != "" && q.rev == 0 {
+		// The transaction put the place, and read it back.
+		if kvs := rs[len(rs)-2].GetResponseRange().Kvs; len(kvs) > 0 {
+			q.rev = kvs[0].CreateRevision
+		} else {
+			*q = place{} // its lease ended at once: race without one
+		}
+	}
+	t, h, err := s.tailOf(ctx, id, after, resp.Responses, resp.Header.Revision)
+	if errors.Is(err, errCompacted) {
+		t, h, err = s.read(ctx, id, after)
+	}
+	if err != nil {
+		return t, h, err
+	}
+	s.remember(id, h)
+	first := rs[len(rs)-1].GetResponseRange().Kvs
+	if q.key == "" || len(first) > 0 && string(first[0].Key) == q.key {
+		return t, h, nil // no place, or the first: the tail is current
+	}
+	if err := s.awaitTurn(ctx, id, *q); err != nil {
+		return t, h, err
+	}
+	return s.read(ctx, id, after)
 }
 
 // read is Read that also returns the head.

@@ -20,7 +20,8 @@ participant sees it at once (pushed) and aborts its calls.`,
 		nargs: [2]int{0, 0}, source: true, setup: setupPrune,
 		summary: "delete the oldest archived operations",
 		help: `prune deletes the oldest archived operations of a ledger directory beyond
---keep. A server's archive is pruned on its directory, not through it.`,
+--keep. A server's archive is pruned on its directory, not through it; a
+ledger in etcd (--etcd) by ledger-etcd.`,
 	}
 }
 

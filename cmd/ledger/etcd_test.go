@@ -27,3 +27,24 @@ func TestWantsEtcd(t *testing.T) {
 		assert.False(t, wantsEtcd(args), "%q", args)
 	}
 }
+
+// TestHandedToEtcd: serve and prune naming --etcd are ledger-etcd's; the
+// commands that read a ledger read one in etcd here (the etcd source).
+func TestHandedToEtcd(t *testing.T) {
+	for _, args := range [][]string{
+		{"serve", "--etcd", "x"},
+		{"prune", "--keep", "3", "--etcd=x"},
+	} {
+		assert.True(t, handedToEtcd(args), "%q", args)
+	}
+	for _, args := range [][]string{
+		{"show", "--etcd", "x", "ID"},
+		{"watch", "--etcd", "x"},
+		{"log", "-f", "--etcd", "x", "ID"},
+		{"serve", "--dir", "d"},
+		{"serve"},
+		{},
+	} {
+		assert.False(t, handedToEtcd(args), "%q", args)
+	}
+}

@@ -1,8 +1,9 @@
 // Command ledger serves a ledger directory over HTTP and shows what a
 // ledger holds, to people and to scripts. Given --etcd URL[,URL...]
-// instead of --dir, it runs ledger-etcd (module
+// instead of --dir, serve and prune run ledger-etcd (module
 // github.com/tomdist/ledger/etcd) with the same arguments, which serves
-// and shows a ledger kept in etcd.
+// and prunes a ledger kept in etcd; the other commands read it through a
+// server that ledger-etcd runs for them on a loopback port.
 //
 // Usage:
 //
@@ -18,8 +19,10 @@
 //
 // Every command but serve reads the ledger named by --dir (or
 // LEDGER_DIR), or the server named by --server (or LEDGER_SERVER_URL),
-// with the token of --token (or LEDGER_TOKEN); with none of them, the
-// server that discovery finds on 127.0.0.1 or localhost, port 19880.
+// with the token of --token (or LEDGER_TOKEN), or the ledger kept in etcd
+// at --etcd (or LEDGER_ETCD_ENDPOINTS, key prefix LEDGER_ETCD_PREFIX);
+// with none of them, the server that discovery finds on 127.0.0.1 or
+// localhost, port 19880.
 //
 // serve runs ledger.NewServer over the directory until SIGINT or SIGTERM,
 // then shuts down gracefully. It prints "listening on URL" on standard
@@ -53,7 +56,7 @@ import (
 )
 
 func main() {
-	if len(os.Args) > 2 && wantsEtcd(os.Args[2:]) {
+	if handedToEtcd(os.Args[1:]) {
 		err := runEtcd(os.Args[1:]) // etcd.go: ledger-etcd serves etcd
 		fmt.Fprintf(os.Stderr, "ledger %s: %v\n", os.Args[1], err)
 		os.Exit(exitError)
@@ -102,8 +105,9 @@ commands:
 
 const usageTail = `
 Every command but serve reads a ledger directory (--dir, $LEDGER_DIR), or a
-ledger server (--server, $LEDGER_SERVER_URL; --token, $LEDGER_TOKEN); with
-neither, the server that answers on 127.0.0.1 or localhost, port 19880.
+ledger server (--server, $LEDGER_SERVER_URL; --token, $LEDGER_TOKEN), or a
+ledger in etcd (--etcd, $LEDGER_ETCD_ENDPOINTS; needs ledger-etcd); with
+none, the server that answers on 127.0.0.1 or localhost, port 19880.
 
 Exit codes: 0 success (watch: the operation completed, or Ctrl-C); 1 error;
 2 bad usage (unknown command or flag, missing or malformed argument or id);

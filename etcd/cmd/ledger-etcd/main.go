@@ -4,7 +4,7 @@
 //
 // Usage:
 //
-//	ledger-etcd serve --etcd URL[,URL...] [--prefix /ledger/] [--addr 127.0.0.1:19880] [--token T] [--tls-cert F --tls-key F] [--insecure] [--debug]
+//	ledger-etcd serve --etcd URL[,URL...] [--prefix /ledger/] [--addr 127.0.0.1:19880] [--token T] [--tls-cert F --tls-key F] [--insecure] [--debug] [--while-stdin]
 //	ledger-etcd ls    --etcd URL[,URL...] [--prefix P] [--all]
 //	ledger-etcd show  --etcd URL[,URL...] [--prefix P] ID
 //	ledger-etcd log   --etcd URL[,URL...] [--prefix P] [--debug] ID
@@ -19,7 +19,11 @@
 // non-loopback address without a token (--token or LEDGER_TOKEN) unless
 // --insecure is given. The etcd client's TLS and credentials come from
 // the environment: ETCDCTL_CACERT, ETCDCTL_CERT, ETCDCTL_KEY,
-// ETCDCTL_USER ("name:password"), as etcdctl reads them.
+// ETCDCTL_USER ("name:password"), as etcdctl reads them. With
+// --while-stdin it also stops when its standard input closes: the ledger
+// command runs it so to read a ledger in etcd (`ledger show --etcd URL
+// ID`, ls, watch, log -f, abort) through a server of its own on a
+// loopback port, which ends with the ledger command.
 package main
 
 import (
@@ -46,7 +50,7 @@ import (
 )
 
 const usage = `usage:
-  ledger-etcd serve --etcd URL[,URL...] [--prefix /ledger/] [--addr 127.0.0.1:19880] [--token T] [--tls-cert F --tls-key F] [--insecure] [--debug]
+  ledger-etcd serve --etcd URL[,URL...] [--prefix /ledger/] [--addr 127.0.0.1:19880] [--token T] [--tls-cert F --tls-key F] [--insecure] [--debug] [--while-stdin]
   ledger-etcd ls    --etcd URL[,URL...] [--prefix P] [--all]
   ledger-etcd show  --etcd URL[,URL...] [--prefix P] ID
   ledger-etcd log   --etcd URL[,URL...] [--prefix P] [--debug] ID
@@ -158,6 +162,7 @@ func setupServe(fs *flag.FlagSet) func(context.Context, *etcd.Store, []string, i
 	key := fs.String("tls-key", "", "the key file (PEM) of --tls-cert")
 	insecure := fs.Bool("insecure", false, "allow a non-loopback address without a token")
 	debug := fs.Bool("debug", false, "log every request")
+	whileStdin := fs.Bool("while-stdin", false, "stop when standard input closes (the ledger command reads etcd so)")
 	return func(ctx context.Context, s *etcd.Store, _ []string, stdout, stderr io.Writer) error {
 		if *token == "" {
 			*token = os.Getenv(ledger.TokenEnv)
@@ -195,6 +200,12 @@ func setupServe(fs *flag.FlagSet) func(context.Context, *etcd.Store, []string, i
 		}
 		ctx, stop := signal.NotifyContext(ctx, syscall.SIGINT, syscall.SIGTERM)
 		defer stop()
+		if *whileStdin {
+			go func() {
+				io.Copy(io.Discard, os.Stdin)
+				stop()
+			}()
+		}
 		fmt.Fprintf(stdout, "listening on %s://%s\n", scheme, ln.Addr())
 		log.Info("serving", "etcd", strings.Join(s.Client().Endpoints(), ","), "prefix", s.Prefix(), "addr", ln.Addr().String())
 		err = srv.Serve(ctx, ln)
