@@ -18,7 +18,6 @@ import (
 	"time"
 
 	"github.com/tomdist/ledger"
-	"github.com/tomdist/ledger/internal/store"
 )
 
 // config is one campaign.
@@ -288,8 +287,10 @@ func (c *campaign) workerFailures() int {
 func (c *campaign) awaitVerdicts() {
 	deadline := time.Now().Add(c.cfg.detect)
 	for time.Now().Before(deadline) {
-		d, err := readState(filepath.Join(c.dir, c.op.ID()+".operation.json"), c.op.ID())
-		if err == nil && d != nil && c.pending(d) == 0 {
+		// The state as the journal has it: the state document on disk is
+		// written only at compactions and would not show the verdicts.
+		d, err := c.op.State(context.Background())
+		if err == nil && c.pending(d) == 0 {
 			return
 		}
 		time.Sleep(50 * time.Millisecond)
@@ -297,13 +298,15 @@ func (c *campaign) awaitVerdicts() {
 }
 
 // pending counts the killed workers that are still active in d.
-func (c *campaign) pending(d *store.Data) int {
+func (c *campaign) pending(d *ledger.Data) int {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	n := 0
 	for _, k := range c.kills {
-		if i := participantIndex(d, k.id, k.pid); i >= 0 && d.Participants[i].State == store.ParticipantActive {
-			n++
+		for _, p := range d.Participants {
+			if p.ParticipantID == k.id && p.PID == k.pid && p.State == ledger.ParticipantActive {
+				n++
+			}
 		}
 	}
 	return n
