@@ -227,10 +227,17 @@ func (r *row) verdicts(dir, id string) {
 			}
 		}
 	}
-	var d ledger.Data
-	state := readEither(filepath.Join(dir, id+".operation.json"), filepath.Join(dir, "backup", id, "operation.json"))
-	if err := json.Unmarshal(state, &d); err != nil {
+	// The state as the journal has it (the document on disk is written
+	// only at compactions).
+	d := &ledger.Data{}
+	if v, err := ledger.OpenViewer(ledger.Options{BasePath: dir}); err != nil {
 		r.Details = append(r.Details, fmt.Sprintf("state: %v", err))
+	} else {
+		if d, err = v.State(context.Background(), id); err != nil {
+			r.Details = append(r.Details, fmt.Sprintf("state: %v", err))
+			d = &ledger.Data{}
+		}
+		v.Close()
 	}
 	for _, p := range d.Participants {
 		if p.State == store.ParticipantCrashed {
