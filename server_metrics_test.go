@@ -176,6 +176,12 @@ func TestMetricsVerdicts(t *testing.T) {
 	op, err := obs.CreateOperation(ctx, ledger.CreateOptions{})
 	require.NoError(t, err)
 	victim := startParticipant(t, remoteEnv, op.ID(), "victim", "CONTAINED=1", "HB=1h", "STALE=2h")
+	// The victim opens its stream after it joined: kill it once the
+	// stream is open (the observer's and its own), or there is no stream
+	// to drop and, with an hour's threshold, no verdict.
+	waitFor(t, 10*time.Second, "the victim's stream", func() bool {
+		return scrape(t, url, "")["ledger_http_streams_open"] >= 2
+	})
 	victim.kill9(t)
 	waitFor(t, 10*time.Second, "the stream verdict", func() bool { return verdicts("stream") == 1 })
 
