@@ -84,6 +84,11 @@ type opState struct {
 
 	aborted chan struct{} // closed by abort
 	failed  chan struct{} // closed by fail
+	// abortOnce and failOnce make abort and fail take effect once; a
+	// caller that comes second returns only when the first has done
+	// what both promise (a monitor that saw the news first, preempted
+	// half-way, once let SetAbortFlag return with Aborted still open).
+	abortOnce, failOnce sync.Once
 	lease   journal.Lease // proves this process alive; nil without a leaseBackend
 	mon     *monitor
 
@@ -92,7 +97,6 @@ type opState struct {
 	lastSession int
 	v           view                 // the latest view of the operation
 	failure     *OperationFailedInfo // set once by fail
-	abortSeen   bool                 // set once by abort
 	ended       error                // ErrOperationCompleted, ErrClosed or ErrSessionLeft: no more use
 	calls       map[string]trackedCall
 	temps       map[string]string // registered temp path → the temp root it lies below
@@ -472,15 +476,15 @@ func (op *Operation) TriggerAbort() { op.st.abort() }
 // cancelled with ErrAborted and Aborted closes before abort returns; every
 // session's OnAbort runs on a goroutine of the library (see deliver).
 func (st *opState) abort() {
-	st.mu.Lock()
-	seen := st.abortSeen
-	st.abortSeen = true
-	st.mu.Unlock()
-	if seen {
+	first := false
+	st.abortOnce.Do(func() {
+		st.cancel(ErrAborted)
+		close(st.aborted)
+		first = true
+	})
+	if !first {
 		return
 	}
-	st.cancel(ErrAborted)
-	close(st.aborted)
 	st.deliver(func() {
 		for _, op := range st.sessionList() {
 			if op.cb.OnAbort != nil {
@@ -495,17 +499,19 @@ func (st *opState) abort() {
 // contexts are cancelled with an *OperationFailedError; the rest runs on a
 // goroutine of the library (see deliver): cleanUp.
 func (st *opState) fail(info OperationFailedInfo) {
-	st.mu.Lock()
-	if st.failure != nil {
+	var calls []trackedCall
+	first := false
+	st.failOnce.Do(func() {
+		st.mu.Lock()
+		st.failure = &info
+		calls = slices.Collect(maps.Values(st.calls))
 		st.mu.Unlock()
-		return
+		st.cancel(&OperationFailedError{Info: info})
+		first = true
+	})
+	if first {
+		st.deliver(func() { st.cleanUp(info, calls) })
 	}
-	st.failure = &info
-	calls := slices.Collect(maps.Values(st.calls))
-	st.mu.Unlock()
-
-	st.cancel(&OperationFailedError{Info: info})
-	st.deliver(func() { st.cleanUp(info, calls) })
 }
 
 // cleanUp finishes the failure of the operation in this process: every
