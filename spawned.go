@@ -623,7 +623,8 @@ type SyncOptions struct {
 // returns what it saw. The calls may have different result types and may
 // belong to any session. When the operation fails first, Sync returns at
 // once, with the calls still running (whose contexts the failure cancels)
-// in Unknown. If ctx ends first, Sync returns what it saw so far and
+// in Unknown; a call of this process whose failure failed the operation is
+// waited for, and is in Failed. If ctx ends first, Sync returns what it saw so far and
 // context.Cause(ctx). A nil call is an error (ErrInvalidArgument). Use
 // SyncWith for the hooks.
 func (op *Operation) Sync(ctx context.Context, calls ...Spawned) (SyncResult, error) {
@@ -677,12 +678,29 @@ func (op *Operation) waitCalls(ctx context.Context, calls []Spawned) error {
 		select {
 		case <-call.Done():
 		case <-op.st.failed:
+			op.waitCulprits(ctx, calls)
 			return nil
 		case <-ctx.Done():
 			return context.Cause(ctx)
 		}
 	}
 	return nil
+}
+
+// waitCulprits waits for the calls whose failure failed the operation:
+// they are ending on their own in this process, and are failed, not
+// unknown, even when the failure reached Failed first (pushed to the
+// monitor while the call was still writing it).
+func (op *Operation) waitCulprits(ctx context.Context, calls []Spawned) {
+	info, _ := op.Failure()
+	for _, call := range calls {
+		if slices.Contains(info.CrashedCallIDs, call.ID()) {
+			select {
+			case <-call.Done():
+			case <-ctx.Done():
+			}
+		}
+	}
 }
 
 // AwaitCall is Sync of one call.
