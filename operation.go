@@ -84,13 +84,14 @@ type opState struct {
 
 	aborted chan struct{} // closed by abort
 	failed  chan struct{} // closed by fail
+	lease   journal.Lease // proves this process alive; nil without a leaseBackend
+	mon     *monitor
+
 	// abortOnce and failOnce make abort and fail take effect once; a
 	// caller that comes second returns only when the first has done
 	// what both promise (a monitor that saw the news first, preempted
 	// half-way, once let SetAbortFlag return with Aborted still open).
 	abortOnce, failOnce sync.Once
-	lease   journal.Lease // proves this process alive; nil without a leaseBackend
-	mon     *monitor
 
 	mu          sync.Mutex // guards the fields below
 	sessions    map[int]*Operation
