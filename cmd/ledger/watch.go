@@ -231,6 +231,16 @@ func setupLog(fs *flag.FlagSet) func(context.Context, *env, []string) error {
 		id := args[0]
 		lw := &logWriter{w: e.stdout, json: *asJSON}
 		step := func() (bool, error) {
+			// The state first: once it says the operation ended, the log
+			// read after it has the last lines.
+			ended := false
+			if tail {
+				d, err := v.State(ctx, id)
+				if err != nil {
+					return false, notFound(id, err)
+				}
+				ended = d.OperationState == ledger.StateCompleted || d.OperationState == ledger.StateFailed
+			}
 			b, err := v.Log(ctx, id, *debug)
 			if err != nil {
 				return false, notFound(id, err)
@@ -238,14 +248,7 @@ func setupLog(fs *flag.FlagSet) func(context.Context, *env, []string) error {
 			if err := lw.write(b); err != nil {
 				return false, err
 			}
-			if !tail {
-				return true, nil
-			}
-			d, err := v.State(ctx, id)
-			if err != nil {
-				return false, notFound(id, err)
-			}
-			return d.OperationState == ledger.StateCompleted || d.OperationState == ledger.StateFailed, nil
+			return !tail || ended, nil
 		}
 		if !tail {
 			_, err := step()
