@@ -68,13 +68,18 @@ func TestServeRefusals(t *testing.T) {
 
 // syncWriter is a writer safe for the command and the test.
 type syncWriter struct {
-	mu sync.Mutex // guards b
-	b  strings.Builder
+	mu    sync.Mutex // guards b, wrote
+	b     strings.Builder
+	wrote chan struct{} // closed, and replaced, at every write
 }
 
 func (w *syncWriter) Write(p []byte) (int, error) {
 	w.mu.Lock()
 	defer w.mu.Unlock()
+	if w.wrote != nil {
+		close(w.wrote)
+		w.wrote = nil
+	}
 	return w.b.Write(p)
 }
 
@@ -82,6 +87,34 @@ func (w *syncWriter) String() string {
 	w.mu.Lock()
 	defer w.mu.Unlock()
 	return w.b.String()
+}
+
+// next returns what was written and a channel closed at the next write.
+func (w *syncWriter) next() (string, <-chan struct{}) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if w.wrote == nil {
+		w.wrote = make(chan struct{})
+	}
+	return w.b.String(), w.wrote
+}
+
+// waitWritten waits until what w holds satisfies cond, woken by each
+// write, and fails the test after 10s.
+func waitWritten(t *testing.T, w *syncWriter, what string, cond func(string) bool) {
+	t.Helper()
+	deadline := time.After(10 * time.Second)
+	for {
+		s, wrote := w.next()
+		if cond(s) {
+			return
+		}
+		select {
+		case <-wrote:
+		case <-deadline:
+			t.Fatalf("timed out waiting for %s:\n%s", what, s)
+		}
+	}
 }
 
 // TestServeAndShutdown serves on a free loopback port with --debug, takes

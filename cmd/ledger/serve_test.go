@@ -75,9 +75,9 @@ func TestServeObservability(t *testing.T) {
 	assert.Equal(t, http.StatusOK, res.StatusCode, "signed in and sent on to /ui")
 
 	var records []map[string]any
-	waitFor(t, "the request log", func() bool {
+	waitWritten(t, stderr, "the request log", func(log string) bool {
 		records = records[:0]
-		for _, l := range strings.Split(strings.TrimSpace(stderr.String()), "\n") {
+		for _, l := range strings.Split(strings.TrimSpace(log), "\n") {
 			var r map[string]any
 			require.NoError(t, json.Unmarshal([]byte(l), &r), "not a JSON record: %s", l)
 			records = append(records, r)

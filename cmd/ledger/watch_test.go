@@ -3,6 +3,7 @@ package main
 import (
 	"context"
 	"errors"
+	"fmt"
 	"strings"
 	"testing"
 	"time"
@@ -39,13 +40,9 @@ func start(t *testing.T, args ...string) *running {
 // waitOut waits until the output holds s, n times.
 func (r *running) waitOut(t *testing.T, s string, n int) {
 	t.Helper()
-	deadline := time.Now().Add(10 * time.Second)
-	for strings.Count(r.out.String(), s) < n {
-		if time.Now().After(deadline) {
-			t.Fatalf("output has %q %d times, not %d:\n%s\nstderr: %s", s, strings.Count(r.out.String(), s), n, r.out, r.err)
-		}
-		time.Sleep(5 * time.Millisecond)
-	}
+	waitWritten(t, r.out, fmt.Sprintf("%q %d times (stderr: %s)", s, n, r.err), func(out string) bool {
+		return strings.Count(out, s) >= n
+	})
 }
 
 // exit waits for the command to end and returns its exit code.
@@ -58,18 +55,6 @@ func (r *running) exit(t *testing.T) int {
 	case <-time.After(10 * time.Second):
 		t.Fatalf("the command did not end:\n%s\nstderr: %s", r.out, r.err)
 		return 0
-	}
-}
-
-// waitFor waits for cond, failing the test after a while.
-func waitFor(t *testing.T, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(10 * time.Second)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out waiting for %s", what)
-		}
-		time.Sleep(5 * time.Millisecond)
 	}
 }
 
@@ -158,8 +143,7 @@ func TestWatchList(t *testing.T) {
 			w.waitOut(t, op.ID(), 1)
 			assert.Contains(t, w.out.String(), "new on "+name)
 			require.NoError(t, op.Complete(ctx))
-			waitFor(t, "the completed operation to leave the list", func() bool {
-				out := w.out.String()
+			waitWritten(t, w.out, "the completed operation to leave the list", func(out string) bool {
 				last := out[strings.LastIndex(out, "---"):]
 				return strings.Contains(last, f.live.ID()) && !strings.Contains(last, op.ID())
 			})
