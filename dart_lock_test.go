@@ -42,8 +42,8 @@ const (
 // $DART_HOLD ms, writes it back with the abort flag set (in place, in two
 // writes, as Dart's writeAsString may), releases the lock and says
 // "released". In mode "loop" it beats as Dart's heartbeat does until the
-// file $DART_STOP exists: lock, read the document ("No ledger" if it is
-// gone, else it says "holding"), wait $DART_HOLD ms, write it back with a
+// file $DART_STOP exists: lock, read the document (if it is gone, Dart's
+// "No ledger": it says "noledger"; else it says "holding"), wait $DART_HOLD ms, write it back with a
 // new lastHeartbeat, release, wait $DART_GAP ms; then it says how often
 // it beat and found no ledger.
 func runDartLocker() {
@@ -81,6 +81,7 @@ func runDartLocker() {
 			}
 			if b, err := os.ReadFile(doc); err != nil {
 				noLedger++ // {"success": false, "reason": "No ledger"}
+				fmt.Println("noledger")
 			} else {
 				fmt.Println("holding")
 				time.Sleep(hold)
@@ -322,7 +323,11 @@ func TestDartProcessNeverRevivesArchivedOperation(t *testing.T) {
 	for p.line(t) != "holding" {
 	}
 	require.NoError(t, op.Complete(ctx))
-	time.Sleep(300 * time.Millisecond) // more beats of the Dart process
+	for seen := 0; seen < 3; { // beats of the Dart process that find no ledger
+		if p.line(t) == "noledger" {
+			seen++
+		}
+	}
 	require.NoError(t, os.WriteFile(stop, nil, 0o644))
 	summary := p.summary(t)
 	require.NoError(t, p.cmd.Wait())

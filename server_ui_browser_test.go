@@ -73,7 +73,10 @@ func poll(t *testing.T, ctx context.Context, what, predicate string) {
 		if err == nil || !strings.Contains(err.Error(), "Cannot find context") {
 			break
 		}
-		time.Sleep(20 * time.Millisecond)
+		// The page navigated: poll again once the new one is there.
+		if _, err = chromedp.Run(ctx, chromedp.WaitReady("body")); err != nil {
+			break
+		}
 	}
 	if err != nil {
 		html, _ := chromedp.Run(ctx, chromedp.Evaluate[string](`document.body ? document.body.innerHTML : ""`))

@@ -49,17 +49,14 @@ func TestWatchAll(t *testing.T) {
 	_, err = b.Create(ctx, "op-1", rec())
 	require.NoError(t, err)
 	woken(t, ch, "a new operation")
-	time.Sleep(20 * time.Millisecond) // let the events of the create settle
 	drain(ch)
 	_, err = b.Create(ctx, "op-2", rec())
 	require.NoError(t, err)
 	woken(t, ch, "a second operation")
-	time.Sleep(20 * time.Millisecond)
 	drain(ch)
 	_, err = b.Update(ctx, "op-1", 0, func(journal.Tail) (journal.Change, error) { return rec(), nil })
 	require.NoError(t, err)
 	woken(t, ch, "a change")
-	time.Sleep(20 * time.Millisecond)
 	drain(ch)
 	_, err = b.Update(ctx, "op-2", 0, func(journal.Tail) (journal.Change, error) {
 		c := rec()
