@@ -3,12 +3,12 @@ package ledger_test
 import (
 	"bufio"
 	"context"
+	"errors"
 	"fmt"
 	"io"
+	"io/fs"
 	"os"
 	"path/filepath"
-	"strconv"
-	"strings"
 	"syscall"
 	"testing"
 	"time"
@@ -17,6 +17,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/tomdist/ledger"
+	"github.com/tomdist/ledger/internal/proclocks"
 )
 
 func init() { roles["lock-holder"] = runLockHolder }
@@ -62,32 +63,20 @@ func holdLock(t *testing.T, path string) (release func()) {
 }
 
 // flocks returns the flocks that process pid holds (held) and waits for
-// (blocked) on the file at path, from /proc/locks.
+// (blocked) on the file at path; none if the file is gone.
 func flocks(t *testing.T, pid int, path string) (held, blocked int) {
 	t.Helper()
-	var st syscall.Stat_t
-	if err := syscall.Stat(path, &st); err != nil {
+	locks, err := proclocks.Of(path)
+	if errors.Is(err, fs.ErrNotExist) {
 		return 0, 0
 	}
-	b, err := os.ReadFile("/proc/locks")
 	require.NoError(t, err)
-	for _, line := range strings.Split(string(b), "\n") {
-		f := strings.Fields(line)
-		waiting := len(f) > 1 && f[1] == "->"
-		if waiting {
-			f = append(f[:1], f[2:]...)
-		}
-		// 1: FLOCK ADVISORY WRITE 1234 fd:01:5678 0 EOF
-		if len(f) < 6 || f[1] != "FLOCK" || f[4] != strconv.Itoa(pid) {
-			continue
-		}
-		dev := strings.Split(f[5], ":")
-		if len(dev) != 3 || dev[2] != strconv.FormatUint(st.Ino, 10) {
-			continue
-		}
-		if waiting {
+	for _, l := range locks {
+		switch {
+		case l.PID != pid:
+		case l.Blocked:
 			blocked++
-		} else {
+		default:
 			held++
 		}
 	}

@@ -2,11 +2,7 @@ package ledger_test
 
 import (
 	"context"
-	"fmt"
-	"os"
 	"path/filepath"
-	"strings"
-	"syscall"
 	"testing"
 	"time"
 
@@ -15,23 +11,14 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/tomdist/ledger"
+	"github.com/tomdist/ledger/internal/proclocks"
 )
 
-// flockWaiters counts the blocked flock requests on file, as /proc/locks
-// lists them ("-> FLOCK ... maj:min:inode").
+// flockWaiters counts the flocks that wait for file.
 func flockWaiters(t *testing.T, file string) int {
 	t.Helper()
-	fi, err := os.Stat(file)
+	n, err := proclocks.Waiters(file)
 	require.NoError(t, err)
-	ino := fi.Sys().(*syscall.Stat_t).Ino
-	b, err := os.ReadFile("/proc/locks")
-	require.NoError(t, err)
-	n := 0
-	for _, l := range strings.Split(string(b), "\n") {
-		if strings.Contains(l, "->") && strings.Contains(l, fmt.Sprintf(":%d ", ino)) {
-			n++
-		}
-	}
 	return n
 }
 
