@@ -221,8 +221,10 @@ func parseRecords(b []byte, prev, skip journal.Rev, logEnd [2]int64) (chunk, err
 		if tab := bytes.IndexByte(js, '\t'); tab >= 0 {
 			js, l.Body = js[:tab], js[tab+1:]
 		}
-		if err := json.Unmarshal(js, &l); err != nil {
-			return c, fmt.Errorf("record after %d: %w", prev, err)
+		if !decodeLineFast(js, &l) {
+			if err := json.Unmarshal(js, &l); err != nil {
+				return c, fmt.Errorf("record after %d: %w", prev, err)
+			}
 		}
 		if c.archived {
 			return c, fmt.Errorf("record %d after the archive marker", l.Rev)
