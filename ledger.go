@@ -401,9 +401,11 @@ type backend interface {
 	apply(ctx context.Context, id string, v view, c change) (view, outcome, error)
 	// read returns the view of operation id, live or archived, after v.
 	read(ctx context.Context, id string, v view) (view, error)
-	// watch returns a channel that receives a value whenever operation id
-	// may have changed; it is closed when ctx ends.
-	watch(ctx context.Context, id string) (<-chan struct{}, error)
+	// watchLoud returns a channel that receives a value whenever
+	// operation id may have changed in a way its participants react to
+	// (a change that is not quiet, see quiet); it may wake for the others
+	// too. It is closed when ctx ends.
+	watchLoud(ctx context.Context, id string) (<-chan struct{}, error)
 	// heartbeat proves who alive (through its lease, on a store that has
 	// one) and returns what is known of the liveness of every member and
 	// the view after v.

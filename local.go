@@ -34,7 +34,7 @@ func NewLocalLedger(o Options) (*LocalLedger, error) {
 		return nil, fmt.Errorf("ledger: open %s: %w", o.BasePath, err)
 	}
 	l := &LocalLedger{dir: dir}
-	b := &storeBackend{s: dir, temps: newTempCleaner(dir, o)}
+	b := &storeBackend{s: dir, temps: newTempCleaner(dir, o), lazy: true}
 	l.client = newClient(o, b)
 	l.goTracked(func() { b.sweepLoop(l.life, l.who, o.StaleThreshold) })
 	return l, nil

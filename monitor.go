@@ -94,7 +94,7 @@ func (m *monitor) run() {
 	ctx, cancel := context.WithCancel(m.st.c.life)
 	defer cancel()
 	defer m.unobserveAll()
-	wake, err := m.st.c.b.watch(ctx, m.st.id)
+	wake, err := m.st.c.b.watchLoud(ctx, m.st.id)
 	if err != nil {
 		m.report(HeartbeatIOError, "cannot watch the operation", err)
 	}
@@ -130,7 +130,10 @@ func (m *monitor) run() {
 		case p := <-m.gone:
 			m.leaseEnded(ctx, p, coord)
 		case <-coord.C:
-			m.coordinate(ctx, m.st.view().d, coord)
+			m.st.mu.Lock()
+			d := m.st.wholeView().d
+			m.st.mu.Unlock()
+			m.coordinate(ctx, d, coord)
 		case <-beat.C:
 			if !m.paused.Load() {
 				m.beat(ctx, coord)
@@ -289,7 +292,9 @@ func (m *monitor) beat(parent context.Context, coord *time.Timer) (HeartbeatResu
 	st := m.st
 	ctx, cancel := m.opCtx(parent)
 	defer cancel()
-	before := st.view()
+	st.mu.Lock()
+	before := st.wholeView()
+	st.mu.Unlock()
 
 	now := time.Now()
 	m.mu.Lock()
@@ -309,13 +314,13 @@ func (m *monitor) beat(parent context.Context, coord *time.Timer) (HeartbeatResu
 	}
 	st.mu.Lock()
 	st.see(v)
+	after := st.wholeView()
 	st.mu.Unlock()
-	after := st.view()
 	r := m.judge(ctx, after.d, vitals, coord)
 	m.take(ctx, st.view(), coord)
 	r.HeartbeatAge = age
 	r.DataBefore = dataOf(before.d)
-	r.DataAfter = dataOf(withBeats(st.view().d, vitals))
+	r.DataAfter = dataOf(withBeats(after.d, vitals))
 	m.notes.success(r)
 	return r, nil
 }

@@ -37,7 +37,7 @@ func Open(s journal.Store, o Options) (Ledger, error) {
 	if err != nil {
 		return nil, err
 	}
-	b := &storeBackend{s: s}
+	b := &storeBackend{s: s, lazy: true}
 	c := newClient(o, b)
 	c.goTracked(func() { b.sweepLoop(c.life, c.who, o.StaleThreshold) })
 	return c, nil

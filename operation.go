@@ -231,10 +231,23 @@ func (st *opState) see(v view) {
 	}
 }
 
-// view returns the latest view of the operation.
+// view returns the latest view of the operation. It may hold lazy
+// records (see view.lazy): its state is whole but for other processes'
+// frames; wholeView has those too.
 func (st *opState) view() view {
 	st.mu.Lock()
 	defer st.mu.Unlock()
+	return st.v
+}
+
+// wholeView returns the latest view with every record applied, and
+// keeps it. st.mu is held.
+func (st *opState) wholeView() view {
+	if v, err := st.v.full(); err == nil {
+		st.v = v
+	}
+	// A record that does not apply: the state as far as it goes; the
+	// next change or read reports the corruption.
 	return st.v
 }
 
@@ -381,6 +394,9 @@ func (op *Operation) State(ctx context.Context) (*Data, error) {
 	if err != nil {
 		return nil, err
 	}
+	if v, err = v.full(); err != nil {
+		return nil, err
+	}
 	op.st.observe(v)
 	return dataOf(withBeats(v.d, vitals)), nil
 }
@@ -390,7 +406,7 @@ func (op *Operation) State(ctx context.Context) (*Data, error) {
 func (op *Operation) CachedData() *Data {
 	op.st.mu.Lock()
 	defer op.st.mu.Unlock()
-	return dataOf(op.st.v.d)
+	return dataOf(op.st.wholeView().d)
 }
 
 // observe takes in a view read from the ledger: it reacts to abort,

@@ -43,7 +43,13 @@ const (
 
 // body is the Body of a record.
 type body struct {
-	Ops []op `json:"ops"`
+	// Routine marks a record whose ops only add, change or remove frames
+	// of one participant process (a call started, ended, or failed
+	// without failing the operation). It comes first, so that a reader
+	// tells such a record from its first bytes (see routine) and may
+	// leave it undecoded until it needs the frames of others.
+	Routine bool `json:"routine,omitempty"`
+	Ops     []op `json:"ops"`
 	// Key is the idempotency key of the change, when its client gave one,
 	// and By the Key of the participant that sent it.
 	Key string `json:"key,omitempty"`
@@ -144,8 +150,51 @@ func sameFailure(a, b *store.Failure) bool {
 }
 
 // encodeBody returns the Body of a record of ops.
-func encodeBody(ops []op, k requestKey) ([]byte, error) {
-	return json.Marshal(body{Ops: ops, Key: k.key, By: k.by})
+func encodeBody(routine bool, ops []op, k requestKey) ([]byte, error) {
+	return json.Marshal(body{Routine: routine, Ops: ops, Key: k.key, By: k.by})
+}
+
+// routinePrefix is how the body of a routine record begins.
+const routinePrefix = `{"routine":true,`
+
+// routine reports whether a record body is marked routine. A body that
+// claims it falsely is applied in full when it is applied, only later.
+func routine(raw []byte) bool {
+	return len(raw) > len(routinePrefix) && string(raw[:len(routinePrefix)]) == routinePrefix
+}
+
+// routineOps reports whether ops, applied to old, only upsert or remove
+// frames of one participant process.
+func routineOps(old *store.Data, ops []op) bool {
+	if old == nil || len(ops) == 0 {
+		return false
+	}
+	var owner *store.CallFrame
+	same := func(f *store.CallFrame) bool {
+		if owner == nil {
+			owner = f
+		}
+		return f.ParticipantID == owner.ParticipantID && f.PID == owner.PID && f.Host == owner.Host
+	}
+	for i := range ops {
+		switch o := &ops[i]; o.Op {
+		case opFrame:
+			if o.Frame == nil || !same(o.Frame) {
+				return false
+			}
+			if j := old.Frame(o.Frame.CallID); j >= 0 && !same(&old.CallFrames[j]) {
+				return false
+			}
+		case opUnframe:
+			j := old.Frame(o.Key)
+			if j < 0 || !same(&old.CallFrames[j]) {
+				return false
+			}
+		default:
+			return false
+		}
+	}
+	return true
 }
 
 // requestKey names a change that a client may send more than once: the

@@ -39,7 +39,7 @@ func FuzzApplyRecord(f *testing.F) {
 	later.Participants[0].State = "left"
 	later.TempResources = append(later.TempResources, store.TempResource{Path: "/tmp/y", Owner: 7, RegisteredAt: later.StartTime})
 	for _, ops := range [][]op{diff(d, later), diff(nil, d), {{Op: "upsertWidget"}}, {{Op: opHead, Head: &store.Data{}}}} {
-		b, err := encodeBody(ops, requestKey{by: "alice 7 h", key: "3b1e2a4c-0000-4000-8000-000000000000"})
+		b, err := encodeBody(false, ops, requestKey{by: "alice 7 h", key: "3b1e2a4c-0000-4000-8000-000000000000"})
 		require.NoError(f, err)
 		f.Add(b)
 	}
@@ -66,7 +66,7 @@ func FuzzApplyRecord(f *testing.F) {
 		require.NoError(t, err, "the snapshot of an accepted state does not read back:\n%s", snap)
 		// And the fold of a journal tail that starts from that snapshot
 		// gives the same state.
-		v, err := view{}.fold(journal.Tail{Base: 9, Snapshot: snap})
+		v, err := view{}.fold(journal.Tail{Base: 9, Snapshot: snap}, false)
 		require.NoError(t, err)
 		a, _ := json.Marshal(again)
 		b, _ := json.Marshal(v.d)

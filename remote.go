@@ -421,7 +421,7 @@ func foldWire(v view, t *wire.Tail) (view, error) {
 		}
 		jt.Records = append(jt.Records, journal.Record{Rev: journal.Rev(r.Rev), Body: r.Body})
 	}
-	nv, err := v.fold(jt)
+	nv, err := v.fold(jt, false)
 	if err != nil {
 		return v, err
 	}

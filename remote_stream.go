@@ -45,10 +45,10 @@ func (b *remoteBackend) streamed(id string) (view, bool) {
 	return sv.v, true
 }
 
-// watch implements backend: it starts the stream of id, which wakes the
+// watchLoud implements backend: it starts the stream of id, which wakes the
 // returned channel at every change it brings, until ctx ends; then the
 // channel is closed, once the stream has stopped.
-func (b *remoteBackend) watch(ctx context.Context, id string) (<-chan struct{}, error) {
+func (b *remoteBackend) watchLoud(ctx context.Context, id string) (<-chan struct{}, error) {
 	sv := &streamView{}
 	b.mu.Lock()
 	b.streams[id] = sv

@@ -31,7 +31,7 @@ func TestStreamReadsEventsLongerThanItsBuffer(t *testing.T) {
 	require.Greater(t, len(snap), 64<<10, "the snapshot must not fit the buffer")
 	after := d.Clone()
 	after.CallFrames = after.CallFrames[1:]
-	body, err := encodeBody(diff(d, after), requestKey{})
+	body, err := encodeBody(false, diff(d, after), requestKey{})
 	require.NoError(t, err)
 
 	var events bytes.Buffer
@@ -65,7 +65,7 @@ func TestFoldWireRefusesAGap(t *testing.T) {
 	v := view{d: d, rev: 5}
 	next := d.Clone()
 	next.Aborted = true
-	body, err := encodeBody(diff(d, next), requestKey{})
+	body, err := encodeBody(false, diff(d, next), requestKey{})
 	require.NoError(t, err)
 
 	_, err = foldWire(v, &wire.Tail{Rev: 7, Records: []wire.Record{{Rev: 7, Body: body}}})

@@ -22,6 +22,10 @@ type storeBackend struct {
 	// swept, when set, is told of each operation the orphan sweep failed
 	// (the server counts them).
 	swept func(id string)
+	// lazy lets the views of a participant process keep the routine
+	// records of others undecoded (see view.lazy); the server and
+	// viewers, which show and serve whole states, do not.
+	lazy bool
 }
 
 // outcome is what a change found, beyond the state.
@@ -40,7 +44,7 @@ func (b *storeBackend) createKeyed(ctx context.Context, c createOp, key requestK
 	if err := c.apply(tx); err != nil {
 		return view{}, err
 	}
-	recs, err := records(nil, tx, key)
+	recs, err := records(diff(nil, tx.d), false, tx, key)
 	if err != nil {
 		return view{}, err
 	}
@@ -70,48 +74,23 @@ func (b *storeBackend) applyKeyed(ctx context.Context, id string, v view, c chan
 		failed error // the change refused, or the operation had finished
 	)
 	tail, err := b.s.Update(ctx, id, v.rev, func(t journal.Tail) (journal.Change, error) {
-		cur, err := foldFor(id, v, t)
+		cur, err := foldFor(id, v, t, b.lazy)
 		if err != nil {
 			return journal.Change{}, err
 		}
-		out, after, failed = outcome{}, cur, nil
-		if cur.d == nil {
-			return journal.Change{}, fmt.Errorf("%w: %s has no state", ErrCorruptLedger, id)
-		}
-		if made(cur.d, key) {
-			return journal.Change{}, nil // made before: answer with it
-		}
-		if err := finished(cur.d); err != nil {
-			// Finished but not archived: its writer died in between.
-			failed = err
-			return journal.Change{Snapshot: snapshot(cur.d, cur.rev), Archive: true}, nil
-		}
-		tx := &tx{d: cur.d.Clone(), now: store.Now()}
-		if err := c.apply(tx); err != nil {
-			if errors.Is(err, errNoChange) {
-				return journal.Change{}, nil
+		if cur.lazy != nil {
+			// Decide on the state without the records put off; a change
+			// that needs them (one that is not routine, fails there, or
+			// names a call they name) is decided again on the whole.
+			ch, err := decide(id, cur, c, key, &out, &after, &failed)
+			if err == nil && ch.Quiet {
+				return ch, nil
 			}
-			return journal.Change{}, err
+			if cur, err = cur.full(); err != nil {
+				return journal.Change{}, err
+			}
 		}
-		out = outcome{crashed: tx.crashed}
-		recs, err := records(cur.d, tx, key)
-		if err != nil {
-			return journal.Change{}, err
-		}
-		if len(recs) > 0 {
-			remember(tx.d, key)
-		}
-		after = view{d: tx.d, rev: cur.rev + journal.Rev(len(recs)), base: cur.base}
-		ch := journal.Change{Records: recs}
-		switch {
-		case tx.d.Finished():
-			ch.Snapshot, ch.Archive = snapshot(tx.d, after.rev), true
-			after.done = true
-		case after.rev-cur.base >= compactAfter(tx.d):
-			ch.Snapshot = snapshot(tx.d, after.rev)
-			after.base = after.rev
-		}
-		return ch, nil
+		return decide(id, cur, c, key, &out, &after, &failed)
 	})
 	if err != nil {
 		if errors.Is(err, journal.ErrArchived) {
@@ -127,6 +106,65 @@ func (b *storeBackend) applyKeyed(ctx context.Context, id string, v view, c chan
 	return after, tail, out, nil
 }
 
+// decide carries out change c on the state of cur and returns the journal
+// change that records it: Quiet when it is routine (see routineOps) on a
+// running operation, compacts nothing, and names no call that cur put off
+// a record of; only such a change may be decided without those records. It sets what the caller of
+// applyKeyed returns: the outcome, the view after the change, and the
+// error of a refused change or of an operation that had finished.
+func decide(id string, cur view, c change, key requestKey, out *outcome, after *view, failed *error) (journal.Change, error) {
+	*out, *after, *failed = outcome{}, cur, nil
+	if cur.d == nil {
+		return journal.Change{}, fmt.Errorf("%w: %s has no state", ErrCorruptLedger, id)
+	}
+	if made(cur.d, key) {
+		return journal.Change{}, nil // made before: answer with it
+	}
+	if err := finished(cur.d); err != nil {
+		// Finished but not archived: its writer died in between.
+		*failed = err
+		return journal.Change{Snapshot: snapshot(cur.d, cur.rev), Archive: true}, nil
+	}
+	tx := &tx{d: cur.d.Clone(), now: store.Now()}
+	if err := c.apply(tx); err != nil {
+		if errors.Is(err, errNoChange) {
+			return journal.Change{}, nil
+		}
+		return journal.Change{}, err
+	}
+	*out = outcome{crashed: tx.crashed}
+	ops := diff(cur.d, tx.d)
+	routine := routineOps(cur.d, ops)
+	recs, err := records(ops, routine, tx, key)
+	if err != nil {
+		return journal.Change{}, err
+	}
+	if routine && cur.lazy != nil && cur.mentions(ops) {
+		// A call that a record put off names too (an id another
+		// participant used, a frame another process changed): only the
+		// whole state tells what the change makes of it.
+		routine = false
+	}
+	if len(recs) > 0 {
+		remember(tx.d, key)
+	}
+	*after = view{d: tx.d, rev: cur.rev + journal.Rev(len(recs)), base: cur.base, lazy: cur.lazy}
+	ch := journal.Change{Records: recs, Quiet: routine && tx.d.OperationState == store.StateRunning}
+	switch {
+	case tx.d.Finished():
+		ch.Snapshot, ch.Archive = snapshot(tx.d, after.rev), true
+		after.done, ch.Quiet = true, false
+	case after.rev-cur.base >= compactAfter(tx.d):
+		if cur.lazy != nil {
+			ch.Quiet = false // the snapshot needs the whole state: decide again
+			break
+		}
+		ch.Snapshot = snapshot(tx.d, after.rev)
+		after.base = after.rev
+	}
+	return ch, nil
+}
+
 // archived reads an archived operation and returns the error of its end.
 func (b *storeBackend) archived(ctx context.Context, id string, v view) (view, journal.Tail, error) {
 	nv, tail, err := b.readTail(ctx, id, v)
@@ -139,15 +177,14 @@ func (b *storeBackend) archived(ctx context.Context, id string, v view) (view, j
 	return nv, tail, fmt.Errorf("%w: %s was archived unfinished", ErrCorruptLedger, id)
 }
 
-// records returns the records of a decided change: one, with its edits,
-// its key and its log lines, or none if it changed nothing and logged
-// nothing.
-func records(old *store.Data, tx *tx, key requestKey) ([]journal.Record, error) {
-	ops := diff(old, tx.d)
+// records returns the records of a decided change of ops, routine or
+// not (see body.Routine): one, with its edits, its key and its log lines,
+// or none if it changed nothing and logged nothing.
+func records(ops []op, routine bool, tx *tx, key requestKey) ([]journal.Record, error) {
 	if len(ops) == 0 && len(tx.log) == 0 {
 		return nil, nil
 	}
-	body, err := encodeBody(ops, key)
+	body, err := encodeBody(routine, ops, key)
 	if err != nil {
 		return nil, err
 	}
@@ -166,7 +203,7 @@ func (b *storeBackend) readTail(ctx context.Context, id string, v view) (view, j
 	if err != nil {
 		return v, tail, storeError(err)
 	}
-	nv, err := foldFor(id, v, tail)
+	nv, err := foldFor(id, v, tail, b.lazy)
 	if err != nil {
 		return v, tail, err
 	}
@@ -178,8 +215,8 @@ func (b *storeBackend) readTail(ctx context.Context, id string, v view) (view, j
 
 // foldFor is v.fold for operation id: a state of another operation in
 // its journal (a file renamed or forged) is corruption, never taken.
-func foldFor(id string, v view, t journal.Tail) (view, error) {
-	nv, err := v.fold(t)
+func foldFor(id string, v view, t journal.Tail, lazy bool) (view, error) {
+	nv, err := v.fold(t, lazy)
 	if err == nil && nv.d != nil && nv.d.OperationID != id {
 		return v, &CorruptError{Path: t.Source, Field: "operationId", Err: fmt.Errorf("%q does not match the file name", nv.d.OperationID)}
 	}
@@ -217,9 +254,21 @@ func storeError(err error) error {
 	return err
 }
 
-// watch implements backend.
+// watch returns a channel that receives a value after every change of
+// operation id (see journal.Store.Watch), for those who show every change.
 func (b *storeBackend) watch(ctx context.Context, id string) (<-chan struct{}, error) {
 	ch, err := b.s.Watch(ctx, id)
+	return ch, storeError(err)
+}
+
+// watchLoud implements backend: through the store's journal.QuietWatcher
+// where it has one, so that routine changes wake nobody.
+func (b *storeBackend) watchLoud(ctx context.Context, id string) (<-chan struct{}, error) {
+	qw, ok := b.s.(journal.QuietWatcher)
+	if !ok {
+		return b.watch(ctx, id)
+	}
+	ch, err := qw.WatchLoud(ctx, id)
 	return ch, storeError(err)
 }
 

@@ -1,6 +1,7 @@
 package ledger
 
 import (
+	"bytes"
 	"errors"
 	"time"
 
@@ -13,24 +14,178 @@ import (
 // modified.
 type view struct {
 	d    *store.Data // nil before the first record
-	rev  journal.Rev // the position of d
+	rev  journal.Rev // the position of d and lazy
 	base journal.Rev // the store's snapshot position, as last seen
 	done bool        // the journal is archived: nothing will follow
+
+	// lazy are records up to rev that d does not hold yet: routine
+	// records of other processes (see routine), which a participant
+	// leaves undecoded until it needs the frames of others' calls, so
+	// that the work of its change does not grow with the processes that
+	// share the operation. full applies them.
+	lazy *putOff
+}
+
+// putOff is a chain of records a view put off, the latest first. A link
+// is never modified: views that put off the same records share them.
+type putOff struct {
+	prev *putOff
+	recs []journal.Record
+	// ids are the call ids that recs name, found without decoding them
+	// (see namedIDs).
+	ids []string
+	n   int // records in the chain
+}
+
+// records returns the records of the chain, in journal order.
+func (p *putOff) records() []journal.Record {
+	if p == nil {
+		return nil
+	}
+	out := make([]journal.Record, p.n)
+	for l := p; l != nil; l = l.prev {
+		copy(out[l.n-len(l.recs):], l.recs)
+	}
+	return out
+}
+
+// len returns how many records p holds.
+func (p *putOff) len() int {
+	if p == nil {
+		return 0
+	}
+	return p.n
 }
 
 // fold returns v moved to the end of tail, which a store returned for a
-// reader at v.rev.
-func (v view) fold(tail journal.Tail) (view, error) {
-	d, err := fold(v.d, tail)
+// reader at v.rev. With lazy, routine records are put off while the
+// operation runs; every other record is applied after them, in order.
+func (v view) fold(tail journal.Tail, lazy bool) (view, error) {
+	d, pending, err := foldLazy(v.d, v.lazy, tail, lazy)
 	if err != nil {
-		ce := &CorruptError{Path: tail.Source, Err: err}
-		var fe *store.FieldError
-		if errors.As(err, &fe) {
-			ce.Field, ce.Err = fe.Field, fe.Err
-		}
-		return v, ce
+		return v, corruptRecord(tail.Source, err)
 	}
-	return view{d: d, rev: tail.End(v.rev), base: max(tail.Base, v.base), done: v.done || tail.Archived}, nil
+	return view{d: d, lazy: pending, rev: tail.End(v.rev), base: max(tail.Base, v.base), done: v.done || tail.Archived}, nil
+}
+
+// full returns v with the records it put off applied. The frames they add
+// come after those of the changes this process made meanwhile: the order
+// of frames in the list may differ from another process's, never the
+// frames.
+func (v view) full() (view, error) {
+	if v.lazy == nil {
+		return v, nil
+	}
+	d, err := fold(v.d, journal.Tail{Records: v.lazy.records()})
+	if err != nil {
+		return v, corruptRecord("", err)
+	}
+	v.d, v.lazy = d, nil
+	return v, nil
+}
+
+// mentions reports whether a record v put off names a call that ops add,
+// change or remove.
+func (v view) mentions(ops []op) bool {
+	for i := range ops {
+		var id string
+		switch o := &ops[i]; o.Op {
+		case opFrame:
+			id = o.Frame.CallID
+		case opUnframe:
+			id = o.Key
+		default:
+			continue
+		}
+		if v.names(id) {
+			return true
+		}
+	}
+	return false
+}
+
+// names reports whether a record v put off names call id s.
+func (v view) names(s string) bool {
+	for l := v.lazy; l != nil; l = l.prev {
+		for _, id := range l.ids {
+			if id == s || id == anyID {
+				return true
+			}
+		}
+	}
+	return false
+}
+
+// anyID stands, among the ids a record names, for a name that namedIDs
+// cannot read without decoding (it has an escape): it may be any id.
+const anyID = "\\"
+
+// namedIDs appends to ids the strings a record body gives as a "callId"
+// or a "key": every call id a routine record adds, changes or removes
+// (and an idempotency key, which does no harm).
+func namedIDs(ids []string, body []byte) []string {
+	for _, field := range [...]string{`"callId":"`, `"key":"`} {
+		for b := body; ; {
+			i := bytes.Index(b, []byte(field))
+			if i < 0 {
+				break
+			}
+			b = b[i+len(field):]
+			end := bytes.IndexByte(b, '"')
+			if end < 0 {
+				return append(ids, anyID)
+			}
+			id := b[:end]
+			if bytes.IndexByte(id, '\\') >= 0 {
+				id = []byte(anyID)
+			}
+			ids = append(ids, string(id))
+			b = b[end:]
+		}
+	}
+	return ids
+}
+
+// foldLazy folds tail into d and the records put off before, pending
+// (see view.fold).
+func foldLazy(d *store.Data, pending *putOff, tail journal.Tail, lazy bool) (*store.Data, *putOff, error) {
+	if tail.Snapshot != nil {
+		nd, err := fold(nil, journal.Tail{Snapshot: tail.Snapshot})
+		if err != nil {
+			return nil, nil, err
+		}
+		d, pending = nd, nil
+	}
+	i := 0
+	if lazy && d != nil && d.OperationState == store.StateRunning {
+		for i < len(tail.Records) && routine(tail.Records[i].Body) {
+			i++
+		}
+	}
+	if i > 0 {
+		l := &putOff{prev: pending, recs: tail.Records[:i:i], n: pending.len() + i}
+		for _, r := range l.recs {
+			l.ids = namedIDs(l.ids, r.Body)
+		}
+		pending = l
+	}
+	if i == len(tail.Records) {
+		return d, pending, nil
+	}
+	// Everything from here on is applied, after what was put off.
+	nd, err := fold(d, journal.Tail{Records: append(pending.records(), tail.Records[i:]...)})
+	return nd, nil, err
+}
+
+// corruptRecord is the error of a journal of source whose records do not
+// fold.
+func corruptRecord(source string, err error) error {
+	ce := &CorruptError{Path: source, Err: err}
+	var fe *store.FieldError
+	if errors.As(err, &fe) {
+		ce.Field, ce.Err = fe.Field, fe.Err
+	}
+	return ce
 }
 
 // newer reports whether w is further along the journal than v.

@@ -45,7 +45,8 @@
 //   - Wake-ups. A Watch channel receives a value after every append,
 //     snapshot or archive of its operation; values are coalesced, never
 //     dropped to nothing: after a change, at least one value arrives after
-//     it.
+//     it. A store that implements QuietWatcher keeps the same promise on its
+//     WatchLoud channels for every change that is not Quiet.
 //   - Liveness. A Lease held by a process ends when the process dies (or,
 //     for a store that cannot see processes, when its TTL passes without a
 //     Beat); its members' Observe channels then close, promptly, with nobody
@@ -167,6 +168,12 @@ type Change struct {
 	// Archive ends the operation after Records: no record can follow. It
 	// requires a Snapshot: the state archived.
 	Archive bool
+	// Quiet says that the change is routine: nobody needs waking for it.
+	// It is seen at the reader's next read. A Watch channel still
+	// receives a value for it; a WatchLoud channel (see QuietWatcher) need
+	// not. The ledger marks quiet the changes a participant does not react
+	// to, such as a call that starts or ends on a running operation.
+	Quiet bool
 }
 
 // Member names one process taking part in an operation.

@@ -13,3 +13,17 @@ type ListWatcher interface {
 	// ends.
 	WatchAll(ctx context.Context) (<-chan struct{}, error)
 }
+
+// QuietWatcher is implemented by stores that can spare a watcher the
+// changes marked Quiet. The ledger's participants, which react only to
+// what is not quiet (an abort, a failure, completion, a participant that
+// joins or goes), watch through it where the store has it, so that many
+// processes doing calls on one operation do not wake each other for
+// every call; viewers, which show every change, use Store.Watch.
+type QuietWatcher interface {
+	// WatchLoud is Store.Watch for the changes that are not Quiet: its
+	// channel receives a value after every such change, append, snapshot
+	// or archive of operation id, and may receive none after a Quiet
+	// change. It is closed when ctx ends.
+	WatchLoud(ctx context.Context, id string) (<-chan struct{}, error)
+}

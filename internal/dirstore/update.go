@@ -226,6 +226,9 @@ func (d *Dir) commit(ctx context.Context, id string, e *entry, f *os.File, st st
 		if err := d.appendJournal(f, lines); err != nil {
 			return journal.Tail{}, false, err
 		}
+		if !c.Quiet {
+			signalLoud(f)
+		}
 		prev := st.pos.logEnd
 		at := st.pos.off
 		st.pos.offs = slices.Clip(st.pos.offs) // copies of pos share the array

@@ -11,24 +11,30 @@ import (
 
 // watcher wakes the Watch channels of a Dir: one file system watch on the
 // directory, started by the first Watch, whose events are dispatched by
-// file name to the operations' subscribers. Where the file system gives
-// no events (Options.Poll, or a network file system), a ticker wakes every
+// file name to the operations' subscribers. Where the platform can leave
+// appends out of a watch (Linux), the WatchLoud channels have a watch of
+// their own that does (see watchLoud), so that quiet changes wake none of
+// them; elsewhere they share the first. Where the file system gives no
+// events (Options.Poll, or a network file system), a ticker wakes every
 // subscriber instead.
 type watcher struct {
 	d *Dir
 
-	mu     sync.Mutex // guards the fields below
-	subs   map[string]map[*sub]struct{}
-	fsw    *fsnotify.Watcher // nil when polling or not started
-	poll   *time.Ticker      // nil when using events
-	stop   chan struct{}     // closed by close
-	done   chan struct{}     // closed when the dispatching goroutine ends
-	closed bool
+	mu      sync.Mutex // guards the fields below
+	subs    map[string]map[*sub]struct{}
+	started bool
+	fsw     *fsnotify.Watcher // nil until a subscriber needs it, or when polling
+	loud    func()            // stops the watch of loud changes; nil when there is none
+	poll    *time.Ticker      // nil when using events
+	stop    chan struct{}     // closed by close
+	wg      sync.WaitGroup    // the dispatching goroutines
+	closed  bool
 }
 
 // sub is one Watch: a channel with room for one pending wake-up.
 type sub struct {
-	ch chan struct{}
+	ch   chan struct{}
+	loud bool // only changes that are not quiet are asked for
 }
 
 // Watch implements journal.Store.
@@ -36,19 +42,27 @@ func (d *Dir) Watch(ctx context.Context, id string) (<-chan struct{}, error) {
 	if err := checkID(id); err != nil {
 		return nil, err
 	}
-	return d.watch.add(ctx, id)
+	return d.watch.add(ctx, id, false)
 }
 
-func (w *watcher) add(ctx context.Context, id string) (<-chan struct{}, error) {
+// WatchLoud implements journal.QuietWatcher: a loud change touches the
+// journal (see signalLoud), which the watch of loud changes sees, while
+// appends are left out of it.
+func (d *Dir) WatchLoud(ctx context.Context, id string) (<-chan struct{}, error) {
+	if err := checkID(id); err != nil {
+		return nil, err
+	}
+	return d.watch.add(ctx, id, true)
+}
+
+func (w *watcher) add(ctx context.Context, id string, loud bool) (<-chan struct{}, error) {
 	w.mu.Lock()
 	defer w.mu.Unlock()
 	if w.closed {
 		return nil, errClosed
 	}
-	if err := w.startLocked(); err != nil {
-		return nil, err
-	}
-	s := &sub{ch: make(chan struct{}, 1)}
+	w.startLocked(loud)
+	s := &sub{ch: make(chan struct{}, 1), loud: loud}
 	if w.subs == nil {
 		w.subs = make(map[string]map[*sub]struct{})
 	}
@@ -72,50 +86,69 @@ func (w *watcher) add(ctx context.Context, id string) (<-chan struct{}, error) {
 	return s.ch, nil
 }
 
-// startLocked starts the watch of the directory, once. w.mu is held.
-func (w *watcher) startLocked() error {
-	if w.stop != nil {
-		return nil
-	}
-	poll := w.d.opts.Poll
-	if poll <= 0 && !eventsDelivered(w.d.path) {
-		poll = defaultPoll
-	}
-	w.stop, w.done = make(chan struct{}), make(chan struct{})
-	if poll > 0 {
-		w.poll = time.NewTicker(poll)
-		go w.pollLoop()
-		return nil
-	}
-	fsw, err := fsnotify.NewWatcher()
-	if err == nil {
-		err = fsw.Add(w.d.path)
-		if err != nil {
-			fsw.Close()
+// startLocked starts what a subscriber (loud or not) needs: the ticker
+// where there are no events, else the watch of the directory, or that of
+// its loud changes. w.mu is held.
+func (w *watcher) startLocked(loud bool) {
+	if !w.started {
+		w.started = true
+		w.stop = make(chan struct{})
+		poll := w.d.opts.Poll
+		if poll <= 0 && !eventsDelivered(w.d.path) {
+			poll = defaultPoll
+		}
+		if poll > 0 {
+			w.startPollLocked(poll)
 		}
 	}
-	if err != nil {
-		// No events to be had (inotify instances exhausted, ...): poll.
-		w.poll = time.NewTicker(defaultPoll)
-		go w.pollLoop()
-		return nil
+	if w.poll != nil {
+		return
 	}
-	w.fsw = fsw
-	go w.eventLoop()
-	return nil
+	if loud && w.loud == nil {
+		stop, err := watchLoud(w.d.path, w.wakeLoud, w.wakeAll)
+		if err == nil {
+			w.loud = stop
+			return
+		}
+		// No watch of its own (not on this platform, or inotify
+		// instances exhausted): the watch of every change serves.
+	}
+	if (!loud || w.loud == nil) && w.fsw == nil {
+		fsw, err := fsnotify.NewWatcher()
+		if err == nil {
+			if err = fsw.Add(w.d.path); err != nil {
+				fsw.Close()
+			}
+		}
+		if err != nil {
+			// No events to be had (inotify instances exhausted, ...):
+			// poll.
+			w.startPollLocked(defaultPoll)
+			return
+		}
+		w.fsw = fsw
+		w.wg.Add(1)
+		go w.eventLoop(fsw)
+	}
+}
+
+func (w *watcher) startPollLocked(every time.Duration) {
+	w.poll = time.NewTicker(every)
+	w.wg.Add(1)
+	go w.pollLoop(w.poll)
 }
 
 // defaultPoll is the polling interval where the file system gives no
 // events.
 const defaultPoll = 100 * time.Millisecond
 
-func (w *watcher) eventLoop() {
-	defer close(w.done)
+func (w *watcher) eventLoop(fsw *fsnotify.Watcher) {
+	defer w.wg.Done()
 	for {
 		select {
 		case <-w.stop:
 			return
-		case ev, ok := <-w.fsw.Events:
+		case ev, ok := <-fsw.Events:
 			if !ok {
 				return
 			}
@@ -126,7 +159,7 @@ func (w *watcher) eventLoop() {
 			if id, ok := strings.CutSuffix(name, extJournal); ok {
 				w.wake(id)
 			}
-		case _, ok := <-w.fsw.Errors:
+		case _, ok := <-fsw.Errors:
 			if !ok {
 				return
 			}
@@ -137,26 +170,48 @@ func (w *watcher) eventLoop() {
 	}
 }
 
-func (w *watcher) pollLoop() {
-	defer close(w.done)
+func (w *watcher) pollLoop(t *time.Ticker) {
+	defer w.wg.Done()
 	for {
 		select {
 		case <-w.stop:
 			return
-		case <-w.poll.C:
+		case <-t.C:
 			w.wakeAll()
 		}
 	}
 }
 
+// wake wakes the subscribers of id and of every operation after an event
+// of the watch of every change: the loud ones too, unless they have a
+// watch of their own.
 func (w *watcher) wake(id string) {
 	w.mu.Lock()
 	defer w.mu.Unlock()
+	w.wakeLocked(id, w.loud == nil)
+}
+
+// wakeLoud wakes the loud subscribers of id after an event of their
+// watch (the file name), which sees only what is not quiet.
+func (w *watcher) wakeLoud(name string) {
+	id, ok := strings.CutSuffix(name, extJournal)
+	if !ok {
+		return
+	}
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	for s := range w.subs[id] {
+		if s.loud {
+			s.poke()
+		}
+	}
+}
+
+func (w *watcher) wakeLocked(id string, loud bool) {
 	for _, set := range [...]map[*sub]struct{}{w.subs[id], w.subs[allOps]} {
 		for s := range set {
-			select {
-			case s.ch <- struct{}{}:
-			default:
+			if loud || !s.loud {
+				s.poke()
 			}
 		}
 	}
@@ -167,11 +222,16 @@ func (w *watcher) wakeAll() {
 	defer w.mu.Unlock()
 	for _, set := range w.subs {
 		for s := range set {
-			select {
-			case s.ch <- struct{}{}:
-			default:
-			}
+			s.poke()
 		}
+	}
+}
+
+// poke gives s a pending wake-up, unless it has one.
+func (s *sub) poke() {
+	select {
+	case s.ch <- struct{}{}:
+	default:
 	}
 }
 
@@ -189,7 +249,7 @@ func (w *watcher) close() {
 		}
 	}
 	w.subs = nil
-	stop, done, fsw, poll := w.stop, w.done, w.fsw, w.poll
+	stop, fsw, loud, poll := w.stop, w.fsw, w.loud, w.poll
 	w.mu.Unlock()
 	if stop == nil {
 		return
@@ -198,8 +258,11 @@ func (w *watcher) close() {
 	if fsw != nil {
 		fsw.Close()
 	}
+	if loud != nil {
+		loud()
+	}
 	if poll != nil {
 		poll.Stop()
 	}
-	<-done
+	w.wg.Wait()
 }

@@ -10,5 +10,5 @@ const allOps = ""
 // whenever the journal of any operation of the directory may have been
 // created, changed, archived or removed. It is closed when ctx ends.
 func (d *Dir) WatchAll(ctx context.Context) (<-chan struct{}, error) {
-	return d.watch.add(ctx, allOps)
+	return d.watch.add(ctx, allOps, false)
 }

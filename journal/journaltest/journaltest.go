@@ -52,6 +52,7 @@ func Run(t *testing.T, open func(t testing.TB) Pair) {
 		{"Archive", testArchive},
 		{"Logs", testLogs},
 		{"Watch", testWatch},
+		{"WatchLoud", testWatchLoud},
 		{"Leases", testLeases},
 		{"Beats", testBeats},
 	}
@@ -384,6 +385,54 @@ func testWatch(t *testing.T, p Pair) {
 	require.Eventually(t, func() bool {
 		select {
 		case _, ok := <-ch:
+			return !ok
+		default:
+			return false
+		}
+	}, 5*time.Second, time.Millisecond, "the channel closes when its context ends")
+}
+
+// testWatchLoud checks a QuietWatcher: its WatchLoud channel wakes after
+// a change that is not Quiet and after an archive, while a Watch channel
+// also wakes after a Quiet one; a store without it is not checked.
+func testWatchLoud(t *testing.T, p Pair) {
+	qa, ok := p.A.(journal.QuietWatcher)
+	if !ok {
+		return
+	}
+	op := id(t)
+	_, err := p.A.Create(ctx, op, journal.Change{Records: []journal.Record{rec(1, "")}})
+	require.NoError(t, err)
+	wctx, cancel := context.WithCancel(ctx)
+	loud, err := qa.WatchLoud(wctx, op)
+	require.NoError(t, err)
+	all, err := p.A.Watch(wctx, op)
+	require.NoError(t, err)
+	drain(loud)
+	drain(all)
+
+	_, err = p.B.Update(ctx, op, 1, func(journal.Tail) (journal.Change, error) {
+		return journal.Change{Records: []journal.Record{rec(2, "")}, Quiet: true}, nil
+	})
+	require.NoError(t, err)
+	waitWake(t, all, "Watch wake-up after a quiet change")
+	appendOne(t, p.B, op, 2, rec(3, ""))
+	waitWake(t, loud, "WatchLoud wake-up after a loud change")
+	got, err := p.A.Read(ctx, op, 1)
+	require.NoError(t, err)
+	assert.Equal(t, []string{`{"n":2}`, `{"n":3}`}, bodies(got.Records), "the quiet record is in the journal all the same")
+
+	drain(loud)
+	_, err = p.B.Update(ctx, op, 3, func(journal.Tail) (journal.Change, error) {
+		return journal.Change{Records: []journal.Record{rec(4, "")}, Snapshot: []byte(`{}`), Archive: true}, nil
+	})
+	require.NoError(t, err)
+	waitWake(t, loud, "WatchLoud wake-up after the archive")
+
+	cancel()
+	require.Eventually(t, func() bool {
+		select {
+		case _, ok := <-loud:
 			return !ok
 		default:
 			return false
