@@ -180,10 +180,10 @@ func TestNamedIDs(t *testing.T) {
 	body := []byte(`{"routine":true,"ops":[{"op":"frame","frame":{"callId":"c1","participantId":"p"}},{"op":"unframe","key":"c2"}]}`)
 	assert.Equal(t, []string{"c1", "c2"}, namedIDs(nil, body))
 	escaped := []byte(`{"routine":true,"ops":[{"op":"frame","frame":{"callId":"c\"1"}}]}`)
-	v := view{lazy: &putOff{ids: namedIDs(nil, escaped), n: 1}}
+	v := view{lazy: &putOff{ids: namedIDs(nil, escaped), mask: ^uint64(0), n: 1}}
 	assert.True(t, v.names(`c"1`))
 	assert.True(t, v.names("anything"), "an id with an escape may be any")
-	v = view{lazy: &putOff{ids: namedIDs(nil, body), n: 1}}
+	v = view{lazy: &putOff{ids: namedIDs(nil, body), mask: idBit("c1") | idBit("c2"), n: 1}}
 	assert.True(t, v.names("c2"))
 	assert.False(t, v.names("c3"))
 }

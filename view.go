@@ -33,8 +33,9 @@ type putOff struct {
 	recs []journal.Record
 	// ids are the call ids that recs name, found without decoding them
 	// (see namedIDs).
-	ids []string
-	n   int // records in the chain
+	ids  []string
+	mask uint64 // idBit of each of ids: most links are passed over by it
+	n    int    // records in the chain
 }
 
 // records returns the records of the chain, in journal order.
@@ -106,7 +107,11 @@ func (v view) mentions(ops []op) bool {
 
 // names reports whether a record v put off names call id s.
 func (v view) names(s string) bool {
+	bit := idBit(s)
 	for l := v.lazy; l != nil; l = l.prev {
+		if l.mask&bit == 0 {
+			continue
+		}
 		for _, id := range l.ids {
 			if id == s || id == anyID {
 				return true
@@ -114,6 +119,18 @@ func (v view) names(s string) bool {
 		}
 	}
 	return false
+}
+
+// idBit returns the bit of id in a putOff's mask (anyID: every bit).
+func idBit(id string) uint64 {
+	if id == anyID {
+		return ^uint64(0)
+	}
+	h := uint64(14695981039346656037) // FNV-1a
+	for i := 0; i < len(id); i++ {
+		h = (h ^ uint64(id[i])) * 1099511628211
+	}
+	return 1 << (h >> 58)
 }
 
 // anyID stands, among the ids a record names, for a name that namedIDs
@@ -166,6 +183,9 @@ func foldLazy(d *store.Data, pending *putOff, tail journal.Tail, lazy bool) (*st
 		l := &putOff{prev: pending, recs: tail.Records[:i:i], n: pending.len() + i}
 		for _, r := range l.recs {
 			l.ids = namedIDs(l.ids, r.Body)
+		}
+		for _, id := range l.ids {
+			l.mask |= idBit(id)
 		}
 		pending = l
 	}
