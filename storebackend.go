@@ -107,11 +107,12 @@ func (b *storeBackend) applyKeyed(ctx context.Context, id string, v view, c chan
 }
 
 // decide carries out change c on the state of cur and returns the journal
-// change that records it: Quiet when it is routine (see routineOps) on a
-// running operation, compacts nothing, and names no call that cur put off
-// a record of; only such a change may be decided without those records. It sets what the caller of
-// applyKeyed returns: the outcome, the view after the change, and the
-// error of a refused change or of an operation that had finished.
+// change that records it. The change is Quiet when it is routine (see
+// routineOps) on a running operation, compacts nothing, and names no call
+// that a record cur put off names: only such a change may be decided
+// without those records. decide sets what the caller of applyKeyed
+// returns: the outcome, the view after the change, and the error of a
+// refused change or of an operation that had finished.
 func decide(id string, cur view, c change, key requestKey, out *outcome, after *view, failed *error) (journal.Change, error) {
 	*out, *after, *failed = outcome{}, cur, nil
 	if cur.d == nil {

@@ -19,10 +19,11 @@ type view struct {
 	done bool        // the journal is archived: nothing will follow
 
 	// lazy are records up to rev that d does not hold yet: routine
-	// records of other processes (see routine), which a participant
-	// leaves undecoded until it needs the frames of others' calls, so
-	// that the work of its change does not grow with the processes that
-	// share the operation. full applies them.
+	// records (see routine) made by other processes, or by other
+	// goroutines of this one, which a participant leaves undecoded until
+	// it needs the frames of others' calls, so that the work of its
+	// change does not grow with the processes that share the operation.
+	// full applies them.
 	lazy *putOff
 }
 
