@@ -8,11 +8,13 @@ import (
 	"strings"
 	"sync"
 	"testing"
+	"time"
 
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
 	"github.com/tomdist/ledger/internal/dirstore"
+	"github.com/tomdist/ledger/internal/store"
 	"github.com/tomdist/ledger/journal"
 )
 
@@ -41,7 +43,7 @@ func (q *quietLog) Update(ctx context.Context, id string, after journal.Rev, fn 
 }
 
 // TestRoutineChangesAreQuiet: a call that starts or ends on a running
-// operation is quiet, so that stores wake no participant for it; what the
+// operation is quiet, and so is a log line, so that stores wake no participant for it; what the
 // participants react to is not.
 func TestRoutineChangesAreQuiet(t *testing.T) {
 	dir, err := dirstore.Open(t.TempDir(), dirstore.Options{})
@@ -62,6 +64,7 @@ func TestRoutineChangesAreQuiet(t *testing.T) {
 	call, err := StartCall[int](ctx, opB, CallOptions[int]{})
 	require.NoError(t, err)
 	require.NoError(t, call.End(ctx, 1))
+	require.NoError(t, opB.Log(ctx, LogInfo, "LOGGED"))
 	require.NoError(t, opB.Leave(ctx, LeaveOptions{}))
 	require.NoError(t, op.SetAbortFlag(ctx, true))
 
@@ -69,6 +72,7 @@ func TestRoutineChangesAreQuiet(t *testing.T) {
 	defer s.mu.Unlock()
 	assert.Equal(t, []bool{true}, s.quiet["CALL_STARTED"])
 	assert.Equal(t, []bool{true}, s.quiet["CALL_ENDED"])
+	assert.Equal(t, []bool{true}, s.quiet["LOGGED"], "a change that only logs")
 	assert.Equal(t, []bool{false}, s.quiet["PARTICIPANT_JOINED"])
 	assert.Equal(t, []bool{false}, s.quiet["PARTICIPANT_LEFT"])
 	assert.NotEmpty(t, s.quiet["ABORT_SET"])
@@ -76,12 +80,14 @@ func TestRoutineChangesAreQuiet(t *testing.T) {
 }
 
 // localLedgers returns n LocalLedgers on one new directory, participants
-// p0, p1, ...
+// p0, p1, ..., whose heartbeats are a minute apart.
 func localLedgers(t *testing.T, n int) []*LocalLedger {
 	base := t.TempDir()
 	var ls []*LocalLedger
 	for i := range n {
-		l, err := NewLocalLedger(Options{BasePath: base, ParticipantID: fmt.Sprintf("p%d", i), NoSignalHandler: true})
+		// Beats far apart: only the store's wake-ups bring changes in.
+		l, err := NewLocalLedger(Options{BasePath: base, ParticipantID: fmt.Sprintf("p%d", i), NoSignalHandler: true,
+			HeartbeatInterval: time.Minute, StaleThreshold: 3 * time.Minute})
 		require.NoError(t, err)
 		t.Cleanup(func() { l.Close() })
 		ls = append(ls, l)
@@ -174,16 +180,169 @@ func frameIDs(d *Data) []string {
 	return ids
 }
 
-// TestNamedIDs: the ids of a record body are read without decoding it; a
-// name with an escape stands for any id.
-func TestNamedIDs(t *testing.T) {
-	body := []byte(`{"routine":true,"ops":[{"op":"frame","frame":{"callId":"c1","participantId":"p"}},{"op":"unframe","key":"c2"}]}`)
-	assert.Equal(t, []string{"c1", "c2"}, namedIDs(nil, body))
-	escaped := []byte(`{"routine":true,"ops":[{"op":"frame","frame":{"callId":"c\"1"}}]}`)
-	v := view{lazy: &putOff{ids: namedIDs(nil, escaped), mask: ^uint64(0), n: 1}}
-	assert.True(t, v.names(`c"1`))
-	assert.True(t, v.names("anything"), "an id with an escape may be any")
-	v = view{lazy: &putOff{ids: namedIDs(nil, body), mask: idBit("c1") | idBit("c2"), n: 1}}
+// TestScanRoutine: a body marked routine is taken as such, and its call
+// ids read, only in the form the ledger writes: one that hides an op that
+// is not a frame's, or a call id, behind the mark is applied at once.
+func TestScanRoutine(t *testing.T) {
+	ids, ok := scanRoutine([]byte(`{"routine":true,"ops":[{"op":"frame","frame":{"callId":"c1","participantId":"p","description":"a b"}},{"op":"unframe","key":"c2"}]}`))
+	assert.True(t, ok)
+	assert.Equal(t, []string{"c1", "c2"}, ids)
+
+	for name, body := range map[string]string{
+		"not marked":          `{"ops":[{"op":"frame","frame":{"callId":"c1"}}]}`,
+		"an abort":            `{"routine":true,"ops":[{"op":"head","head":{"aborted":true}}]}`,
+		"an op in upper case": `{"routine":true,"ops":[{"op":"frame","frame":{"callId":"c1"}},{"OP":"head"}]}`,
+		"an escaped key":      `{"routine":true,"ops":[{"o\u0070":"head"}]}`,
+		"an escaped call id":  `{"routine":true,"ops":[{"op":"frame","frame":{"callId":"c\"1"}}]}`,
+		"a space":             `{"routine":true,"ops":[{"op" :"head"}]}`,
+		"a call id in case":   `{"routine":true,"ops":[{"op":"frame","frame":{"CALLID":7}}]}`,
+		"an op not a string":  `{"routine":true,"ops":[{"op":1}]}`,
+	} {
+		_, ok := scanRoutine([]byte(body))
+		assert.False(t, ok, name)
+	}
+	_, ok = scanRoutine([]byte(`{"routine":true,"ops":null}`))
+	assert.True(t, ok, "a record that only logs")
+	ids, ok = scanRoutine([]byte(`{"routine":true,"ops":[{"op":"frame","frame":{"CallID":"c3"}}]}`))
+	assert.True(t, ok)
+	assert.Equal(t, []string{"c3"}, ids, "keys are matched as encoding/json matches them")
+}
+
+// TestPutOffNames: a view finds the call ids its put-off records name.
+func TestPutOffNames(t *testing.T) {
+	ids := []string{"c1", "c2"}
+	v := view{lazy: &putOff{ids: ids, mask: idBit("c1") | idBit("c2"), n: 1}}
 	assert.True(t, v.names("c2"))
 	assert.False(t, v.names("c3"))
+	assert.True(t, v.mentions([]op{{Op: opUnframe, Key: "c1"}}))
+	assert.False(t, v.mentions([]op{{Op: opFrame, Frame: &store.CallFrame{CallID: "c4"}}}))
+}
+
+// hostileAppend appends a record of body to operation id of the ledger
+// directory base behind the ledger's back.
+func hostileAppend(t *testing.T, base, id string, body []byte) {
+	t.Helper()
+	d, err := dirstore.Open(base, dirstore.Options{})
+	require.NoError(t, err)
+	defer d.Close()
+	_, err = d.Update(context.Background(), id, 0, func(journal.Tail) (journal.Change, error) {
+		return journal.Change{Records: []journal.Record{{Body: body, Log: []journal.LogLine{{Level: "INFO", Participant: "x", Message: "FORGED"}}}}}, nil
+	})
+	require.NoError(t, err)
+}
+
+// TestCorruptRecordMarkedRoutineIsReported: a record marked routine that
+// does not apply is corruption to a participant that puts such records
+// off, as to any reader: at once when it is not in the form of a routine
+// record, at the next heartbeat when only its contents are wrong.
+func TestCorruptRecordMarkedRoutineIsReported(t *testing.T) {
+	ctx := context.Background()
+	ls := localLedgers(t, 2)
+	op, err := ls[0].CreateOperation(ctx, CreateOptions{})
+	require.NoError(t, err)
+	opB, err := ls[1].JoinOperation(ctx, op.ID(), JoinOptions{})
+	require.NoError(t, err)
+	base := ls[0].opts.BasePath
+
+	hostileAppend(t, base, op.ID(), []byte(`{"routine":true,"ops":[{"op":"bogus"}]}`))
+	_, err = StartCall[int](ctx, opB, CallOptions[int]{})
+	var ce *CorruptError
+	require.ErrorAs(t, err, &ce, "a change on a journal with an op nobody knows")
+
+	ls = localLedgers(t, 2)
+	op, err = ls[0].CreateOperation(ctx, CreateOptions{})
+	require.NoError(t, err)
+	opB, err = ls[1].JoinOperation(ctx, op.ID(), JoinOptions{})
+	require.NoError(t, err)
+	hostileAppend(t, ls[0].opts.BasePath, op.ID(), []byte(`{"routine":true,"ops":[{"op":"frame","frame":{"callId":""}}]}`))
+	_, err = StartCall[int](ctx, opB, CallOptions[int]{})
+	require.NoError(t, err, "a frame put off is not looked at by a call")
+	_, err = opB.Heartbeat(ctx)
+	require.ErrorAs(t, err, &ce, "the heartbeat applies what was put off")
+}
+
+// TestRoutineMarkAlsoOnAnAbort: an abort in a record marked routine (a
+// foreign writer's) reaches a participant at once all the same.
+func TestRoutineMarkAlsoOnAnAbort(t *testing.T) {
+	ctx := context.Background()
+	ls := localLedgers(t, 2)
+	o, err := ls[0].CreateOperation(ctx, CreateOptions{})
+	require.NoError(t, err)
+	opB, err := ls[1].JoinOperation(ctx, o.ID(), JoinOptions{})
+	require.NoError(t, err)
+	d, err := dirstore.Open(ls[0].opts.BasePath, dirstore.Options{})
+	require.NoError(t, err)
+	cur, err := (&storeBackend{s: d}).read(ctx, o.ID(), view{})
+	require.NoError(t, err)
+	require.NoError(t, d.Close())
+	h := head(cur.d)
+	h.Aborted = true
+	b, err := encodeBody(true, []op{{Op: opHead, Head: h}}, requestKey{})
+	require.NoError(t, err)
+	hostileAppend(t, ls[0].opts.BasePath, o.ID(), b)
+	select {
+	case <-opB.Aborted():
+	case <-time.After(10 * time.Second):
+		t.Fatal("the abort did not reach the participant")
+	}
+}
+
+// TestLazyViewsUnderConcurrentCalls: goroutines of two processes start and
+// end calls at once (a process's own records are then put off by the view
+// of a sibling goroutine), while others read CachedData and beat; in the
+// end every participant's whole state has the journal's frames.
+func TestLazyViewsUnderConcurrentCalls(t *testing.T) {
+	ctx := context.Background()
+	ls := localLedgers(t, 2)
+	op, err := ls[0].CreateOperation(ctx, CreateOptions{})
+	require.NoError(t, err)
+	opB, err := ls[1].JoinOperation(ctx, op.ID(), JoinOptions{})
+	require.NoError(t, err)
+	ops := []*Operation{op, opB}
+	var (
+		wg   sync.WaitGroup
+		mu   sync.Mutex
+		open []string
+	)
+	for _, o := range ops {
+		for range 3 {
+			wg.Go(func() {
+				for i := range 100 {
+					c, err := StartCall[int](ctx, o, CallOptions[int]{})
+					if !assert.NoError(t, err) {
+						return
+					}
+					if i%5 == 0 {
+						mu.Lock()
+						open = append(open, c.ID())
+						mu.Unlock()
+						continue
+					}
+					assert.NoError(t, c.End(ctx, i))
+				}
+			})
+		}
+		wg.Go(func() {
+			for range 50 {
+				o.CachedData()
+				_, err := o.Heartbeat(ctx)
+				assert.NoError(t, err)
+			}
+		})
+	}
+	wg.Wait()
+	slices.Sort(open)
+
+	v, err := OpenViewer(Options{BasePath: ls[0].opts.BasePath})
+	require.NoError(t, err)
+	defer v.Close()
+	d, err := v.State(ctx, op.ID())
+	require.NoError(t, err)
+	assert.Equal(t, open, frameIDs(d), "the journal's frames")
+	for i, o := range ops {
+		d, err := o.State(ctx)
+		require.NoError(t, err)
+		assert.Equal(t, open, frameIDs(d), "participant %d's frames", i)
+		assert.Equal(t, open, frameIDs(o.CachedData()), "participant %d's cached frames", i)
+	}
 }

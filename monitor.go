@@ -131,9 +131,9 @@ func (m *monitor) run() {
 			m.leaseEnded(ctx, p, coord)
 		case <-coord.C:
 			m.st.mu.Lock()
-			d := m.st.wholeView().d
+			v, _ := m.st.wholeView() // corruption: the next beat reports it
 			m.st.mu.Unlock()
-			m.coordinate(ctx, d, coord)
+			m.coordinate(ctx, v.d, coord)
 		case <-beat.C:
 			if !m.paused.Load() {
 				m.beat(ctx, coord)
@@ -293,7 +293,7 @@ func (m *monitor) beat(parent context.Context, coord *time.Timer) (HeartbeatResu
 	ctx, cancel := m.opCtx(parent)
 	defer cancel()
 	st.mu.Lock()
-	before := st.wholeView()
+	before, _ := st.wholeView() // corruption: reported after the beat
 	st.mu.Unlock()
 
 	now := time.Now()
@@ -314,8 +314,11 @@ func (m *monitor) beat(parent context.Context, coord *time.Timer) (HeartbeatResu
 	}
 	st.mu.Lock()
 	st.see(v)
-	after := st.wholeView()
+	after, err := st.wholeView()
 	st.mu.Unlock()
+	if err != nil {
+		return HeartbeatResult{LedgerExists: true, DataBefore: dataOf(before.d), HeartbeatAge: age}, m.beatFailed(err)
+	}
 	r := m.judge(ctx, after.d, vitals, coord)
 	m.take(ctx, st.view(), coord)
 	r.HeartbeatAge = age

@@ -241,14 +241,15 @@ func (st *opState) view() view {
 }
 
 // wholeView returns the latest view with every record applied, and
-// keeps it. st.mu is held.
-func (st *opState) wholeView() view {
-	if v, err := st.v.full(); err == nil {
-		st.v = v
+// keeps it. A record put off that does not apply is corruption: the view
+// is then the state as far as it goes, with the error. st.mu is held.
+func (st *opState) wholeView() (view, error) {
+	v, err := st.v.full()
+	if err != nil {
+		return st.v, err
 	}
-	// A record that does not apply: the state as far as it goes; the
-	// next change or read reports the corruption.
-	return st.v
+	st.v = v
+	return v, nil
 }
 
 // apply carries out c for this process and takes in the view after it.
@@ -406,7 +407,8 @@ func (op *Operation) State(ctx context.Context) (*Data, error) {
 func (op *Operation) CachedData() *Data {
 	op.st.mu.Lock()
 	defer op.st.mu.Unlock()
-	return dataOf(op.st.wholeView().d)
+	v, _ := op.st.wholeView() // corruption: what is known; the next heartbeat reports it
+	return dataOf(v.d)
 }
 
 // observe takes in a view read from the ledger: it reacts to abort,

@@ -1,6 +1,7 @@
 package ledger
 
 import (
+	"bytes"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -45,8 +46,9 @@ const (
 type body struct {
 	// Routine marks a record whose ops only add, change or remove frames
 	// of one participant process (a call started, ended, or failed
-	// without failing the operation). It comes first, so that a reader
-	// tells such a record from its first bytes (see routine) and may
+	// without failing the operation), or that only logs. It comes first,
+	// so that a reader
+	// tells such a record from its first bytes (see scanRoutine) and may
 	// leave it undecoded until it needs the frames of others.
 	Routine bool `json:"routine,omitempty"`
 	Ops     []op `json:"ops"`
@@ -157,16 +159,75 @@ func encodeBody(routine bool, ops []op, k requestKey) ([]byte, error) {
 // routinePrefix is how the body of a routine record begins.
 const routinePrefix = `{"routine":true,`
 
-// routine reports whether a record body is marked routine. A body that
-// claims it falsely is applied in full when it is applied, only later.
-func routine(raw []byte) bool {
-	return len(raw) > len(routinePrefix) && string(raw[:len(routinePrefix)]) == routinePrefix
+// scanRoutine reports whether a record body is routine, without decoding
+// it, and returns the call ids it names (the strings of its "callId" and
+// "key" fields). The mark is not taken on trust: a body is routine only if
+// it begins with routinePrefix, has the form encodeBody gives it (no
+// space between tokens, no escape in a string), and every "op" in it,
+// whatever the case of the key (encoding/json ignores it), is "frame" or
+// "unframe" (a record that only logs has none). A body that only looks routine still fails when it is
+// applied, later: a hostile one cannot hide an abort or a failure this
+// way, nor a call id.
+func scanRoutine(body []byte) (ids []string, ok bool) {
+	if !bytes.HasPrefix(body, []byte(routinePrefix)) {
+		return nil, false
+	}
+	for i := 0; i < len(body); i++ {
+		switch body[i] {
+		case ' ', '\t', '\n', '\r', '\\':
+			return nil, false
+		case '"':
+		default:
+			continue
+		}
+		key, n := scanString(body[i:])
+		if n < 0 {
+			return nil, false
+		}
+		i += n - 1 // at the closing quote
+		if i+1 >= len(body) || body[i+1] != ':' {
+			continue // a value, not a key
+		}
+		isOp := bytes.EqualFold(key, []byte("op"))
+		isID := bytes.EqualFold(key, []byte("callId")) || bytes.EqualFold(key, []byte("key"))
+		if !isOp && !isID {
+			continue
+		}
+		v, n := scanString(body[i+2:])
+		if n < 0 {
+			return nil, false // not a string where one is due
+		}
+		i += 1 + n
+		switch {
+		case isOp && (string(v) == opFrame || string(v) == opUnframe):
+		case isOp:
+			return nil, false
+		default:
+			ids = append(ids, string(v))
+		}
+	}
+	return ids, true
+}
+
+// scanString reads the JSON string without escapes that b begins with and
+// returns its contents and its length with the quotes, or -1 if b does
+// not begin with one.
+func scanString(b []byte) ([]byte, int) {
+	if len(b) == 0 || b[0] != '"' {
+		return nil, -1
+	}
+	end := bytes.IndexByte(b[1:], '"')
+	if end < 0 || bytes.IndexByte(b[1:1+end], '\\') >= 0 {
+		return nil, -1
+	}
+	return b[1 : 1+end], end + 2
 }
 
 // routineOps reports whether ops, applied to old, only upsert or remove
-// frames of one participant process.
+// frames of one participant process, or are none (a change that only
+// logs).
 func routineOps(old *store.Data, ops []op) bool {
-	if old == nil || len(ops) == 0 {
+	if old == nil {
 		return false
 	}
 	var owner *store.CallFrame

@@ -1,8 +1,8 @@
 package ledger
 
 import (
-	"bytes"
 	"errors"
+	"slices"
 	"time"
 
 	"github.com/tomdist/ledger/internal/store"
@@ -33,7 +33,7 @@ type putOff struct {
 	prev *putOff
 	recs []journal.Record
 	// ids are the call ids that recs name, found without decoding them
-	// (see namedIDs).
+	// (see scanRoutine).
 	ids  []string
 	mask uint64 // idBit of each of ids: most links are passed over by it
 	n    int    // records in the chain
@@ -113,55 +113,20 @@ func (v view) names(s string) bool {
 		if l.mask&bit == 0 {
 			continue
 		}
-		for _, id := range l.ids {
-			if id == s || id == anyID {
-				return true
-			}
+		if slices.Contains(l.ids, s) {
+			return true
 		}
 	}
 	return false
 }
 
-// idBit returns the bit of id in a putOff's mask (anyID: every bit).
+// idBit returns the bit of id in a putOff's mask.
 func idBit(id string) uint64 {
-	if id == anyID {
-		return ^uint64(0)
-	}
 	h := uint64(14695981039346656037) // FNV-1a
 	for i := 0; i < len(id); i++ {
 		h = (h ^ uint64(id[i])) * 1099511628211
 	}
 	return 1 << (h >> 58)
-}
-
-// anyID stands, among the ids a record names, for a name that namedIDs
-// cannot read without decoding (it has an escape): it may be any id.
-const anyID = "\\"
-
-// namedIDs appends to ids the strings a record body gives as a "callId"
-// or a "key": every call id a routine record adds, changes or removes
-// (and an idempotency key, which does no harm).
-func namedIDs(ids []string, body []byte) []string {
-	for _, field := range [...]string{`"callId":"`, `"key":"`} {
-		for b := body; ; {
-			i := bytes.Index(b, []byte(field))
-			if i < 0 {
-				break
-			}
-			b = b[i+len(field):]
-			end := bytes.IndexByte(b, '"')
-			if end < 0 {
-				return append(ids, anyID)
-			}
-			id := b[:end]
-			if bytes.IndexByte(id, '\\') >= 0 {
-				id = []byte(anyID)
-			}
-			ids = append(ids, string(id))
-			b = b[end:]
-		}
-	}
-	return ids
 }
 
 // foldLazy folds tail into d and the records put off before, pending
@@ -176,19 +141,21 @@ func foldLazy(d *store.Data, pending *putOff, tail journal.Tail, lazy bool) (*st
 	}
 	i := 0
 	if lazy && d != nil && d.OperationState == store.StateRunning {
-		for i < len(tail.Records) && routine(tail.Records[i].Body) {
-			i++
+		var l putOff
+		for ; i < len(tail.Records); i++ {
+			ids, ok := scanRoutine(tail.Records[i].Body)
+			if !ok {
+				break
+			}
+			l.ids = append(l.ids, ids...)
 		}
-	}
-	if i > 0 {
-		l := &putOff{prev: pending, recs: tail.Records[:i:i], n: pending.len() + i}
-		for _, r := range l.recs {
-			l.ids = namedIDs(l.ids, r.Body)
+		if i > 0 {
+			l.prev, l.recs, l.n = pending, tail.Records[:i:i], pending.len()+i
+			for _, id := range l.ids {
+				l.mask |= idBit(id)
+			}
+			pending = &l
 		}
-		for _, id := range l.ids {
-			l.mask |= idBit(id)
-		}
-		pending = l
 	}
 	if i == len(tail.Records) {
 		return d, pending, nil

@@ -46,7 +46,8 @@
 //     snapshot or archive of its operation; values are coalesced, never
 //     dropped to nothing: after a change, at least one value arrives after
 //     it. A store that implements QuietWatcher keeps the same promise on its
-//     WatchLoud channels for every change that is not Quiet.
+//     WatchLoud channels for every change that is not Quiet and appends
+//     records or archives.
 //   - Liveness. A Lease held by a process ends when the process dies (or,
 //     for a store that cannot see processes, when its TTL passes without a
 //     Beat); its members' Observe channels then close, promptly, with nobody

@@ -22,8 +22,9 @@ type ListWatcher interface {
 // every call; viewers, which show every change, use Store.Watch.
 type QuietWatcher interface {
 	// WatchLoud is Store.Watch for the changes that are not Quiet: its
-	// channel receives a value after every such change, append, snapshot
-	// or archive of operation id, and may receive none after a Quiet
-	// change. It is closed when ctx ends.
+	// channel receives a value after every such change that appends
+	// records or archives operation id, and may receive none after a
+	// Quiet change or a snapshot alone (the ledger makes no loud change
+	// without a record). It is closed when ctx ends.
 	WatchLoud(ctx context.Context, id string) (<-chan struct{}, error)
 }

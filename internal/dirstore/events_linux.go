@@ -2,6 +2,7 @@ package dirstore
 
 import (
 	"bytes"
+	"errors"
 	"os"
 	"unsafe"
 
@@ -44,10 +45,11 @@ const loudMask = unix.IN_ATTRIB | unix.IN_DELETE | unix.IN_MOVED_FROM | unix.IN_
 
 // watchLoud watches dir for loud changes with an inotify instance of its
 // own: each event's file name goes to name, a lost event (the queue
-// overflowed) to lost, on a goroutine of its own. fsnotify cannot leave
+// overflowed) to lost, on a goroutine of its own; gone is called if the
+// watch ends before stop (the directory went, or reading failed). fsnotify cannot leave
 // appends out of a watch, hence the instance. The function returned stops
 // the watch and waits for the goroutine.
-func watchLoud(dir string, name func(string), lost func()) (stop func(), err error) {
+func watchLoud(dir string, name func(string), lost, gone func()) (stop func(), err error) {
 	fd, err := unix.InotifyInit1(unix.IN_CLOEXEC | unix.IN_NONBLOCK)
 	if err != nil {
 		return nil, err
@@ -66,7 +68,10 @@ func watchLoud(dir string, name func(string), lost func()) (stop func(), err err
 		for {
 			n, err := f.Read(buf)
 			if err != nil {
-				return // closed
+				if !errors.Is(err, os.ErrClosed) {
+					gone()
+				}
+				return
 			}
 			for b := buf[:n]; len(b) >= unix.SizeofInotifyEvent; {
 				ev := (*unix.InotifyEvent)(unsafe.Pointer(&b[0]))
@@ -75,6 +80,9 @@ func watchLoud(dir string, name func(string), lost func()) (stop func(), err err
 					break
 				}
 				switch {
+				case ev.Mask&unix.IN_IGNORED != 0:
+					gone() // the watch was removed: no event follows
+					return
 				case ev.Mask&unix.IN_Q_OVERFLOW != 0:
 					lost()
 				case ev.Len > 0:
@@ -93,8 +101,10 @@ func watchLoud(dir string, name func(string), lost func()) (stop func(), err err
 // signalLoud tells the watches of loud changes that f, a journal, has had
 // one: it sets its times to now, which needs only the right to write it
 // (no ownership), through the descriptor. Without /proc, the owner of the
-// file changes its mode to itself instead; if that fails too, the watchers
-// see the change at their next wake-up or heartbeat.
+// file changes its mode to itself instead. Where neither can be done, or
+// the writer dies between its append and this touch, the watchers see the
+// change at their next wake-up or heartbeat (HeartbeatInterval): later,
+// never lost.
 func signalLoud(f *os.File) {
 	rc, err := f.SyscallConn()
 	if err != nil {

@@ -14,7 +14,7 @@ func eventsDelivered(path string) bool { return true }
 
 // watchLoud fails: on this platform, the watch of every change (which
 // wakes for appends too) serves the watchers of loud changes.
-func watchLoud(dir string, name func(string), lost func()) (stop func(), err error) {
+func watchLoud(dir string, name func(string), lost, gone func()) (stop func(), err error) {
 	return nil, errors.ErrUnsupported
 }
 

@@ -25,6 +25,7 @@ type watcher struct {
 	started bool
 	fsw     *fsnotify.Watcher // nil until a subscriber needs it, or when polling
 	loud    func()            // stops the watch of loud changes; nil when there is none
+	loudOff bool              // the watch of loud changes ended by itself: the other serves
 	poll    *time.Ticker      // nil when using events
 	stop    chan struct{}     // closed by close
 	wg      sync.WaitGroup    // the dispatching goroutines
@@ -105,7 +106,7 @@ func (w *watcher) startLocked(loud bool) {
 		return
 	}
 	if loud && w.loud == nil {
-		stop, err := watchLoud(w.d.path, w.wakeLoud, w.wakeAll)
+		stop, err := watchLoud(w.d.path, w.wakeLoud, w.wakeAll, w.loudGone)
 		if err == nil {
 			w.loud = stop
 			return
@@ -113,7 +114,7 @@ func (w *watcher) startLocked(loud bool) {
 		// No watch of its own (not on this platform, or inotify
 		// instances exhausted): the watch of every change serves.
 	}
-	if (!loud || w.loud == nil) && w.fsw == nil {
+	if (!loud || w.loud == nil || w.loudOff) && w.fsw == nil {
 		fsw, err := fsnotify.NewWatcher()
 		if err == nil {
 			if err = fsw.Add(w.d.path); err != nil {
@@ -188,7 +189,25 @@ func (w *watcher) pollLoop(t *time.Ticker) {
 func (w *watcher) wake(id string) {
 	w.mu.Lock()
 	defer w.mu.Unlock()
-	w.wakeLocked(id, w.loud == nil)
+	w.wakeLocked(id, w.loud == nil || w.loudOff)
+}
+
+// loudGone hands the loud subscribers to the watch of every change when
+// their own watch ended by itself, and wakes everyone, who may have
+// missed a change.
+func (w *watcher) loudGone() {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if w.closed {
+		return
+	}
+	w.loudOff = true
+	w.startLocked(false)
+	for _, set := range w.subs {
+		for s := range set {
+			s.poke()
+		}
+	}
 }
 
 // wakeLoud wakes the loud subscribers of id after an event of their
