@@ -79,20 +79,48 @@ func TestRoutineChangesAreQuiet(t *testing.T) {
 	assert.NotContains(t, s.quiet["ABORT_SET"], true)
 }
 
-// localLedgers returns n LocalLedgers on one new directory, participants
-// p0, p1, ..., whose heartbeats are a minute apart.
-func localLedgers(t *testing.T, n int) []*LocalLedger {
-	base := t.TempDir()
-	var ls []*LocalLedger
+// sharedOperation makes n LocalLedgers on one new directory, participants
+// p0, p1, ... whose heartbeats are a minute apart (only the store's
+// wake-ups bring changes in), and one operation that p0 creates and the
+// others join. It returns the directory and each one's Operation.
+func sharedOperation(t *testing.T, n int) (base string, ops []*Operation) {
+	ctx := context.Background()
+	base = t.TempDir()
 	for i := range n {
-		// Beats far apart: only the store's wake-ups bring changes in.
 		l, err := NewLocalLedger(Options{BasePath: base, ParticipantID: fmt.Sprintf("p%d", i), NoSignalHandler: true,
 			HeartbeatInterval: time.Minute, StaleThreshold: 3 * time.Minute})
 		require.NoError(t, err)
 		t.Cleanup(func() { l.Close() })
-		ls = append(ls, l)
+		var op *Operation
+		if i == 0 {
+			op, err = l.CreateOperation(ctx, CreateOptions{})
+		} else {
+			op, err = l.JoinOperation(ctx, ops[0].ID(), JoinOptions{})
+		}
+		require.NoError(t, err)
+		ops = append(ops, op)
 	}
-	return ls
+	return base, ops
+}
+
+// assertFrames checks that the journal of the operation of ops, in the
+// directory base, and the whole state of every participant hold the
+// frames of the calls want, sorted.
+func assertFrames(t *testing.T, base string, ops []*Operation, want []string) {
+	t.Helper()
+	ctx := context.Background()
+	v, err := OpenViewer(Options{BasePath: base})
+	require.NoError(t, err)
+	defer v.Close()
+	d, err := v.State(ctx, ops[0].ID())
+	require.NoError(t, err)
+	assert.Equal(t, want, frameIDs(d), "the journal's frames")
+	for i, o := range ops {
+		d, err := o.State(ctx)
+		require.NoError(t, err)
+		assert.Equal(t, want, frameIDs(d), "participant %d's frames", i)
+		assert.Equal(t, want, frameIDs(o.CachedData()), "participant %d's cached frames", i)
+	}
 }
 
 // TestLazyViewDecidesCallIDsOnTheWholeState: a participant that put off
@@ -100,14 +128,11 @@ func localLedgers(t *testing.T, n int) []*LocalLedger {
 // frame of the same id: the change is decided again on the whole state.
 func TestLazyViewDecidesCallIDsOnTheWholeState(t *testing.T) {
 	ctx := context.Background()
-	ls := localLedgers(t, 2)
-	op, err := ls[0].CreateOperation(ctx, CreateOptions{})
-	require.NoError(t, err)
-	opB, err := ls[1].JoinOperation(ctx, op.ID(), JoinOptions{})
-	require.NoError(t, err)
+	_, ops := sharedOperation(t, 2)
+	op, opB := ops[0], ops[1]
 
 	require.NoError(t, op.CreateCallFrame(ctx, "shared"))
-	err = opB.CreateCallFrame(ctx, "shared")
+	err := opB.CreateCallFrame(ctx, "shared")
 	require.ErrorIs(t, err, ErrCallExists)
 
 	d, err := opB.State(ctx)
@@ -127,15 +152,7 @@ func TestLazyViewDecidesCallIDsOnTheWholeState(t *testing.T) {
 // journal finds, compactions included.
 func TestLazyViewsAgreeWithTheJournal(t *testing.T) {
 	ctx := context.Background()
-	ls := localLedgers(t, 3)
-	op, err := ls[0].CreateOperation(ctx, CreateOptions{})
-	require.NoError(t, err)
-	ops := []*Operation{op}
-	for _, l := range ls[1:] {
-		o, err := l.JoinOperation(ctx, op.ID(), JoinOptions{})
-		require.NoError(t, err)
-		ops = append(ops, o)
-	}
+	base, ops := sharedOperation(t, 3)
 	rng := rand.New(rand.NewPCG(1, 2))
 	open := make([][]*Call[int], len(ops))
 	for i := range 700 { // past compactAfter: snapshots taken with records put off
@@ -157,18 +174,7 @@ func TestLazyViewsAgreeWithTheJournal(t *testing.T) {
 		}
 	}
 	slices.Sort(want)
-
-	v, err := OpenViewer(Options{BasePath: ls[0].opts.BasePath})
-	require.NoError(t, err)
-	defer v.Close()
-	d, err := v.State(ctx, op.ID())
-	require.NoError(t, err)
-	assert.Equal(t, want, frameIDs(d), "the journal's frames")
-	for i, o := range ops {
-		d, err := o.State(ctx)
-		require.NoError(t, err)
-		assert.Equal(t, want, frameIDs(d), "participant %d's frames", i)
-	}
+	assertFrames(t, base, ops, want)
 }
 
 func frameIDs(d *Data) []string {
@@ -237,27 +243,17 @@ func hostileAppend(t *testing.T, base, id string, body []byte) {
 // record, at the next heartbeat when only its contents are wrong.
 func TestCorruptRecordMarkedRoutineIsReported(t *testing.T) {
 	ctx := context.Background()
-	ls := localLedgers(t, 2)
-	op, err := ls[0].CreateOperation(ctx, CreateOptions{})
-	require.NoError(t, err)
-	opB, err := ls[1].JoinOperation(ctx, op.ID(), JoinOptions{})
-	require.NoError(t, err)
-	base := ls[0].opts.BasePath
-
-	hostileAppend(t, base, op.ID(), []byte(`{"routine":true,"ops":[{"op":"bogus"}]}`))
-	_, err = StartCall[int](ctx, opB, CallOptions[int]{})
+	base, ops := sharedOperation(t, 2)
+	hostileAppend(t, base, ops[0].ID(), []byte(`{"routine":true,"ops":[{"op":"bogus"}]}`))
+	_, err := StartCall[int](ctx, ops[1], CallOptions[int]{})
 	var ce *CorruptError
 	require.ErrorAs(t, err, &ce, "a change on a journal with an op nobody knows")
 
-	ls = localLedgers(t, 2)
-	op, err = ls[0].CreateOperation(ctx, CreateOptions{})
-	require.NoError(t, err)
-	opB, err = ls[1].JoinOperation(ctx, op.ID(), JoinOptions{})
-	require.NoError(t, err)
-	hostileAppend(t, ls[0].opts.BasePath, op.ID(), []byte(`{"routine":true,"ops":[{"op":"frame","frame":{"callId":""}}]}`))
-	_, err = StartCall[int](ctx, opB, CallOptions[int]{})
+	base, ops = sharedOperation(t, 2)
+	hostileAppend(t, base, ops[0].ID(), []byte(`{"routine":true,"ops":[{"op":"frame","frame":{"callId":""}}]}`))
+	_, err = StartCall[int](ctx, ops[1], CallOptions[int]{})
 	require.NoError(t, err, "a frame put off is not looked at by a call")
-	_, err = opB.Heartbeat(ctx)
+	_, err = ops[1].Heartbeat(ctx)
 	require.ErrorAs(t, err, &ce, "the heartbeat applies what was put off")
 }
 
@@ -265,23 +261,19 @@ func TestCorruptRecordMarkedRoutineIsReported(t *testing.T) {
 // foreign writer's) reaches a participant at once all the same.
 func TestRoutineMarkAlsoOnAnAbort(t *testing.T) {
 	ctx := context.Background()
-	ls := localLedgers(t, 2)
-	o, err := ls[0].CreateOperation(ctx, CreateOptions{})
+	base, ops := sharedOperation(t, 2)
+	d, err := dirstore.Open(base, dirstore.Options{})
 	require.NoError(t, err)
-	opB, err := ls[1].JoinOperation(ctx, o.ID(), JoinOptions{})
-	require.NoError(t, err)
-	d, err := dirstore.Open(ls[0].opts.BasePath, dirstore.Options{})
-	require.NoError(t, err)
-	cur, err := (&storeBackend{s: d}).read(ctx, o.ID(), view{})
+	cur, err := (&storeBackend{s: d}).read(ctx, ops[0].ID(), view{})
 	require.NoError(t, err)
 	require.NoError(t, d.Close())
 	h := head(cur.d)
 	h.Aborted = true
 	b, err := encodeBody(true, []op{{Op: opHead, Head: h}}, requestKey{})
 	require.NoError(t, err)
-	hostileAppend(t, ls[0].opts.BasePath, o.ID(), b)
+	hostileAppend(t, base, ops[0].ID(), b)
 	select {
-	case <-opB.Aborted():
+	case <-ops[1].Aborted():
 	case <-time.After(10 * time.Second):
 		t.Fatal("the abort did not reach the participant")
 	}
@@ -293,12 +285,7 @@ func TestRoutineMarkAlsoOnAnAbort(t *testing.T) {
 // end every participant's whole state has the journal's frames.
 func TestLazyViewsUnderConcurrentCalls(t *testing.T) {
 	ctx := context.Background()
-	ls := localLedgers(t, 2)
-	op, err := ls[0].CreateOperation(ctx, CreateOptions{})
-	require.NoError(t, err)
-	opB, err := ls[1].JoinOperation(ctx, op.ID(), JoinOptions{})
-	require.NoError(t, err)
-	ops := []*Operation{op, opB}
+	base, ops := sharedOperation(t, 2)
 	var (
 		wg   sync.WaitGroup
 		mu   sync.Mutex
@@ -332,17 +319,5 @@ func TestLazyViewsUnderConcurrentCalls(t *testing.T) {
 	}
 	wg.Wait()
 	slices.Sort(open)
-
-	v, err := OpenViewer(Options{BasePath: ls[0].opts.BasePath})
-	require.NoError(t, err)
-	defer v.Close()
-	d, err := v.State(ctx, op.ID())
-	require.NoError(t, err)
-	assert.Equal(t, open, frameIDs(d), "the journal's frames")
-	for i, o := range ops {
-		d, err := o.State(ctx)
-		require.NoError(t, err)
-		assert.Equal(t, open, frameIDs(d), "participant %d's frames", i)
-		assert.Equal(t, open, frameIDs(o.CachedData()), "participant %d's cached frames", i)
-	}
+	assertFrames(t, base, ops, open)
 }

@@ -382,14 +382,7 @@ func testWatch(t *testing.T, p Pair) {
 	waitWake(t, ch, "a wake-up after the archive")
 
 	cancel()
-	require.Eventually(t, func() bool {
-		select {
-		case _, ok := <-ch:
-			return !ok
-		default:
-			return false
-		}
-	}, 5*time.Second, time.Millisecond, "the channel closes when its context ends")
+	waitClosed(t, ch)
 }
 
 // testWatchLoud checks a QuietWatcher: its WatchLoud channel wakes after
@@ -430,14 +423,7 @@ func testWatchLoud(t *testing.T, p Pair) {
 	waitWake(t, loud, "WatchLoud wake-up after the archive")
 
 	cancel()
-	require.Eventually(t, func() bool {
-		select {
-		case _, ok := <-loud:
-			return !ok
-		default:
-			return false
-		}
-	}, 5*time.Second, time.Millisecond, "the channel closes when its context ends")
+	waitClosed(t, loud)
 }
 
 func drain(ch <-chan struct{}) {
@@ -448,6 +434,19 @@ func drain(ch <-chan struct{}) {
 			return
 		}
 	}
+}
+
+// waitClosed waits for a watch channel whose context ended to close.
+func waitClosed(t testing.TB, ch <-chan struct{}) {
+	t.Helper()
+	require.Eventually(t, func() bool {
+		select {
+		case _, ok := <-ch:
+			return !ok
+		default:
+			return false
+		}
+	}, 5*time.Second, time.Millisecond, "the channel closes when its context ends")
 }
 
 func waitWake(t testing.TB, ch <-chan struct{}, what string) {
