@@ -135,16 +135,13 @@ func decide(id string, cur view, c change, key requestKey, out *outcome, after *
 	}
 	*out = outcome{crashed: tx.crashed}
 	ops := diff(cur.d, tx.d)
-	routine := routineOps(cur.d, ops)
+	// A call that a record put off names too (an id another participant
+	// used, a frame another process changed) makes the change not quiet:
+	// only the whole state tells what the change makes of it.
+	routine := routineOps(cur.d, ops) && (cur.lazy == nil || !cur.mentions(ops))
 	recs, err := records(ops, routine, tx, key)
 	if err != nil {
 		return journal.Change{}, err
-	}
-	if routine && cur.lazy != nil && cur.mentions(ops) {
-		// A call that a record put off names too (an id another
-		// participant used, a frame another process changed): only the
-		// whole state tells what the change makes of it.
-		routine = false
 	}
 	if len(recs) > 0 {
 		remember(tx.d, key)

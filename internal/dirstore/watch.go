@@ -203,11 +203,7 @@ func (w *watcher) loudGone() {
 	}
 	w.loudOff = true
 	w.startLocked(false)
-	for _, set := range w.subs {
-		for s := range set {
-			s.poke()
-		}
-	}
+	w.wakeAllLocked()
 }
 
 // wakeLoud wakes the loud subscribers of id after an event of their
@@ -239,6 +235,10 @@ func (w *watcher) wakeLocked(id string, loud bool) {
 func (w *watcher) wakeAll() {
 	w.mu.Lock()
 	defer w.mu.Unlock()
+	w.wakeAllLocked()
+}
+
+func (w *watcher) wakeAllLocked() {
 	for _, set := range w.subs {
 		for s := range set {
 			s.poke()
