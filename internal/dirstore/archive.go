@@ -168,7 +168,7 @@ func (d *Dir) repairLog(id string, i int, size int64, p *parsed) {
 	}
 	name := logName(id, i == 1)
 	if cut < size {
-		if f, err := d.openRegular(name, os.O_WRONLY, 0); err == nil {
+		if f, _, err := d.openRegular(name, os.O_WRONLY, 0); err == nil {
 			f.Truncate(cut)
 			f.Close()
 		}

@@ -154,11 +154,12 @@ var errNotRegular = errors.New("not a regular file")
 // symlink and without blocking, and refuses (a *CorruptError) anything
 // else than a regular file: whoever may write the directory may put a
 // FIFO in a file's place, whose plain open blocks until someone opens
-// its other end, with the operation's lock held.
-func (d *Dir) openRegular(name string, flag int, perm os.FileMode) (*os.File, error) {
+// its other end, with the operation's lock held. It returns the file's
+// stat too, taken at the open, which its callers need.
+func (d *Dir) openRegular(name string, flag int, perm os.FileMode) (*os.File, fs.FileInfo, error) {
 	f, err := d.root.OpenFile(name, flag|noFollow|nonBlock, perm)
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
 	fi, err := f.Stat()
 	if err == nil && !fi.Mode().IsRegular() {
@@ -166,14 +167,14 @@ func (d *Dir) openRegular(name string, flag int, perm os.FileMode) (*os.File, er
 	}
 	if err != nil {
 		f.Close()
-		return nil, err
+		return nil, nil, err
 	}
-	return f, nil
+	return f, fi, nil
 }
 
 // appendFile appends b to name with one O_APPEND write, creating it.
 func (d *Dir) appendFile(name string, b []byte) error {
-	f, err := d.openRegular(name, os.O_WRONLY|os.O_APPEND|os.O_CREATE, 0o644)
+	f, _, err := d.openRegular(name, os.O_WRONLY|os.O_APPEND|os.O_CREATE, 0o644)
 	if err != nil {
 		return err
 	}

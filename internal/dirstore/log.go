@@ -22,7 +22,7 @@ func (d *Dir) ReadLog(ctx context.Context, id string, debug bool) ([]byte, error
 	if debug {
 		i = 1
 	}
-	f, err := d.openRegular(journalName(id), os.O_RDONLY, 0)
+	f, _, err := d.openRegular(journalName(id), os.O_RDONLY, 0)
 	if err == nil {
 		defer f.Close()
 		return d.readLiveLog(id, f, i)

@@ -123,14 +123,14 @@ func (d *Dir) gone(id string) error {
 // and whether records were appended to it, for the caller to sync and
 // close.
 func (d *Dir) update(ctx context.Context, id string, e *entry, after journal.Rev, fn func(journal.Tail) (journal.Change, error)) (tail journal.Tail, f *os.File, from journal.Rev, appended bool, err error) {
-	f, err = d.openRegular(journalName(id), os.O_RDWR|os.O_APPEND, 0)
+	f, fi, err := d.openRegular(journalName(id), os.O_RDWR|os.O_APPEND, 0)
 	if errors.Is(err, fs.ErrNotExist) {
 		return d.adoptAndChange(ctx, id, e, after, fn)
 	}
 	if err != nil {
 		return journal.Tail{}, nil, 0, false, err
 	}
-	st, err := d.catchUpLocked(id, e, f, after)
+	st, err := d.catchUpLocked(id, e, f, fi, after)
 	if err != nil {
 		return journal.Tail{}, f, 0, false, err
 	}
@@ -178,11 +178,11 @@ func (d *Dir) adoptAndChange(ctx context.Context, id string, e *entry, after jou
 	if len(c.Records) == 0 && c.Snapshot == nil {
 		return t, nil, 1, false, nil
 	}
-	f, err := d.adopt(id)
+	f, fi, err := d.adopt(id)
 	if err != nil {
 		return journal.Tail{}, nil, 0, false, err
 	}
-	st, err := d.catchUpLocked(id, e, f, 1)
+	st, err := d.catchUpLocked(id, e, f, fi, 1)
 	if err != nil {
 		return journal.Tail{}, f, 0, false, err
 	}
@@ -191,12 +191,12 @@ func (d *Dir) adoptAndChange(ctx context.Context, id string, e *entry, after jou
 	return tail, f, 1, appended, err
 }
 
-// catchUpLocked reads the journal f after the caller's position, under
-// the lock: a torn tail is cut, an operation marked archived is moved
-// away (ErrArchived), and log lines a killed writer did not write are
-// written.
-func (d *Dir) catchUpLocked(id string, e *entry, f *os.File, after journal.Rev) (state, error) {
-	st, err := d.catchUp(id, e, f, after, true)
+// catchUpLocked reads the journal f, of stat fi, after the caller's
+// position, under the lock: a torn tail is cut, an operation marked
+// archived is moved away (ErrArchived), and log lines a killed writer did
+// not write are written.
+func (d *Dir) catchUpLocked(id string, e *entry, f *os.File, fi fs.FileInfo, after journal.Rev) (state, error) {
+	st, err := d.catchUp(id, e, f, fi, after, true)
 	if err != nil {
 		return state{}, err
 	}
@@ -311,14 +311,11 @@ type state struct {
 	archived bool
 }
 
-// catchUp reads the journal open as f from the position after: from this
-// process's last position when it can, else from the start. With locked,
+// catchUp reads the journal open as f, of stat fi (taken at the open),
+// from the position after: from this process's last position when it
+// can, else from the start. With locked,
 // the caller holds the lock and a torn tail is cut off.
-func (d *Dir) catchUp(id string, e *entry, f *os.File, after journal.Rev, locked bool) (state, error) {
-	fi, err := f.Stat()
-	if err != nil {
-		return state{}, err
-	}
+func (d *Dir) catchUp(id string, e *entry, f *os.File, fi fs.FileInfo, after journal.Rev, locked bool) (state, error) {
 	if err := d.checkSize(journalName(id), fi.Size()); err != nil {
 		return state{}, err
 	}
@@ -408,11 +405,9 @@ func readFrom(f *os.File, fi fs.FileInfo, hdr []byte, from int64) (buf []byte, s
 	return buf[1:n], true, nil
 }
 
-// readWhole reads the journal f from its start.
+// readWhole reads the journal f from its start; catchUp, its caller,
+// has checked its size.
 func (d *Dir) readWhole(id string, e *entry, f *os.File, fi fs.FileInfo, after journal.Rev, locked bool) (state, error) {
-	if err := d.checkSize(journalName(id), fi.Size()); err != nil {
-		return state{}, err
-	}
 	b := make([]byte, fi.Size())
 	if _, err := f.ReadAt(b, 0); err != nil && !errors.Is(err, io.EOF) {
 		return state{}, err
@@ -497,7 +492,7 @@ func (d *Dir) Read(ctx context.Context, id string, after journal.Rev) (journal.T
 		return journal.Tail{}, err
 	}
 	defer d.release(id, e)
-	f, err := d.openRegular(journalName(id), os.O_RDONLY, 0)
+	f, fi, err := d.openRegular(journalName(id), os.O_RDONLY, 0)
 	if errors.Is(err, fs.ErrNotExist) {
 		return d.readOther(ctx, id, after)
 	}
@@ -505,7 +500,7 @@ func (d *Dir) Read(ctx context.Context, id string, after journal.Rev) (journal.T
 		return journal.Tail{}, err
 	}
 	defer f.Close()
-	st, err := d.catchUp(id, e, f, after, false)
+	st, err := d.catchUp(id, e, f, fi, after, false)
 	if err != nil {
 		return journal.Tail{}, err
 	}
@@ -555,24 +550,24 @@ func (d *Dir) readOther(ctx context.Context, id string, after journal.Rev) (jour
 // adopt gives a state document without a journal (the Dart ledger's, or
 // an earlier version's) a journal: the document becomes its snapshot at
 // position 1. The caller holds the lock.
-func (d *Dir) adopt(id string) (*os.File, error) {
+func (d *Dir) adopt(id string) (*os.File, fs.FileInfo, error) {
 	doc, err := d.readFile(stateName(id))
 	if errors.Is(err, fs.ErrNotExist) {
-		return nil, d.gone(id)
+		return nil, nil, d.gone(id)
 	}
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
 	if derived(doc) {
-		return nil, notFound(id) // its journal is gone
+		return nil, nil, notFound(id) // its journal is gone
 	}
 	logEnd := [2]int64{fileSize(d.root, logName(id, false)), fileSize(d.root, logName(id, true))}
 	hdr, err := encodeHeader(header{OperationID: id, Created: time.Now().UTC(), Base: 1, LogEnd: logEnd}, doc)
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
 	if err := d.writeFile(journalName(id), hdr); err != nil {
-		return nil, err
+		return nil, nil, err
 	}
 	return d.openRegular(journalName(id), os.O_RDWR|os.O_APPEND, 0)
 }
@@ -589,15 +584,11 @@ func fileSize(root *os.Root, name string) int64 {
 // readFile reads a regular file of the directory, refusing a symlink
 // and anything else than a regular file (see openRegular).
 func (d *Dir) readFile(name string) ([]byte, error) {
-	f, err := d.openRegular(name, os.O_RDONLY, 0)
+	f, fi, err := d.openRegular(name, os.O_RDONLY, 0)
 	if err != nil {
 		return nil, err
 	}
 	defer f.Close()
-	fi, err := f.Stat()
-	if err != nil {
-		return nil, err
-	}
 	if err := d.checkSize(name, fi.Size()); err != nil {
 		return nil, err
 	}
