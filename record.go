@@ -430,8 +430,8 @@ func fold(d *store.Data, tail journal.Tail) (*store.Data, error) {
 // decodeState decodes and validates a state document (a snapshot, or the
 // Dart ledger's operation.json).
 func decodeState(b []byte) (*store.Data, error) {
-	d := new(store.Data)
-	if err := json.Unmarshal(b, d); err != nil {
+	d, err := store.Decode(b)
+	if err != nil {
 		return nil, err
 	}
 	d.JournalRev = 0 // a position of the document, not of the state

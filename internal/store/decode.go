@@ -1,0 +1,459 @@
+package store
+
+import (
+	"bytes"
+	"encoding/json"
+	"strconv"
+	"time"
+	"unicode/utf8"
+)
+
+// Decode decodes a state document into a new Data, as json.Unmarshal
+// does. The documents Encode writes (and any JSON of the same shape, laid
+// out with any whitespace) are read by a decoder of their own, several
+// times faster: every process on an operation decodes a snapshot each time
+// the journal is compacted, under the operation's lock. Anything else (an
+// escape in a string, a null, a key in another case, a key twice, a number
+// that is not a plain integer) goes to encoding/json, which decides:
+// FuzzDecode checks that the two agree.
+func Decode(b []byte) (*Data, error) {
+	d := new(Data)
+	p := decoder{b: b}
+	if p.data(d) && p.end() {
+		return d, nil
+	}
+	d = new(Data)
+	if err := json.Unmarshal(b, d); err != nil {
+		return nil, err
+	}
+	return d, nil
+}
+
+// decoder reads the JSON that Decode takes the fast way. Each method
+// reports false for anything else, and Decode then starts over with
+// encoding/json.
+type decoder struct{ b []byte }
+
+func (p *decoder) space() {
+	i := 0
+	for i < len(p.b) && p.b[i] <= ' ' && (p.b[i] == ' ' || p.b[i] == '\n' || p.b[i] == '\t' || p.b[i] == '\r') {
+		i++
+	}
+	p.b = p.b[i:]
+}
+
+// byte reads c, after any whitespace.
+func (p *decoder) byte(c byte) bool {
+	p.space()
+	if len(p.b) == 0 || p.b[0] != c {
+		return false
+	}
+	p.b = p.b[1:]
+	return true
+}
+
+// peek reports whether c is next, after any whitespace, and leaves it.
+func (p *decoder) peek(c byte) bool {
+	p.space()
+	return len(p.b) > 0 && p.b[0] == c
+}
+
+// end reports whether nothing but whitespace is left.
+func (p *decoder) end() bool {
+	p.space()
+	return len(p.b) == 0
+}
+
+// object reads an object whose keys are among keys, each at most once,
+// calling member with each key read: its value follows.
+func (p *decoder) object(keys []string, member func(string) bool) bool {
+	if !p.byte('{') {
+		return false
+	}
+	if p.byte('}') {
+		return true
+	}
+	var seen uint64
+	next := 0 // Encode writes the keys in order: try the one after the last
+	for {
+		k, ok := p.rawStr()
+		if !ok || !p.byte(':') {
+			return false
+		}
+		n := next
+		if n >= len(keys) || keys[n] != string(k) {
+			n = 0
+			for n < len(keys) && keys[n] != string(k) {
+				n++
+			}
+		}
+		if n == len(keys) || seen&(1<<n) != 0 {
+			return false
+		}
+		seen |= 1 << n
+		next = n + 1
+		if !member(keys[n]) {
+			return false
+		}
+		if p.byte('}') {
+			return true
+		}
+		if !p.byte(',') {
+			return false
+		}
+	}
+}
+
+// array reads an array, calling elem for each element.
+func (p *decoder) array(elem func() bool) bool {
+	if !p.byte('[') {
+		return false
+	}
+	if p.byte(']') {
+		return true
+	}
+	for {
+		if !elem() {
+			return false
+		}
+		if p.byte(']') {
+			return true
+		}
+		if !p.byte(',') {
+			return false
+		}
+	}
+}
+
+// rawStr reads a string without escapes or control characters, in
+// valid UTF-8: encoding/json reads such a string as its bytes.
+func (p *decoder) rawStr() ([]byte, bool) {
+	if !p.byte('"') {
+		return nil, false
+	}
+	end := bytes.IndexByte(p.b, '"')
+	if end < 0 {
+		return nil, false
+	}
+	s := p.b[:end]
+	if bytes.IndexByte(s, '\\') >= 0 {
+		return nil, false
+	}
+	ascii := true
+	for _, c := range s {
+		if c-0x20 >= 0x60 { // below 0x20, or not ASCII
+			if c < 0x20 {
+				return nil, false
+			}
+			ascii = false
+		}
+	}
+	if !ascii && !utf8.Valid(s) {
+		return nil, false
+	}
+	p.b = p.b[end+1:]
+	return s, true
+}
+
+func (p *decoder) str(v *string) bool {
+	s, ok := p.rawStr()
+	*v = string(s)
+	return ok
+}
+
+func (p *decoder) strs(v *[]string) bool {
+	out := []string{}
+	ok := p.array(func() bool {
+		var s string
+		if !p.str(&s) {
+			return false
+		}
+		out = append(out, s)
+		return true
+	})
+	*v = out
+	return ok
+}
+
+// time reads a string as Time.UnmarshalJSON does.
+func (p *decoder) time(v *Time) bool {
+	s, ok := p.rawStr()
+	if !ok {
+		return false
+	}
+	if t, ok := parseUTCMillis(s); ok {
+		*v = t
+		return true
+	}
+	t, err := ParseTime(string(s))
+	*v = t
+	return err == nil
+}
+
+// parseUTCMillis reads a time in the form Encode writes it,
+// 2006-01-02T15:04:05.000Z, to what ParseTime returns for it, without
+// time.Parse, which a state of many frames calls thousands of times.
+func parseUTCMillis(s []byte) (Time, bool) {
+	if len(s) != 24 || s[4] != '-' || s[7] != '-' || s[10] != 'T' || s[13] != ':' || s[16] != ':' || s[19] != '.' || s[23] != 'Z' {
+		return Time{}, false
+	}
+	n := func(from, to int) int {
+		v := 0
+		for _, c := range s[from:to] {
+			if c < '0' || c > '9' {
+				return -1
+			}
+			v = v*10 + int(c-'0')
+		}
+		return v
+	}
+	year, month, day, hour, min, sec, ms := n(0, 4), n(5, 7), n(8, 10), n(11, 13), n(14, 16), n(17, 19), n(20, 23)
+	if year < 0 || month < 1 || month > 12 || day < 1 || hour < 0 || hour > 23 || min < 0 || min > 59 || sec < 0 || sec > 59 || ms < 0 {
+		return Time{}, false
+	}
+	t := time.Date(year, time.Month(month), day, hour, min, sec, ms*1e6, time.UTC)
+	if t.Day() != day { // 31 April, 29 February of a common year
+		return Time{}, false
+	}
+	return Time{t}, true
+}
+
+// int reads an integer without fraction, exponent or leading zeros that
+// fits in an int.
+func (p *decoder) int(v *int) bool {
+	p.space()
+	i := 0
+	if i < len(p.b) && p.b[i] == '-' {
+		i++
+	}
+	digits := i
+	for i < len(p.b) && p.b[i] >= '0' && p.b[i] <= '9' {
+		i++
+	}
+	if i == digits || i-digits > 1 && p.b[digits] == '0' || i < len(p.b) && (p.b[i] == '.' || p.b[i] == 'e' || p.b[i] == 'E') {
+		return false
+	}
+	n, err := strconv.Atoi(string(p.b[:i]))
+	if err != nil {
+		return false
+	}
+	*v, p.b = n, p.b[i:]
+	return true
+}
+
+func (p *decoder) uint64(v *uint64) bool {
+	p.space()
+	i := 0
+	for i < len(p.b) && p.b[i] >= '0' && p.b[i] <= '9' {
+		i++
+	}
+	if i == 0 || i > 1 && p.b[0] == '0' || i < len(p.b) && (p.b[i] == '.' || p.b[i] == 'e' || p.b[i] == 'E') {
+		return false
+	}
+	n, err := strconv.ParseUint(string(p.b[:i]), 10, 64)
+	if err != nil {
+		return false
+	}
+	*v, p.b = n, p.b[i:]
+	return true
+}
+
+func (p *decoder) bool(v *bool) bool {
+	p.space()
+	switch {
+	case bytes.HasPrefix(p.b, []byte("true")):
+		*v, p.b = true, p.b[4:]
+	case bytes.HasPrefix(p.b, []byte("false")):
+		*v, p.b = false, p.b[5:]
+	default:
+		return false
+	}
+	return true
+}
+
+// The keys of each object of a state document: the JSON names of the
+// fields of Data and of the types in it (TestDecodeKnowsEveryField).
+var (
+	dataKeys = []string{"operationId", "initiatorId", "description", "startTime", "operationState", "aborted", "lastHeartbeat",
+		"callFrames", "tempResources", "participants", "detectionTimestamp", "removalTimestamp", "failure", "dartParticipant", "journalRev", "idempotencyKeys"}
+	frameKeys       = []string{"participantId", "callId", "pid", "host", "startTime", "lastHeartbeat", "state", "description", "resources", "failOnCrash"}
+	tempKeys        = []string{"path", "owner", "registeredAt", "participantId", "host", "registeredVia"}
+	participantKeys = []string{"participantId", "pid", "host", "sessions", "joinedAt", "lastHeartbeat", "state", "heartbeatIntervalMs", "staleThresholdMs", "remote"}
+	failureKeys     = []string{"failedAt", "reason", "participantId", "crashedCallIds", "coordinator"}
+)
+
+func (p *decoder) data(d *Data) bool {
+	return p.object(dataKeys, func(k string) bool {
+		switch k {
+		case "operationId":
+			return p.str(&d.OperationID)
+		case "initiatorId":
+			return p.str(&d.InitiatorID)
+		case "description":
+			return p.str(&d.Description)
+		case "startTime":
+			return p.time(&d.StartTime)
+		case "operationState":
+			return p.str(&d.OperationState)
+		case "aborted":
+			return p.bool(&d.Aborted)
+		case "lastHeartbeat":
+			return p.time(&d.LastHeartbeat)
+		case "callFrames":
+			d.CallFrames = []CallFrame{}
+			return p.array(func() bool {
+				d.CallFrames = append(d.CallFrames, CallFrame{})
+				return p.frame(&d.CallFrames[len(d.CallFrames)-1])
+			})
+		case "tempResources":
+			d.TempResources = []TempResource{}
+			return p.array(func() bool {
+				d.TempResources = append(d.TempResources, TempResource{})
+				return p.temp(&d.TempResources[len(d.TempResources)-1])
+			})
+		case "participants":
+			d.Participants = []Participant{}
+			return p.array(func() bool {
+				d.Participants = append(d.Participants, Participant{})
+				return p.participant(&d.Participants[len(d.Participants)-1])
+			})
+		case "detectionTimestamp":
+			d.DetectionTimestamp = new(Time)
+			return p.time(d.DetectionTimestamp)
+		case "removalTimestamp":
+			d.RemovalTimestamp = new(Time)
+			return p.time(d.RemovalTimestamp)
+		case "failure":
+			d.Failure = new(Failure)
+			return p.failure(d.Failure)
+		case "dartParticipant":
+			return p.str(&d.DartParticipant)
+		case "journalRev":
+			return p.uint64(&d.JournalRev)
+		default: // "idempotencyKeys"
+			return p.keys(d)
+		}
+	})
+}
+
+func (p *decoder) frame(f *CallFrame) bool {
+	return p.object(frameKeys, func(k string) bool {
+		switch k {
+		case "participantId":
+			return p.str(&f.ParticipantID)
+		case "callId":
+			return p.str(&f.CallID)
+		case "pid":
+			return p.int(&f.PID)
+		case "host":
+			return p.str(&f.Host)
+		case "startTime":
+			return p.time(&f.StartTime)
+		case "lastHeartbeat":
+			return p.time(&f.LastHeartbeat)
+		case "state":
+			return p.str(&f.State)
+		case "description":
+			return p.str(&f.Description)
+		case "resources":
+			return p.strs(&f.Resources)
+		default: // "failOnCrash"
+			return p.bool(&f.FailOnCrash)
+		}
+	})
+}
+
+func (p *decoder) temp(r *TempResource) bool {
+	return p.object(tempKeys, func(k string) bool {
+		switch k {
+		case "path":
+			return p.str(&r.Path)
+		case "owner":
+			return p.int(&r.Owner)
+		case "registeredAt":
+			return p.time(&r.RegisteredAt)
+		case "participantId":
+			return p.str(&r.ParticipantID)
+		case "host":
+			return p.str(&r.Host)
+		default: // "registeredVia"
+			return p.str(&r.RegisteredVia)
+		}
+	})
+}
+
+func (p *decoder) participant(pt *Participant) bool {
+	return p.object(participantKeys, func(k string) bool {
+		switch k {
+		case "participantId":
+			return p.str(&pt.ParticipantID)
+		case "pid":
+			return p.int(&pt.PID)
+		case "host":
+			return p.str(&pt.Host)
+		case "sessions":
+			return p.int(&pt.Sessions)
+		case "joinedAt":
+			return p.time(&pt.JoinedAt)
+		case "lastHeartbeat":
+			return p.time(&pt.LastHeartbeat)
+		case "state":
+			return p.str(&pt.State)
+		case "heartbeatIntervalMs":
+			return p.int(&pt.HeartbeatIntervalMs)
+		case "staleThresholdMs":
+			return p.int(&pt.StaleThresholdMs)
+		default: // "remote"
+			return p.bool(&pt.Remote)
+		}
+	})
+}
+
+func (p *decoder) failure(f *Failure) bool {
+	return p.object(failureKeys, func(k string) bool {
+		switch k {
+		case "failedAt":
+			return p.time(&f.FailedAt)
+		case "reason":
+			return p.str(&f.Reason)
+		case "participantId":
+			return p.str(&f.ParticipantID)
+		case "crashedCallIds":
+			return p.strs(&f.CrashedCallIDs)
+		default: // "coordinator"
+			return p.str(&f.Coordinator)
+		}
+	})
+}
+
+// keys reads idempotencyKeys: participant keys, each once, to lists of
+// request keys.
+func (p *decoder) keys(d *Data) bool {
+	d.Keys = map[string][]string{}
+	if !p.byte('{') {
+		return false
+	}
+	if p.byte('}') {
+		return true
+	}
+	for {
+		var by string
+		if !p.str(&by) || !p.byte(':') {
+			return false
+		}
+		if _, dup := d.Keys[by]; dup {
+			return false
+		}
+		var ks []string
+		if !p.strs(&ks) {
+			return false
+		}
+		d.Keys[by] = ks
+		if p.byte('}') {
+			return true
+		}
+		if !p.byte(',') {
+			return false
+		}
+	}
+}
