@@ -206,6 +206,9 @@ type chunk struct {
 // logEnd are the log ends before them.
 func parseRecords(b []byte, prev, skip journal.Rev, logEnd [2]int64) (chunk, error) {
 	c := chunk{logEnd: logEnd}
+	if n := bytes.Count(b, []byte{'\n'}); n > 0 { // lines, so records, at most
+		c.offs, c.records, c.logEnds = make([]int64, 0, n), make([]journal.Record, 0, n), make([][2]int64, 0, n)
+	}
 	for len(b) > 0 {
 		js, ln, err := nextLine(b)
 		if errors.Is(err, errTorn) || err != nil && lastLine(b) {
