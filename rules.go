@@ -25,6 +25,13 @@ type change interface {
 	apply(tx *tx) error
 }
 
+// frameChange is a change whose apply edits nothing but the call frames
+// of tx.d, which decide then copies alone (see store.Data.CloneFrames).
+type frameChange interface {
+	change
+	editsFramesOnly()
+}
+
 // tx is one change being decided.
 type tx struct {
 	d   *store.Data // the state to edit; nil before creation
@@ -226,6 +233,8 @@ func (c addFrameOp) apply(tx *tx) error {
 	return nil
 }
 
+func (addFrameOp) editsFramesOnly() {}
+
 // removeFrameOp removes the frame of a call that ended well.
 type removeFrameOp struct {
 	who    participant
@@ -248,6 +257,8 @@ func (c removeFrameOp) apply(tx *tx) error {
 	}
 	return nil
 }
+
+func (removeFrameOp) editsFramesOnly() {}
 
 // failFrameOp removes the frame of a failed call and, when it fails on
 // crash, fails the operation. The stack goes to the debug log.

@@ -126,7 +126,13 @@ func decide(id string, cur view, c change, key requestKey, out *outcome, after *
 		*failed = err
 		return journal.Change{Snapshot: snapshot(cur.d, cur.rev), Archive: true}, nil
 	}
-	tx := &tx{d: cur.d.Clone(), now: store.Now()}
+	var d *store.Data
+	if _, ok := c.(frameChange); ok && key.key == "" {
+		d = cur.d.CloneFrames() // the change edits the frames alone; with a key, remember edits the keys
+	} else {
+		d = cur.d.Clone()
+	}
+	tx := &tx{d: d, now: store.Now()}
 	if err := c.apply(tx); err != nil {
 		if errors.Is(err, errNoChange) {
 			return journal.Change{}, nil
