@@ -59,10 +59,37 @@ func TestReport(t *testing.T) {
 	for name, c := range cases {
 		t.Run(name, func(t *testing.T) {
 			var b strings.Builder
-			assert.Equal(t, c.ok, report(&b, c.rows))
+			assert.Equal(t, c.ok, report(&b, [][]row{c.rows}))
 			assert.Contains(t, b.String(), c.want)
 		})
 	}
+}
+
+// TestReportRounds: with several rounds, the table holds the medians and
+// the sums, and the target is judged on the median ratio, not on the best
+// round.
+func TestReportRounds(t *testing.T) {
+	round := func(one, many float64, verdicts int) []row {
+		return []row{{P: 1, Rate: one, P50: time.Millisecond}, {P: 32, Rate: many, P50: 2 * time.Millisecond, Verdicts: verdicts}}
+	}
+	var b strings.Builder
+	assert.True(t, report(&b, [][]row{round(1000, 600, 0), round(1000, 450, 0), round(1000, 550, 0)}))
+	assert.Contains(t, b.String(), "round by round: 600 / 1000 = 0.600, 450 / 1000 = 0.450, 550 / 1000 = 0.550; median 0.550")
+	assert.Contains(t, b.String(), "medians of 3 rounds")
+	assert.Regexp(t, `(?m)^32\s+550\s+2ms`, b.String())
+
+	b.Reset()
+	assert.False(t, report(&b, [][]row{round(1000, 600, 0), round(1000, 450, 1), round(1000, 400, 0), round(2000, 900, 0)}))
+	assert.Contains(t, b.String(), "targets MISSED: 1 false verdicts at P=32; ratio 0.450 < 0.5")
+}
+
+func TestParseFlags(t *testing.T) {
+	cfg, err := parseFlags([]string{"-p", "1,32", "-rounds", "3"})
+	require.NoError(t, err)
+	assert.Equal(t, []int{1, 32}, cfg.ps)
+	assert.Equal(t, 3, cfg.rounds)
+	_, err = parseFlags([]string{"-rounds", "0"})
+	assert.Error(t, err)
 }
 
 func TestParsePs(t *testing.T) {

@@ -25,6 +25,7 @@ import (
 type config struct {
 	ps        []int         // numbers of worker processes
 	d         time.Duration // how long the workers run calls
+	rounds    int           // how many times every P is measured
 	contained bool          // CallOptions.Contained
 	heartbeat time.Duration // Options.HeartbeatInterval; 0: default
 	stale     time.Duration // Options.StaleThreshold; 0: default
