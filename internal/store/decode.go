@@ -34,6 +34,7 @@ func Decode(b []byte) (*Data, error) {
 // encoding/json.
 type decoder struct{ b []byte }
 
+// space skips whitespace.
 func (p *decoder) space() {
 	i := 0
 	for i < len(p.b) && p.b[i] <= ' ' && (p.b[i] == ' ' || p.b[i] == '\n' || p.b[i] == '\t' || p.b[i] == '\r') {
@@ -42,20 +43,14 @@ func (p *decoder) space() {
 	p.b = p.b[i:]
 }
 
-// byte reads c, after any whitespace.
-func (p *decoder) byte(c byte) bool {
+// expect reads c, after any whitespace.
+func (p *decoder) expect(c byte) bool {
 	p.space()
 	if len(p.b) == 0 || p.b[0] != c {
 		return false
 	}
 	p.b = p.b[1:]
 	return true
-}
-
-// peek reports whether c is next, after any whitespace, and leaves it.
-func (p *decoder) peek(c byte) bool {
-	p.space()
-	return len(p.b) > 0 && p.b[0] == c
 }
 
 // end reports whether nothing but whitespace is left.
@@ -67,17 +62,17 @@ func (p *decoder) end() bool {
 // object reads an object whose keys are among keys, each at most once,
 // calling member with each key read: its value follows.
 func (p *decoder) object(keys []string, member func(string) bool) bool {
-	if !p.byte('{') {
+	if !p.expect('{') {
 		return false
 	}
-	if p.byte('}') {
+	if p.expect('}') {
 		return true
 	}
 	var seen uint64
 	next := 0 // Encode writes the keys in order: try the one after the last
 	for {
 		k, ok := p.rawStr()
-		if !ok || !p.byte(':') {
+		if !ok || !p.expect(':') {
 			return false
 		}
 		n := next
@@ -95,10 +90,10 @@ func (p *decoder) object(keys []string, member func(string) bool) bool {
 		if !member(keys[n]) {
 			return false
 		}
-		if p.byte('}') {
+		if p.expect('}') {
 			return true
 		}
-		if !p.byte(',') {
+		if !p.expect(',') {
 			return false
 		}
 	}
@@ -106,20 +101,20 @@ func (p *decoder) object(keys []string, member func(string) bool) bool {
 
 // array reads an array, calling elem for each element.
 func (p *decoder) array(elem func() bool) bool {
-	if !p.byte('[') {
+	if !p.expect('[') {
 		return false
 	}
-	if p.byte(']') {
+	if p.expect(']') {
 		return true
 	}
 	for {
 		if !elem() {
 			return false
 		}
-		if p.byte(']') {
+		if p.expect(']') {
 			return true
 		}
-		if !p.byte(',') {
+		if !p.expect(',') {
 			return false
 		}
 	}
@@ -128,7 +123,7 @@ func (p *decoder) array(elem func() bool) bool {
 // rawStr reads a string without escapes or control characters, in
 // valid UTF-8: encoding/json reads such a string as its bytes.
 func (p *decoder) rawStr() ([]byte, bool) {
-	if !p.byte('"') {
+	if !p.expect('"') {
 		return nil, false
 	}
 	end := bytes.IndexByte(p.b, '"')
@@ -155,12 +150,14 @@ func (p *decoder) rawStr() ([]byte, bool) {
 	return s, true
 }
 
+// str reads a string (see rawStr) into v.
 func (p *decoder) str(v *string) bool {
 	s, ok := p.rawStr()
 	*v = string(s)
 	return ok
 }
 
+// strs reads an array of strings into v; [] is an empty, not a nil, list.
 func (p *decoder) strs(v *[]string) bool {
 	out := []string{}
 	ok := p.array(func() bool {
@@ -241,6 +238,7 @@ func (p *decoder) int(v *int) bool {
 	return true
 }
 
+// uint64 reads a non-negative integer, as int does.
 func (p *decoder) uint64(v *uint64) bool {
 	p.space()
 	i := 0
@@ -258,6 +256,7 @@ func (p *decoder) uint64(v *uint64) bool {
 	return true
 }
 
+// bool reads true or false.
 func (p *decoder) bool(v *bool) bool {
 	p.space()
 	switch {
@@ -282,6 +281,8 @@ var (
 	failureKeys     = []string{"failedAt", "reason", "participantId", "crashedCallIds", "coordinator"}
 )
 
+// data reads a state document; frame, temp, participant and failure the
+// objects in it.
 func (p *decoder) data(d *Data) bool {
 	return p.object(dataKeys, func(k string) bool {
 		switch k {
@@ -430,15 +431,15 @@ func (p *decoder) failure(f *Failure) bool {
 // request keys.
 func (p *decoder) keys(d *Data) bool {
 	d.Keys = map[string][]string{}
-	if !p.byte('{') {
+	if !p.expect('{') {
 		return false
 	}
-	if p.byte('}') {
+	if p.expect('}') {
 		return true
 	}
 	for {
 		var by string
-		if !p.str(&by) || !p.byte(':') {
+		if !p.str(&by) || !p.expect(':') {
 			return false
 		}
 		if _, dup := d.Keys[by]; dup {
@@ -449,10 +450,10 @@ func (p *decoder) keys(d *Data) bool {
 			return false
 		}
 		d.Keys[by] = ks
-		if p.byte('}') {
+		if p.expect('}') {
 			return true
 		}
-		if !p.byte(',') {
+		if !p.expect(',') {
 			return false
 		}
 	}
