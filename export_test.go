@@ -21,3 +21,8 @@ var SetWriteFault = dirstore.SetWriteFault
 func Sweep(ctx context.Context, l *LocalLedger) {
 	l.client.b.(*storeBackend).sweep(ctx, l.who)
 }
+
+// MonitorRead returns a channel closed once the monitor of op has read
+// the operation for the first time: a change made after that is news to
+// it, which it takes in only when woken.
+func MonitorRead(op *Operation) <-chan struct{} { return op.st.mon.read }

@@ -168,6 +168,8 @@ func TestStateDeliversFailureOnLibraryGoroutines(t *testing.T) {
 	require.NoError(t, err)
 	joined, err := bob.JoinOperation(ctx, op.ID(), ledger.JoinOptions{})
 	require.NoError(t, err)
+	// Else alice's monitor, started late, may read the abort first.
+	waitClosed(t, ledger.MonitorRead(op), 5*time.Second, "alice's monitor to read the operation")
 
 	require.NoError(t, joined.SetAbortFlag(ctx, true))
 	require.False(t, op.IsAborted(), "alice heard of the abort before CheckAbort")

@@ -30,6 +30,7 @@ type monitor struct {
 	st     *opState
 	stop   chan struct{} // closed to stop the loop
 	done   chan struct{} // closed when the loop has returned
+	read   chan struct{} // closed when the loop has read the operation once
 	once   sync.Once     // guards close(stop)
 	paused atomic.Bool   // StopHeartbeat: no beats
 	beats  chan beatReq  // Operation.Heartbeat
@@ -63,6 +64,7 @@ func (st *opState) startBackground() {
 		st:       st,
 		stop:     make(chan struct{}),
 		done:     make(chan struct{}),
+		read:     make(chan struct{}),
 		beats:    make(chan beatReq),
 		gone:     make(chan participant, 16),
 		seen:     make(map[string]seenBeat),
@@ -112,6 +114,7 @@ func (m *monitor) run() {
 	coord.Stop()
 	defer coord.Stop()
 	m.catchUp(ctx, coord)
+	close(m.read)
 	for {
 		select {
 		case <-m.stop:
