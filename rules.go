@@ -25,11 +25,16 @@ type change interface {
 	apply(tx *tx) error
 }
 
-// frameChange is a change whose apply edits nothing but the call frames
-// of tx.d, which decide then copies alone (see store.Data.CloneFrames).
-type frameChange interface {
-	change
-	editsFramesOnly()
+// editsFramesOnly reports whether c edits nothing of tx.d but its call
+// frames, so that decide copies those alone (see store.Data.CloneFrames).
+// It names the types themselves: a change that embeds one of them is not
+// taken for it.
+func editsFramesOnly(c change) bool {
+	switch c.(type) {
+	case addFrameOp, removeFrameOp:
+		return true
+	}
+	return false
 }
 
 // tx is one change being decided.
@@ -233,8 +238,6 @@ func (c addFrameOp) apply(tx *tx) error {
 	return nil
 }
 
-func (addFrameOp) editsFramesOnly() {}
-
 // removeFrameOp removes the frame of a call that ended well.
 type removeFrameOp struct {
 	who    participant
@@ -257,8 +260,6 @@ func (c removeFrameOp) apply(tx *tx) error {
 	}
 	return nil
 }
-
-func (removeFrameOp) editsFramesOnly() {}
 
 // failFrameOp removes the frame of a failed call and, when it fails on
 // crash, fails the operation. The stack goes to the debug log.

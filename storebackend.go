@@ -127,7 +127,7 @@ func decide(id string, cur view, c change, key requestKey, out *outcome, after *
 		return journal.Change{Snapshot: snapshot(cur.d, cur.rev), Archive: true}, nil
 	}
 	var d *store.Data
-	if _, ok := c.(frameChange); ok && key.key == "" {
+	if editsFramesOnly(c) && key.key == "" {
 		d = cur.d.CloneFrames() // the change edits the frames alone; with a key, remember edits the keys
 	} else {
 		d = cur.d.Clone()

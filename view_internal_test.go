@@ -6,6 +6,7 @@ import (
 	"time"
 
 	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
 
 	"github.com/tomdist/ledger/internal/store"
 	"github.com/tomdist/ledger/journal"
@@ -30,8 +31,8 @@ func TestCompactionIsSpacedOutByTheStateSize(t *testing.T) {
 	assert.GreaterOrEqual(t, compactAfter(d), journal.Rev(64*maxKeys/3), "64 participants' keys")
 }
 
-// TestFrameChangesEditOnlyFrames: decide gives a frameChange a copy of
-// the state that shares all but the frames with the state every view of
+// TestFrameChangesEditOnlyFrames: decide gives the changes that
+// editsFramesOnly names a copy of the state that shares all but the frames with the state every view of
 // the operation holds, so such a change must leave the rest alone, on
 // success and on refusal.
 func TestFrameChangesEditOnlyFrames(t *testing.T) {
@@ -49,12 +50,13 @@ func TestFrameChangesEditOnlyFrames(t *testing.T) {
 		DetectionTimestamp: &det,
 	}
 	a := participant{ID: "a", PID: 1, Host: "h"}
-	for _, c := range []frameChange{
+	for _, c := range []change{
 		addFrameOp{who: a, spec: frameSpec{CallID: "call_a_2", Kind: frameCall}},
 		addFrameOp{who: a, spec: frameSpec{CallID: "call_a_1", Kind: frameCall}}, // refused: exists
 		removeFrameOp{who: a, callID: "call_a_1", kind: frameCall},
 		removeFrameOp{who: a, callID: "call_a_9", kind: frameCall}, // refused: not there
 	} {
+		require.True(t, editsFramesOnly(c), "%T", c)
 		before := shared.Clone()
 		tx := &tx{d: shared.CloneFrames(), now: store.Time{Time: now.Add(time.Hour)}}
 		_ = c.apply(tx)
@@ -62,5 +64,23 @@ func TestFrameChangesEditOnlyFrames(t *testing.T) {
 		edited := tx.d.CloneFrames()
 		edited.CallFrames = before.CallFrames
 		assert.Equal(t, before, edited.Clone(), "%T changed more than the frames", c)
+	}
+	assert.False(t, editsFramesOnly(dartEndOp{}), "a change that embeds one is another change")
+
+	// Through decide, with and without an idempotency key (which
+	// remember adds to the keys): the state of the view is left as it was.
+	for _, key := range []requestKey{{}, {by: "a/1@h", key: "k1"}} {
+		before := shared.Clone()
+		var (
+			out    outcome
+			after  view
+			failed error
+		)
+		ch, err := decide("op", view{d: shared, rev: 7, base: 1}, addFrameOp{who: a, spec: frameSpec{CallID: "call_a_3", Kind: frameCall}}, key, &out, &after, &failed)
+		require.NoError(t, err)
+		require.NoError(t, failed)
+		require.Len(t, ch.Records, 1)
+		assert.Equal(t, before, shared, "decide edited the state of the view (key %q)", key.key)
+		assert.Equal(t, 2, len(after.d.CallFrames))
 	}
 }

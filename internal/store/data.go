@@ -155,12 +155,16 @@ func (p *Participant) Key() string { return Key(p.ParticipantID, p.PID, p.Host) 
 // Key returns the Key of the participant process that runs the call.
 func (f *CallFrame) Key() string { return Key(f.ParticipantID, f.PID, f.Host) }
 
-// CloneFrames returns a copy of d whose call frames are its own; the
-// rest (participants, temporary resources, keys, failure) it shares with
-// d, so only its frames may be modified. A call's start and end change
-// nothing else, and copying the participants of a busy operation for each
-// of them was a third of what its processes allocated.
+// CloneFrames returns a copy of d whose call frames are its own, as are
+// its scalar fields; the lists of participants and temporary resources,
+// the keys, the failure and the timestamps behind pointers it shares with
+// d, so they must not be modified. A call's start and end change nothing
+// but the frames, and copying the participants of a busy operation for
+// each of them was a third of what its processes allocated.
 func (d *Data) CloneFrames() *Data {
+	if d == nil {
+		return nil
+	}
 	c := *d
 	c.CallFrames = cloneFrames(d.CallFrames)
 	return &c
