@@ -331,9 +331,10 @@ func (p *decoder) data(d *Data) bool {
 			return p.str(&d.DartParticipant)
 		case "journalRev":
 			return p.uint64(&d.JournalRev)
-		default: // "idempotencyKeys"
+		case "idempotencyKeys":
 			return p.keys(d)
 		}
+		return false // a key of dataKeys without its case here
 	})
 }
 
@@ -358,9 +359,10 @@ func (p *decoder) frame(f *CallFrame) bool {
 			return p.str(&f.Description)
 		case "resources":
 			return p.strs(&f.Resources)
-		default: // "failOnCrash"
+		case "failOnCrash":
 			return p.bool(&f.FailOnCrash)
 		}
+		return false
 	})
 }
 
@@ -377,9 +379,10 @@ func (p *decoder) temp(r *TempResource) bool {
 			return p.str(&r.ParticipantID)
 		case "host":
 			return p.str(&r.Host)
-		default: // "registeredVia"
+		case "registeredVia":
 			return p.str(&r.RegisteredVia)
 		}
+		return false
 	})
 }
 
@@ -404,9 +407,10 @@ func (p *decoder) participant(pt *Participant) bool {
 			return p.int(&pt.HeartbeatIntervalMs)
 		case "staleThresholdMs":
 			return p.int(&pt.StaleThresholdMs)
-		default: // "remote"
+		case "remote":
 			return p.bool(&pt.Remote)
 		}
+		return false
 	})
 }
 
@@ -421,9 +425,10 @@ func (p *decoder) failure(f *Failure) bool {
 			return p.str(&f.ParticipantID)
 		case "crashedCallIds":
 			return p.strs(&f.CrashedCallIDs)
-		default: // "coordinator"
+		case "coordinator":
 			return p.str(&f.Coordinator)
 		}
+		return false
 	})
 }
 

@@ -90,6 +90,34 @@ func TestDecodeTakesTheFastWay(t *testing.T) {
 	}
 }
 
+// TestDecodeTimes: the times the fast decoder reads itself are what
+// encoding/json (Time.UnmarshalJSON) reads, to the bit, and those it must
+// refuse it leaves to encoding/json.
+func TestDecodeTimes(t *testing.T) {
+	for _, ts := range []string{
+		"2024-01-15T10:30:00.123Z", "2024-02-29T23:59:59.999Z", "2023-02-29T00:00:00.000Z", "2024-04-31T00:00:00.000Z",
+		"2024-04-30T24:00:00.000Z", "2024-04-30T23:60:00.000Z", "2024-04-30T23:59:60.000Z", "2024-00-10T00:00:00.000Z",
+		"2024-13-10T00:00:00.000Z", "2024-12-00T00:00:00.000Z", "0000-01-01T00:00:00.000Z", "9999-12-31T23:59:59.999Z",
+		"1900-03-01T12:00:00.000Z", "2200-03-01T12:00:00.000Z", "2024-01-15t10:30:00.123z", "2024-01-15T10:30:00.1234",
+	} {
+		doc := []byte(`{"operationId":"op","startTime":"` + ts + `"}`)
+		var want Data
+		wantErr := json.Unmarshal(doc, &want)
+		got, err := Decode(doc)
+		if wantErr != nil {
+			assert.Error(t, err, ts)
+			continue
+		}
+		require.NoError(t, err, ts)
+		assert.True(t, reflect.DeepEqual(&want, got), "%s: %#v, want %#v", ts, got.StartTime, want.StartTime)
+		if fast, ok := parseUTCMillis([]byte(ts)); ok {
+			assert.True(t, reflect.DeepEqual(want.StartTime, fast), "%s: fast %#v, want %#v", ts, fast, want.StartTime)
+		}
+	}
+	_, ok := parseUTCMillis([]byte("2024-01-15T10:30:00.123Z"))
+	assert.True(t, ok, "the form Encode writes")
+}
+
 func compact(t *testing.T, b []byte) []byte {
 	var out bytes.Buffer
 	require.NoError(t, json.Compact(&out, b))
