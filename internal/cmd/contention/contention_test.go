@@ -78,9 +78,20 @@ func TestReportRounds(t *testing.T) {
 	assert.Contains(t, b.String(), "medians of 3 rounds")
 	assert.Regexp(t, `(?m)^32\s+550\s+2ms`, b.String())
 
+	// An even number of rounds: the mean of the middle two.
 	b.Reset()
-	assert.False(t, report(&b, [][]row{round(1000, 600, 0), round(1000, 450, 1), round(1000, 400, 0), round(2000, 900, 0)}))
+	assert.False(t, report(&b, [][]row{round(1000, 600, 0), round(1000, 400, 1), round(1000, 500, 0), round(2000, 600, 0)}))
+	assert.Contains(t, b.String(), "median 0.450")
 	assert.Contains(t, b.String(), "targets MISSED: 1 false verdicts at P=32; ratio 0.450 < 0.5")
+
+	// A round without a call at P=1 is a miss, not a round left out.
+	b.Reset()
+	assert.False(t, report(&b, [][]row{round(1000, 600, 0), round(1000, 600, 0), round(0, 0, 0)}))
+	assert.Contains(t, b.String(), "0 / 0 = 0.000; median 0.600")
+	assert.Contains(t, b.String(), "targets MISSED: no call through at P=1 or P=32 in round 3")
+	b.Reset()
+	assert.False(t, report(&b, [][]row{round(0, 0, 0)}))
+	assert.Contains(t, b.String(), "targets MISSED: no call through at P=1 or P=32 in round 1; ratio 0.000 < 0.5")
 }
 
 func TestParseFlags(t *testing.T) {

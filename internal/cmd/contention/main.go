@@ -131,6 +131,9 @@ func report(w io.Writer, rounds [][]row) bool {
 		}
 	}
 	if many, ratios, texts, ok := roundRatios(rounds); ok {
+		if dead := slices.Index(ratios, 0); dead >= 0 {
+			missed = append(missed, fmt.Sprintf("no call through at P=1 or P=%d in round %d", many, dead+1))
+		}
 		median := medianOf(ratios)
 		if len(rounds) == 1 {
 			fmt.Fprintf(w, "contention: throughput at P=%d / at P=1 = %s (target >= 0.5)\n", many, texts[0])
@@ -176,7 +179,8 @@ func merge(rounds [][]row) []row {
 }
 
 // roundRatios returns the throughput ratio of each round (see ratioRows),
-// as numbers and as text, and the P over 1 it is of.
+// as numbers and as text, and the P over 1 it is of. A round without a
+// call at P=1 has a ratio of 0.
 func roundRatios(rounds [][]row) (many int, ratios []float64, texts []string, ok bool) {
 	for _, rows := range rounds {
 		one, m, ok := ratioRows(rows)
@@ -184,8 +188,12 @@ func roundRatios(rounds [][]row) (many int, ratios []float64, texts []string, ok
 			return 0, nil, nil, false
 		}
 		many = m.P
-		ratios = append(ratios, m.Rate/one.Rate)
-		texts = append(texts, fmt.Sprintf("%.0f / %.0f = %.3f", m.Rate, one.Rate, m.Rate/one.Rate))
+		r := 0.0
+		if one.Rate > 0 {
+			r = m.Rate / one.Rate
+		}
+		ratios = append(ratios, r)
+		texts = append(texts, fmt.Sprintf("%.0f / %.0f = %.3f", m.Rate, one.Rate, r))
 	}
 	return many, ratios, texts, true
 }
@@ -201,10 +209,11 @@ func medianOf(vs []float64) float64 {
 	return (vs[n/2-1] + vs[n/2]) / 2
 }
 
-// ratioRows returns the rows of P=1 and of the largest P up to 32 above it.
+// ratioRows returns the rows of P=1 and of the largest P up to 32 above
+// it, if the Ps measured include both.
 func ratioRows(rows []row) (one, many row, ok bool) {
 	i := slices.IndexFunc(rows, func(r row) bool { return r.P == 1 })
-	if i < 0 || rows[i].Rate == 0 {
+	if i < 0 {
 		return row{}, row{}, false
 	}
 	for _, r := range rows {
