@@ -13,13 +13,13 @@ import (
 // out with any whitespace) are read by a decoder of their own, several
 // times faster: every process on an operation decodes a snapshot each time
 // the journal is compacted, under the operation's lock. Anything else (an
-// escape in a string, a null, a key in another case, a key twice, a number
+// escape in a string, a null in a list, a key in another case, a key twice, a number
 // that is not a plain integer) goes to encoding/json, which decides:
 // FuzzDecode checks that the two agree.
 func Decode(b []byte) (*Data, error) {
 	d := new(Data)
-	p := decoder{b: b}
-	if p.data(d) && p.end() {
+	p := Reader{b: b}
+	if p.Data(d) && p.End() {
 		return d, nil
 	}
 	d = new(Data)
@@ -29,13 +29,18 @@ func Decode(b []byte) (*Data, error) {
 	return d, nil
 }
 
-// decoder reads the JSON that Decode takes the fast way. Each method
-// reports false for anything else, and Decode then starts over with
-// encoding/json.
-type decoder struct{ b []byte }
+// A Reader reads the JSON that Decode takes the fast way: a state
+// document, or a value with the shapes of one inside (record bodies of the
+// ledger package). Each method reads one value and reports false for
+// anything else, after which the Reader is spent and the caller starts
+// over with encoding/json.
+type Reader struct{ b []byte }
+
+// NewReader returns a Reader of b.
+func NewReader(b []byte) *Reader { return &Reader{b: b} }
 
 // space skips whitespace.
-func (p *decoder) space() {
+func (p *Reader) space() {
 	i := 0
 	for i < len(p.b) && p.b[i] <= ' ' && (p.b[i] == ' ' || p.b[i] == '\n' || p.b[i] == '\t' || p.b[i] == '\r') {
 		i++
@@ -44,7 +49,7 @@ func (p *decoder) space() {
 }
 
 // expect reads c, after any whitespace.
-func (p *decoder) expect(c byte) bool {
+func (p *Reader) expect(c byte) bool {
 	p.space()
 	if len(p.b) == 0 || p.b[0] != c {
 		return false
@@ -53,15 +58,18 @@ func (p *decoder) expect(c byte) bool {
 	return true
 }
 
-// end reports whether nothing but whitespace is left.
-func (p *decoder) end() bool {
+// End reports whether nothing but whitespace is left.
+func (p *Reader) End() bool {
 	p.space()
 	return len(p.b) == 0
 }
 
-// object reads an object whose keys are among keys, each at most once,
-// calling member with each key read: its value follows.
-func (p *decoder) object(keys []string, member func(string) bool) bool {
+// Object reads an object whose keys are among keys, each at most once,
+// calling member with each key read: member reads its value, unless the
+// value is null, which leaves the field as it is. Object is for new,
+// zero values: encoding/json, too, leaves a field null sets alone or sets
+// it to nil.
+func (p *Reader) Object(keys []string, member func(string) bool) bool {
 	if !p.expect('{') {
 		return false
 	}
@@ -87,7 +95,9 @@ func (p *decoder) object(keys []string, member func(string) bool) bool {
 		}
 		seen |= 1 << n
 		next = n + 1
-		if !member(keys[n]) {
+		// null leaves a field of a new value as it is, zero, as it does
+		// for encoding/json.
+		if !p.null() && !member(keys[n]) {
 			return false
 		}
 		if p.expect('}') {
@@ -99,8 +109,18 @@ func (p *decoder) object(keys []string, member func(string) bool) bool {
 	}
 }
 
-// array reads an array, calling elem for each element.
-func (p *decoder) array(elem func() bool) bool {
+// null reads null, if it is next.
+func (p *Reader) null() bool {
+	p.space()
+	if !bytes.HasPrefix(p.b, []byte("null")) {
+		return false
+	}
+	p.b = p.b[4:]
+	return true
+}
+
+// Array reads an array, calling elem to read each element.
+func (p *Reader) Array(elem func() bool) bool {
 	if !p.expect('[') {
 		return false
 	}
@@ -122,7 +142,7 @@ func (p *decoder) array(elem func() bool) bool {
 
 // rawStr reads a string without escapes or control characters, in
 // valid UTF-8: encoding/json reads such a string as its bytes.
-func (p *decoder) rawStr() ([]byte, bool) {
+func (p *Reader) rawStr() ([]byte, bool) {
 	if !p.expect('"') {
 		return nil, false
 	}
@@ -150,19 +170,19 @@ func (p *decoder) rawStr() ([]byte, bool) {
 	return s, true
 }
 
-// str reads a string (see rawStr) into v.
-func (p *decoder) str(v *string) bool {
+// Str reads a string (see rawStr) into v.
+func (p *Reader) Str(v *string) bool {
 	s, ok := p.rawStr()
 	*v = string(s)
 	return ok
 }
 
 // strs reads an array of strings into v; [] is an empty, not a nil, list.
-func (p *decoder) strs(v *[]string) bool {
+func (p *Reader) strs(v *[]string) bool {
 	out := []string{}
-	ok := p.array(func() bool {
+	ok := p.Array(func() bool {
 		var s string
-		if !p.str(&s) {
+		if !p.Str(&s) {
 			return false
 		}
 		out = append(out, s)
@@ -173,7 +193,7 @@ func (p *decoder) strs(v *[]string) bool {
 }
 
 // time reads a string as Time.UnmarshalJSON does.
-func (p *decoder) time(v *Time) bool {
+func (p *Reader) time(v *Time) bool {
 	s, ok := p.rawStr()
 	if !ok {
 		return false
@@ -217,7 +237,7 @@ func parseUTCMillis(s []byte) (Time, bool) {
 
 // int reads an integer without fraction, exponent or leading zeros that
 // fits in an int.
-func (p *decoder) int(v *int) bool {
+func (p *Reader) int(v *int) bool {
 	p.space()
 	i := 0
 	if i < len(p.b) && p.b[i] == '-' {
@@ -239,7 +259,7 @@ func (p *decoder) int(v *int) bool {
 }
 
 // uint64 reads a non-negative integer, as int does.
-func (p *decoder) uint64(v *uint64) bool {
+func (p *Reader) uint64(v *uint64) bool {
 	p.space()
 	i := 0
 	for i < len(p.b) && p.b[i] >= '0' && p.b[i] <= '9' {
@@ -256,8 +276,8 @@ func (p *decoder) uint64(v *uint64) bool {
 	return true
 }
 
-// bool reads true or false.
-func (p *decoder) bool(v *bool) bool {
+// Bool reads true or false into v.
+func (p *Reader) Bool(v *bool) bool {
 	p.space()
 	switch {
 	case bytes.HasPrefix(p.b, []byte("true")):
@@ -281,42 +301,42 @@ var (
 	failureKeys     = []string{"failedAt", "reason", "participantId", "crashedCallIds", "coordinator"}
 )
 
-// data reads a state document; frame, temp, participant and failure the
-// objects in it.
-func (p *decoder) data(d *Data) bool {
-	return p.object(dataKeys, func(k string) bool {
+// Data reads a state document into d; Frame, Temp and Participant read
+// the objects in it, failure the failure.
+func (p *Reader) Data(d *Data) bool {
+	return p.Object(dataKeys, func(k string) bool {
 		switch k {
 		case "operationId":
-			return p.str(&d.OperationID)
+			return p.Str(&d.OperationID)
 		case "initiatorId":
-			return p.str(&d.InitiatorID)
+			return p.Str(&d.InitiatorID)
 		case "description":
-			return p.str(&d.Description)
+			return p.Str(&d.Description)
 		case "startTime":
 			return p.time(&d.StartTime)
 		case "operationState":
-			return p.str(&d.OperationState)
+			return p.Str(&d.OperationState)
 		case "aborted":
-			return p.bool(&d.Aborted)
+			return p.Bool(&d.Aborted)
 		case "lastHeartbeat":
 			return p.time(&d.LastHeartbeat)
 		case "callFrames":
 			d.CallFrames = []CallFrame{}
-			return p.array(func() bool {
+			return p.Array(func() bool {
 				d.CallFrames = append(d.CallFrames, CallFrame{})
-				return p.frame(&d.CallFrames[len(d.CallFrames)-1])
+				return p.Frame(&d.CallFrames[len(d.CallFrames)-1])
 			})
 		case "tempResources":
 			d.TempResources = []TempResource{}
-			return p.array(func() bool {
+			return p.Array(func() bool {
 				d.TempResources = append(d.TempResources, TempResource{})
-				return p.temp(&d.TempResources[len(d.TempResources)-1])
+				return p.Temp(&d.TempResources[len(d.TempResources)-1])
 			})
 		case "participants":
 			d.Participants = []Participant{}
-			return p.array(func() bool {
+			return p.Array(func() bool {
 				d.Participants = append(d.Participants, Participant{})
-				return p.participant(&d.Participants[len(d.Participants)-1])
+				return p.Participant(&d.Participants[len(d.Participants)-1])
 			})
 		case "detectionTimestamp":
 			d.DetectionTimestamp = new(Time)
@@ -328,7 +348,7 @@ func (p *decoder) data(d *Data) bool {
 			d.Failure = new(Failure)
 			return p.failure(d.Failure)
 		case "dartParticipant":
-			return p.str(&d.DartParticipant)
+			return p.Str(&d.DartParticipant)
 		case "journalRev":
 			return p.uint64(&d.JournalRev)
 		case "idempotencyKeys":
@@ -338,63 +358,63 @@ func (p *decoder) data(d *Data) bool {
 	})
 }
 
-func (p *decoder) frame(f *CallFrame) bool {
-	return p.object(frameKeys, func(k string) bool {
+func (p *Reader) Frame(f *CallFrame) bool {
+	return p.Object(frameKeys, func(k string) bool {
 		switch k {
 		case "participantId":
-			return p.str(&f.ParticipantID)
+			return p.Str(&f.ParticipantID)
 		case "callId":
-			return p.str(&f.CallID)
+			return p.Str(&f.CallID)
 		case "pid":
 			return p.int(&f.PID)
 		case "host":
-			return p.str(&f.Host)
+			return p.Str(&f.Host)
 		case "startTime":
 			return p.time(&f.StartTime)
 		case "lastHeartbeat":
 			return p.time(&f.LastHeartbeat)
 		case "state":
-			return p.str(&f.State)
+			return p.Str(&f.State)
 		case "description":
-			return p.str(&f.Description)
+			return p.Str(&f.Description)
 		case "resources":
 			return p.strs(&f.Resources)
 		case "failOnCrash":
-			return p.bool(&f.FailOnCrash)
+			return p.Bool(&f.FailOnCrash)
 		}
 		return false
 	})
 }
 
-func (p *decoder) temp(r *TempResource) bool {
-	return p.object(tempKeys, func(k string) bool {
+func (p *Reader) Temp(r *TempResource) bool {
+	return p.Object(tempKeys, func(k string) bool {
 		switch k {
 		case "path":
-			return p.str(&r.Path)
+			return p.Str(&r.Path)
 		case "owner":
 			return p.int(&r.Owner)
 		case "registeredAt":
 			return p.time(&r.RegisteredAt)
 		case "participantId":
-			return p.str(&r.ParticipantID)
+			return p.Str(&r.ParticipantID)
 		case "host":
-			return p.str(&r.Host)
+			return p.Str(&r.Host)
 		case "registeredVia":
-			return p.str(&r.RegisteredVia)
+			return p.Str(&r.RegisteredVia)
 		}
 		return false
 	})
 }
 
-func (p *decoder) participant(pt *Participant) bool {
-	return p.object(participantKeys, func(k string) bool {
+func (p *Reader) Participant(pt *Participant) bool {
+	return p.Object(participantKeys, func(k string) bool {
 		switch k {
 		case "participantId":
-			return p.str(&pt.ParticipantID)
+			return p.Str(&pt.ParticipantID)
 		case "pid":
 			return p.int(&pt.PID)
 		case "host":
-			return p.str(&pt.Host)
+			return p.Str(&pt.Host)
 		case "sessions":
 			return p.int(&pt.Sessions)
 		case "joinedAt":
@@ -402,31 +422,31 @@ func (p *decoder) participant(pt *Participant) bool {
 		case "lastHeartbeat":
 			return p.time(&pt.LastHeartbeat)
 		case "state":
-			return p.str(&pt.State)
+			return p.Str(&pt.State)
 		case "heartbeatIntervalMs":
 			return p.int(&pt.HeartbeatIntervalMs)
 		case "staleThresholdMs":
 			return p.int(&pt.StaleThresholdMs)
 		case "remote":
-			return p.bool(&pt.Remote)
+			return p.Bool(&pt.Remote)
 		}
 		return false
 	})
 }
 
-func (p *decoder) failure(f *Failure) bool {
-	return p.object(failureKeys, func(k string) bool {
+func (p *Reader) failure(f *Failure) bool {
+	return p.Object(failureKeys, func(k string) bool {
 		switch k {
 		case "failedAt":
 			return p.time(&f.FailedAt)
 		case "reason":
-			return p.str(&f.Reason)
+			return p.Str(&f.Reason)
 		case "participantId":
-			return p.str(&f.ParticipantID)
+			return p.Str(&f.ParticipantID)
 		case "crashedCallIds":
 			return p.strs(&f.CrashedCallIDs)
 		case "coordinator":
-			return p.str(&f.Coordinator)
+			return p.Str(&f.Coordinator)
 		}
 		return false
 	})
@@ -434,7 +454,7 @@ func (p *decoder) failure(f *Failure) bool {
 
 // keys reads idempotencyKeys: participant keys, each once, to lists of
 // request keys.
-func (p *decoder) keys(d *Data) bool {
+func (p *Reader) keys(d *Data) bool {
 	d.Keys = map[string][]string{}
 	if !p.expect('{') {
 		return false
@@ -444,7 +464,7 @@ func (p *decoder) keys(d *Data) bool {
 	}
 	for {
 		var by string
-		if !p.str(&by) || !p.expect(':') {
+		if !p.Str(&by) || !p.expect(':') {
 			return false
 		}
 		if _, dup := d.Keys[by]; dup {

@@ -15,8 +15,8 @@ import (
 // decodeFast decodes b the fast way only, and reports whether it could.
 func decodeFast(b []byte) (*Data, bool) {
 	d := new(Data)
-	p := decoder{b: b}
-	return d, p.data(d) && p.end()
+	p := NewReader(b)
+	return d, p.Data(d) && p.End()
 }
 
 // FuzzDecode: whatever the fast decoder takes, encoding/json decodes to
