@@ -2,8 +2,11 @@ package ledger
 
 import (
 	"encoding/json"
+	"reflect"
+	"strings"
 	"testing"
 
+	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
 	"github.com/tomdist/ledger/internal/store"
@@ -71,5 +74,102 @@ func FuzzApplyRecord(f *testing.F) {
 		a, _ := json.Marshal(again)
 		b, _ := json.Marshal(v.d)
 		require.JSONEq(t, string(a), string(b))
+	})
+}
+
+// FuzzDecodeBody: a body store.Reader reads, encoding/json reads to the
+// same body; and decodeBody, whichever way it goes, agrees with
+// encoding/json on every input, errors included.
+func FuzzDecodeBody(f *testing.F) {
+	for _, b := range bodySeeds(f) {
+		f.Add(b)
+	}
+	for _, s := range []string{
+		`{"ops":[{"op":"frame","frame":{"callId":"c"},"frame":{"callId":"d"}}]}`,
+		`{"ops":[{"OP":"abort"}]}`, `{"ops":null}`, `{"routine":true,"ops":[{"op":"unframe","key":"c\u0041"}]}`,
+		`{"ops":[{"op":"head","head":{"operationId":"x","callFrames":null}}]}`, `{"ops":[]} x`, `{"key":1}`,
+	} {
+		f.Add([]byte(s))
+	}
+	f.Fuzz(func(t *testing.T, raw []byte) {
+		var slow body
+		slowErr := json.Unmarshal(raw, &slow)
+		got, err := decodeBody(raw)
+		if slowErr != nil {
+			require.Error(t, err)
+			return
+		}
+		require.NoError(t, err)
+		require.Equal(t, slow, got)
+	})
+}
+
+// bodySeeds returns the bodies encodeBody writes for the changes of a
+// state, routine and not, with a key and without.
+func bodySeeds(t testing.TB) [][]byte {
+	d := fuzzState()
+	later := d.Clone()
+	later.CallFrames = append(later.CallFrames[:0:0], store.CallFrame{ParticipantID: "alice", CallID: "call_alice_2_cd34", PID: 7, Host: "h",
+		StartTime: d.StartTime, LastHeartbeat: d.StartTime, State: "active", Description: "build", Resources: []string{"/tmp/r"}, FailOnCrash: true})
+	later.Participants[0].State = "left"
+	later.TempResources = append(later.TempResources, store.TempResource{Path: "/tmp/y", Owner: 7, RegisteredAt: later.StartTime})
+	later.Aborted = true
+	var out [][]byte
+	for _, ops := range [][]op{diff(d, later), diff(nil, d), {{Op: opUnframe, Key: "call_alice_1_ab12"}}, {}} {
+		for _, key := range []requestKey{{}, {by: "alice/7@h", key: "3b1e2a4c-0000-4000-8000-000000000000"}} {
+			b, err := encodeBody(len(ops) < 2, ops, key)
+			require.NoError(t, err)
+			out = append(out, b)
+		}
+	}
+	return out
+}
+
+// TestDecodeBodyTakesTheFastWay: what encodeBody writes, store.Reader
+// reads, to what encoding/json reads; and the keys it knows are the JSON
+// names of the fields of body and op.
+func TestDecodeBodyTakesTheFastWay(t *testing.T) {
+	for _, raw := range bodySeeds(t) {
+		var b body
+		r := store.NewReader(raw)
+		require.True(t, r.Object(bodyKeys, func(k string) bool { return b.read(r, k) }) && r.End(), "went to encoding/json: %s", raw)
+		var want body
+		require.NoError(t, json.Unmarshal(raw, &want))
+		assert.Equal(t, want, b)
+	}
+	for typ, keys := range map[reflect.Type][]string{reflect.TypeFor[body](): bodyKeys, reflect.TypeFor[op](): opKeys} {
+		var names []string
+		for i := range typ.NumField() {
+			name, _, _ := strings.Cut(typ.Field(i).Tag.Get("json"), ",")
+			names = append(names, name)
+		}
+		assert.ElementsMatch(t, names, keys, "keys of %s", typ.Name())
+	}
+}
+
+// BenchmarkDecodeBody decodes the body of a call's start, as a
+// participant applies every record it put off, with decodeBody and with
+// encoding/json.
+func BenchmarkDecodeBody(b *testing.B) {
+	d := fuzzState()
+	later := d.Clone()
+	later.CallFrames = append(later.CallFrames, store.CallFrame{ParticipantID: "alice", CallID: "call_alice_2_cd34", PID: 7, Host: "h",
+		StartTime: d.StartTime, LastHeartbeat: d.StartTime, State: "active", Description: "build", FailOnCrash: true})
+	raw, err := encodeBody(true, diff(d, later), requestKey{})
+	require.NoError(b, err)
+	b.Run("decodeBody", func(b *testing.B) {
+		for b.Loop() {
+			if _, err := decodeBody(raw); err != nil {
+				b.Fatal(err)
+			}
+		}
+	})
+	b.Run("encoding/json", func(b *testing.B) {
+		for b.Loop() {
+			var v body
+			if err := json.Unmarshal(raw, &v); err != nil {
+				b.Fatal(err)
+			}
+		}
 	})
 }
