@@ -326,18 +326,24 @@ func apply(d *store.Data, raw []byte) (*store.Data, error) {
 // viewer applies every record it reads. Anything else goes to
 // encoding/json (FuzzDecodeBody checks that the two agree).
 func decodeBody(raw []byte) (body, error) {
-	var b body
-	r := store.NewReader(raw)
-	if r.Object(bodyKeys, func(k string) bool { return b.read(r, k) }) && r.End() {
+	if b, ok := readBody(raw); ok {
 		return b, nil
 	}
-	b = body{}
+	var b body
 	err := json.Unmarshal(raw, &b)
 	return b, err
 }
 
+// readBody reads raw with store.Reader, and reports whether it could.
+func readBody(raw []byte) (body, bool) {
+	var b body
+	r := store.NewReader(raw)
+	ok := r.Object(bodyKeys, func(key string) bool { return b.read(r, key) }) && r.End()
+	return b, ok
+}
+
 // The keys of a body and of an op, as encoding/json names their fields
-// (TestDecodeBodyKnowsEveryField).
+// (TestDecodeBodyTakesTheFastWay).
 var (
 	bodyKeys = []string{"routine", "ops", "key", "by"}
 	opKeys   = []string{"op", "data", "head", "participant", "frame", "temp", "key"}
@@ -353,7 +359,7 @@ func (b *body) read(r *store.Reader, k string) bool {
 		return r.Array(func() bool {
 			b.Ops = append(b.Ops, op{})
 			o := &b.Ops[len(b.Ops)-1]
-			return r.Object(opKeys, func(k string) bool { return o.read(r, k) })
+			return r.Object(opKeys, func(key string) bool { return o.read(r, key) })
 		})
 	case "key":
 		return r.Str(&b.Key)

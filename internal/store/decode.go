@@ -65,10 +65,11 @@ func (p *Reader) End() bool {
 }
 
 // Object reads an object whose keys are among keys, each at most once,
-// calling member with each key read: member reads its value, unless the
-// value is null, which leaves the field as it is. Object is for new,
-// zero values: encoding/json, too, leaves a field null sets alone or sets
-// it to nil.
+// calling member with each key read: member reads its value. A null value
+// is not given to member: the field stays as it is, which is what
+// encoding/json makes of null only for a field still at its zero value.
+// So the value read into must be new, as it is for every caller; and a
+// key with no case in member is caught only when its value is not null.
 func (p *Reader) Object(keys []string, member func(string) bool) bool {
 	if !p.expect('{') {
 		return false
@@ -170,7 +171,8 @@ func (p *Reader) rawStr() ([]byte, bool) {
 	return s, true
 }
 
-// Str reads a string (see rawStr) into v.
+// Str reads a string into v: one without escapes or control characters,
+// in valid UTF-8.
 func (p *Reader) Str(v *string) bool {
 	s, ok := p.rawStr()
 	*v = string(s)
@@ -301,8 +303,7 @@ var (
 	failureKeys     = []string{"failedAt", "reason", "participantId", "crashedCallIds", "coordinator"}
 )
 
-// Data reads a state document into d; Frame, Temp and Participant read
-// the objects in it, failure the failure.
+// Data reads a state document into d, which must be new.
 func (p *Reader) Data(d *Data) bool {
 	return p.Object(dataKeys, func(k string) bool {
 		switch k {
@@ -358,6 +359,7 @@ func (p *Reader) Data(d *Data) bool {
 	})
 }
 
+// Frame reads a call frame into f, which must be new.
 func (p *Reader) Frame(f *CallFrame) bool {
 	return p.Object(frameKeys, func(k string) bool {
 		switch k {
@@ -386,6 +388,7 @@ func (p *Reader) Frame(f *CallFrame) bool {
 	})
 }
 
+// Temp reads a temporary resource into r, which must be new.
 func (p *Reader) Temp(r *TempResource) bool {
 	return p.Object(tempKeys, func(k string) bool {
 		switch k {
@@ -406,6 +409,7 @@ func (p *Reader) Temp(r *TempResource) bool {
 	})
 }
 
+// Participant reads a participant record into pt, which must be new.
 func (p *Reader) Participant(pt *Participant) bool {
 	return p.Object(participantKeys, func(k string) bool {
 		switch k {
