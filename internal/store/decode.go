@@ -237,12 +237,13 @@ func parseUTCMillis(s []byte) (Time, bool) {
 	return Time{t}, true
 }
 
-// int reads an integer without fraction, exponent or leading zeros that
-// fits in an int.
-func (p *Reader) int(v *int) bool {
+// integer returns the text of the integer next, without fraction,
+// exponent or leading zeros (a sign, if signed), and moves past it; or
+// false, and does not move.
+func (p *Reader) integer(signed bool) ([]byte, bool) {
 	p.space()
 	i := 0
-	if i < len(p.b) && p.b[i] == '-' {
+	if signed && i < len(p.b) && p.b[i] == '-' {
 		i++
 	}
 	digits := i
@@ -250,32 +251,27 @@ func (p *Reader) int(v *int) bool {
 		i++
 	}
 	if i == digits || i-digits > 1 && p.b[digits] == '0' || i < len(p.b) && (p.b[i] == '.' || p.b[i] == 'e' || p.b[i] == 'E') {
-		return false
+		return nil, false
 	}
-	n, err := strconv.Atoi(string(p.b[:i]))
-	if err != nil {
-		return false
-	}
-	*v, p.b = n, p.b[i:]
-	return true
+	s := p.b[:i]
+	p.b = p.b[i:]
+	return s, true
 }
 
-// uint64 reads a non-negative integer, as int does.
+// int reads an integer that fits in an int.
+func (p *Reader) int(v *int) bool {
+	s, ok := p.integer(true)
+	n, err := strconv.Atoi(string(s))
+	*v = n
+	return ok && err == nil
+}
+
+// uint64 reads a non-negative integer that fits in a uint64.
 func (p *Reader) uint64(v *uint64) bool {
-	p.space()
-	i := 0
-	for i < len(p.b) && p.b[i] >= '0' && p.b[i] <= '9' {
-		i++
-	}
-	if i == 0 || i > 1 && p.b[0] == '0' || i < len(p.b) && (p.b[i] == '.' || p.b[i] == 'e' || p.b[i] == 'E') {
-		return false
-	}
-	n, err := strconv.ParseUint(string(p.b[:i]), 10, 64)
-	if err != nil {
-		return false
-	}
-	*v, p.b = n, p.b[i:]
-	return true
+	s, ok := p.integer(false)
+	n, err := strconv.ParseUint(string(s), 10, 64)
+	*v = n
+	return ok && err == nil
 }
 
 // Bool reads true or false into v.
