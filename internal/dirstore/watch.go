@@ -114,7 +114,7 @@ func (w *watcher) startLocked(loud bool) {
 		// No watch of its own (not on this platform, or inotify
 		// instances exhausted): the watch of every change serves.
 	}
-	if (!loud || w.loud == nil || w.loudOff) && w.fsw == nil {
+	if (!loud || !w.loudOwnLocked()) && w.fsw == nil {
 		fsw, err := fsnotify.NewWatcher()
 		if err == nil {
 			if err = fsw.Add(w.d.path); err != nil {
@@ -189,8 +189,19 @@ func (w *watcher) pollLoop(t *time.Ticker) {
 func (w *watcher) wake(id string) {
 	w.mu.Lock()
 	defer w.mu.Unlock()
-	w.wakeLocked(id, w.loud == nil || w.loudOff)
+	loudToo := !w.loudOwnLocked()
+	for _, set := range [...]map[*sub]struct{}{w.subs[id], w.subs[allOps]} {
+		for s := range set {
+			if loudToo || !s.loud {
+				s.poke()
+			}
+		}
+	}
 }
+
+// loudOwnLocked reports whether the loud subscribers have a watch of their
+// own, running. w.mu is held.
+func (w *watcher) loudOwnLocked() bool { return w.loud != nil && !w.loudOff }
 
 // loudGone hands the loud subscribers to the watch of every change when
 // their own watch ended by itself, and wakes everyone, who may have
@@ -218,16 +229,6 @@ func (w *watcher) wakeLoud(name string) {
 	for s := range w.subs[id] {
 		if s.loud {
 			s.poke()
-		}
-	}
-}
-
-func (w *watcher) wakeLocked(id string, loud bool) {
-	for _, set := range [...]map[*sub]struct{}{w.subs[id], w.subs[allOps]} {
-		for s := range set {
-			if loud || !s.loud {
-				s.poke()
-			}
 		}
 	}
 }
