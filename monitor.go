@@ -133,9 +133,7 @@ func (m *monitor) run() {
 		case p := <-m.gone:
 			m.leaseEnded(ctx, p, coord)
 		case <-coord.C:
-			m.st.mu.Lock()
 			v, _ := m.st.wholeView() // corruption: the next beat reports it
-			m.st.mu.Unlock()
 			m.coordinate(ctx, v.d, coord)
 		case <-beat.C:
 			if !m.paused.Load() {
@@ -295,9 +293,7 @@ func (m *monitor) beat(parent context.Context, coord *time.Timer) (HeartbeatResu
 	st := m.st
 	ctx, cancel := m.opCtx(parent)
 	defer cancel()
-	st.mu.Lock()
 	before, _ := st.wholeView() // corruption: reported after the beat
-	st.mu.Unlock()
 
 	now := time.Now()
 	m.mu.Lock()
@@ -317,7 +313,7 @@ func (m *monitor) beat(parent context.Context, coord *time.Timer) (HeartbeatResu
 	}
 	st.mu.Lock()
 	st.see(v)
-	after, err := st.wholeView()
+	after, err := st.wholeViewLocked()
 	st.mu.Unlock()
 	if err != nil {
 		return HeartbeatResult{LedgerExists: true, DataBefore: dataOf(before.d), HeartbeatAge: age}, m.beatFailed(err)

@@ -242,8 +242,15 @@ func (st *opState) view() view {
 
 // wholeView returns the latest view with every record applied, and
 // keeps it. A record put off that does not apply is corruption: the view
-// is then the state as far as it goes, with the error. st.mu is held.
+// is then the state as far as it goes, with the error.
 func (st *opState) wholeView() (view, error) {
+	st.mu.Lock()
+	defer st.mu.Unlock()
+	return st.wholeViewLocked()
+}
+
+// wholeViewLocked is wholeView with st.mu held.
+func (st *opState) wholeViewLocked() (view, error) {
 	v, err := st.v.full()
 	if err != nil {
 		return st.v, err
@@ -405,8 +412,6 @@ func (op *Operation) State(ctx context.Context) (*Data, error) {
 // CachedData returns the state as last seen by this process (on join, a
 // heartbeat or State), without I/O.
 func (op *Operation) CachedData() *Data {
-	op.st.mu.Lock()
-	defer op.st.mu.Unlock()
 	v, _ := op.st.wholeView() // corruption: what is known; the next heartbeat reports it
 	return dataOf(v.d)
 }
