@@ -151,10 +151,10 @@
 // others' beats. So a change that any participant records reaches the
 // others as it is written, with nobody polling. Calls that start or end
 // on a running operation, and log lines, are quiet changes
-// (journal.Change.Quiet): they
-// wake nobody, and a participant takes them in at its next read, leaving
-// other processes' calls undecoded until it needs them, so that many
-// processes making calls on one operation do not wake and slow each other.
+// (journal.Change.Quiet): they wake nobody, and a participant takes them
+// in at its next read, leaving other processes' calls undecoded until it
+// needs them, so that many processes making calls on one operation do
+// not wake and slow each other.
 //
 // Every participant process that uses a store itself (a LocalLedger, a
 // ledger from Open) holds a lease of the store from before it creates or

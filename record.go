@@ -47,9 +47,9 @@ type body struct {
 	// Routine marks a record whose ops only add, change or remove frames
 	// of one participant process (a call started, ended, or failed
 	// without failing the operation), or that only logs. It comes first,
-	// so that a reader
-	// tells such a record from its first bytes (see scanRoutine) and may
-	// leave it undecoded until it needs the frames of others.
+	// so that a reader tells such a record from its first bytes (see
+	// scanRoutine) and may leave it undecoded until it needs the frames
+	// of others.
 	Routine bool `json:"routine,omitempty"`
 	Ops     []op `json:"ops"`
 	// Key is the idempotency key of the change, when its client gave one,
@@ -165,9 +165,9 @@ const routinePrefix = `{"routine":true,`
 // it begins with routinePrefix, has the form encodeBody gives it (no
 // space between tokens, no escape in a string), and every "op" in it,
 // whatever the case of the key (encoding/json ignores it), is "frame" or
-// "unframe" (a record that only logs has none). A body that only looks routine still fails when it is
-// applied, later: a hostile one cannot hide an abort or a failure this
-// way, nor a call id.
+// "unframe" (a record that only logs has none). A body that only looks
+// routine still fails when it is applied, later: a hostile one cannot
+// hide an abort or a failure this way, nor a call id.
 func scanRoutine(body []byte) (ids []string, ok bool) {
 	if !bytes.HasPrefix(body, []byte(routinePrefix)) {
 		return nil, false

@@ -46,9 +46,9 @@ const loudMask = unix.IN_ATTRIB | unix.IN_DELETE | unix.IN_MOVED_FROM | unix.IN_
 // watchLoud watches dir for loud changes with an inotify instance of its
 // own: each event's file name goes to name, a lost event (the queue
 // overflowed) to lost, on a goroutine of its own; gone is called if the
-// watch ends before stop (the directory went, or reading failed). fsnotify cannot leave
-// appends out of a watch, hence the instance. The function returned stops
-// the watch and waits for the goroutine.
+// watch ends before stop (the directory went, or reading failed).
+// fsnotify cannot leave appends out of a watch, hence the instance. The
+// function returned stops the watch and waits for the goroutine.
 func watchLoud(dir string, name func(string), lost, gone func()) (stop func(), err error) {
 	fd, err := unix.InotifyInit1(unix.IN_CLOEXEC | unix.IN_NONBLOCK)
 	if err != nil {

@@ -313,8 +313,8 @@ type state struct {
 
 // catchUp reads the journal open as f, of stat fi (taken at the open),
 // from the position after: from this process's last position when it
-// can, else from the start. With locked,
-// the caller holds the lock and a torn tail is cut off.
+// can, else from the start. With locked, the caller holds the lock and a
+// torn tail is cut off.
 func (d *Dir) catchUp(id string, e *entry, f *os.File, fi fs.FileInfo, after journal.Rev, locked bool) (state, error) {
 	if err := d.checkSize(journalName(id), fi.Size()); err != nil {
 		return state{}, err
