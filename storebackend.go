@@ -110,9 +110,11 @@ func (b *storeBackend) applyKeyed(ctx context.Context, id string, v view, c chan
 // change that records it. The change is Quiet when it is routine (see
 // routineOps) on a running operation, compacts nothing, and names no call
 // that a record cur put off names: only such a change may be decided
-// without those records. decide sets what the caller of applyKeyed
-// returns: the outcome, the view after the change, and the error of a
-// refused change or of an operation that had finished.
+// without those records. On a cur with records put off, any other change
+// is given back before it is encoded, as no change and not quiet, for the
+// caller to decide again on the whole state. decide sets what the caller
+// of applyKeyed returns: the outcome, the view after the change, and the
+// error of a refused change or of an operation that had finished.
 func decide(id string, cur view, c change, key requestKey, out *outcome, after *view, failed *error) (journal.Change, error) {
 	*out, *after, *failed = outcome{}, cur, nil
 	if cur.d == nil {
@@ -145,6 +147,10 @@ func decide(id string, cur view, c change, key requestKey, out *outcome, after *
 	// used, a frame another process changed) makes the change not quiet:
 	// only the whole state tells what the change makes of it.
 	routine := routineOps(cur.d, ops) && (cur.lazy == nil || !cur.mentions(ops))
+	quiet := routine && tx.d.OperationState == store.StateRunning
+	if cur.lazy != nil && !quiet {
+		return journal.Change{}, nil // the caller decides it again on the whole state
+	}
 	recs, err := records(ops, routine, tx, key)
 	if err != nil {
 		return journal.Change{}, err
@@ -153,7 +159,7 @@ func decide(id string, cur view, c change, key requestKey, out *outcome, after *
 		remember(tx.d, key)
 	}
 	*after = view{d: tx.d, rev: cur.rev + journal.Rev(len(recs)), base: cur.base, lazy: cur.lazy}
-	ch := journal.Change{Records: recs, Quiet: routine && tx.d.OperationState == store.StateRunning}
+	ch := journal.Change{Records: recs, Quiet: quiet}
 	switch {
 	case tx.d.Finished():
 		ch.Snapshot, ch.Archive = snapshot(tx.d, after.rev), true
