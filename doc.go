@@ -377,8 +377,8 @@
 //
 // # Files on disk
 //
-// A ledger directory keeps the names of the Dart ledger, plus the journal
-// and the liveness directory:
+// A ledger directory keeps the names of the Dart ledger, plus the journal,
+// the liveness directory and a directory for temp files:
 //
 //	{base}/{id}.operation.journal     the truth: a header, a snapshot, then records
 //	{base}/{id}.operation.json        the state document (JSON, 2-space indent), derived
@@ -389,6 +389,7 @@
 //	{base}/{id}_trail/{elapsed ms}_{id}.json
 //	{base}/{id}.live/                 lease files, beat files and temp registries
 //	{base}/backup/{id}/               operation.journal, operation.json, operation.log, operation.debug.log, trail/
+//	{base}/~ledger-tmp/               where the journals and state documents are written before they are renamed into place
 //
 // The journal is framed: one line per record, each with its CRC-32C.
 // Every change takes the operation's flock, reads the records after the

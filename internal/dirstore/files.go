@@ -24,9 +24,18 @@ const archivedJournal = "operation.journal"
 // of ids, so no file of an operation can ever have such a name, and the
 // start-up sweep, which deletes only names of exactly this form, can never
 // delete one.
+//
+// The temps of the directory's own files (journals and state documents)
+// are made in tempDir, whose name has no temp form either, and renamed
+// from there: a rename between directories shows in the watched
+// directory only as the arrival of the file, which the watch of loud
+// changes leaves out, where a rename within it shows the temp's
+// departure too. Without that, every compaction would wake every process
+// that watches the operation (see watchLoud).
 const (
 	tempPrefix = "~ledger-"
 	tempSuffix = ".tmp"
+	tempDir    = "~ledger-tmp"
 )
 
 func isTempName(name string) bool {
@@ -59,10 +68,27 @@ func (d *Dir) createTemp(dir string) (*os.File, string, error) {
 	return nil, "", fmt.Errorf("dirstore: no free temp file name in %s", dir)
 }
 
-// writeFile replaces name with data through a temp file in the same
-// directory; with Durable, the file and its directory are synced.
+// writeFile replaces name with data through a temp file: in tempDir for
+// a file of the directory itself, else in name's directory, which is
+// also where a temp goes that tempDir cannot take (something else than a
+// directory is in its place, or a rename from it fails); with Durable,
+// the file and its directory are synced.
 func (d *Dir) writeFile(name string, data []byte) error {
 	dir := path.Dir(name)
+	if dir != "." || d.ensureDir(tempDir) != nil || d.replace(tempDir, name, data) != nil {
+		if err := d.replace(dir, name, data); err != nil {
+			return err
+		}
+	}
+	if d.opts.Durable {
+		return d.syncDir(dir)
+	}
+	return nil
+}
+
+// replace writes data to a new temp file in dir and renames it to name;
+// with Durable, the file is synced first.
+func (d *Dir) replace(dir, name string, data []byte) error {
 	f, tmp, err := d.createTemp(dir)
 	if err != nil {
 		return err
@@ -79,12 +105,8 @@ func (d *Dir) writeFile(name string, data []byte) error {
 	}
 	if err != nil {
 		d.root.Remove(tmp)
-		return err
 	}
-	if d.opts.Durable {
-		return d.syncDir(dir)
-	}
-	return nil
+	return err
 }
 
 // syncDir fsyncs a directory of the root.
@@ -107,16 +129,17 @@ func (d *Dir) writeState(id string, doc []byte) {
 // removeStaleTemps deletes the store's own temp files that are older
 // than a minute: a writer killed between create and rename leaves one;
 // live writers are done with theirs in far less. Only regular files with
-// the exact temp form are touched, in the directory and in liveness
-// directories.
+// the exact temp form are touched, in the directory and tempDir.
 func (d *Dir) removeStaleTemps() {
-	names, err := readDirNames(d.root, ".")
-	if err != nil {
-		return
-	}
-	for _, name := range names {
-		if isTempName(name) {
-			d.removeIfStale(name)
+	for _, dir := range []string{".", tempDir} {
+		names, err := readDirNames(d.root, dir)
+		if err != nil {
+			continue
+		}
+		for _, name := range names {
+			if isTempName(name) {
+				d.removeIfStale(path.Join(dir, name))
+			}
 		}
 	}
 }

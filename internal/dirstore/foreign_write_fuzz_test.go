@@ -99,8 +99,11 @@ func FuzzForeignWrite(f *testing.F) {
 		require.NoError(t, err)
 		for _, e := range ents {
 			require.Contains(t, []string{
-				foreignOp + ".operation.journal", foreignOp + ".operation.log", foreignOp + ".operation.lock",
+				foreignOp + ".operation.journal", foreignOp + ".operation.log", foreignOp + ".operation.lock", "~ledger-tmp",
 			}, e.Name())
 		}
+		temps, err := os.ReadDir(filepath.Join(sub, "~ledger-tmp"))
+		require.NoError(t, err)
+		require.Empty(t, temps, "temp files left")
 	})
 }

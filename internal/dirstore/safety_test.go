@@ -138,3 +138,36 @@ func TestPruneRecognisesArchivesByContent(t *testing.T) {
 	_, err = os.Stat(filepath.Join(foreign, "keep"))
 	assert.NoError(t, err, "a directory that holds no archive was pruned")
 }
+
+// TestOpenSweepsStaleTemps: opening a directory deletes the temp files a
+// killed writer left, in the directory and in its temp directory, once
+// they are a minute old; a younger one may be a write in progress, and a
+// name of another form is not the store's.
+func TestOpenSweepsStaleTemps(t *testing.T) {
+	dir := t.TempDir()
+	require.NoError(t, os.Mkdir(filepath.Join(dir, "~ledger-tmp"), 0o755))
+	old := time.Now().Add(-2 * time.Minute)
+	files := map[string]bool{ // name: swept
+		"~ledger-abc1.tmp":             true,
+		"~ledger-tmp/~ledger-abc2.tmp": true,
+		"~ledger-tmp/~ledger-abc3.tmp": false, // young
+		"~ledger-ABC.tmp":              false, // not the temp form
+		"~ledger-tmp/notes.txt":        false,
+	}
+	for name, swept := range files {
+		p := filepath.Join(dir, name)
+		require.NoError(t, os.WriteFile(p, []byte("x"), 0o644))
+		if swept || !strings.HasSuffix(name, "3.tmp") {
+			require.NoError(t, os.Chtimes(p, old, old))
+		}
+	}
+	open(t, dir, dirstore.Options{}).Close()
+	for name, swept := range files {
+		_, err := os.Lstat(filepath.Join(dir, name))
+		if swept {
+			assert.ErrorIs(t, err, os.ErrNotExist, name)
+		} else {
+			assert.NoError(t, err, name)
+		}
+	}
+}

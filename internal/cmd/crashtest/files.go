@@ -66,6 +66,8 @@ func (fc *fileChecker) entry(de fs.DirEntry, final bool) {
 	case strings.HasSuffix(name, ".operation.lock"):
 	case strings.HasPrefix(name, "~ledger-") && strings.HasSuffix(name, ".tmp"):
 		fc.temps++ // a write in progress, or one whose writer was killed
+	case name == "~ledger-tmp" && de.IsDir():
+		fc.tempDir(path)
 	case strings.HasSuffix(name, ".operation.debug.log"):
 		fc.log(path, true, final)
 	case strings.HasSuffix(name, ".operation.log"):
@@ -224,6 +226,23 @@ func (fc *fileChecker) trail(dir, id string) {
 			fc.bad("%s: %v", path, err)
 		}
 		fc.done[path] = true // a snapshot pruned while read is not a problem
+	}
+}
+
+// tempDir counts the temp files of writers in the directory where the
+// ledger makes them; nothing else belongs there.
+func (fc *fileChecker) tempDir(dir string) {
+	ents, err := os.ReadDir(dir)
+	if err != nil {
+		fc.bad("%s: %v", dir, err)
+		return
+	}
+	for _, de := range ents {
+		if name := de.Name(); strings.HasPrefix(name, "~ledger-") && strings.HasSuffix(name, ".tmp") {
+			fc.temps++
+		} else {
+			fc.bad("%s: a file the ledger does not write", filepath.Join(dir, name))
+		}
 	}
 }
 
