@@ -7,7 +7,6 @@ import (
 	"fmt"
 	"hash/crc32"
 	"math/rand/v2"
-	"strconv"
 	"time"
 
 	"github.com/tomdist/ledger/journal"
@@ -71,6 +70,9 @@ type line struct {
 	// Archive marks the end of the journal: the operation is being
 	// archived. It carries no record (Rev repeats the last one).
 	Archive bool `json:"archive,omitempty"`
+	// logLines is Log as decodeLineFast reads it: in the record's type,
+	// which record takes as it is.
+	logLines []journal.LogLine
 }
 
 type logEntry struct {
@@ -101,6 +103,25 @@ func appendFramed(b []byte, v any, body ...byte) ([]byte, error) {
 	return append(b, '\n'), nil
 }
 
+// parseCRC reads the 8 hex digits appendCRC writes, in either case.
+func parseCRC(b []byte) (uint32, bool) {
+	var c uint32
+	for _, d := range b {
+		switch {
+		case d >= '0' && d <= '9':
+			d -= '0'
+		case d >= 'a' && d <= 'f':
+			d -= 'a' - 10
+		case d >= 'A' && d <= 'F':
+			d -= 'A' - 10
+		default:
+			return 0, false
+		}
+		c = c<<4 | uint32(d)
+	}
+	return c, len(b) == 8
+}
+
 func appendCRC(b []byte, c uint32) []byte {
 	const hex = "0123456789abcdef"
 	for shift := 28; shift >= 0; shift -= 4 {
@@ -125,12 +146,12 @@ func nextLine(b []byte) (js []byte, n int, err error) {
 	if len(l) < 10 || l[8] != ' ' {
 		return nil, 0, fmt.Errorf("line %.40q is not framed", l)
 	}
-	want, err := strconv.ParseUint(string(l[:8]), 16, 32)
-	if err != nil {
+	want, ok := parseCRC(l[:8])
+	if !ok {
 		return nil, 0, fmt.Errorf("line %.40q is not framed", l)
 	}
 	js = l[9:]
-	if crc32.Checksum(js, castagnoli) != uint32(want) {
+	if crc32.Checksum(js, castagnoli) != want {
 		return nil, 0, fmt.Errorf("line %.40q fails its checksum", l)
 	}
 	return js, nl + 1, nil
@@ -225,9 +246,13 @@ func parseRecords(b []byte, prev, skip journal.Rev, logEnd [2]int64) (chunk, err
 			js, l.Body = js[:tab], js[tab+1:]
 		}
 		if !decodeLineFast(js, &l) {
-			if err := json.Unmarshal(js, &l); err != nil {
+			// A line of its own, so that l does not escape to the heap
+			// on the fast path.
+			slow := line{Body: l.Body}
+			if err := json.Unmarshal(js, &slow); err != nil {
 				return c, fmt.Errorf("record after %d: %w", prev, err)
 			}
+			l = slow
 		}
 		if c.archived {
 			return c, fmt.Errorf("record %d after the archive marker", l.Rev)
@@ -259,8 +284,8 @@ func lastLine(b []byte) bool {
 }
 
 func (l *line) record() journal.Record {
-	r := journal.Record{Rev: l.Rev, Time: l.Time, Body: l.Body}
-	if len(l.Log) > 0 {
+	r := journal.Record{Rev: l.Rev, Time: l.Time, Body: l.Body, Log: l.logLines}
+	if r.Log == nil && len(l.Log) > 0 {
 		r.Log = make([]journal.LogLine, len(l.Log))
 		for i, e := range l.Log {
 			r.Log[i] = journal.LogLine{Level: e.Level, Participant: e.Participant, Message: e.Message}

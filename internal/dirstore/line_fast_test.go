@@ -1,12 +1,15 @@
 package dirstore
 
 import (
+	"bytes"
 	"encoding/json"
 	"testing"
 	"time"
 
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
+
+	"github.com/tomdist/ledger/journal"
 )
 
 // FuzzDecodeLineFast: whatever the fast decoder of a record line accepts,
@@ -19,6 +22,9 @@ func FuzzDecodeLineFast(f *testing.F) {
 	f.Add([]byte(`{"rev":3,"time":"2026-12-01T08:24:51Z","log":[{"l":"INFO","p":"a","m":"x"},{"l":"DEBUG","p":"b","m":"y\u00e9"}],"logEnd":[1,2]}`))
 	f.Add([]byte(`{"rev":03,"time":"2026-12-01T08:24:51Z","logEnd":[1,2]}`))
 	f.Add([]byte(`{"rev":1,"time":"2026-12-01T08:24:51+02:00","logEnd":[1,2]}`))
+	f.Add([]byte(`{"rev":1,"time":"2024-02-29T23:59:59.9Z","logEnd":[1,2]}`))
+	f.Add([]byte(`{"rev":1,"time":"2026-12-01T08:24:51.1234567891Z","logEnd":[1,2]}`))
+	f.Add([]byte(`{"rev":1,"time":"2026-12-01T08:24:51.Z","log":[{"l":"WARNING","p":"a","m":"b"}],"logEnd":[1,2]}`))
 	f.Fuzz(func(t *testing.T, js []byte) {
 		var fast line
 		if !decodeLineFast(js, &fast) {
@@ -29,7 +35,7 @@ func FuzzDecodeLineFast(f *testing.F) {
 		assert.Equal(t, slow.Rev, fast.Rev)
 		assert.True(t, slow.Time.Equal(fast.Time), "time %v, fast %v", slow.Time, fast.Time)
 		assert.Equal(t, slow.Time.Location().String(), fast.Time.Location().String())
-		assert.Equal(t, slow.Log, fast.Log)
+		assert.Equal(t, slow.record().Log, fast.record().Log)
 		assert.Equal(t, slow.LogEnd, fast.LogEnd)
 		assert.Equal(t, slow.Archive, fast.Archive)
 	})
@@ -49,8 +55,77 @@ func TestDecodeLineFastReadsWhatIsWritten(t *testing.T) {
 		require.True(t, decodeLineFast(js, &got), "%s", js)
 		assert.Equal(t, l.Rev, got.Rev)
 		assert.True(t, l.Time.Equal(got.Time))
-		assert.Equal(t, l.Log, got.Log)
+		assert.Equal(t, l.record().Log, got.record().Log)
 		assert.Equal(t, l.LogEnd, got.LogEnd)
 		assert.Equal(t, l.Archive, got.Archive)
+	}
+}
+
+// TestParseTimeAsTimeParse: the times of record lines read as time.Parse
+// reads them, on the way without it and off it.
+func TestParseTimeAsTimeParse(t *testing.T) {
+	for _, s := range []string{
+		"2026-12-01T08:24:51Z", "2026-12-01T08:24:51.1Z", "2026-12-01T08:24:51.123456789Z",
+		"2024-02-29T00:00:00Z", "0000-01-01T00:00:00Z", "9999-12-31T23:59:59.999999999Z",
+		"2026-12-01T08:24:51.1234567891Z", "2026-12-01T08:24:51+02:00", "2026-12-01T08:24:51.5-01:30",
+	} {
+		want, err := time.Parse(time.RFC3339Nano, s)
+		require.NoError(t, err, s)
+		got, ok := parseTime([]byte(s))
+		require.True(t, ok, s)
+		assert.True(t, want.Equal(got), "%s: %v, want %v", s, got, want)
+		assert.Equal(t, want.Location().String(), got.Location().String(), s)
+	}
+	for _, s := range []string{
+		"2023-02-29T00:00:00Z", "2026-04-31T00:00:00Z", "2026-13-01T00:00:00Z", "2026-12-01T24:00:00Z",
+		"2026-12-01T08:60:00Z", "2026-12-01T08:24:61Z", "2026-12-01T08:24:51.Z", "2026-12-01T08:24:51", "2026-12-01 08:24:51Z",
+		"+026-12-01T08:24:51Z", "2026-12-01T08:24:51.-1Z",
+	} {
+		_, err := time.Parse(time.RFC3339Nano, s)
+		_, ok := parseTime([]byte(s))
+		assert.Equal(t, err == nil, ok, s)
+		if _, fast := parseUTC([]byte(s)); fast {
+			assert.NoError(t, err, "%s taken by the fast way", s)
+		}
+	}
+}
+
+// TestParseCRC: the checksums of lines read in either case, and nothing
+// else does.
+func TestParseCRC(t *testing.T) {
+	for _, c := range []uint32{0, 1, 0xdeadbeef, 0xffffffff, 0x0a0b0c0d} {
+		b := appendCRC(nil, c)
+		got, ok := parseCRC(b)
+		require.True(t, ok)
+		assert.Equal(t, c, got)
+		got, ok = parseCRC(bytes.ToUpper(b))
+		require.True(t, ok)
+		assert.Equal(t, c, got)
+	}
+	for _, s := range []string{"", "1234567", "123456789", "1234567g", "+1234567", " 1234567", "0x123456"} {
+		_, ok := parseCRC([]byte(s))
+		assert.False(t, ok, s)
+	}
+}
+
+// BenchmarkParseRecords reads 100 record lines of a call's start, as
+// every process reads the records of the others.
+func BenchmarkParseRecords(b *testing.B) {
+	var buf []byte
+	logEnd := [2]int64{}
+	for i := 0; i < 100; i++ {
+		l := line{Rev: journal.Rev(i + 1), Time: time.Now().UTC().Round(0), Log: []logEntry{{"INFO", "worker-12", "CALL_STARTED call_worker-12_33_ab12cd "}}, LogEnd: logEnd}
+		var err error
+		buf, err = appendFramed(buf, l, []byte(`{"ops":[{"op":"frame","frame":{"participantId":"worker-12","callId":"call_worker-12_33_ab12cd","pid":12345,"startTime":"2026-12-01T15:04:05.123Z","lastHeartbeat":"2026-12-01T15:04:05.123Z","host":"myhost"}}]}`)...)
+		if err != nil {
+			b.Fatal(err)
+		}
+	}
+	b.SetBytes(int64(len(buf)))
+	b.ReportAllocs()
+	for b.Loop() {
+		if _, err := parseRecords(buf, 0, 0, [2]int64{}); err != nil {
+			b.Fatal(err)
+		}
 	}
 }
