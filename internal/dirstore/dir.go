@@ -31,6 +31,7 @@ import (
 	"path/filepath"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/tomdist/ledger/journal"
@@ -89,6 +90,8 @@ type Dir struct {
 	watch watcher  // file system events, started by the first Watch
 	live  liveness // observers of other processes' leases
 	sync  syncer   // shared fdatasync of journals
+
+	noTempDir atomic.Bool // tempDir failed where the directory did not (see writeFile)
 }
 
 // Open returns the Dir at path, creating the directory if needed.

@@ -75,9 +75,15 @@ func (d *Dir) createTemp(dir string) (*os.File, string, error) {
 // the file and its directory are synced.
 func (d *Dir) writeFile(name string, data []byte) error {
 	dir := path.Dir(name)
-	if dir != "." || d.ensureDir(tempDir) != nil || d.replace(tempDir, name, data) != nil {
+	if dir != "." || d.noTempDir.Load() || d.ensureDir(tempDir) != nil || d.replace(tempDir, name, data) != nil {
 		if err := d.replace(dir, name, data); err != nil {
 			return err
+		}
+		if dir == "." && !d.noTempDir.Load() && d.ensureDir(tempDir) == nil {
+			// tempDir is there but failed where the directory did not
+			// (another file system is mounted on it, say): do not make
+			// every write twice.
+			d.noTempDir.Store(true)
 		}
 	}
 	if d.opts.Durable {
@@ -99,6 +105,9 @@ func (d *Dir) replace(dir, name string, data []byte) error {
 	}
 	if cerr := f.Close(); err == nil {
 		err = cerr
+	}
+	if err == nil {
+		err = injectedRenameFault(tmp)
 	}
 	if err == nil {
 		err = d.root.Rename(tmp, name)
@@ -132,6 +141,9 @@ func (d *Dir) writeState(id string, doc []byte) {
 // the exact temp form are touched, in the directory and tempDir.
 func (d *Dir) removeStaleTemps() {
 	for _, dir := range []string{".", tempDir} {
+		if fi, err := d.root.Lstat(dir); err != nil || !fi.IsDir() {
+			continue // not followed if a symlink: writeFile does not use it either
+		}
 		names, err := readDirNames(d.root, dir)
 		if err != nil {
 			continue

@@ -65,3 +65,18 @@ func TestTempDirTaken(t *testing.T) {
 		})
 	}
 }
+
+// TestSweepDoesNotFollowTempDirLink: a symlink where the temp directory
+// goes is not swept through, as writes do not go through it either.
+func TestSweepDoesNotFollowTempDirLink(t *testing.T) {
+	dir := t.TempDir()
+	require.NoError(t, os.Mkdir(filepath.Join(dir, "sub"), 0o755))
+	require.NoError(t, os.Symlink("sub", filepath.Join(dir, "~ledger-tmp")))
+	stale := filepath.Join(dir, "sub", "~ledger-zz.tmp")
+	require.NoError(t, os.WriteFile(stale, []byte("x"), 0o644))
+	old := time.Now().Add(-2 * time.Minute)
+	require.NoError(t, os.Chtimes(stale, old, old))
+	open(t, dir, dirstore.Options{}).Close()
+	_, err := os.Lstat(stale)
+	require.NoError(t, err, "a file behind the link was deleted")
+}

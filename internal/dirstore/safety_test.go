@@ -2,9 +2,12 @@ package dirstore_test
 
 import (
 	"context"
+	"errors"
+	"fmt"
 	"os"
 	"path/filepath"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -170,4 +173,45 @@ func TestOpenSweepsStaleTemps(t *testing.T) {
 			assert.NoError(t, err, name)
 		}
 	}
+}
+
+// TestTempDirThatFailsIsLeft: when renames out of the temp directory fail
+// (another file system mounted on it, say), files are still written,
+// through temps beside them, none is left behind, and the temp directory
+// is not tried again for every write.
+func TestTempDirThatFailsIsLeft(t *testing.T) {
+	var tries atomic.Int32
+	dirstore.SetRenameFault(func(tmp string) error {
+		if strings.HasPrefix(tmp, "~ledger-tmp/") {
+			tries.Add(1)
+			return errors.New("injected: invalid cross-device link")
+		}
+		return nil
+	})
+	t.Cleanup(func() { dirstore.SetRenameFault(nil) })
+	dir := t.TempDir()
+	d := open(t, dir, dirstore.Options{})
+	defer d.Close()
+	ctx := context.Background()
+	rec := []journal.Record{{Time: time.Now(), Body: []byte(`{}`)}}
+	_, err := d.Create(ctx, "op", journal.Change{Records: rec, Snapshot: []byte(`{"n":0}`)})
+	require.NoError(t, err)
+	for n := 1; n <= 3; n++ {
+		_, err := d.Update(ctx, "op", 0, func(journal.Tail) (journal.Change, error) {
+			return journal.Change{Records: rec, Snapshot: []byte(fmt.Sprintf(`{"n":%d}`, n))}, nil
+		})
+		require.NoError(t, err)
+	}
+	doc, err := os.ReadFile(filepath.Join(dir, "op.operation.json"))
+	require.NoError(t, err)
+	assert.Equal(t, `{"n":3}`, string(doc))
+	fresh := open(t, dir, dirstore.Options{})
+	defer fresh.Close()
+	tail, err := fresh.Read(ctx, "op", 0)
+	require.NoError(t, err)
+	assert.Equal(t, `{"n":3}`, string(tail.Snapshot))
+	assert.Equal(t, int32(1), tries.Load(), "renames tried out of the temp directory")
+	temps, err := os.ReadDir(filepath.Join(dir, "~ledger-tmp"))
+	require.NoError(t, err)
+	assert.Empty(t, temps, "temp files left")
 }

@@ -27,3 +27,28 @@ func injectedWriteFault(path string) error {
 	}
 	return nil
 }
+
+// renameFault is writeFault's twin for the renames that put a file
+// written through a temp in place (see SetRenameFault).
+var renameFault atomic.Pointer[func(tmp string) error]
+
+// SetRenameFault makes every later rename of a temp file into place first
+// call f with the temp's name in the directory and fail with f's error,
+// if any; SetRenameFault(nil) removes it. It is a test seam, for every
+// Dir in the process, like SetWriteFault.
+func SetRenameFault(f func(tmp string) error) {
+	if f == nil {
+		renameFault.Store(nil)
+		return
+	}
+	renameFault.Store(&f)
+}
+
+// injectedRenameFault returns the error of the rename fault for tmp, if
+// any.
+func injectedRenameFault(tmp string) error {
+	if f := renameFault.Load(); f != nil {
+		return (*f)(tmp)
+	}
+	return nil
+}
