@@ -75,14 +75,14 @@ func (d *Dir) createTemp(dir string) (*os.File, string, error) {
 // the file and its directory are synced.
 func (d *Dir) writeFile(name string, data []byte) error {
 	dir := path.Dir(name)
-	if dir != "." || d.noTempDir.Load() || d.ensureDir(tempDir) != nil || d.replace(tempDir, name, data) != nil {
+	if !d.useTempDir(dir) || d.replace(tempDir, name, data) != nil {
 		if err := d.replace(dir, name, data); err != nil {
 			return err
 		}
-		if dir == "." && !d.noTempDir.Load() && d.ensureDir(tempDir) == nil {
-			// tempDir is there but failed where the directory did not
-			// (another file system is mounted on it, say): do not make
-			// every write twice.
+		if d.useTempDir(dir) {
+			// tempDir failed where dir did not (another file system is
+			// mounted on it, say): write beside the files from now on,
+			// rather than twice.
 			d.noTempDir.Store(true)
 		}
 	}
@@ -90,6 +90,12 @@ func (d *Dir) writeFile(name string, data []byte) error {
 		return d.syncDir(dir)
 	}
 	return nil
+}
+
+// useTempDir reports whether the files of dir are written through
+// tempDir.
+func (d *Dir) useTempDir(dir string) bool {
+	return dir == "." && !d.noTempDir.Load() && d.ensureDir(tempDir) == nil
 }
 
 // replace writes data to a new temp file in dir and renames it to name;
