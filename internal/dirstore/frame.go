@@ -188,8 +188,10 @@ func parseHeader(b []byte, id string) (header, []byte, int64, error) {
 		return header{}, nil, 0, fmt.Errorf("header: %w", err)
 	}
 	var h header
-	if err := json.Unmarshal(js, &h); err != nil {
-		return header{}, nil, 0, fmt.Errorf("header: %w", err)
+	if !decodeHeaderFast(js, &h) {
+		if err := json.Unmarshal(js, &h); err != nil {
+			return header{}, nil, 0, fmt.Errorf("header: %w", err)
+		}
 	}
 	switch {
 	case h.Version != journalVersion:

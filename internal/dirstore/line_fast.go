@@ -2,6 +2,7 @@ package dirstore
 
 import (
 	"bytes"
+	"math/bits"
 	"time"
 	"unicode/utf8"
 
@@ -75,6 +76,71 @@ func decodeLineFast(js []byte, l *line) bool {
 		return false
 	}
 	*l = line{Rev: journal.Rev(rev), Time: t, LogEnd: [2]int64{a, b}, Archive: archive, Body: l.Body, logLines: log}
+	return true
+}
+
+// decodeHeaderFast decodes the JSON of a journal's header line as
+// encodeHeader wrote it: {"journal":1,"operationId":"…","created":"…",
+// "base":N,"snapshotLen":N,"snapshotCrc":N,"logEnd":[A,B],"archived":true,
+// "epoch":N}, the members after "base" but "logEnd" omitted when zero.
+// It reports false for anything else, which encoding/json then decodes:
+// a process reads a header whenever it finds a journal compacted.
+func decodeHeaderFast(js []byte, h *header) bool {
+	p := fastParser{b: js}
+	var v header
+	if !p.lit(`{"journal":`) {
+		return false
+	}
+	if version, ok := p.int(); !ok || version != journalVersion || !p.lit(`,"operationId":`) {
+		return false
+	}
+	id, ok := p.str()
+	if !ok || !p.lit(`,"created":`) {
+		return false
+	}
+	created, ok := p.str()
+	if !ok {
+		return false
+	}
+	if v.Created, ok = parseTime(created); !ok || !p.lit(`,"base":`) {
+		return false
+	}
+	base, ok := p.int()
+	if !ok {
+		return false
+	}
+	if p.lit(`,"snapshotLen":`) {
+		if v.SnapshotLen, ok = p.int(); !ok {
+			return false
+		}
+	}
+	if p.lit(`,"snapshotCrc":`) {
+		c, ok := p.int()
+		if !ok || c > 1<<32-1 {
+			return false
+		}
+		v.SnapshotCRC = uint32(c)
+	}
+	if !p.lit(`,"logEnd":[`) {
+		return false
+	}
+	if v.LogEnd[0], ok = p.int(); !ok || !p.lit(`,`) {
+		return false
+	}
+	if v.LogEnd[1], ok = p.int(); !ok || !p.lit(`]`) {
+		return false
+	}
+	v.Archived = p.lit(`,"archived":true`)
+	if p.lit(`,"epoch":`) {
+		if v.Epoch, ok = p.uint64(); !ok {
+			return false
+		}
+	}
+	if !p.lit(`}`) || len(p.b) != 0 {
+		return false
+	}
+	v.Version, v.OperationID, v.Base = journalVersion, string(id), journal.Rev(base)
+	*h = v
 	return true
 }
 
@@ -159,6 +225,28 @@ func (p *fastParser) int() (int64, bool) {
 	}
 	if i == 0 || i > 18 || i > 1 && p.b[0] == '0' {
 		return 0, false // 18 digits cannot overflow
+	}
+	p.b = p.b[i:]
+	return n, true
+}
+
+// uint64 reads a non-negative integer without leading zeros that fits
+// in a uint64.
+func (p *fastParser) uint64() (uint64, bool) {
+	i := 0
+	for i < len(p.b) && p.b[i] >= '0' && p.b[i] <= '9' {
+		i++
+	}
+	if i == 0 || i > 20 || i > 1 && p.b[0] == '0' {
+		return 0, false
+	}
+	var n uint64
+	for _, c := range p.b[:i] {
+		hi, lo := bits.Mul64(n, 10)
+		if hi != 0 || lo+uint64(c-'0') < lo {
+			return 0, false
+		}
+		n = lo + uint64(c-'0')
 	}
 	p.b = p.b[i:]
 	return n, true

@@ -129,3 +129,54 @@ func BenchmarkParseRecords(b *testing.B) {
 		}
 	}
 }
+
+// FuzzDecodeHeaderFast: whatever the fast decoder of a header line
+// accepts, encoding/json decodes to the same header; and it accepts the
+// headers that encodeHeader writes.
+func FuzzDecodeHeaderFast(f *testing.F) {
+	for _, h := range []header{
+		{OperationID: "op", Created: time.Date(2026, 12, 1, 8, 0, 0, 123456789, time.UTC)},
+		{OperationID: "20261201T08:00:00.000-build-1a2b", Created: time.Date(2026, 12, 1, 8, 0, 0, 0, time.UTC), Base: 4096, LogEnd: [2]int64{1 << 20, 77}, Archived: true},
+	} {
+		hdr, err := encodeHeader(h, []byte(`{"n":1}`))
+		require.NoError(f, err)
+		js, _, err := nextLine(hdr)
+		require.NoError(f, err)
+		f.Add(js)
+	}
+	f.Add([]byte(`{"journal":1,"operationId":"a","created":"2026-12-01T08:00:00Z","base":0,"logEnd":[0,0],"epoch":18446744073709551615}`))
+	f.Add([]byte(`{"journal":1,"operationId":"a","created":"2026-12-01T08:00:00Z","base":0,"logEnd":[0,0],"epoch":18446744073709551616}`))
+	f.Add([]byte(`{"journal":1,"operationId":"a","created":"2026-12-01T08:00:00+01:00","base":1,"snapshotCrc":4294967296,"logEnd":[0,0]}`))
+	f.Add([]byte(`{"journal":2,"operationId":"a","created":"2026-12-01T08:00:00Z","base":0,"logEnd":[0,0],"archived":false}`))
+	f.Fuzz(func(t *testing.T, js []byte) {
+		var fast header
+		if !decodeHeaderFast(js, &fast) {
+			return
+		}
+		var slow header
+		require.NoError(t, json.Unmarshal(js, &slow), "accepted by the fast decoder only")
+		assert.True(t, slow.Created.Equal(fast.Created), "created %v, fast %v", slow.Created, fast.Created)
+		assert.Equal(t, slow.Created.Location().String(), fast.Created.Location().String())
+		slow.Created, fast.Created = time.Time{}, time.Time{}
+		assert.Equal(t, slow, fast)
+	})
+}
+
+// TestDecodeHeaderFastReadsWhatIsWritten: the headers the store writes,
+// epochs of every size included, take the fast way.
+func TestDecodeHeaderFastReadsWhatIsWritten(t *testing.T) {
+	for range 100 {
+		h := header{OperationID: "op-1", Created: time.Now().UTC().Round(0), Base: 300, LogEnd: [2]int64{12345, 0}}
+		b, err := encodeHeader(h, []byte(`{"n":1}`))
+		require.NoError(t, err)
+		js, _, err := nextLine(b)
+		require.NoError(t, err)
+		var got header
+		require.True(t, decodeHeaderFast(js, &got), "%s", js)
+		var want header
+		require.NoError(t, json.Unmarshal(js, &want))
+		assert.True(t, want.Created.Equal(got.Created))
+		want.Created, got.Created = time.Time{}, time.Time{}
+		assert.Equal(t, want, got)
+	}
+}
