@@ -9,16 +9,23 @@ import (
 )
 
 // Watch implements journal.Store: a watch of the operation's head key,
-// which every append, snapshot and archive rewrites. A watch that breaks
-// (etcd lost its leader, the client moved to another member, a compacted
-// revision) is opened again, and a wake-up is sent, as a change may have
-// been missed meanwhile.
+// which every append, snapshot and archive rewrites. It starts after the
+// cluster's revision when Watch is called, so that every change made
+// once Watch has returned wakes the channel, however late its goroutine
+// reaches etcd. A watch that breaks (etcd lost its leader, the client
+// moved to another member, a compacted revision) is opened again, and a
+// wake-up is sent, as a change may have been missed meanwhile.
 func (s *Store) Watch(ctx context.Context, id string) (<-chan struct{}, error) {
 	if err := checkID("operation", id); err != nil {
 		return nil, err
 	}
 	if !s.goTracked() {
 		return nil, errors.New("etcd: store closed")
+	}
+	now, err := s.cli.Get(ctx, s.headKey(id), clientv3.WithCountOnly())
+	if err != nil {
+		s.wg.Done()
+		return nil, err
 	}
 	ch := make(chan struct{}, 1)
 	go func() {
@@ -27,14 +34,14 @@ func (s *Store) Watch(ctx context.Context, id string) (<-chan struct{}, error) {
 		wctx, cancel := context.WithCancel(ctx)
 		defer cancel()
 		defer context.AfterFunc(s.life, cancel)()
-		s.follow(wctx, s.headKey(id), ch)
+		s.follow(wctx, s.headKey(id), now.Header.Revision, ch)
 	}()
 	return ch, nil
 }
 
-// follow wakes ch at every change of key until ctx ends.
-func (s *Store) follow(ctx context.Context, key string, ch chan<- struct{}) {
-	var rev int64
+// follow wakes ch at every change of key after revision rev until ctx
+// ends.
+func (s *Store) follow(ctx context.Context, key string, rev int64, ch chan<- struct{}) {
 	wake := func() {
 		select {
 		case ch <- struct{}{}:

@@ -43,9 +43,9 @@
 //   - Logs. The log lines of every record appended are kept, in order, for as
 //     long as the operation is (snapshots do not drop them).
 //   - Wake-ups. A Watch channel receives a value after every append,
-//     snapshot or archive of its operation; values are coalesced, never
-//     dropped to nothing: after a change, at least one value arrives after
-//     it. A store that implements QuietWatcher keeps the same promise on its
+//     snapshot or archive of its operation made once Watch has returned;
+//     values are coalesced, never dropped to nothing: after a change, at
+//     least one value arrives after it. A store that implements QuietWatcher keeps the same promise on its
 //     WatchLoud channels for every change that is not Quiet and appends
 //     records or archives.
 //   - Liveness. A Lease held by a process ends when the process dies (or,

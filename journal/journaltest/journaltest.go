@@ -52,6 +52,7 @@ func Run(t *testing.T, open func(t testing.TB) Pair) {
 		{"Archive", testArchive},
 		{"Logs", testLogs},
 		{"Watch", testWatch},
+		{"WatchFromReturn", testWatchFromReturn},
 		{"WatchLoud", testWatchLoud},
 		{"Leases", testLeases},
 		{"Beats", testBeats},
@@ -447,6 +448,25 @@ func waitClosed(t testing.TB, ch <-chan struct{}) {
 			return false
 		}
 	}, 5*time.Second, time.Millisecond, "the channel closes when its context ends")
+}
+
+// testWatchFromReturn: a change made by another store as soon as Watch
+// has returned wakes the channel, however late the store's own watch gets
+// going; tried many times, as a store that starts watching in the
+// background misses such a change only now and then.
+func testWatchFromReturn(t *testing.T, p Pair) {
+	op := id(t)
+	tail, err := p.A.Create(ctx, op, journal.Change{Records: []journal.Record{rec(1, "")}})
+	require.NoError(t, err)
+	after := tail.End(0)
+	for i := range 30 {
+		wctx, cancel := context.WithCancel(ctx)
+		ch, err := p.A.Watch(wctx, op)
+		require.NoError(t, err)
+		after = appendOne(t, p.B, op, after, rec(i+2, "")).End(after)
+		waitWake(t, ch, fmt.Sprintf("wake-up for append %d, made right after Watch returned", i+1))
+		cancel()
+	}
 }
 
 func waitWake(t testing.TB, ch <-chan struct{}, what string) {
