@@ -113,7 +113,19 @@ func runParticipant() {
 	in := bufio.NewReader(os.Stdin)
 	if os.Getenv("FAIL") != "" {
 		if _, err := in.ReadString('\n'); err == nil {
-			if err := calls[0].Fail(ctx, errors.New("child work broke")); err != nil {
+			archive := os.Getenv("FAIL_ARCHIVE") == ""
+			if !archive {
+				// The failure's records are appended, its archive marker
+				// is not: as if this process were killed in between.
+				var appends atomic.Int32
+				ledger.SetWriteFault(func(string) error {
+					if appends.Add(1) > 1 {
+						return errors.New("injected: no archive marker")
+					}
+					return nil
+				})
+			}
+			if err := calls[0].Fail(ctx, errors.New("child work broke")); err != nil && archive {
 				panic(err)
 			}
 			fmt.Println("failed")
@@ -426,6 +438,23 @@ func TestOrphanSweptByNextOpen(t *testing.T) {
 		_, err := os.Stat(p)
 		assert.ErrorIsf(t, err, os.ErrNotExist, "temp file %s still there", p)
 	}
+}
+
+// TestFinishedOrphanSweptByNextOpen: an operation whose failure was
+// recorded but not archived, its writer killed in between, with nobody
+// left, is archived by the next ledger that opens the directory.
+func TestFinishedOrphanSweptByNextOpen(t *testing.T) {
+	e := localEnv(t)
+	a := startParticipant(t, e, "", "a", "CALLS=1", "FAIL=1", "FAIL_ARCHIVE=1")
+	io.WriteString(a.stdin, "go\n")
+	require.Equal(t, "failed", a.readLine(t), "the child's answer")
+	a.kill9(t)
+	_, err := os.Stat(filepath.Join(e.dir, a.opID+".operation.journal"))
+	require.NoError(t, err, "the failed operation is not archived before the sweep")
+	e.Open("sweeper", ledger.Options{})
+	d := archived(t, e.dir, a.opID)
+	assert.Equal(t, "failed", d.OperationState, "swept state")
+	assert.Contains(t, d.Failure.Reason, "child work broke", "the failure is the one recorded")
 }
 
 func TestAbortReachesOtherProcesses(t *testing.T) {

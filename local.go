@@ -81,8 +81,10 @@ func (b *storeBackend) sweepLoop(ctx context.Context, who participant, period ti
 
 // sweep fails and archives every live operation whose participants are all
 // gone while at least one of them died: nobody is left to coordinate its
-// cleanup. Operations whose participants all left cleanly are kept; someone
-// may join them again.
+// cleanup. That includes an operation that finished but was not archived,
+// its writer killed in between: the sweep's change archives it (see
+// decide). Operations whose participants all left cleanly are kept;
+// someone may join them again.
 func (b *storeBackend) sweep(ctx context.Context, who participant) {
 	ids, err := b.s.List(ctx, false)
 	if err != nil {
@@ -93,7 +95,7 @@ func (b *storeBackend) sweep(ctx context.Context, who participant) {
 			return
 		}
 		v, err := b.read(ctx, id, view{})
-		if err != nil || v.d.Finished() {
+		if err != nil {
 			continue
 		}
 		dead := b.dead(ctx, v.d, who)
