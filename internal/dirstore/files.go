@@ -113,7 +113,7 @@ func (d *Dir) replace(dir, name string, data []byte) error {
 		err = cerr
 	}
 	if err == nil {
-		err = injectedRenameFault(tmp)
+		err = renameFault.check(tmp)
 	}
 	if err == nil {
 		err = d.root.Rename(tmp, name)

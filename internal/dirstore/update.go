@@ -286,7 +286,7 @@ func (d *Dir) frame(id string, prev journal.Rev, logEnd [2]int64, now time.Time,
 
 // appendJournal writes lines to the journal with one write.
 func (d *Dir) appendJournal(f *os.File, lines []byte) error {
-	if err := injectedWriteFault(f.Name()); err != nil {
+	if err := writeFault.check(f.Name()); err != nil {
 		return err
 	}
 	n, err := f.Write(lines)

@@ -2,53 +2,41 @@ package dirstore
 
 import "sync/atomic"
 
-// writeFault, when set, is asked before every append to a journal; an
-// error it returns fails that append as a failing disk would. It is a
-// test seam: tests set it through SetWriteFault to make a change fail
-// without a full disk.
-var writeFault atomic.Pointer[func(path string) error]
+// fault is a test seam: when set, a function asked before an operation
+// on a file, whose error fails the operation as a failing disk would. It
+// sees the operations of every Dir in the process, so a test filters by
+// name.
+type fault struct{ f atomic.Pointer[func(name string) error] }
 
-// SetWriteFault makes every later append to a journal first call f with
-// the journal's path and fail with f's error, if any; SetWriteFault(nil)
-// removes it. It is a test seam: f sees the appends of every Dir in the
-// process, so a test filters by path.
-func SetWriteFault(f func(path string) error) {
+func (x *fault) set(f func(name string) error) {
 	if f == nil {
-		writeFault.Store(nil)
+		x.f.Store(nil)
 		return
 	}
-	writeFault.Store(&f)
+	x.f.Store(&f)
 }
 
-// injectedWriteFault returns the error of the write fault for path, if any.
-func injectedWriteFault(path string) error {
-	if f := writeFault.Load(); f != nil {
-		return (*f)(path)
+// check returns the error of the fault for name, if any.
+func (x *fault) check(name string) error {
+	if f := x.f.Load(); f != nil {
+		return (*f)(name)
 	}
 	return nil
 }
 
-// renameFault is writeFault's twin for the renames that put a file
-// written through a temp in place (see SetRenameFault).
-var renameFault atomic.Pointer[func(tmp string) error]
+var (
+	writeFault  fault // asked with a journal's path before every append to it
+	renameFault fault // asked with a temp's name before it is renamed into place
+)
+
+// SetWriteFault makes every later append to a journal first call f with
+// the journal's path and fail with f's error, if any; SetWriteFault(nil)
+// removes it. It is a test seam, for every Dir in the process: tests set
+// it to make a change fail without a full disk.
+func SetWriteFault(f func(path string) error) { writeFault.set(f) }
 
 // SetRenameFault makes every later rename of a temp file into place first
 // call f with the temp's name in the directory and fail with f's error,
 // if any; SetRenameFault(nil) removes it. It is a test seam, for every
 // Dir in the process, like SetWriteFault.
-func SetRenameFault(f func(tmp string) error) {
-	if f == nil {
-		renameFault.Store(nil)
-		return
-	}
-	renameFault.Store(&f)
-}
-
-// injectedRenameFault returns the error of the rename fault for tmp, if
-// any.
-func injectedRenameFault(tmp string) error {
-	if f := renameFault.Load(); f != nil {
-		return (*f)(tmp)
-	}
-	return nil
-}
+func SetRenameFault(f func(tmp string) error) { renameFault.set(f) }

@@ -64,7 +64,7 @@ func (fc *fileChecker) entry(de fs.DirEntry, final bool) {
 	case strings.HasSuffix(name, ".operation.json"):
 		fc.state(path, strings.TrimSuffix(name, ".operation.json"))
 	case strings.HasSuffix(name, ".operation.lock"):
-	case strings.HasPrefix(name, "~ledger-") && strings.HasSuffix(name, ".tmp"):
+	case isTemp(name):
 		fc.temps++ // a write in progress, or one whose writer was killed
 	case name == "~ledger-tmp" && de.IsDir():
 		fc.tempDir(path)
@@ -238,12 +238,17 @@ func (fc *fileChecker) tempDir(dir string) {
 		return
 	}
 	for _, de := range ents {
-		if name := de.Name(); strings.HasPrefix(name, "~ledger-") && strings.HasSuffix(name, ".tmp") {
+		if name := de.Name(); isTemp(name) {
 			fc.temps++
 		} else {
 			fc.bad("%s: a file the ledger does not write", filepath.Join(dir, name))
 		}
 	}
+}
+
+// isTemp reports whether name has the form of the ledger's temp files.
+func isTemp(name string) bool {
+	return strings.HasPrefix(name, "~ledger-") && strings.HasSuffix(name, ".tmp")
 }
 
 // backups checks each archived operation once, when its state is in place
