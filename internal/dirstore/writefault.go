@@ -6,7 +6,9 @@ import "sync/atomic"
 // on a file, whose error fails the operation as a failing disk would. It
 // sees the operations of every Dir in the process, so a test filters by
 // name.
-type fault struct{ f atomic.Pointer[func(name string) error] }
+type fault struct {
+	f atomic.Pointer[func(name string) error]
+}
 
 func (x *fault) set(f func(name string) error) {
 	if f == nil {
